@@ -1,0 +1,130 @@
+# ferry: one non-recursive Makefile. Everything builds into $(B) (default build/).
+#   make            ferry, libferry.so, ferryfs, plugins/*.so, test programs
+#   make test       all tests (unit, plugin ABI, integration with moto_server)
+#   make check      the same, built with ASan+UBSan into build/asan
+#   make valgrind   the integration tests with ferry under valgrind
+#   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
+#   make install    PREFIX=/usr/local DESTDIR=
+VERSION  = 0.1.0
+PREFIX  ?= /usr/local
+B       ?= build
+CC      ?= cc
+PKGS     = fuse3 libcurl openssl sqlite3 inih expat jansson
+
+# One clear line per missing dependency, naming the Debian package.
+deb_fuse3 = libfuse3-dev
+deb_libcurl = libcurl4-openssl-dev
+deb_openssl = libssl-dev
+deb_sqlite3 = libsqlite3-dev
+deb_inih = libinih-dev
+deb_expat = libexpat1-dev
+deb_jansson = libjansson-dev
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+MISSING := $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),,$(p)))
+ifneq ($(MISSING),)
+$(error missing libraries: $(MISSING); install with: apt-get install pkg-config $(foreach p,$(MISSING),$(deb_$(p))))
+endif
+endif
+
+CFLAGS  ?= -g -O2
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wstrict-prototypes -Wvla -Wshadow \
+           -Wno-missing-field-initializers -fPIC -MMD -MP -Icore \
+           -DFERRY_VERSION='"$(VERSION)"' -DFERRY_PLUGIN_DIR='"$(PREFIX)/lib/ferry"' \
+           $(shell pkg-config --cflags $(PKGS))
+ifdef SANITIZE
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=$(SANITIZE) -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+LIBS_LIB = $(shell pkg-config --libs libcurl openssl sqlite3 inih expat jansson) -lm -lpthread -ldl
+LIBS_FS  = $(shell pkg-config --libs fuse3)
+
+# Supervisor-only sources; every other core/*.c is libferry.
+SUP_SRC  = core/main.c core/pipeline.c core/plugin.c $(wildcard core/cmd_*.c)
+LIB_SRC  = $(filter-out $(SUP_SRC),$(wildcard core/*.c))
+FS_SRC   = $(wildcard core/fs/*.c)
+PLUGINS  = $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
+UNIT     = $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+TOOLS    = $(patsubst tests/tools/%.c,%,$(wildcard tests/tools/*.c))
+TPLUG    = $(patsubst tests/plugins/%.c,%,$(filter-out tests/plugins/test_%.c,$(wildcard tests/plugins/*.c)))
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+
+all: $(B)/ferry $(B)/libferry.so $(if $(FS_SRC),$(B)/ferryfs) \
+     $(patsubst %,$(B)/plugins/%.so,$(PLUGINS)) tests-build
+.PHONY: all tests-build test check valgrind fuzz install clean
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Plugin objects hide everything but the descriptor (plugins/stage.map too).
+$(B)/obj/plugins/%.o: plugins/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fvisibility=hidden -c -o $@ $<
+
+$(B)/libferry.so: $(call obj,$(LIB_SRC))
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libferry.so -o $@ $^ $(LIBS_LIB)
+
+$(B)/ferry: $(call obj,$(SUP_SRC)) $(B)/libferry.so
+	$(CC) $(LDFLAGS) -o $@ $(call obj,$(SUP_SRC)) -L$(B) -lferry \
+		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_LIB)
+
+$(B)/ferryfs: $(call obj,$(FS_SRC)) $(B)/libferry.so
+	$(CC) $(LDFLAGS) -o $@ $(call obj,$(FS_SRC)) -L$(B) -lferry \
+		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_FS) $(LIBS_LIB)
+
+.SECONDEXPANSION:
+$(B)/plugins/%.so: $$(call obj,$$(wildcard plugins/%/*.c)) $(B)/libferry.so plugins/stage.map
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -Wl,--version-script=plugins/stage.map -o $@ \
+		$(call obj,$(wildcard plugins/$*/*.c)) -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN' $(LIBS_LIB)
+
+# A unit test links libferry and, for tests/unit/test_NAME.c, the sources of plugins/NAME/
+# (plain visibility objects, so static functions stay static but the rest is reachable).
+$(B)/tests/test_%: tests/unit/test_%.c $$(call obj,$$(wildcard plugins/%/*.c)) $(B)/libferry.so tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -Iplugins/$* $(LDFLAGS) -o $@ $< \
+		$(call obj,$(wildcard plugins/$*/*.c)) -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/..' $(LIBS_LIB)
+
+$(B)/tests/plugins/test_abi: tests/plugins/test_abi.c $(B)/libferry.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl
+
+$(B)/tests/plugins/%.so: tests/plugins/%.c $(B)/libferry.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..'
+
+$(B)/tests/tools/%: tests/tools/%.c $(B)/libferry.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
+
+tests-build: $(patsubst %,$(B)/tests/%,$(UNIT)) $(B)/tests/plugins/test_abi \
+	     $(patsubst %,$(B)/tests/plugins/%.so,$(TPLUG)) $(patsubst %,$(B)/tests/tools/%,$(TOOLS))
+
+test: all
+	FERRY_BUILD=$(abspath $(B)) bash tests/run.sh $(T)
+
+check:
+	$(MAKE) B=build/asan SANITIZE=address,undefined CFLAGS='-g -O1' test
+
+valgrind: all
+	FERRY_BUILD=$(abspath $(B)) FERRY_VALGRIND=1 bash tests/run.sh integration
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/ferry $(DESTDIR)$(PREFIX)/share/ferry/conf \
+		$(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(B)/ferry $(DESTDIR)$(PREFIX)/bin/ferry
+	$(if $(FS_SRC),install -m 755 $(B)/ferryfs $(DESTDIR)$(PREFIX)/bin/ferryfs)
+	install -m 755 $(B)/libferry.so $(DESTDIR)$(PREFIX)/lib/ferry/libferry.so
+	install -m 755 $(patsubst %,$(B)/plugins/%.so,$(PLUGINS)) $(DESTDIR)$(PREFIX)/lib/ferry/
+	cp -r conf/. $(DESTDIR)$(PREFIX)/share/ferry/conf/
+	$(if $(wildcard doc/*.1),install -m 644 $(wildcard doc/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

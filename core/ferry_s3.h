@@ -1,0 +1,189 @@
+/* ferry_s3.h: libferry's S3 client (libcurl + OpenSSL SigV4), shared by ferry, ferryfs
+ * and the stage plugins. Thread-safe: one client may serve many threads at once. */
+#ifndef FERRY_S3_H
+#define FERRY_S3_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* Result codes of every operation. */
+enum ferry_s3_rc {
+	FERRY_S3_OK = 0,
+	FERRY_S3_NOTFOUND = -1,             /* 404 NoSuchKey / NoSuchBucket / NoSuchUpload */
+	FERRY_S3_PRECONDITION = -2,         /* 412: If-Match / If-None-Match did not hold */
+	FERRY_S3_CONFLICT = -3,             /* 409: e.g. ConditionalRequestConflict */
+	FERRY_S3_NOTIMPL = -4,              /* 501 NotImplemented (e.g. UploadPartCopy on s3rver) */
+	FERRY_S3_RANGE = -5,                /* 416: range not satisfiable */
+	FERRY_S3_DENIED = -6,               /* 403 */
+	FERRY_S3_CANCELLED = -7,            /* the cancel callback said stop */
+	FERRY_S3_ERROR = -8,                /* anything else, after the retries allowed */
+};
+
+struct ferry_s3_conf {
+	char *endpoint;                     /* "http://127.0.0.1:9000"; NULL = AWS for region */
+	char *region;                       /* "auto" allowed (Tigris); default us-east-1 */
+	char *bucket;                       /* bucket name */
+	char *access_key;                   /* secret: never logged */
+	char *secret_key;                   /* secret: never logged */
+	char *session_token;                /* secret: never logged; may be NULL */
+	int path_style;                     /* 1 path-style, 0 virtual-host, -1 auto */
+	bool verify_tls;                    /* default true */
+	char *ca_bundle;                    /* AWS_CA_BUNDLE or NULL */
+	long connect_timeout_ms;            /* default 5000 */
+	long low_speed_time_s;              /* abort when below low_speed_limit this long; 30 */
+	long low_speed_limit;               /* bytes/s; default 1 */
+	long request_timeout_ms;            /* whole request cap, 0 = none; default 0 */
+	int max_retries;                    /* for idempotent requests; default 5 */
+	long retry_base_ms;                 /* first backoff; default 100 */
+	long retry_cap_ms;                  /* backoff cap; default 5000 */
+};
+
+/* Defaults, then the environment the way AWS tools read it: AWS_ENDPOINT_URL_S3, then
+ * AWS_ENDPOINT_URL; AWS_REGION, then AWS_DEFAULT_REGION; AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; AWS_CA_BUNDLE; BUCKET_NAME for bucket. */
+void ferry_s3_conf_init(struct ferry_s3_conf *conf);
+void ferry_s3_conf_from_env(struct ferry_s3_conf *conf);
+/* Apply one [s3] INI key (endpoint, region, bucket, path_style, verify_tls, ca_bundle,
+ * connect_timeout, low_speed_time, low_speed_limit, request_timeout, max_retries,
+ * retry_base, retry_cap). Returns 0, or -1 with a reason in err (unknown key, bad value). */
+int ferry_s3_conf_set(struct ferry_s3_conf *conf, const char *key, const char *value,
+		      char *err, size_t errlen);
+bool ferry_s3_conf_is_key(const char *key);  /* is this a valid [s3] key */
+void ferry_s3_conf_release(struct ferry_s3_conf *conf);
+
+struct ferry_s3;
+
+/* NULL with a reason in err (no bucket, no credentials, bad endpoint). */
+struct ferry_s3 *ferry_s3_new(const struct ferry_s3_conf *conf, char *err, size_t errlen);
+void ferry_s3_free(struct ferry_s3 *s3);
+const char *ferry_s3_bucket(const struct ferry_s3 *s3);
+/* Called during transfers and backoff waits; returning true aborts with CANCELLED. */
+void ferry_s3_set_cancel(struct ferry_s3 *s3, bool (*cancelled)(void *arg), void *arg);
+
+/* What one request learned. Every call fills it (when not NULL), success or not. */
+struct ferry_s3_res {
+	long status;                        /* last HTTP status, 0 if none */
+	char etag[80];                      /* ETag as sent, with its quotes */
+	uint64_t size;                      /* object size (HEAD, or total of a ranged GET) */
+	time_t last_modified;               /* Last-Modified, 0 if none */
+	time_t date;                        /* server Date header, 0 if none */
+	int attempts;                       /* requests sent, retries included */
+	char code[64];                      /* S3 error code, e.g. "PreconditionFailed" */
+	char request_id[80];                /* x-amz-request-id or the error body's RequestId */
+	char msg[512];                      /* ready-made: "PUT 'key': 412 PreconditionFailed: ... (request id X)" */
+};
+
+/* Conditions for reads and writes; NULL fields are not sent. */
+struct ferry_s3_cond {
+	const char *if_match;               /* ETag with quotes */
+	const char *if_none_match;          /* "*" for create-only */
+};
+
+/* Receives body bytes of a GET; return 0 to continue, non-zero to abort. */
+typedef int (*ferry_s3_sink)(void *arg, const void *data, size_t len);
+
+struct ferry_buf {
+	char *data;                         /* malloc'd, NUL-terminated for convenience */
+	size_t len;                         /* bytes held */
+	size_t cap;                         /* bytes allocated */
+};
+void ferry_buf_release(struct ferry_buf *b);
+
+int ferry_s3_head(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
+		  struct ferry_s3_res *res);
+/* len 0 = to the end. A GET with cond->if_match that no longer matches gives PRECONDITION. */
+int ferry_s3_get(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
+		 uint64_t off, uint64_t len, ferry_s3_sink sink, void *arg,
+		 struct ferry_s3_res *res);
+int ferry_s3_get_buf(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
+		     uint64_t off, uint64_t len, struct ferry_buf *out, struct ferry_s3_res *res);
+/* Reads exactly len bytes (a range) into dst; *got = bytes received (short at EOF). */
+int ferry_s3_get_into(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
+		      uint64_t off, size_t len, void *dst, size_t *got,
+		      struct ferry_s3_res *res);
+
+/* PUT. With a condition the write is never retried blindly: after an ambiguous
+ * outcome (timeout, reset, 5xx, 412 after a resend) the object is read back and the
+ * write counts as ours only if the stored bytes equal ours. */
+int ferry_s3_put(struct ferry_s3 *s3, const char *key, const void *data, size_t len,
+		 const struct ferry_s3_cond *cond, struct ferry_s3_res *res);
+int ferry_s3_put_fd(struct ferry_s3 *s3, const char *key, int fd, off_t off, uint64_t len,
+		    const struct ferry_s3_cond *cond, struct ferry_s3_res *res);
+/* DELETE; cond->if_match makes it conditional (stores without support ignore it). A
+ * missing key is FERRY_S3_OK for an unconditional delete. */
+int ferry_s3_delete(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
+		    struct ferry_s3_res *res);
+/* Server-side copy (CopyObject, up to 5 GiB); src_if_match pins the source version. */
+int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_match,
+		  const char *dst_key, const struct ferry_s3_cond *cond,
+		  struct ferry_s3_res *res);
+
+struct ferry_s3_entry {
+	char *key;                          /* full key */
+	uint64_t size;
+	char *etag;
+	time_t last_modified;
+};
+struct ferry_s3_list {
+	struct ferry_s3_entry *entries;     /* Contents */
+	size_t n_entries;
+	char **prefixes;                    /* CommonPrefixes */
+	size_t n_prefixes;
+	bool truncated;                     /* IsTruncated */
+	char *next_token;                   /* NextContinuationToken or NULL */
+};
+/* One page of ListObjectsV2 (token NULL for the first); max_keys 0 = server default. */
+int ferry_s3_list_page(struct ferry_s3 *s3, const char *prefix, const char *delimiter,
+		       const char *token, int max_keys, struct ferry_s3_list *out,
+		       struct ferry_s3_res *res);
+/* All pages, appended into out. */
+int ferry_s3_list_all(struct ferry_s3 *s3, const char *prefix, const char *delimiter,
+		      struct ferry_s3_list *out, struct ferry_s3_res *res);
+void ferry_s3_list_release(struct ferry_s3_list *l);
+
+/* Multipart upload. Part numbers start at 1; etag_out holds at least 80 bytes. */
+int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
+			struct ferry_s3_res *res);
+int ferry_s3_mpu_part(struct ferry_s3 *s3, const char *key, const char *upload_id, int part,
+		      const void *data, size_t len, char *etag_out, struct ferry_s3_res *res);
+int ferry_s3_mpu_part_fd(struct ferry_s3 *s3, const char *key, const char *upload_id,
+			 int part, int fd, off_t off, uint64_t len, char *etag_out,
+			 struct ferry_s3_res *res);
+/* UploadPartCopy of bytes [off, off+len) of src_key (pinned by src_if_match). */
+int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upload_id,
+			   int part, const char *src_key, const char *src_if_match,
+			   uint64_t off, uint64_t len, char *etag_out, struct ferry_s3_res *res);
+/* Complete, conditional like a PUT (If-Match / If-None-Match), never blindly retried. */
+int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *upload_id,
+			  char *const *part_etags, int nparts, const struct ferry_s3_cond *cond,
+			  struct ferry_s3_res *res);
+int ferry_s3_mpu_abort(struct ferry_s3 *s3, const char *key, const char *upload_id,
+		       struct ferry_s3_res *res);
+
+/* Counters since ferry_s3_new, for reports and tests. */
+struct ferry_s3_stats {
+	uint64_t requests;                  /* HTTP requests sent, retries included */
+	uint64_t gets, puts, heads, deletes, lists, copies, posts;
+	uint64_t retries;
+	uint64_t bytes_up;                  /* request bodies sent */
+	uint64_t bytes_down;                /* response bodies received */
+	uint64_t bytes_copied;              /* server-side copies (CopyObject, UploadPartCopy) */
+};
+void ferry_s3_stats_get(struct ferry_s3 *s3, struct ferry_s3_stats *out);
+
+/* Endpoint probe for `ferry check` (DESIGN §6): two If-None-Match:* PUTs of a scratch
+ * key (the second must get 412), If-Match on PUT, UploadPartCopy; the scratch keys
+ * are removed. Returns 0 when the probe ran (see the flags), else an rc. */
+struct ferry_s3_features {
+	bool conditional_create;            /* If-None-Match: * enforced */
+	bool conditional_put;               /* If-Match enforced on PUT */
+	bool conditional_delete;            /* If-Match enforced on DELETE */
+	bool upload_part_copy;              /* UploadPartCopy implemented */
+};
+int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
+		   struct ferry_s3_features *out, struct ferry_s3_res *res);
+
+#endif

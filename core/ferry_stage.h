@@ -1,0 +1,57 @@
+/* ferry_stage.h: the contract between the ferry supervisor and its stage plugins (DESIGN §3). */
+#ifndef FERRY_STAGE_H
+#define FERRY_STAGE_H
+
+#include <stddef.h>
+
+#define FERRY_STAGE_ABI 1                   /* bump on any incompatible change */
+#define FERRY_EXPORT    __attribute__((visibility("default")))
+
+/* Return codes of stage callbacks; they are also ferry's exit codes (DESIGN §4). */
+enum ferry_rc {
+	FERRY_OK = 0,
+	FERRY_FAIL = 1,                     /* the stage failed; the run is unwound */
+	FERRY_USAGE = 2,                    /* usage or configuration error */
+	FERRY_NOLOCK = 3,                   /* lock not acquired within max_wait */
+	FERRY_FENCED = 4,                   /* someone else's data or lock is newer */
+};
+
+enum ferry_level { FERRY_DEBUG, FERRY_INFO, FERRY_WARN, FERRY_ERROR };
+
+/* Types of configuration keys a stage declares; the supervisor validates them
+ * (file:line, exit 2) before anything runs, so run() can trust the accessors. */
+enum ferry_key_type {
+	FERRY_KEY_STRING,                   /* any text */
+	FERRY_KEY_PATH,                     /* a path; relative ones resolve against the INI's dir */
+	FERRY_KEY_BOOL,                     /* true/false, yes/no, on/off, 1/0 */
+	FERRY_KEY_INT,                      /* decimal integer, may be negative */
+	FERRY_KEY_DURATION,                 /* 250ms, 30s, 5m, 1h, 2d; a bare number is seconds */
+	FERRY_KEY_SIZE,                     /* 512, 64KiB, 8MiB, 1GiB, 1MB (decimal) */
+};
+
+#define FERRY_KEY_REQUIRED 0x1u             /* the key must be set (by INI or -o) */
+#define FERRY_KEY_SECRET   0x2u             /* never echo the value (logs, dry-run, errors) */
+
+struct ferry_key {
+	const char *name;                   /* key name in [stage NAME]; NULL ends the table */
+	enum ferry_key_type type;           /* how the value is validated */
+	const char *def;                    /* default value as text, or NULL for none */
+	unsigned int flags;                 /* FERRY_KEY_* */
+	const char *help;                   /* one line for `ferry list -v` and the README */
+};
+
+struct ferry_ctx;                           /* opaque; one per stage per run */
+
+struct ferry_stage {
+	unsigned int abi;                   /* FERRY_STAGE_ABI at build time */
+	size_t size;                        /* sizeof(struct ferry_stage) at build time */
+	const char *name;                   /* "lock", "mount", ... (the plugin's name) */
+	int (*check)(struct ferry_ctx *c);  /* validate config section, no side effects */
+	int (*dry_run)(struct ferry_ctx *c);/* say what run would do, change nothing */
+	int (*run)(struct ferry_ctx *c);    /* FERRY_OK or a code + message via ferry_fail */
+	int (*undo)(struct ferry_ctx *c);   /* reverse a successful run when the pipeline fails */
+	int (*cleanup)(struct ferry_ctx *c);/* release holdings after every run */
+	const struct ferry_key *keys;       /* the keys of its [stage] section, NULL-name ended */
+};
+
+#endif

@@ -1,0 +1,145 @@
+# tests/lib.sh: shared helpers for integration tests (sourced by tests/integration/*.sh).
+# Gives: a private temp dir ($T) removed at exit, moto_server on a free 127.0.0.1 port,
+# the AWS_* environment pointing at it, assertions, and cleanup of mounts and servers on
+# every exit path. A test exits 0 (pass), 77 (skip) or anything else (fail).
+set -u
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_DIR=$(cd "$TESTS_DIR/.." && pwd)
+FERRY_BUILD=${FERRY_BUILD:-$SRC_DIR/build}
+FERRY_BIN=$FERRY_BUILD/ferry
+FERRYFS_BIN=$FERRY_BUILD/ferryfs
+T=$(mktemp -d /tmp/ferry-test.XXXXXX)
+chmod 700 "$T"
+_cleanup_cmds=()
+
+# Credentials used by every test: distinctive so a scan can prove they never leak.
+export AWS_ACCESS_KEY_ID=AKIAFERRYTESTKEY0001
+export AWS_SECRET_ACCESS_KEY=ferryTestSecret/DoNotLeak+0123456789abcdef
+export AWS_REGION=us-east-1
+unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_SESSION_TOKEN AWS_PROFILE 2>/dev/null || true
+
+# Run a command at exit (in reverse order of registration).
+at_exit() { _cleanup_cmds=("$*" "${_cleanup_cmds[@]}"); }
+
+_lib_exit() {
+	local rc=$?
+	local c
+	for c in "${_cleanup_cmds[@]}"; do
+		eval "$c" >/dev/null 2>&1 || true
+	done
+	# Never leave a mount behind under our temp dir.
+	local m
+	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts 2>/dev/null); do
+		fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
+	if [ -n "${KEEP_TMP:-}" ]; then
+		echo "kept $T" >&2
+	else
+		rm -rf "$T"
+	fi
+	exit $rc
+}
+trap _lib_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+skip() { echo "SKIP: $*" >&2; exit 77; }
+note() { echo "# $*" >&2; }
+
+assert_eq() { # assert_eq EXPECTED ACTUAL [what]
+	[ "$1" = "$2" ] || fail "${3:-value}: expected '$1', got '$2'"
+}
+assert_contains() { # assert_contains FILE-OR-TEXT NEEDLE
+	if [ -f "$1" ]; then
+		grep -qF -- "$2" "$1" || { sed 's/^/    | /' "$1" >&2; fail "'$1' lacks '$2'"; }
+	else
+		case "$1" in *"$2"*) ;; *) fail "text lacks '$2': $1" ;; esac
+	fi
+}
+assert_not_contains() { # assert_not_contains FILE NEEDLE
+	if grep -qF -- "$2" "$1"; then sed 's/^/    | /' "$1" >&2; fail "'$1' contains '$2'"; fi
+}
+assert_exit() { # assert_exit CODE CMD...: runs CMD, checks its exit status
+	local want=$1; shift
+	local got=0
+	"$@" || got=$?
+	[ "$got" = "$want" ] || fail "'$*' exited $got, expected $want"
+}
+
+# The ferry binary, under valgrind when FERRY_VALGRIND=1 (make valgrind).
+ferry() {
+	if [ -n "${FERRY_VALGRIND:-}" ]; then
+		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+			--error-exitcode=97 --log-file="$T/valgrind.%p.log" "$FERRY_BIN" "$@"
+	else
+		"$FERRY_BIN" "$@"
+	fi
+}
+# Fails the test when any valgrind log has content (call at the end of a test).
+valgrind_verdict() {
+	[ -n "${FERRY_VALGRIND:-}" ] || return 0
+	local f
+	for f in "$T"/valgrind.*.log; do
+		[ -s "$f" ] && { cat "$f" >&2; fail "valgrind reported errors ($f)"; }
+	done
+	return 0
+}
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# moto_start [BUCKET]: starts moto_server on a free loopback port, creates BUCKET
+# (default "ferry-test"), exports MOTO_PORT, AWS_ENDPOINT_URL_S3 and BUCKET_NAME.
+moto_start() {
+	local bucket=${1:-ferry-test} i
+	command -v python3 >/dev/null || skip "python3 missing"
+	python3 -c 'import moto' 2>/dev/null || skip "python moto missing (pip install 'moto[server]')"
+	for i in 1 2 3; do
+		MOTO_PORT=$(free_port)
+		python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$T/moto.log" 2>&1 &
+		MOTO_PID=$!
+		at_exit "kill $MOTO_PID; wait $MOTO_PID"
+		local n=0
+		while [ $n -lt 100 ]; do
+			if curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null; then
+				break
+			fi
+			kill -0 $MOTO_PID 2>/dev/null || break
+			sleep 0.1
+			n=$((n + 1))
+		done
+		kill -0 $MOTO_PID 2>/dev/null && break
+	done
+	kill -0 $MOTO_PID 2>/dev/null || { cat "$T/moto.log" >&2; fail "moto_server did not start"; }
+	export MOTO_PORT
+	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$MOTO_PORT
+	export BUCKET_NAME=$bucket
+	moto_mkbucket "$bucket"
+}
+
+moto_mkbucket() { curl -fs -X PUT "http://127.0.0.1:$MOTO_PORT/$1" -o /dev/null || fail "cannot create bucket '$1'"; }
+
+# Raw object access for assertions (unsigned requests; moto accepts them).
+s3_raw_put() { curl -fs -X PUT --data-binary "@$2" "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" -o /dev/null; }
+s3_raw_get() { curl -fs "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" -o "$2"; }
+s3_raw_exists() { curl -fs -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" -o /dev/null; }
+s3_raw_rm() { curl -fs -X DELETE "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" -o /dev/null; }
+
+# Fails when any file under the given paths holds a test credential.
+assert_no_secrets() {
+	local hits
+	hits=$(grep -rlaF -e "$AWS_SECRET_ACCESS_KEY" -e "$AWS_ACCESS_KEY_ID" "$@" 2>/dev/null | grep -v '/moto.log$' || true)
+	[ -z "$hits" ] || fail "credentials found in: $hits"
+}
+
+# A state dir's content, for "changed nothing" checks.
+tree_digest() { (cd "$1" && find . -printf '%p %s %m %T@\n' | sort && find . -type f -exec sha256sum {} + | sort) 2>/dev/null | sha256sum | cut -d' ' -f1; }
+
+# Requires /dev/fuse and fusermount3 (else the test is skipped).
+need_fuse() {
+	[ -c /dev/fuse ] || skip "no /dev/fuse"
+	command -v fusermount3 >/dev/null || skip "fusermount3 missing"
+	[ -x "$FERRYFS_BIN" ] || skip "ferryfs not built"
+}
