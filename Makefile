@@ -20,7 +20,7 @@ deb_inih = libinih-dev
 deb_expat = libexpat1-dev
 deb_jansson = libjansson-dev
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
-MISSING := $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),,$(p)))
+MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),,$(p))))
 ifneq ($(MISSING),)
 $(error missing libraries: $(MISSING); install with: apt-get install pkg-config $(foreach p,$(MISSING),$(deb_$(p))))
 endif

@@ -30,6 +30,10 @@ int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
  * first stage using that plugin), or NULL for the calling stage itself. */
 const char *ferry_fact(const struct ferry_ctx *c, const char *stage, const char *key);
 int ferry_fact_set(struct ferry_ctx *c, const char *key, const char *value);
+/* Call fn for every fact of every stage (in pipeline order); stops at a non-zero return. */
+int ferry_fact_each(const struct ferry_ctx *c,
+		    int (*fn)(void *arg, const char *stage, const char *key, const char *value),
+		    void *arg);
 int ferry_fact_setf(struct ferry_ctx *c, const char *key, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

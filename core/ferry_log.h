@@ -21,4 +21,9 @@ void ferry_logf(enum ferry_level lv, const char *who, const char *msg, const cha
 void ferry_vlogf(enum ferry_level lv, const char *who, const char *msg, const char *kvfmt,
 		 va_list ap);
 
+/* Text for a human on stderr (tables, progress), masked like log lines; dropped in
+ * JSON mode and with -q, where the same facts go out as log lines. */
+void ferry_log_text(const char *text);
+enum ferry_log_format ferry_log_format(void);
+
 #endif

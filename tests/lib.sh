@@ -76,6 +76,17 @@ ferry() {
 		"$FERRY_BIN" "$@"
 	fi
 }
+# ferry_bg ARGS...: start ferry in the background (FERRY_PID is the ferry process itself,
+# so signals reach it, not a wrapper shell).
+ferry_bg() {
+	if [ -n "${FERRY_VALGRIND:-}" ]; then
+		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+			--error-exitcode=97 --log-file="$T/valgrind.%p.log" "$FERRY_BIN" "$@" &
+	else
+		"$FERRY_BIN" "$@" &
+	fi
+	FERRY_PID=$!
+}
 # Fails the test when any valgrind log has content (call at the end of a test).
 valgrind_verdict() {
 	[ -n "${FERRY_VALGRIND:-}" ] || return 0

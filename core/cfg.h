@@ -1,0 +1,68 @@
+/* cfg.h: the pipeline INI (DESIGN §2): parse with inih, apply -o, expand ${VAR}, validate. */
+#ifndef FERRY_CFG_H
+#define FERRY_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "ferry_stage.h"
+
+enum cfg_kind { CFG_PIPELINE, CFG_S3, CFG_STAGE };
+
+struct cfg_entry {
+	char *key;                          /* key name */
+	char *raw;                          /* value as written */
+	char *value;                        /* value after ${...} expansion */
+	const char *file;                   /* INI path, or NULL for -o */
+	int line;                           /* 1-based line in file; 0 for -o */
+};
+
+struct cfg_section {
+	char *name;                         /* "pipeline", "s3" or the stage's NAME */
+	enum cfg_kind kind;
+	const char *file;                   /* the INI path (NULL if made by -o) */
+	int line;                           /* line of the [header]; 0 if implicit */
+	struct cfg_entry *e;                /* entries in file order */
+	size_t n;
+	size_t cap;
+};
+
+struct config {
+	char *path;                         /* the INI as given */
+	char *dir;                          /* absolute directory of the INI */
+	struct cfg_section *s;              /* sections in file order */
+	size_t n;
+	size_t cap;
+};
+
+/* Parse path, apply overrides ("section.key=value"), expand variables and check the
+ * structure (sections, [pipeline] and [s3] keys, stage names, `plugin`, `enabled`).
+ * Returns 0, or FERRY_USAGE with "FILE:LINE: ..." in err. */
+int ferry_config_load(struct config **out, const char *path, char *const *overrides,
+		      int n_overrides, char *err, size_t errlen);
+void ferry_config_free(struct config *cfg);
+
+struct cfg_section *ferry_config_section(const struct config *cfg, const char *name);
+struct cfg_entry *ferry_config_entry(const struct cfg_section *sec, const char *key);
+/* Expanded value of section.key, or NULL. */
+const char *ferry_config_get(const struct config *cfg, const char *section, const char *key);
+/* "FILE:LINE" or "-o SECTION.KEY" for messages. */
+void ferry_config_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
+			size_t len);
+
+/* Check a stage section against its plugin's key table: unknown keys, required keys,
+ * typed values. Returns 0 or FERRY_USAGE with the located message in err. */
+int ferry_config_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
+			    char *err, size_t errlen);
+/* The declared key of a table, or NULL. */
+const struct ferry_key *ferry_key_find(const struct ferry_key *keys, const char *name);
+/* Validate text against a key type; 0 or -1 with a reason ("bad duration 'x'"). */
+int ferry_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen);
+
+/* Value parsers shared by the supervisor, libferry and plugins; 0 or -1. */
+int ferry_parse_duration_ms(const char *s, uint64_t *ms);
+int ferry_parse_size(const char *s, uint64_t *bytes);
+int ferry_parse_bool(const char *s, bool *b);
+int ferry_parse_int(const char *s, int64_t *v);
+
+#endif

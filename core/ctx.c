@@ -1,0 +1,432 @@
+/* ctx.c: the stage context: config accessors, facts, errors, cancellation (ferry_ctx.h). */
+#include "ferry_ctx.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "ferry_log.h"
+#include "ferry_s3.h"
+#include "run.h"
+
+#define CTX_ERR_MAX 2048
+
+struct ferry_ctx {
+	struct run *run;                    /* the run this stage belongs to */
+	struct stage_rt *st;                /* the stage */
+	void *priv;                         /* stage-private pointer */
+	int err_rc;                         /* code of the first ferry_fail, 0 if none */
+	char err[CTX_ERR_MAX];              /* message of the first ferry_fail */
+};
+
+int64_t ferry_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t ferry_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct ferry_ctx *ferry_ctx_new(struct run *r, struct stage_rt *st)
+{
+	struct ferry_ctx *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		abort();
+	c->run = r;
+	c->st = st;
+	return c;
+}
+
+void ferry_ctx_free(struct ferry_ctx *c)
+{
+	free(c);
+}
+
+const char *ferry_ctx_error(const struct ferry_ctx *c)
+{
+	return c->err_rc ? c->err : NULL;
+}
+
+int ferry_ctx_error_rc(const struct ferry_ctx *c)
+{
+	return c->err_rc;
+}
+
+void ferry_ctx_clear_error(struct ferry_ctx *c)
+{
+	c->err_rc = 0;
+	c->err[0] = '\0';
+}
+
+static const struct cfg_entry *stage_entry(const struct ferry_ctx *c, const char *key)
+{
+	return ferry_config_entry(c->st->sec, key);
+}
+
+static const struct ferry_key *stage_key(const struct ferry_ctx *c, const char *key)
+{
+	return c->st->desc ? ferry_key_find(c->st->desc->keys, key) : NULL;
+}
+
+const char *ferry_cfg(const struct ferry_ctx *c, const char *key)
+{
+	const struct cfg_entry *e = stage_entry(c, key);
+	const struct ferry_key *k;
+
+	if (e)
+		return e->value;
+	k = stage_key(c, key);
+	return k ? k->def : NULL;
+}
+
+bool ferry_cfg_bool(const struct ferry_ctx *c, const char *key)
+{
+	bool b = false;
+
+	ferry_parse_bool(ferry_cfg(c, key), &b);
+	return b;
+}
+
+int64_t ferry_cfg_int(const struct ferry_ctx *c, const char *key)
+{
+	int64_t v = 0;
+
+	ferry_parse_int(ferry_cfg(c, key), &v);
+	return v;
+}
+
+uint64_t ferry_cfg_ms(const struct ferry_ctx *c, const char *key)
+{
+	uint64_t v = 0;
+	const char *s = ferry_cfg(c, key);
+
+	if (s)
+		ferry_parse_duration_ms(s, &v);
+	return v;
+}
+
+uint64_t ferry_cfg_bytes(const struct ferry_ctx *c, const char *key)
+{
+	uint64_t v = 0;
+	const char *s = ferry_cfg(c, key);
+
+	if (s)
+		ferry_parse_size(s, &v);
+	return v;
+}
+
+/* Relative paths resolve against the INI's directory when the INI set them, else the cwd. */
+char *ferry_cfg_path(const struct ferry_ctx *c, const char *key)
+{
+	const struct cfg_entry *e = stage_entry(c, key);
+	const char *v = ferry_cfg(c, key);
+	char *out;
+
+	if (!v || !*v)
+		return NULL;
+	if (v[0] == '/' || !e || !e->file || !c->run->cfg || !c->run->cfg->dir)
+		return strdup(v);
+	if (asprintf(&out, "%s/%s", c->run->cfg->dir, v) < 0)
+		return NULL;
+	return out;
+}
+
+const char *ferry_cfg_global(const struct ferry_ctx *c, const char *section, const char *key)
+{
+	return ferry_config_get(c->run->cfg, section, key);
+}
+
+static int vfail(struct ferry_ctx *c, int rc, const char *fmt, va_list ap)
+{
+	if (c->err_rc == 0) {
+		vsnprintf(c->err, sizeof(c->err), fmt, ap);
+		ferry_log_mask(c->err);
+		c->err_rc = rc ? rc : FERRY_FAIL;
+	}
+	return rc;
+}
+
+int ferry_fail(struct ferry_ctx *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfail(c, rc, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
+{
+	const struct cfg_entry *e = stage_entry(c, key);
+	char where[512], why[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (e)
+		ferry_config_where(c->st->sec, e, where, sizeof(where));
+	else if (c->st->sec && c->st->sec->file)
+		snprintf(where, sizeof(where), "%s:%d", c->st->sec->file, c->st->sec->line);
+	else
+		snprintf(where, sizeof(where), "[stage %s]", c->st->name);
+	return ferry_fail(c, FERRY_USAGE, "%s: key '%s': %s", where, key, why);
+}
+
+struct stage_rt *ferry_run_find(struct run *r, const char *stage_or_plugin)
+{
+	size_t i;
+
+	for (i = 0; i < r->n; i++)
+		if (strcmp(r->st[i].name, stage_or_plugin) == 0)
+			return &r->st[i];
+	for (i = 0; i < r->n; i++)
+		if (r->st[i].enabled && r->st[i].plugin && strcmp(r->st[i].plugin, stage_or_plugin) == 0)
+			return &r->st[i];
+	return NULL;
+}
+
+const char *ferry_fact(const struct ferry_ctx *c, const char *stage, const char *key)
+{
+	const struct stage_rt *st = stage ? ferry_run_find(c->run, stage) : c->st;
+	size_t i;
+
+	for (i = 0; st && i < st->n_facts; i++)
+		if (strcmp(st->facts[i].key, key) == 0)
+			return st->facts[i].value;
+	return NULL;
+}
+
+int ferry_fact_each(const struct ferry_ctx *c,
+		    int (*fn)(void *arg, const char *stage, const char *key, const char *value),
+		    void *arg)
+{
+	size_t i, j;
+	int rc;
+
+	for (i = 0; i < c->run->n; i++) {
+		const struct stage_rt *st = &c->run->st[i];
+
+		for (j = 0; j < st->n_facts; j++) {
+			rc = fn(arg, st->name, st->facts[j].key, st->facts[j].value);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+int ferry_fact_put(struct stage_rt *st, const char *key, const char *value)
+{
+	size_t i;
+	char *v = strdup(value ? value : "");
+
+	if (!v)
+		return -1;
+	for (i = 0; i < st->n_facts; i++) {
+		if (strcmp(st->facts[i].key, key) == 0) {
+			free(st->facts[i].value);
+			st->facts[i].value = v;
+			return 0;
+		}
+	}
+	st->facts = realloc(st->facts, (st->n_facts + 1) * sizeof(*st->facts));
+	if (!st->facts)
+		abort();
+	st->facts[st->n_facts].key = strdup(key);
+	st->facts[st->n_facts].value = v;
+	st->n_facts++;
+	return 0;
+}
+
+int ferry_fact_set(struct ferry_ctx *c, const char *key, const char *value)
+{
+	if (c->st->facts_from_journal) {
+		/* this run produces fresh facts: drop the journaled ones first */
+		size_t i;
+
+		for (i = 0; i < c->st->n_facts; i++) {
+			free(c->st->facts[i].key);
+			free(c->st->facts[i].value);
+		}
+		c->st->n_facts = 0;
+		c->st->facts_from_journal = false;
+	}
+	if (ferry_fact_put(c->st, key, value) != 0)
+		return -1;
+	ferry_logf(FERRY_DEBUG, c->st->name, "fact", "%s=%s", key, value ? value : "");
+	if (c->run->journal && !c->run->dry_run)
+		ferry_journal_write(c->run);
+	return 0;
+}
+
+int ferry_fact_setf(struct ferry_ctx *c, const char *key, const char *fmt, ...)
+{
+	char buf[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return ferry_fact_set(c, key, buf);
+}
+
+void ferry_log(const struct ferry_ctx *c, enum ferry_level lv, const char *msg,
+	       const char *kvfmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, kvfmt);
+	ferry_vlogf(lv, c->st->name, msg, kvfmt, ap);
+	va_end(ap);
+}
+
+void **ferry_priv(struct ferry_ctx *c)
+{
+	return &c->priv;
+}
+
+const char *ferry_stage_name(const struct ferry_ctx *c)
+{
+	return c->st->name;
+}
+
+const char *ferry_state_dir(const struct ferry_ctx *c)
+{
+	return c->run->state_dir;
+}
+
+const char *ferry_config_file(const struct ferry_ctx *c)
+{
+	return c->run->config_path;
+}
+
+bool ferry_run_cancelled(const struct run *r)
+{
+	if (r->unwinding)
+		return false;               /* unwinding must finish whatever arrives */
+	if (r->signo && *r->signo)
+		return true;
+	return r->deadline_ms && ferry_mono_ms() >= r->deadline_ms;
+}
+
+bool ferry_cancelled(const struct ferry_ctx *c)
+{
+	return ferry_run_cancelled(c->run);
+}
+
+int ferry_cancel_fd(const struct ferry_ctx *c)
+{
+	return c->run->unwinding ? -1 : c->run->cancel_fd;
+}
+
+int64_t ferry_deadline_left_ms(const struct ferry_ctx *c)
+{
+	int64_t left;
+
+	if (!c->run->deadline_ms || c->run->unwinding)
+		return INT64_MAX;
+	left = c->run->deadline_ms - ferry_mono_ms();
+	return left > 0 ? left : 0;
+}
+
+int ferry_s3_conf_from_config(const struct config *cfg, struct ferry_s3_conf *sc, char *err,
+			      size_t errlen)
+{
+	const struct cfg_section *s = ferry_config_section(cfg, "s3");
+	size_t i;
+
+	ferry_s3_conf_init(sc);
+	ferry_s3_conf_from_env(sc);
+	for (i = 0; s && i < s->n; i++) {
+		char why[256] = "";
+
+		if (!s->e[i].value[0])
+			continue;           /* "${AWS_REGION:-}" left empty: keep env/default */
+		if (ferry_s3_conf_set(sc, s->e[i].key, s->e[i].value, why, sizeof(why)) != 0) {
+			char where[512];
+
+			ferry_config_where(s, &s->e[i], where, sizeof(where));
+			snprintf(err, errlen, "%s: key '%s': %s", where, s->e[i].key, why);
+			return FERRY_USAGE;
+		}
+	}
+	return 0;
+}
+
+static bool s3_cancel_cb(void *arg)
+{
+	return ferry_run_cancelled(arg);
+}
+
+struct ferry_s3 *ferry_run_s3(struct run *r)
+{
+	struct ferry_s3_conf sc;
+
+	if (r->s3)
+		return r->s3;
+	if (ferry_s3_conf_from_config(r->cfg, &sc, r->s3_err, sizeof(r->s3_err)) == 0) {
+		r->s3 = ferry_s3_new(&sc, r->s3_err, sizeof(r->s3_err));
+		if (r->s3)
+			ferry_s3_set_cancel(r->s3, s3_cancel_cb, r);
+	}
+	ferry_s3_conf_release(&sc);
+	ferry_log_mask(r->s3_err);
+	return r->s3;
+}
+
+struct ferry_s3 *ferry_s3(struct ferry_ctx *c)
+{
+	struct ferry_s3 *s3 = ferry_run_s3(c->run);
+
+	if (!s3)
+		ferry_fail(c, FERRY_USAGE, "cannot open the S3 client: %s", c->run->s3_err);
+	return s3;
+}
+
+void ferry_run_release(struct run *r)
+{
+	size_t i, j;
+
+	for (i = 0; i < r->n; i++) {
+		struct stage_rt *st = &r->st[i];
+
+		for (j = 0; j < st->n_facts; j++) {
+			free(st->facts[j].key);
+			free(st->facts[j].value);
+		}
+		free(st->facts);
+		free(st->name);
+		free(st->plugin);
+		free(st->error);
+		ferry_ctx_free(st->ctx);
+	}
+	free(r->st);
+	for (i = 0; i < r->n_ev; i++) {
+		free(r->ev[i].stage);
+		free(r->ev[i].op);
+		free(r->ev[i].result);
+		free(r->ev[i].error);
+	}
+	free(r->ev);
+	free(r->state_dir);
+	free(r->run_id);
+	if (r->s3)
+		ferry_s3_free(r->s3);
+	memset(r, 0, sizeof(*r));
+}

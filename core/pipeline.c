@@ -1,0 +1,429 @@
+/* pipeline.c: run the selected stages in order; on failure unwind them like a stack. */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "ferry_log.h"
+#include "plugin.h"
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+
+	if (!d)
+		abort();
+	return d;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	ferry_logf(FERRY_ERROR, "ferry", buf, NULL);
+	return FERRY_USAGE;
+}
+
+static char *abs_path(const char *p)
+{
+	char cwd[4096], *out;
+
+	if (p[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		return xstrdup(p);
+	if (asprintf(&out, "%s/%s", cwd, p) < 0)
+		abort();
+	return out;
+}
+
+static char *make_run_id(void)
+{
+	char buf[64];
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%Y%m%dT%H%M%SZ", &tm);
+	snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "-%d", (int)getpid());
+	return xstrdup(buf);
+}
+
+static int select_stages(struct run *r, const struct pipeline_opts *o)
+{
+	size_t i;
+	int k;
+
+	if (o->from && o->n_only)
+		return usage_error("--from and stage names cannot be combined");
+	for (k = 0; k < o->n_only; k++) {
+		struct stage_rt *st = NULL;
+
+		for (i = 0; i < r->n; i++)
+			if (strcmp(r->st[i].name, o->only[k]) == 0)
+				st = &r->st[i];
+		if (!st)
+			return usage_error("no stage '%s' in '%s'", o->only[k], r->config_path);
+		if (!st->enabled)
+			return usage_error("stage '%s' is disabled (enabled = false); enable it with "
+					   "-o %s.enabled=true", st->name, st->name);
+		st->selected = true;
+	}
+	if (o->n_only)
+		return 0;
+	for (i = 0; i < r->n; i++) {
+		if (o->from && strcmp(r->st[i].name, o->from) == 0) {
+			if (!r->st[i].enabled)
+				return usage_error("stage '%s' is disabled (enabled = false)", o->from);
+			break;
+		}
+	}
+	if (o->from && i == r->n)
+		return usage_error("no stage '%s' in '%s'", o->from, r->config_path);
+	for (i = o->from ? i : 0; i < r->n; i++)
+		r->st[i].selected = r->st[i].enabled;
+	return 0;
+}
+
+/* Load and validate one stage's plugin; FERRY_USAGE (logged) on failure. */
+static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
+{
+	char err[2048];
+	int rc;
+
+	st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
+	if (!st->desc)
+		return usage_error("stage '%s': %s", st->name, err);
+	if (ferry_config_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
+		return usage_error("%s", err);
+	st->ctx = ferry_ctx_new(r, st);
+	if (!st->desc->check)
+		return 0;
+	rc = st->desc->check(st->ctx);
+	if (rc == FERRY_OK)
+		return 0;
+	usage_error("stage '%s': %s", st->name,
+		    ferry_ctx_error(st->ctx) ? ferry_ctx_error(st->ctx) : "check failed");
+	ferry_ctx_clear_error(st->ctx);
+	return FERRY_USAGE;
+}
+
+int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
+		     const struct pipeline_opts *o)
+{
+	const char *dir, *sd, *dl;
+	uint64_t deadline = 0;
+	size_t i;
+	int rc = 0;
+
+	memset(r, 0, sizeof(*r));
+	r->cfg = cfg;
+	r->config_path = config_path;
+	r->cancel_fd = -1;
+	r->dry_run = o->dry_run;
+	r->journal = !o->dry_run && !o->check_all;
+	r->result = "running";
+	r->pipeline = ferry_config_get(cfg, "pipeline", "name");
+	if (!r->pipeline)
+		r->pipeline = "ferry";
+	sd = ferry_config_get(cfg, "pipeline", "state_dir");
+	r->state_dir = abs_path(sd ? sd : "/var/lib/ferry");
+	dl = ferry_config_get(cfg, "pipeline", "deadline");
+	if (dl)
+		ferry_parse_duration_ms(dl, &deadline);
+	if (deadline)
+		r->deadline_ms = ferry_mono_ms() + (int64_t)deadline;
+	r->run_id = make_run_id();
+	for (i = 0; i < cfg->n; i++)
+		if (cfg->s[i].kind == CFG_STAGE)
+			r->n++;
+	r->st = calloc(r->n ? r->n : 1, sizeof(*r->st));
+	if (!r->st)
+		abort();
+	r->n = 0;
+	for (i = 0; i < cfg->n; i++) {
+		struct stage_rt *st;
+		const char *en;
+		bool enabled = true;
+
+		if (cfg->s[i].kind != CFG_STAGE)
+			continue;
+		st = &r->st[r->n++];
+		st->name = xstrdup(cfg->s[i].name);
+		st->plugin = xstrdup(ferry_config_get(cfg, cfg->s[i].name, "plugin"));
+		st->sec = &cfg->s[i];
+		en = ferry_config_get(cfg, cfg->s[i].name, "enabled");
+		if (en)
+			ferry_parse_bool(en, &enabled);
+		st->enabled = enabled;
+	}
+	if (select_stages(r, o) != 0)
+		return FERRY_USAGE;
+	dir = plugin_dir(ferry_config_get(cfg, "pipeline", "plugin_dir"));
+	for (i = 0; i < r->n; i++) {
+		struct stage_rt *st = &r->st[i];
+
+		/* a full run or `check` validates every enabled stage; a rerun of some
+		 * stages only those, so an unrelated plugin cannot block the operator */
+		if (!st->selected && !(o->check_all && st->enabled))
+			continue;
+		if (prepare_stage(r, st, dir) != 0) {
+			rc = FERRY_USAGE;
+			if (!o->check_all)
+				return rc;
+		}
+	}
+	if (o->from || o->n_only) {
+		char err[1024];
+
+		if (ferry_journal_load(r, err, sizeof(err)) == -2)
+			ferry_logf(FERRY_WARN, "ferry", "journal unreadable; facts of earlier stages "
+				   "are not available", "error='%s'", err);
+	}
+	for (i = 0; i < r->n; i++)
+		if (!r->st[i].ctx)
+			r->st[i].ctx = ferry_ctx_new(r, &r->st[i]);
+	return rc;
+}
+
+static const char *stage_error(const struct stage_rt *st, int rc, const char *fallback)
+{
+	const char *e = ferry_ctx_error(st->ctx);
+
+	(void)rc;
+	return e ? e : fallback;
+}
+
+/* One callback with its events and log lines; returns its rc. */
+static int call(struct run *r, struct stage_rt *st, const char *op,
+		int (*fn)(struct ferry_ctx *))
+{
+	int64_t t0 = ferry_mono_ms(), ms;
+	const char *err;
+	char msg[2300];
+	int rc;
+
+	ferry_ctx_clear_error(st->ctx);
+	ferry_logf(FERRY_DEBUG, st->name, op, "plugin=%s", st->plugin);
+	rc = fn(st->ctx);
+	ms = ferry_mono_ms() - t0;
+	if (rc == FERRY_OK && ferry_ctx_error(st->ctx))
+		rc = ferry_ctx_error_rc(st->ctx);   /* ferry_fail without returning it */
+	if (rc == FERRY_OK) {
+		snprintf(msg, sizeof(msg), "%s ok", op);
+		ferry_logf(FERRY_INFO, st->name, msg, "ms=%" PRId64, ms);
+		ferry_run_event(r, st->name, op, "ok", NULL);
+	} else {
+		err = stage_error(st, rc, "failed without a message");
+		snprintf(msg, sizeof(msg), "%s failed: %s", op, err);
+		ferry_logf(FERRY_ERROR, st->name, msg, "rc=%d ms=%" PRId64, rc, ms);
+		ferry_run_event(r, st->name, op, "failed", err);
+	}
+	if (strcmp(op, "run") == 0)
+		st->ms = ms;
+	return rc;
+}
+
+static int dry_run(struct run *r)
+{
+	size_t i;
+	int worst = 0;
+
+	for (i = 0; i < r->n; i++) {
+		struct stage_rt *st = &r->st[i];
+		int rc;
+
+		if (!st->selected)
+			continue;
+		if (!st->desc->dry_run) {
+			ferry_logf(FERRY_WARN, st->name, "dry-run not supported by this plugin; run "
+				   "would be called", "plugin=%s", st->plugin);
+			continue;
+		}
+		rc = call(r, st, "dry-run", st->desc->dry_run);
+		st->result = rc == FERRY_OK ? SR_DRY : SR_FAILED;
+		if (rc && !worst)
+			worst = rc;
+	}
+	return worst;
+}
+
+static int local_lock(struct run *r)
+{
+	char path[4200];
+	int fd;
+
+	if (mkdir(r->state_dir, 0700) != 0 && errno != EEXIST)
+		return usage_error("cannot create state_dir '%s': %s", r->state_dir, strerror(errno));
+	snprintf(path, sizeof(path), "%s/run.lock", r->state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return usage_error("cannot open '%s': %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		close(fd);
+		ferry_logf(FERRY_ERROR, "ferry", "another ferry run is using this state_dir",
+			   "state_dir='%s'", r->state_dir);
+		return -1;
+	}
+	return fd;                          /* held until exit */
+}
+
+static void summary(struct run *r)
+{
+	static const char *const byte_facts[] = { "bytes", "bytes_read", "bytes_uploaded",
+						   "bytes_down", "bytes_up", NULL };
+	char line[512];
+	size_t i;
+
+	if (ferry_log_format() == FERRY_LOG_JSON) {
+		for (i = 0; i < r->n; i++)
+			if (r->st[i].started || r->st[i].result == SR_DRY)
+				ferry_logf(FERRY_INFO, r->st[i].name, "summary",
+					   "result=%s ms=%" PRId64, ferry_result_name(r->st[i].result),
+					   r->st[i].ms);
+		return;
+	}
+	snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s\n", "stage", "plugin", "result",
+		 "time", "bytes");
+	ferry_log_text(line);
+	for (i = 0; i < r->n; i++) {
+		const struct stage_rt *st = &r->st[i];
+		const char *bytes = NULL;
+		const char *const *b;
+		char t[32];
+
+		if (!st->started && st->result != SR_DRY)
+			continue;
+		for (b = byte_facts; *b && !bytes; b++) {
+			size_t j;
+
+			for (j = 0; j < st->n_facts; j++)
+				if (strcmp(st->facts[j].key, *b) == 0)
+					bytes = st->facts[j].value;
+		}
+		snprintf(t, sizeof(t), "%.3fs", (double)st->ms / 1000.0);
+		snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s\n", st->name, st->plugin,
+			 ferry_result_name(st->result), t, bytes ? bytes : "-");
+		ferry_log_text(line);
+	}
+}
+
+int pipeline_run(struct run *r)
+{
+	struct stage_rt *failed = NULL;
+	int rc = FERRY_OK, lockfd = -1, exit_code;
+	size_t i, started = 0;
+	char names[1024] = "";
+
+	for (i = 0; i < r->n; i++)
+		if (r->st[i].selected)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 *names ? "," : "", r->st[i].name);
+	r->started_at = ferry_now_ms();
+	ferry_logf(FERRY_INFO, "ferry", r->dry_run ? "dry-run start" : "run start",
+		   "pipeline=%s stages=%s run_id=%s", r->pipeline, names, r->run_id);
+	if (r->dry_run) {
+		rc = dry_run(r);
+		summary(r);
+		return rc;
+	}
+	lockfd = local_lock(r);
+	if (lockfd < 0)
+		return lockfd == -1 ? FERRY_FAIL : FERRY_USAGE;
+	ferry_journal_write(r);
+	for (i = 0; i < r->n; i++) {
+		struct stage_rt *st = &r->st[i];
+
+		if (!st->selected)
+			continue;
+		if (ferry_run_cancelled(r))
+			break;
+		st->started = true;
+		st->result = SR_RUNNING;
+		st->started_at = ferry_now_ms();
+		free(st->error);
+		st->error = NULL;
+		started = i + 1;
+		ferry_journal_write(r);
+		rc = call(r, st, "run", st->desc->run);
+		st->rc = rc;
+		st->ended_at = ferry_now_ms();
+		st->result = rc == FERRY_OK ? SR_OK : SR_FAILED;
+		if (rc != FERRY_OK) {
+			st->error = xstrdup(stage_error(st, rc, "failed"));
+			failed = st;
+		}
+		ferry_journal_write(r);
+		if (failed)
+			break;
+	}
+	if (!failed && r->signo && *r->signo)
+		ferry_logf(FERRY_ERROR, "ferry", "interrupted by a signal; unwinding", "signal=%d",
+			   (int)*r->signo);
+	else if (!failed && r->deadline_ms && ferry_mono_ms() >= r->deadline_ms) {
+		r->deadline_hit = true;
+		ferry_logf(FERRY_ERROR, "ferry", "pipeline deadline exceeded; unwinding",
+			   "deadline='%s'", ferry_config_get(r->cfg, "pipeline", "deadline"));
+	}
+	/* Unwinding: the started stages in reverse; undo (if its run succeeded and the
+	 * pipeline failed) then cleanup. Signals no longer cancel anything. */
+	r->unwinding = true;
+	{
+		bool pipeline_failed = failed || (r->signo && *r->signo) ||
+				       (r->deadline_ms && ferry_mono_ms() >= r->deadline_ms);
+		int unwind_rc = 0;
+
+		if (pipeline_failed && !failed && r->deadline_ms && ferry_mono_ms() >= r->deadline_ms)
+			r->deadline_hit = true;
+		for (i = started; i-- > 0;) {
+			struct stage_rt *st = &r->st[i];
+
+			if (!st->started)
+				continue;
+			if (pipeline_failed && st->result == SR_OK && st->desc->undo) {
+				int u = call(r, st, "undo", st->desc->undo);
+
+				st->result = u == FERRY_OK ? SR_UNDONE : SR_UNDO_FAILED;
+				if (u)
+					unwind_rc = FERRY_FAIL;
+				ferry_journal_write(r);
+			}
+			if (st->desc->cleanup) {
+				if (call(r, st, "cleanup", st->desc->cleanup) != FERRY_OK)
+					unwind_rc = FERRY_FAIL;
+				st->cleaned = true;
+				ferry_journal_write(r);
+			}
+		}
+		if (r->signo && *r->signo)
+			exit_code = 128 + (int)*r->signo;
+		else if (failed)
+			exit_code = failed->rc >= 1 && failed->rc <= 4 ? failed->rc : FERRY_FAIL;
+		else if (r->deadline_hit)
+			exit_code = FERRY_FAIL;
+		else
+			exit_code = unwind_rc;
+		r->result = exit_code == 0 ? "ok" : (r->signo && *r->signo) ? "cancelled" : "failed";
+	}
+	r->exit_code = exit_code;
+	r->ended_at = ferry_now_ms();
+	ferry_journal_write(r);
+	summary(r);
+	ferry_logf(exit_code ? FERRY_ERROR : FERRY_INFO, "ferry", "run end",
+		   "result=%s exit=%d ms=%" PRId64, r->result, exit_code, r->ended_at - r->started_at);
+	if (lockfd >= 0)
+		close(lockfd);
+	return exit_code;
+}

@@ -1,0 +1,18 @@
+/* plugin.h: loading stage plugins (dlopen, ABI check); supervisor-internal. */
+#ifndef FERRY_PLUGIN_H
+#define FERRY_PLUGIN_H
+
+#include <stddef.h>
+#include "ferry_stage.h"
+
+/* The directory plugins are loaded from: [pipeline] plugin_dir, else $FERRY_PLUGIN_DIR,
+ * else plugins/ next to the ferry binary (build tree), else ../lib/ferry next to it,
+ * else the compiled-in $(PREFIX)/lib/ferry. */
+const char *plugin_dir(const char *configured);
+/* Load plugin `name` from dir; NULL with the reason in err. Loaded plugins stay loaded
+ * (and are shared by stages) until plugin_unload_all(). */
+const struct ferry_stage *plugin_load(const char *dir, const char *name, char *err,
+				      size_t errlen);
+void plugin_unload_all(void);
+
+#endif

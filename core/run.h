@@ -1,0 +1,115 @@
+/* run.h: the state of one pipeline run, shared by the supervisor, ctx.c and journal.c. */
+#ifndef FERRY_RUN_H
+#define FERRY_RUN_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "ferry_stage.h"
+
+struct config;
+struct cfg_section;
+struct ferry_s3;
+struct ferry_s3_conf;
+
+struct fact {
+	char *key;
+	char *value;
+};
+
+/* A stage's result as journaled and listed. */
+enum stage_result {
+	SR_NONE,                            /* not run (this run or ever) */
+	SR_RUNNING,                         /* run() under way (a crash leaves this) */
+	SR_OK,                              /* run() succeeded */
+	SR_FAILED,                          /* run() failed */
+	SR_UNDONE,                          /* run() succeeded, then undo() on failure */
+	SR_UNDO_FAILED,                     /* undo() failed */
+	SR_DRY,                             /* dry_run() only (never journaled) */
+};
+
+struct stage_rt {
+	char *name;                         /* [stage NAME] */
+	char *plugin;                       /* plugin = ... */
+	struct cfg_section *sec;            /* its config */
+	const struct ferry_stage *desc;     /* loaded descriptor, NULL if not loaded */
+	bool enabled;
+	bool selected;                      /* part of this run */
+	bool started;                       /* run() was called in this run */
+	bool cleaned;                       /* cleanup() was called in this run */
+	enum stage_result result;
+	int rc;                             /* run()'s return code */
+	int64_t started_at;                 /* unix ms, 0 if not this run */
+	int64_t ended_at;                   /* unix ms */
+	int64_t ms;                         /* duration of run() */
+	char *error;                        /* run()'s message, or NULL */
+	struct fact *facts;
+	size_t n_facts;
+	bool facts_from_journal;            /* facts were loaded, not produced by this run */
+	struct ferry_ctx *ctx;
+};
+
+struct event {
+	int64_t ts;                         /* unix ms */
+	char *stage;
+	char *op;                           /* run, undo, cleanup, dry_run */
+	char *result;                       /* ok, failed */
+	char *error;                        /* message or NULL */
+};
+
+struct run {
+	struct config *cfg;
+	const char *config_path;
+	const char *pipeline;               /* [pipeline] name */
+	char *state_dir;                    /* absolute */
+	char *run_id;
+	struct stage_rt *st;
+	size_t n;
+	struct event *ev;
+	size_t n_ev;
+	size_t cap_ev;
+	volatile sig_atomic_t *signo;       /* last signal received (main.c owns it) */
+	int cancel_fd;                      /* read end of the self-pipe, -1 if none */
+	int64_t deadline_ms;                /* CLOCK_MONOTONIC ms, 0 = none */
+	bool deadline_hit;
+	bool unwinding;                     /* undo/cleanup: cancellation is not reported */
+	bool dry_run;
+	bool journal;                       /* write the journal (not for dry runs) */
+	int64_t started_at;
+	int64_t ended_at;
+	const char *result;                 /* "running", "ok", "failed", "cancelled" */
+	int exit_code;
+	struct ferry_s3 *s3;                /* shared client, opened on first use */
+	char s3_err[512];
+};
+
+/* ctx.c */
+struct ferry_ctx *ferry_ctx_new(struct run *r, struct stage_rt *st);
+void ferry_ctx_free(struct ferry_ctx *c);
+const char *ferry_ctx_error(const struct ferry_ctx *c);   /* NULL if none */
+int ferry_ctx_error_rc(const struct ferry_ctx *c);
+void ferry_ctx_clear_error(struct ferry_ctx *c);
+struct stage_rt *ferry_run_find(struct run *r, const char *stage_or_plugin);
+int ferry_fact_put(struct stage_rt *st, const char *key, const char *value);
+void ferry_run_release(struct run *r);
+int64_t ferry_now_ms(void);                 /* CLOCK_REALTIME ms */
+int64_t ferry_mono_ms(void);                /* CLOCK_MONOTONIC ms */
+bool ferry_run_cancelled(const struct run *r);
+/* Opens r->s3 from [s3] and the environment; NULL with r->s3_err set. */
+struct ferry_s3 *ferry_run_s3(struct run *r);
+/* Fill an S3 client config from [s3] of cfg (may be NULL) and the environment. */
+int ferry_s3_conf_from_config(const struct config *cfg, struct ferry_s3_conf *sc, char *err,
+			      size_t errlen);
+
+/* journal.c */
+const char *ferry_result_name(enum stage_result r);
+int ferry_journal_path(const struct run *r, char *buf, size_t len);
+int ferry_journal_write(struct run *r);     /* atomic; logs and returns -1 on failure */
+/* Load facts and last results of the previous journal into r's stages; 0, or -1 if
+ * there is none (not an error), -2 if it is unreadable (message in err). */
+int ferry_journal_load(struct run *r, char *err, size_t errlen);
+void ferry_run_event(struct run *r, const char *stage, const char *op, const char *result,
+		     const char *error);
+
+#endif

@@ -1,0 +1,70 @@
+/* test_abi.c: dlopen every built stage plugin and check its descriptor (DESIGN §3). */
+#include <assert.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ferry_stage.h"
+
+/* ABI 1's layout: appending fields is allowed, changing these is an ABI bump. */
+static_assert(sizeof(struct ferry_stage) == 72, "struct ferry_stage changed size");
+static_assert(offsetof(struct ferry_stage, run) == 40, "struct ferry_stage changed layout");
+static_assert(offsetof(struct ferry_stage, keys) == 64, "struct ferry_stage changed layout");
+
+int main(int argc, char **argv)
+{
+	const char *dir = argc > 1 ? argv[1] : "build/plugins";
+	int checked = 0, failed = 0;
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	if (!d) {
+		perror(dir);
+		return 1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		char path[4096], stem[256];
+		const struct ferry_stage *s;
+		const struct ferry_key *k;
+		size_t len = strlen(de->d_name);
+		void *h;
+
+		if (len < 4 || strcmp(de->d_name + len - 3, ".so") != 0)
+			continue;
+		snprintf(stem, sizeof(stem), "%.*s", (int)(len - 3), de->d_name);
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		checked++;
+		h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+		if (!h) {
+			fprintf(stderr, "FAIL %s: %s\n", path, dlerror());
+			failed++;
+			continue;
+		}
+		s = dlsym(h, "ferry_stage_v1");
+		if (!s || s->abi != FERRY_STAGE_ABI || s->size != sizeof(*s) || !s->name ||
+		    strcmp(s->name, stem) != 0 || !s->run || !s->check || !s->dry_run || !s->keys) {
+			fprintf(stderr, "FAIL %s: bad descriptor (abi, size, name, run/check/dry_run, keys)\n",
+				path);
+			failed++;
+		} else {
+			for (k = s->keys; k->name; k++) {
+				if (k->type > FERRY_KEY_SIZE || !k->help) {
+					fprintf(stderr, "FAIL %s: key '%s' has a bad type or no help\n", path,
+						k->name);
+					failed++;
+				}
+			}
+			/* the version script exports the descriptor and nothing else */
+			if (dlsym(h, "exec_split") || dlsym(h, "main")) {
+				fprintf(stderr, "FAIL %s: exports more than ferry_stage_v1\n", path);
+				failed++;
+			}
+			printf("ok   %-12s abi=%u size=%zu\n", s->name, s->abi, s->size);
+		}
+		dlclose(h);
+	}
+	closedir(d);
+	printf("test_abi: %d plugins, %d failed\n", checked, failed);
+	return checked == 0 || failed ? 1 : 0;
+}

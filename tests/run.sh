@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# tests/run.sh: runs every test (or a subset) and prints "N passed, N failed, N skipped".
+#   bash tests/run.sh                 all: unit, plugins, integration
+#   bash tests/run.sh unit|plugins|integration
+#   bash tests/run.sh PATTERN         tests whose name contains PATTERN
+# Each test's output goes to $FERRY_BUILD/test-logs/NAME.log; failures print their log tail.
+set -u
+cd "$(dirname "$0")/.."
+FERRY_BUILD=${FERRY_BUILD:-$PWD/build}
+export FERRY_BUILD
+LOGS=$FERRY_BUILD/test-logs
+mkdir -p "$LOGS"
+filter=${1:-}
+pass=0 failn=0 skipn=0
+failed_names=()
+
+want() { # want KIND NAME
+	case "$filter" in
+	"") return 0 ;;
+	unit|plugins|integration) [ "$filter" = "$1" ] ;;
+	*) case "$2" in *"$filter"*) return 0 ;; *) return 1 ;; esac ;;
+	esac
+}
+
+run_one() { # run_one KIND NAME CMD...
+	local kind=$1 name=$2 rc start end
+	shift 2
+	want "$kind" "$name" || return 0
+	start=$(date +%s%N)
+	if [ -n "${FERRY_TEST_TIMEOUT:-}" ]; then
+		timeout -k 10 "$FERRY_TEST_TIMEOUT" "$@" >"$LOGS/$name.log" 2>&1
+	else
+		timeout -k 10 900 "$@" >"$LOGS/$name.log" 2>&1
+	fi
+	rc=$?
+	end=$(date +%s%N)
+	local ms=$(((end - start) / 1000000))
+	local secs=$((ms / 1000)).$(((ms % 1000) / 100))
+	case $rc in
+	0) pass=$((pass + 1)); printf 'PASS %-44s %6ss\n' "$name" "$secs" ;;
+	77) skipn=$((skipn + 1)); printf 'SKIP %-44s %s\n' "$name" "$(grep -m1 '^SKIP' "$LOGS/$name.log" | cut -c7-)" ;;
+	*) failn=$((failn + 1)); failed_names+=("$name")
+	   printf 'FAIL %-44s %6ss (exit %d)\n' "$name" "$secs" "$rc"
+	   tail -n 25 "$LOGS/$name.log" | sed 's/^/    | /' ;;
+	esac
+}
+
+for t in "$FERRY_BUILD"/tests/test_*; do
+	[ -x "$t" ] || continue
+	run_one unit "unit/$(basename "$t")" "$t"
+done
+if [ -x "$FERRY_BUILD/tests/plugins/test_abi" ]; then
+	run_one plugins "plugins/test_abi" "$FERRY_BUILD/tests/plugins/test_abi" "$FERRY_BUILD/plugins"
+fi
+for t in tests/integration/t[0-9][0-9][0-9][0-9]-*.sh; do
+	[ -f "$t" ] || continue
+	run_one integration "integration/$(basename "$t" .sh)" bash "$t"
+done
+
+# No test may leave a mount or a server behind.
+if grep -q ' /tmp/ferry-test\.' /proc/mounts 2>/dev/null; then
+	echo "FAIL leftover mounts:"; grep ' /tmp/ferry-test\.' /proc/mounts
+	failn=$((failn + 1))
+fi
+
+if [ ${#failed_names[@]} -gt 0 ]; then
+	echo "failed: ${failed_names[*]}"
+fi
+echo "$pass passed, $failn failed, $skipn skipped"
+[ "$failn" -eq 0 ] && [ $((pass + failn)) -gt 0 ]
