@@ -19,7 +19,8 @@ deb_sqlite3 = libsqlite3-dev
 deb_inih = libinih-dev
 deb_expat = libexpat1-dev
 deb_jansson = libjansson-dev
-ifeq ($(filter clean,$(MAKECMDGOALS)),)
+# (test, check, demo, valgrind and fuzz install missing packages first, then build)
+ifeq ($(filter clean test check demo valgrind fuzz deps,$(MAKECMDGOALS)),)
 MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),,$(p))))
 ifneq ($(MISSING),)
 $(error missing libraries: $(MISSING); install with: apt-get install pkg-config $(foreach p,$(MISSING),$(deb_$(p))))
@@ -47,71 +48,101 @@ UNIT     = $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 TOOLS    = $(patsubst tests/tools/%.c,%,$(wildcard tests/tools/*.c))
 TPLUG    = $(patsubst tests/plugins/%.c,%,$(filter-out tests/plugins/test_%.c,$(wildcard tests/plugins/*.c)))
 
+# Quiet by default; `make V=1` shows the commands.
+ifeq ($(V),1)
+Q =
+say = @true
+else
+Q = @
+say = @echo "  $(1) $@"
+endif
+
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
 all: $(B)/ferry $(B)/libferry.so $(if $(FS_SRC),$(B)/ferryfs) \
      $(patsubst %,$(B)/plugins/%.so,$(PLUGINS)) tests-build
-.PHONY: all tests-build test check valgrind fuzz install clean
+.PHONY: all tests-build test check valgrind fuzz install clean demo deps
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(call say,CC)
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 # Plugin objects hide everything but the descriptor (plugins/stage.map too).
 $(B)/obj/plugins/%.o: plugins/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fvisibility=hidden -c -o $@ $<
+	$(call say,CC)
+	$(Q)$(CC) $(CFLAGS) -fvisibility=hidden -c -o $@ $<
 
 $(B)/libferry.so: $(call obj,$(LIB_SRC))
-	$(CC) $(LDFLAGS) -shared -Wl,-soname,libferry.so -o $@ $^ $(LIBS_LIB)
+	$(call say,LD)
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libferry.so -o $@ $^ $(LIBS_LIB)
 
 $(B)/ferry: $(call obj,$(SUP_SRC)) $(B)/libferry.so
-	$(CC) $(LDFLAGS) -o $@ $(call obj,$(SUP_SRC)) -L$(B) -lferry \
+	$(call say,LD)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SUP_SRC)) -L$(B) -lferry \
 		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_LIB)
 
 $(B)/ferryfs: $(call obj,$(FS_SRC)) $(B)/libferry.so
-	$(CC) $(LDFLAGS) -o $@ $(call obj,$(FS_SRC)) -L$(B) -lferry \
+	$(call say,LD)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(FS_SRC)) -L$(B) -lferry \
 		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_FS) $(LIBS_LIB)
 
 .SECONDEXPANSION:
 $(B)/plugins/%.so: $$(call obj,$$(wildcard plugins/%/*.c)) $(B)/libferry.so plugins/stage.map
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -shared -Wl,--version-script=plugins/stage.map -o $@ \
+	$(call say,LD)
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,--version-script=plugins/stage.map -o $@ \
 		$(call obj,$(wildcard plugins/$*/*.c)) -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN' $(LIBS_LIB)
 
 # A unit test links libferry and, for tests/unit/test_NAME.c, the sources of plugins/NAME/
 # (plain visibility objects, so static functions stay static but the rest is reachable).
 $(B)/tests/test_%: tests/unit/test_%.c $$(call obj,$$(wildcard plugins/%/*.c)) $(B)/libferry.so tests/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -Iplugins/$* $(LDFLAGS) -o $@ $< \
+	$(call say,LD)
+	$(Q)$(CC) $(CFLAGS) -Itests/unit -Iplugins/$* $(LDFLAGS) -o $@ $< \
 		$(call obj,$(wildcard plugins/$*/*.c)) -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/..' $(LIBS_LIB)
 
 $(B)/tests/plugins/test_abi: tests/plugins/test_abi.c $(B)/libferry.so
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl
+	$(call say,LD)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl
 
 $(B)/tests/plugins/%.so: tests/plugins/%.c $(B)/libferry.so
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..'
+	$(call say,LD)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..'
 
 $(B)/tests/tools/%: tests/tools/%.c $(B)/libferry.so
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
+	$(call say,LD)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
 
 tests-build: $(patsubst %,$(B)/tests/%,$(UNIT)) $(B)/tests/plugins/test_abi \
 	     $(patsubst %,$(B)/tests/plugins/%.so,$(TPLUG)) $(patsubst %,$(B)/tests/tools/%,$(TOOLS))
 
-test: all
+deps:
+	@bash tests/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
 	FERRY_BUILD=$(abspath $(B)) bash tests/run.sh $(T)
 
-check:
-	$(MAKE) B=build/asan SANITIZE=address,undefined CFLAGS='-g -O1' test
+check: deps
+	$(MAKE) --no-print-directory B=build/asan SANITIZE=address,undefined CFLAGS='-g -O1' test
 
-valgrind: all
+valgrind: deps
+	@bash tests/deps.sh check
+	@$(MAKE) --no-print-directory all
 	FERRY_BUILD=$(abspath $(B)) FERRY_VALGRIND=1 bash tests/run.sh integration
 
+demo: deps
+	@$(MAKE) --no-print-directory all
+	FERRY_BUILD=$(abspath $(B)) bash tests/demo.sh
+
 FUZZ_SECONDS ?= 60
-fuzz:
+fuzz: deps
+	@bash tests/deps.sh check
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 install: all
@@ -122,7 +153,7 @@ install: all
 	install -m 755 $(B)/libferry.so $(DESTDIR)$(PREFIX)/lib/ferry/libferry.so
 	install -m 755 $(patsubst %,$(B)/plugins/%.so,$(PLUGINS)) $(DESTDIR)$(PREFIX)/lib/ferry/
 	cp -r conf/. $(DESTDIR)$(PREFIX)/share/ferry/conf/
-	$(if $(wildcard doc/*.1),install -m 644 $(wildcard doc/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	$(if $(wildcard core/*.1 core/fs/*.1),install -m 644 $(wildcard core/*.1 core/fs/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 
 clean:
 	rm -rf build

@@ -23,14 +23,15 @@ want() { # want KIND NAME
 }
 
 run_one() { # run_one KIND NAME CMD...
-	local kind=$1 name=$2 rc start end
+	local kind=$1 name=$2 rc start end log
 	shift 2
+	log=$LOGS/${name//\//_}.log
 	want "$kind" "$name" || return 0
 	start=$(date +%s%N)
 	if [ -n "${FERRY_TEST_TIMEOUT:-}" ]; then
-		timeout -k 10 "$FERRY_TEST_TIMEOUT" "$@" >"$LOGS/$name.log" 2>&1
+		timeout -k 10 "$FERRY_TEST_TIMEOUT" "$@" >"$log" 2>&1
 	else
-		timeout -k 10 900 "$@" >"$LOGS/$name.log" 2>&1
+		timeout -k 10 900 "$@" >"$log" 2>&1
 	fi
 	rc=$?
 	end=$(date +%s%N)
@@ -38,10 +39,10 @@ run_one() { # run_one KIND NAME CMD...
 	local secs=$((ms / 1000)).$(((ms % 1000) / 100))
 	case $rc in
 	0) pass=$((pass + 1)); printf 'PASS %-44s %6ss\n' "$name" "$secs" ;;
-	77) skipn=$((skipn + 1)); printf 'SKIP %-44s %s\n' "$name" "$(grep -m1 '^SKIP' "$LOGS/$name.log" | cut -c7-)" ;;
+	77) skipn=$((skipn + 1)); printf 'SKIP %-44s %s\n' "$name" "$(grep -m1 '^SKIP' "$log" | cut -c7-)" ;;
 	*) failn=$((failn + 1)); failed_names+=("$name")
 	   printf 'FAIL %-44s %6ss (exit %d)\n' "$name" "$secs" "$rc"
-	   tail -n 25 "$LOGS/$name.log" | sed 's/^/    | /' ;;
+	   tail -n 25 "$log" | sed 's/^/    | /' ;;
 	esac
 }
 
