@@ -165,6 +165,25 @@ static void stdout_line(struct ferry_ctx *c, char *line)
 	ferry_fact_set(c, key, eq + 1);
 }
 
+/* Hand every complete line of buf to stdout_line; keep the partial rest. */
+static void take_lines(struct ferry_ctx *c, char *buf, size_t *held, size_t cap)
+{
+	char *nl;
+
+	buf[*held] = '\0';
+	while ((nl = memchr(buf, '\n', *held)) != NULL) {
+		*nl = '\0';
+		stdout_line(c, buf);
+		*held -= (size_t)(nl + 1 - buf);
+		memmove(buf, nl + 1, *held);
+		buf[*held] = '\0';
+	}
+	if (*held == cap - 1) {             /* an overlong line: pass it on as it is */
+		stdout_line(c, buf);
+		*held = 0;
+	}
+}
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -254,25 +273,22 @@ static int run_command(struct ferry_ctx *c, const char *key, const char *op)
 			if (n <= 0 && !(n < 0 && errno == EINTR)) {
 				eof = true;
 			} else if (n > 0) {
-				char *nl;
-
 				held += (size_t)n;
-				buf[held] = '\0';
-				while ((nl = memchr(buf, '\n', held)) != NULL) {
-					*nl = '\0';
-					stdout_line(c, buf);
-					held -= (size_t)(nl + 1 - buf);
-					memmove(buf, nl + 1, held);
-				}
-				if (held == sizeof(buf) - 1) {  /* an overlong line: pass it on */
-					buf[held] = '\0';
-					stdout_line(c, buf);
-					held = 0;
-				}
+				take_lines(c, buf, &held, sizeof(buf));
 			}
 		}
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			exited = true;
+	}
+	/* what it wrote just before exiting; children it left behind are not waited for */
+	fcntl(out[0], F_SETFL, O_NONBLOCK);
+	while (!eof) {
+		ssize_t n = read(out[0], buf + held, sizeof(buf) - 1 - held);
+
+		if (n <= 0)
+			break;
+		held += (size_t)n;
+		take_lines(c, buf, &held, sizeof(buf));
 	}
 	if (held) {
 		buf[held] = '\0';
