@@ -46,6 +46,7 @@ FS_SRC   = $(wildcard core/fs/*.c)
 PLUGINS  = $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
 UNIT     = $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 TOOLS    = $(patsubst tests/tools/%.c,%,$(wildcard tests/tools/*.c))
+FUZZ     = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 TPLUG    = $(patsubst tests/plugins/%.c,%,$(filter-out tests/plugins/test_%.c,$(wildcard tests/plugins/*.c)))
 
 # Quiet by default; `make V=1` shows the commands.
@@ -118,7 +119,15 @@ $(B)/tests/tools/%: tests/tools/%.c $(B)/libferry.so
 	$(call say,LD)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
 
+# Each fuzz target also builds as a corpus replayer that `make test` runs.
+$(B)/tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(B)/libferry.so
+	@mkdir -p $(dir $@)
+	$(call say,LD)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay.c -L$(B) -lferry \
+		-Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
+
 tests-build: $(patsubst %,$(B)/tests/%,$(UNIT)) $(B)/tests/plugins/test_abi \
+	     $(patsubst %,$(B)/tests/fuzz/replay_%,$(FUZZ)) \
 	     $(patsubst %,$(B)/tests/plugins/%.so,$(TPLUG)) $(patsubst %,$(B)/tests/tools/%,$(TOOLS))
 
 deps:

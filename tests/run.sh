@@ -53,6 +53,12 @@ done
 if [ -x "$FERRY_BUILD/tests/plugins/test_abi" ]; then
 	run_one plugins "plugins/test_abi" "$FERRY_BUILD/tests/plugins/test_abi" "$FERRY_BUILD/plugins"
 fi
+for t in "$FERRY_BUILD"/tests/fuzz/replay_*; do
+	[ -x "$t" ] || continue
+	n=${t##*/replay_}
+	[ -d "tests/fuzz/corpus/$n" ] || continue
+	run_one unit "fuzz-replay/$n" "$t" "tests/fuzz/corpus/$n"
+done
 for t in tests/integration/t[0-9][0-9][0-9][0-9]-*.sh; do
 	[ -f "$t" ] || continue
 	run_one integration "integration/$(basename "$t" .sh)" bash "$t"
@@ -61,6 +67,13 @@ done
 # No test may leave a mount or a server behind.
 if grep -q ' /tmp/ferry-test\.' /proc/mounts 2>/dev/null; then
 	echo "FAIL leftover mounts:"; grep ' /tmp/ferry-test\.' /proc/mounts
+	failn=$((failn + 1))
+fi
+
+# No test output may hold the test credentials (tests/lib.sh sets them for every test).
+leaks=$(grep -rlaF -e 'ferryTestSecret/DoNotLeak+0123456789abcdef' -e 'AKIAFERRYTESTKEY0001' "$LOGS" 2>/dev/null || true)
+if [ -n "$leaks" ]; then
+	echo "FAIL credentials appear in test output: $leaks"
 	failn=$((failn + 1))
 fi
 
