@@ -27,8 +27,8 @@ $(error missing libraries: $(MISSING); install with: apt-get install pkg-config 
 endif
 endif
 
-CFLAGS  ?= -g -O2
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wstrict-prototypes -Wvla -Wshadow \
+OPT     ?= -g -O2
+CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wstrict-prototypes -Wvla -Wshadow \
            -Wno-missing-field-initializers -fPIC -MMD -MP -Icore \
            -DFERRY_VERSION='"$(VERSION)"' -DFERRY_PLUGIN_DIR='"$(PREFIX)/lib/ferry"' \
            $(shell pkg-config --cflags $(PKGS))
@@ -138,7 +138,7 @@ test: deps
 	FERRY_BUILD=$(abspath $(B)) bash tests/run.sh $(T)
 
 check: deps
-	$(MAKE) --no-print-directory B=build/asan SANITIZE=address,undefined CFLAGS='-g -O1' test
+	$(MAKE) --no-print-directory B=build/asan SANITIZE=address,undefined OPT='-g -O1' test
 
 valgrind: deps
 	@bash tests/deps.sh check
