@@ -1,0 +1,42 @@
+# tests/e2e.sh: set-up shared by the end-to-end tests (source after lib.sh).
+#   e2e_setup [CONTACTS]   moto_start, a generated org DB uploaded as org-data/$ORG_ID.db,
+#                          the env of conf/pipeline.ini (ORG_ID, FERRY_STATE_DIR,
+#                          FERRY_MOUNTPOINT) and $PIPE (a copy of the default pipeline)
+#   e2e_get KEY FILE       download an object with ferry itself
+#   journal_fact STAGE KEY the fact from $FERRY_STATE_DIR/journal.json
+#   assert_no_lock         the lock object is gone
+#   assert_unmounted       nothing is mounted at $FERRY_MOUNTPOINT
+e2e_setup() {
+	local contacts=${1:-2000}
+	need_fuse
+	moto_start e2e-bucket
+	export ORG_ID=7 FERRY_STATE_DIR=$T/state FERRY_MOUNTPOINT=$T/mnt
+	python3 "$TESTS_DIR/gen_orgdb.py" --contacts "$contacts" --seed 11 "$T/org.db" >/dev/null ||
+		fail "gen_orgdb failed"
+	ferry -q s3 put "$T/org.db" "org-data/$ORG_ID.db" >/dev/null || fail "upload failed"
+	cp "$SRC_DIR/conf/pipeline.ini" "$T/pipeline.ini"
+	PIPE=$T/pipeline.ini
+	# a fixed day, so reruns compare like with like
+	sed -i 's|^db     = ${state_dir}/org.db|db     = ${state_dir}/org.db\ntoday  = 2026-03-02|' "$PIPE"
+	grep -q '^today  = 2026-03-02' "$PIPE" || fail "could not pin today in the pipeline"
+}
+
+e2e_get() { ferry -q s3 get "$1" "$2" >/dev/null || fail "cannot download '$1'"; }
+
+journal_fact() {
+	python3 - "$FERRY_STATE_DIR/journal.json" "$1" "$2" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for s in j["stages"]:
+    if s["name"] == sys.argv[2]:
+        print(s["facts"].get(sys.argv[3], ""))
+PY
+}
+
+assert_no_lock() {
+	if s3_raw_exists "org-data/$ORG_ID.db.lock"; then fail "the lock object is still there"; fi
+}
+
+assert_unmounted() {
+	if grep -q " $FERRY_MOUNTPOINT " /proc/mounts; then fail "still mounted: $FERRY_MOUNTPOINT"; fi
+}
