@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "ferry_ctx.h"
+#include "ferry_failpoint.h"
 #include "ferry_log.h"
 #include "plugin.h"
 
@@ -217,7 +219,15 @@ static int call(struct run *r, struct stage_rt *st, const char *op,
 
 	ferry_ctx_clear_error(st->ctx);
 	ferry_logf(FERRY_DEBUG, st->name, op, "plugin=%s", st->plugin);
-	rc = fn(st->ctx);
+	/* STAGE.before_OP / STAGE.after_OP fault points of the crash matrix (tests only) */
+	snprintf(msg, sizeof(msg), "%s.before_%s", st->name, op);
+	if (ferry_failpoint(msg))
+		rc = ferry_fail(st->ctx, FERRY_FAIL, "failpoint %s", msg);
+	else
+		rc = fn(st->ctx);
+	snprintf(msg, sizeof(msg), "%s.after_%s", st->name, op);
+	if (rc == FERRY_OK && ferry_failpoint(msg))
+		rc = ferry_fail(st->ctx, FERRY_FAIL, "failpoint %s", msg);
 	ms = ferry_mono_ms() - t0;
 	if (rc == FERRY_OK && ferry_ctx_error(st->ctx))
 		rc = ferry_ctx_error_rc(st->ctx);   /* ferry_fail without returning it */
