@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# tests/bench/pipeline.sh: the whole default pipeline on a large org database (issue 8).
+#   bash tests/bench/pipeline.sh                 1,000,000 contacts
+#   PIPE_BENCH_CONTACTS=100000 bash tests/bench/pipeline.sh
+# Against one local moto_server: ferry cold (no replica) and warm (replica present, no
+# outside change) with per-stage times and bytes; the schedule stage alone on the same
+# replica; and the path of the seed guides reproduced here: s3fs mount + cp down + the same
+# schedule stage + cp up. Prints ratios measured in this run. Not a test: no asserts.
+. "$(dirname "$0")/../lib.sh"
+set -e
+N=${PIPE_BENCH_CONTACTS:-1000000}
+TODAY=2026-03-02
+need_fuse
+command -v s3fs >/dev/null || bash "$TESTS_DIR/deps.sh" bench >/dev/null 2>&1 || true
+CACHE=${PIPE_BENCH_CACHE:-/tmp/ferry-bench-pipeline}
+mkdir -p "$CACHE"
+db=$CACHE/org-$N.db
+if [ ! -s "$db" ] || [ "$TESTS_DIR/gen_orgdb.py" -nt "$db" ]; then
+	python3 "$TESTS_DIR/gen_orgdb.py" --contacts "$N" --seed 3 --today "$TODAY" "$db.tmp" >/dev/null
+	mv "$db.tmp" "$db"
+fi
+moto_start bench-bucket
+export ORG_ID=1 FERRY_STATE_DIR=$T/state FERRY_MOUNTPOINT=$T/mnt
+ferry -q s3 put "$db" "org-data/$ORG_ID.db" >/dev/null
+size=$(stat -c %s "$db")
+PIPE=$T/pipeline.ini
+sed "s|^db     = \${state_dir}/org.db|db     = \${state_dir}/org.db\ntoday  = $TODAY|" \
+	"$SRC_DIR/conf/pipeline.ini" >"$PIPE"
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+stage_table() { # the journal's per-stage ms and byte facts
+	python3 - "$FERRY_STATE_DIR/journal.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for s in j["stages"]:
+    f = s["facts"]
+    b = " ".join(f"{k}={v}" for k, v in f.items() if k.startswith("bytes") or k.startswith("pages"))
+    print(f"    {s['name']:<10} {s['ms']:>8} ms  {b}")
+PY
+}
+echo "# org database: $N contacts, $((size / 1048576)) MiB, moto_server on 127.0.0.1"
+
+t=$(date +%s%N); ferry -q -c "$PIPE" run; cold=$(ms "$t")
+echo "ferry cold (no replica):            $cold ms"; stage_table
+t=$(date +%s%N); ferry -q -c "$PIPE" run; warm=$(ms "$t")
+echo "ferry warm (replica, no change):    $warm ms"; stage_table
+
+# the schedule stage alone on the same replica (same inputs: a warm schedule run)
+cat >"$T/sched.ini" <<INI
+[pipeline]
+state_dir = $T/sched-state
+[stage schedule]
+plugin = schedule
+db = $FERRY_STATE_DIR/org.db
+today = $TODAY
+state_rules = $SRC_DIR/conf/state_rules.csv
+zip_states = $SRC_DIR/conf/zip3_states.csv
+INI
+t=$(date +%s%N); ferry -q -c "$T/sched.ini" run; alone=$(ms "$t")
+echo "schedule stage alone (warm):        $alone ms"
+
+# the seeds' path: s3fs mount, cp down, schedule, cp up (no lock, no fencing)
+seed=""
+if command -v s3fs >/dev/null; then
+	ferry -q s3 put "$db" "org-data/$ORG_ID.db" >/dev/null
+	mkdir -p "$T/s3fs" "$T/seed"
+	echo "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" >"$T/passwd"; chmod 600 "$T/passwd"
+	s3fs "$BUCKET_NAME" "$T/s3fs" -o passwd_file="$T/passwd",url="$AWS_ENDPOINT_URL_S3",use_path_request_style,nomixupload
+	at_exit "fusermount3 -u $T/s3fs || fusermount3 -uz $T/s3fs"
+	t=$(date +%s%N)
+	cp "$T/s3fs/org-data/$ORG_ID.db" "$T/seed/org.db"
+	sed -i "s|^db = .*|db = $T/seed/org.db|" "$T/sched.ini"
+	ferry -q -c "$T/sched.ini" run
+	cp "$T/seed/org.db" "$T/s3fs/org-data/$ORG_ID.db"; sync
+	seed=$(ms "$t")
+	echo "seed path, s3fs cp down+schedule+cp up: $seed ms"
+	fusermount3 -u "$T/s3fs"
+fi
+echo
+echo "ratios (this run):"
+awk -v w="$warm" -v a="$alone" 'BEGIN { printf "  warm pipeline / schedule alone     %.2f (target <= 2)\n", w / a }'
+[ -n "$seed" ] && awk -v c="$cold" -v w="$warm" -v s="$seed" 'BEGIN {
+	printf "  seed path / ferry cold             %.2f\n", s / c
+	printf "  seed path / ferry warm             %.2f\n", s / w }'
+true
