@@ -39,9 +39,9 @@ PY
 }
 echo "# org database: $N contacts, $((size / 1048576)) MiB, moto_server on 127.0.0.1"
 
-t=$(date +%s%N); ferry -q -c "$PIPE" run; cold=$(ms "$t")
+t=$(date +%s%N); ferry -q -c "$PIPE" run 2>"$T/cold.err"; cold=$(ms "$t")
 echo "ferry cold (no replica):            $cold ms"; stage_table
-t=$(date +%s%N); ferry -q -c "$PIPE" run; warm=$(ms "$t")
+t=$(date +%s%N); ferry -q -c "$PIPE" run 2>"$T/warm.err"; warm=$(ms "$t")
 echo "ferry warm (replica, no change):    $warm ms"; stage_table
 
 # the schedule stage alone on the same replica (same inputs: a warm schedule run)
@@ -55,7 +55,7 @@ today = $TODAY
 state_rules = $SRC_DIR/conf/state_rules.csv
 zip_states = $SRC_DIR/conf/zip3_states.csv
 INI
-t=$(date +%s%N); ferry -q -c "$T/sched.ini" run; alone=$(ms "$t")
+t=$(date +%s%N); ferry -q -c "$T/sched.ini" run 2>"$T/alone.err"; alone=$(ms "$t")
 echo "schedule stage alone (warm):        $alone ms"
 
 # the seeds' path: s3fs mount, cp down, schedule, cp up (no lock, no fencing)
@@ -69,7 +69,7 @@ if command -v s3fs >/dev/null; then
 	t=$(date +%s%N)
 	cp "$T/s3fs/org-data/$ORG_ID.db" "$T/seed/org.db"
 	sed -i "s|^db = .*|db = $T/seed/org.db|" "$T/sched.ini"
-	ferry -q -c "$T/sched.ini" run
+	ferry -q -c "$T/sched.ini" run 2>"$T/seed.err"
 	cp "$T/seed/org.db" "$T/s3fs/org-data/$ORG_ID.db"; sync
 	seed=$(ms "$t")
 	echo "seed path, s3fs cp down+schedule+cp up: $seed ms"
