@@ -6,7 +6,7 @@
 set -u
 pkgs="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev
       libsqlite3-dev sqlite3 libinih-dev libexpat1-dev libjansson-dev curl ca-certificates
-      python3 python3-pip procps psmisc"
+      python3 python3-pip procps psmisc tini"
 [ "${1:-}" = bench ] && pkgs="$pkgs s3fs rclone hyperfine time"
 [ "${1:-}" = check ] && pkgs="$pkgs valgrind clang"
 missing=""

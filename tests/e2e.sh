@@ -17,8 +17,9 @@ e2e_setup() {
 	cp "$SRC_DIR/conf/pipeline.ini" "$T/pipeline.ini"
 	PIPE=$T/pipeline.ini
 	# a fixed day, so reruns compare like with like
-	sed -i 's|^db     = ${state_dir}/org.db|db     = ${state_dir}/org.db\ntoday  = 2026-03-02|' "$PIPE"
-	grep -q '^today  = 2026-03-02' "$PIPE" || fail "could not pin today in the pipeline"
+	sed -i -e '/^\[stage schedule\]/a today = 2026-03-02' \
+		-e "s|= state_rules.csv|= $SRC_DIR/conf/state_rules.csv|; s|= zip3_states.csv|= $SRC_DIR/conf/zip3_states.csv|" "$PIPE"
+	grep -q '^today = 2026-03-02' "$PIPE" || fail "could not pin today in the pipeline"
 }
 
 e2e_get() { ferry -q s3 get "$1" "$2" >/dev/null || fail "cannot download '$1'"; }

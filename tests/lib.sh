@@ -139,7 +139,7 @@ _s3_raw() {
 	curl -fs -H "Authorization: AWS4-HMAC-SHA256 Credential=$AWS_ACCESS_KEY_ID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0" \
 		"$@"
 }
-s3_raw_put() { _s3_raw -X PUT --data-binary "@$2" "http://127.0.0.1:$MOTO_PORT/$BUCKET_NAME/$1" -o /dev/null; }
+s3_raw_put() { _s3_raw -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$2" "http://127.0.0.1:$MOTO_PORT/$BUCKET_NAME/$1" -o /dev/null; }
 s3_raw_get() { _s3_raw "http://127.0.0.1:$MOTO_PORT/$BUCKET_NAME/$1" -o "$2"; }
 # 0 when the object exists, 1 when it does not; any other answer fails the test
 s3_raw_exists() {

@@ -24,8 +24,8 @@ export ORG_ID=1 FERRY_STATE_DIR=$T/state FERRY_MOUNTPOINT=$T/mnt
 ferry -q s3 put "$db" "org-data/$ORG_ID.db" >/dev/null
 size=$(stat -c %s "$db")
 PIPE=$T/pipeline.ini
-sed "s|^db     = \${state_dir}/org.db|db     = \${state_dir}/org.db\ntoday  = $TODAY|" \
-	"$SRC_DIR/conf/pipeline.ini" >"$PIPE"
+sed -e "/^\[stage schedule\]/a today = $TODAY" -e "s|= state_rules.csv|= $SRC_DIR/conf/state_rules.csv|" \
+	-e "s|= zip3_states.csv|= $SRC_DIR/conf/zip3_states.csv|" "$SRC_DIR/conf/pipeline.ini" >"$PIPE"
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 stage_table() { # the journal's per-stage ms and byte facts
 	python3 - "$FERRY_STATE_DIR/journal.json" <<'PY'
