@@ -1,5 +1,21 @@
 /* ferry_s3.h: libferry's S3 client (libcurl + OpenSSL SigV4), shared by ferry, ferryfs
- * and the stage plugins. Thread-safe: one client may serve many threads at once. */
+ * and the stage plugins. Thread-safe: one client may serve many threads at once.
+ *
+ * Behaviour every caller can rely on (core/s3.c has the reasons):
+ *  - Retries: 5xx, 429, 400 RequestTimeout, connection resets, timeouts, short bodies are
+ *    retried with full-jitter exponential backoff (retry_base .. retry_cap, max_retries)
+ *    for idempotent requests: GET, HEAD, unconditional PUT and DELETE, list, part uploads,
+ *    part copies, create/abort multipart. res->attempts counts what was sent.
+ *  - Conditional writes (PUT/DELETE/CopyObject with a condition, and every multipart
+ *    complete) are never resent blindly; see ferry_s3_put. They always use a fresh
+ *    connection, so libcurl cannot silently resend them either.
+ *  - A GET into a sink that breaks off mid-body resumes at the byte it reached, pinned
+ *    with If-Match to the ETag it started on: the sink never sees two versions mixed
+ *    (the call fails with FERRY_S3_PRECONDITION instead).
+ *  - res->msg names the request ("GET 'key': 404 NoSuchKey: ... (request id X)") and
+ *    never contains a credential. Retries are logged at debug level as "s3 retrying".
+ *  - Cancellation (ferry_s3_set_cancel) is polled every 100 ms during transfers and every
+ *    20 ms during backoff; set it before sharing the client between threads. */
 #ifndef FERRY_S3_H
 #define FERRY_S3_H
 
