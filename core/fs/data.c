@@ -1,0 +1,755 @@
+/* data.c: ferryfs file contents: pinned ranged reads into a local cache file, random
+ * writes, and the atomic, conditional commit (PUT or multipart with part copies). */
+#include "ferryfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ferry_log.h"
+
+#define RA_MIN        (1ull << 20)          /* first read-ahead window */
+#define RANDOM_FETCH  (1ull << 20)          /* smallest GET for a random read */
+#define SEQ_SLACK     (4ull << 20)          /* reordered kernel read-ahead still counts as sequential */
+#define MPU_THREADS   4
+
+struct fetch {
+	uint64_t gen;                       /* node state_gen at start */
+	uint64_t a;                         /* first byte asked for */
+	uint64_t b;                         /* one past the last */
+	uint64_t pos;                       /* bytes before this have arrived */
+	struct fetch *next;
+};
+
+/* A read request that the fetch answers as soon as its bytes are in. */
+struct read_req {
+	fuse_req_t req;
+	uint64_t off;
+	uint64_t end;
+	bool replied;
+};
+
+static const struct ivl empty_ivl;
+
+int s3_errno(int rc)
+{
+	switch (rc) {
+	case FERRY_S3_OK:
+		return 0;
+	case FERRY_S3_NOTFOUND:
+		return ENOENT;
+	case FERRY_S3_PRECONDITION:
+	case FERRY_S3_CONFLICT:
+		return ESTALE;
+	case FERRY_S3_DENIED:
+		return EACCES;
+	case FERRY_S3_CANCELLED:
+		return EINTR;
+	default:
+		return EIO;
+	}
+}
+
+static int cache_fd_ensure(struct fs *fs, struct node *n)
+{
+	char tmpl[4096];
+	int fd;
+
+	if (n->cache_fd >= 0)
+		return 0;
+	fd = open(fs->cache_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		/* O_TMPFILE needs filesystem support; fall back to create + unlink */
+		snprintf(tmpl, sizeof(tmpl), "%s/ferryfs-XXXXXX", fs->cache_dir);
+		fd = mkostemp(tmpl, O_CLOEXEC);
+		if (fd < 0) {
+			int e = errno;
+
+			ferry_logf(FERRY_ERROR, "ferryfs", "cannot create cache file",
+				   "dir='%s' err='%s'", fs->cache_dir, strerror(e));
+			return e;
+		}
+		unlink(tmpl);
+	}
+	n->cache_fd = fd;
+	return 0;
+}
+
+void data_open_state(struct node *n)
+{
+	n->cache_fd = -1;
+	ivl_clear(&n->dirty);
+	ivl_clear(&n->clean);
+	n->stale = false;
+	n->fetches = NULL;
+}
+
+void data_quiesce(struct node *n)
+{
+	/* read-ahead still running writes into cache_fd: make it stop, then wait */
+	n->state_gen++;
+	while (n->fetches)
+		pthread_cond_wait(&n->cv, &n->mu);
+}
+
+void data_close_state(struct node *n)
+{
+	if (n->cache_fd >= 0)
+		close(n->cache_fd);
+	n->cache_fd = -1;
+	ivl_release(&n->dirty);
+	ivl_release(&n->clean);
+	n->changed = false;
+	n->stale = false;
+	n->base_etag[0] = '\0';
+}
+
+/* Copies [off, end) of the file's current content into buf (n->mu held). Bytes the
+ * cache file does not hold (holes, past its end) read as zeros. */
+static int fill_buf(struct node *n, char *buf, uint64_t off, uint64_t end)
+{
+	size_t want = end - off, got = 0;
+
+	if (n->cache_fd < 0) {
+		memset(buf, 0, want);
+		return 0;
+	}
+	while (got < want) {
+		ssize_t r = pread(n->cache_fd, buf + got, want - got, (off_t)(off + got));
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	memset(buf + got, 0, want - got);
+	return 0;
+}
+
+static bool range_ready(const struct node *n, uint64_t off, uint64_t end)
+{
+	uint64_t ga, gb, need = end < n->base_limit ? end : n->base_limit;
+
+	return !ivl_first_gap2(&n->dirty, &n->clean, off, need, &ga, &gb);
+}
+
+/* Replies with [rr->off, rr->end) if all of it is available (n->mu held). */
+static void try_reply(struct fs *fs, struct node *n, struct read_req *rr, bool hit)
+{
+	char *buf;
+	int e;
+
+	if (!rr || rr->replied || !range_ready(n, rr->off, rr->end))
+		return;
+	buf = malloc(rr->end - rr->off ? rr->end - rr->off : 1);
+	if (!buf) {
+		fuse_reply_err(rr->req, ENOMEM);
+		rr->replied = true;
+		return;
+	}
+	e = fill_buf(n, buf, rr->off, rr->end);
+	if (e)
+		fuse_reply_err(rr->req, e);
+	else
+		fuse_reply_buf(rr->req, buf, rr->end - rr->off);
+	free(buf);
+	rr->replied = true;
+	if (hit)
+		STAT_ADD(fs, cache_hits, 1);
+}
+
+struct sink_ctx {
+	struct fs *fs;
+	struct node *n;
+	struct fetch *f;
+	struct read_req *rr;
+	int err;                            /* local write error */
+	bool dropped;                       /* the last handle went away: stop */
+};
+
+/* Stores arriving base bytes, except where newer local writes or a truncation win. */
+static int fetch_sink(void *arg, const void *data, size_t len)
+{
+	struct sink_ctx *sc = arg;
+	struct node *n = sc->n;
+	uint64_t pos, end, ga, gb;
+
+	STAT_ADD(sc->fs, bytes_down, len);
+	pthread_mutex_lock(&n->mu);
+	if (n->state_gen != sc->f->gen || n->cache_fd < 0) {
+		/* read-ahead for a file nobody has open any more */
+		sc->dropped = true;
+		pthread_cond_broadcast(&n->cv);
+		pthread_mutex_unlock(&n->mu);
+		return 1;
+	}
+	pos = sc->f->pos;
+	end = pos + len;
+	if (end > sc->f->b)
+		end = sc->f->b;
+	if (end > n->base_limit)
+		end = n->base_limit;
+	while (pos < end && ivl_first_gap2(&n->dirty, &empty_ivl, pos, end, &ga, &gb)) {
+		const char *p = (const char *)data + (ga - sc->f->pos);
+		size_t left = gb - ga;
+		uint64_t at = ga;
+
+		while (left) {
+			ssize_t w = pwrite(n->cache_fd, p, left, (off_t)at);
+
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				sc->err = errno;
+				pthread_mutex_unlock(&n->mu);
+				return 1;
+			}
+			p += w;
+			at += (uint64_t)w;
+			left -= (size_t)w;
+		}
+		ivl_add(&n->clean, ga, gb);
+		pos = gb;
+	}
+	sc->f->pos += len;
+	pthread_cond_broadcast(&n->cv);
+	try_reply(sc->fs, n, sc->rr, false);
+	pthread_mutex_unlock(&n->mu);
+	return 0;
+}
+
+static struct fetch *fetch_at(const struct node *n, uint64_t x)
+{
+	for (struct fetch *f = n->fetches; f; f = f->next)
+		if (f->a <= x && x < f->b)
+			return f;
+	return NULL;
+}
+
+static uint64_t next_fetch_start(const struct node *n, uint64_t x)
+{
+	uint64_t best = UINT64_MAX;
+
+	for (struct fetch *f = n->fetches; f; f = f->next)
+		if (f->a > x && f->a < best)
+			best = f->a;
+	return best;
+}
+
+/* GETs [a, b) of the pinned base into the cache file. Called and returns with n->mu
+ * held; drops it for the transfer. Returns an errno. */
+static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t a, uint64_t b,
+		       struct read_req *rr)
+{
+	struct fetch f = { .gen = n->state_gen, .a = a, .b = b, .pos = a };
+	struct sink_ctx sc = { .fs = fs, .n = n, .f = &f, .rr = rr };
+	struct ferry_s3_cond cond = { 0 };
+	struct ferry_s3_res res;
+	char etag[FS_ETAG_MAX];
+	int e, rc;
+
+	e = cache_fd_ensure(fs, n);
+	if (e)
+		return e;
+	snprintf(etag, sizeof(etag), "%s", n->base_etag);
+	cond.if_match = etag[0] ? etag : NULL;
+	f.next = n->fetches;
+	n->fetches = &f;
+	pthread_mutex_unlock(&n->mu);
+
+	STAT_ADD(fs, get, 1);
+	STAT_ADD(fs, cache_misses, 1);
+	rc = ferry_s3_get(fs->s3, key, &cond, a, b - a, fetch_sink, &sc, &res);
+
+	pthread_mutex_lock(&n->mu);
+	for (struct fetch **pp = &n->fetches; *pp; pp = &(*pp)->next) {
+		if (*pp == &f) {
+			*pp = f.next;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&n->cv);
+	if (sc.dropped)
+		return EINTR;
+	if (sc.err) {
+		ferry_logf(FERRY_ERROR, "ferryfs", "cannot write cache file", "key='%s' err='%s'",
+			   key, strerror(sc.err));
+		return sc.err;
+	}
+	if (rc == FERRY_S3_PRECONDITION) {
+		/* pinned version gone: never mix two versions in one open */
+		n->stale = true;
+		STAT_ADD(fs, conflicts, 1);
+		ferry_logf(FERRY_WARN, "ferryfs", "object replaced while open", "key='%s' etag=%s",
+			   key, etag);
+		return ESTALE;
+	}
+	if (rc != FERRY_S3_OK) {
+		STAT_ADD(fs, errors, 1);
+		ferry_logf(FERRY_ERROR, "ferryfs", "read failed", "msg=\"%s\"", res.msg);
+		return s3_errno(rc) == ENOENT ? ESTALE : s3_errno(rc);
+	}
+	if (f.pos < b && b <= n->base_limit) {
+		STAT_ADD(fs, errors, 1);
+		ferry_logf(FERRY_ERROR, "ferryfs", "short read", "key='%s' want=%llu got=%llu", key,
+			   (unsigned long long)(b - a), (unsigned long long)(f.pos - a));
+		return EIO;
+	}
+	return 0;
+}
+
+/* Makes [a, b) of the base present in the cache file (n->mu held). */
+static int ensure_present(struct fs *fs, struct node *n, const char *key, uint64_t a, uint64_t b)
+{
+	uint64_t ga, gb;
+
+	for (;;) {
+		uint64_t need = b < n->base_limit ? b : n->base_limit;
+		uint64_t end, nf;
+		int e;
+
+		if (!ivl_first_gap2(&n->dirty, &n->clean, a, need, &ga, &gb))
+			return 0;
+		if (n->stale)
+			return ESTALE;
+		if (fetch_at(n, ga)) {
+			pthread_cond_wait(&n->cv, &n->mu);
+			continue;
+		}
+		/* one GET for the whole span: the sink skips what is already here */
+		end = ivl_last_gap_end2(&n->dirty, &n->clean, ga, need);
+		nf = next_fetch_start(n, ga);
+		if (end > nf)
+			end = nf;
+		e = fetch_range(fs, n, key, ga, end, NULL);
+		if (e)
+			return e;
+	}
+}
+
+static bool is_seq(const struct handle *h, uint64_t off)
+{
+	return off + SEQ_SLACK >= h->ra_next && off <= h->ra_next + SEQ_SLACK;
+}
+
+void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off_t off_)
+{
+	struct node *n = h->n;
+	struct read_req rr = { .req = req };
+	uint64_t off = (uint64_t)off_, end, ga, gb;
+	bool fetched = false, seq;
+	char *key;
+	int err = 0;
+
+	key = fs_node_key(fs, n);
+	if (!key) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&n->mu);
+	seq = is_seq(h, off);
+	if (!seq || h->ra_win == 0)
+		h->ra_win = RA_MIN;
+	end = off + size;
+	if (end > n->size)
+		end = n->size;
+	if (off >= end) {
+		pthread_mutex_unlock(&n->mu);
+		fuse_reply_buf(req, NULL, 0);
+		free(key);
+		return;
+	}
+	rr.off = off;
+	rr.end = end;
+	for (;;) {
+		uint64_t need = end < n->base_limit ? end : n->base_limit;
+		uint64_t fb, nf;
+
+		if (!ivl_first_gap2(&n->dirty, &n->clean, off, need, &ga, &gb))
+			break;
+		if (n->stale) {
+			err = ESTALE;
+			break;
+		}
+		if (fetch_at(n, ga)) {
+			pthread_cond_wait(&n->cv, &n->mu);
+			continue;
+		}
+		if (seq) {
+			fb = ga + h->ra_win;
+			if (h->ra_win < fs->ra_max)
+				h->ra_win *= 2;
+		} else {
+			fb = ga + RANDOM_FETCH;
+		}
+		if (fb < end)
+			fb = end;
+		if (fb > n->base_limit)
+			fb = n->base_limit;
+		nf = next_fetch_start(n, ga);
+		if (fb > nf)
+			fb = nf;
+		fetched = true;
+		err = fetch_range(fs, n, key, ga, fb, &rr);
+		if (err || rr.replied)
+			break;
+	}
+	if (!rr.replied) {
+		if (err)
+			fuse_reply_err(req, err);
+		else
+			try_reply(fs, n, &rr, !fetched);
+		rr.replied = true;
+	}
+	if (!err) {
+		h->ra_next = seq && h->ra_next > end ? h->ra_next : end;
+		/* keep the next window coming while the reader consumes this one */
+		if (seq && !n->stale) {
+			uint64_t ahead = end + h->ra_win / 2, stop;
+
+			if (ahead > n->base_limit)
+				ahead = n->base_limit;
+			if (ivl_first_gap2(&n->dirty, &n->clean, end, ahead, &ga, &gb) &&
+			    !fetch_at(n, ga)) {
+				stop = ga + h->ra_win;
+				if (stop > n->base_limit)
+					stop = n->base_limit;
+				if (stop > next_fetch_start(n, ga))
+					stop = next_fetch_start(n, ga);
+				if (h->ra_win < fs->ra_max)
+					h->ra_win *= 2;
+				if (stop > ga)
+					fetch_range(fs, n, key, ga, stop, NULL);
+			}
+		}
+	}
+	pthread_mutex_unlock(&n->mu);
+	free(key);
+}
+
+int data_write(struct fs *fs, struct node *n, const char *buf, size_t size, off_t off_)
+{
+	uint64_t off = (uint64_t)off_;
+	size_t done = 0;
+	int e;
+
+	pthread_mutex_lock(&n->mu);
+	while (n->committing)
+		pthread_cond_wait(&n->cv, &n->mu);
+	e = cache_fd_ensure(fs, n);
+	if (e)
+		goto out;
+	while (done < size) {
+		ssize_t w = pwrite(n->cache_fd, buf + done, size - done, (off_t)(off + done));
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			e = errno;
+			goto out;
+		}
+		done += (size_t)w;
+	}
+	ivl_add(&n->dirty, off, off + size);
+	ivl_del(&n->clean, off, off + size);
+	if (off + size > n->size)
+		n->size = off + size;
+	n->changed = true;
+	clock_gettime(CLOCK_REALTIME, &n->mtime);
+out:
+	pthread_mutex_unlock(&n->mu);
+	return e;
+}
+
+int data_truncate(struct fs *fs, struct node *n, uint64_t size)
+{
+	(void)fs;
+	while (n->committing)
+		pthread_cond_wait(&n->cv, &n->mu);
+	if (size < n->size) {
+		ivl_del(&n->dirty, size, UINT64_MAX);
+		ivl_del(&n->clean, size, UINT64_MAX);
+		if (n->base_limit > size)
+			n->base_limit = size;
+		if (n->cache_fd >= 0 && ftruncate(n->cache_fd, (off_t)size) != 0)
+			return errno;
+	}
+	n->size = size;
+	n->changed = true;
+	clock_gettime(CLOCK_REALTIME, &n->mtime);
+	return 0;
+}
+
+struct mpu_job {
+	struct fs *fs;
+	struct node *n;
+	const char *key;
+	const char *upload_id;
+	const char *base_etag;              /* "" for a new object */
+	uint64_t size;
+	uint64_t base_limit;
+	const struct ivl *dirty;            /* snapshot taken at commit start */
+	int nparts;
+	char **etags;
+	int next;                           /* next part index to take */
+	int err;                            /* first errno */
+	pthread_mutex_t mu;
+};
+
+static int mpu_one(struct mpu_job *j, int i)
+{
+	struct fs *fs = j->fs;
+	struct node *n = j->n;
+	uint64_t off = (uint64_t)i * FS_PART_SIZE;
+	uint64_t len = j->size - off < FS_PART_SIZE ? j->size - off : FS_PART_SIZE;
+	struct ferry_s3_res res;
+	int rc, e;
+
+	if (j->base_etag[0] && off + len <= j->base_limit && !ivl_overlaps(j->dirty, off, off + len) &&
+	    !__atomic_load_n(&fs->no_part_copy, __ATOMIC_RELAXED)) {
+		STAT_ADD(fs, mpu_part_copy, 1);
+		rc = ferry_s3_mpu_part_copy(fs->s3, j->key, j->upload_id, i + 1, j->key, j->base_etag,
+					    off, len, j->etags[i], &res);
+		if (rc == FERRY_S3_OK) {
+			STAT_ADD(fs, bytes_copied, len);
+			return 0;
+		}
+		if (rc == FERRY_S3_NOTIMPL) {
+			if (!__atomic_exchange_n(&fs->no_part_copy, true, __ATOMIC_RELAXED))
+				ferry_logf(FERRY_WARN, "ferryfs",
+					   "store lacks UploadPartCopy; uploading parts instead",
+					   "msg=\"%s\"", res.msg);
+		} else {
+			if (rc == FERRY_S3_PRECONDITION)
+				STAT_ADD(fs, conflicts, 1);
+			ferry_logf(FERRY_ERROR, "ferryfs", "part copy failed", "part=%d msg=\"%s\"",
+				   i + 1, res.msg);
+			return rc == FERRY_S3_PRECONDITION ? ESTALE : s3_errno(rc);
+		}
+	}
+	pthread_mutex_lock(&n->mu);
+	e = ensure_present(fs, n, j->key, off, off + len);
+	pthread_mutex_unlock(&n->mu);
+	if (e)
+		return e;
+	STAT_ADD(fs, mpu_part, 1);
+	rc = ferry_s3_mpu_part_fd(fs->s3, j->key, j->upload_id, i + 1, n->cache_fd, (off_t)off, len,
+				  j->etags[i], &res);
+	if (rc != FERRY_S3_OK) {
+		ferry_logf(FERRY_ERROR, "ferryfs", "part upload failed", "part=%d msg=\"%s\"", i + 1,
+			   res.msg);
+		return s3_errno(rc);
+	}
+	STAT_ADD(fs, bytes_up, len);
+	return 0;
+}
+
+static void *mpu_worker(void *arg)
+{
+	struct mpu_job *j = arg;
+
+	for (;;) {
+		int i, e;
+
+		pthread_mutex_lock(&j->mu);
+		if (j->err || j->next >= j->nparts) {
+			pthread_mutex_unlock(&j->mu);
+			return NULL;
+		}
+		i = j->next++;
+		pthread_mutex_unlock(&j->mu);
+		e = mpu_one(j, i);
+		if (e) {
+			pthread_mutex_lock(&j->mu);
+			if (!j->err)
+				j->err = e;
+			pthread_mutex_unlock(&j->mu);
+		}
+	}
+}
+
+/* Multipart commit; returns an errno, new ETag in res->etag. */
+static int commit_mpu(struct mpu_job *j, const struct ferry_s3_cond *cond,
+		      struct ferry_s3_res *res)
+{
+	struct fs *fs = j->fs;
+	pthread_t th[MPU_THREADS];
+	char *upload_id = NULL;
+	int nth, started = 0, rc, e = 0;
+
+	STAT_ADD(fs, mpu_create, 1);
+	rc = ferry_s3_mpu_create(fs->s3, j->key, &upload_id, res);
+	if (rc != FERRY_S3_OK) {
+		ferry_logf(FERRY_ERROR, "ferryfs", "cannot start upload", "msg=\"%s\"", res->msg);
+		return s3_errno(rc);
+	}
+	j->upload_id = upload_id;
+	j->etags = calloc((size_t)j->nparts, sizeof(*j->etags));
+	if (!j->etags) {
+		e = ENOMEM;
+		goto out_abort;
+	}
+	for (int i = 0; i < j->nparts; i++) {
+		j->etags[i] = calloc(1, FS_ETAG_MAX);
+		if (!j->etags[i]) {
+			e = ENOMEM;
+			goto out_abort;
+		}
+	}
+	pthread_mutex_init(&j->mu, NULL);
+	nth = j->nparts < MPU_THREADS ? j->nparts : MPU_THREADS;
+	for (int t = 0; t < nth; t++) {
+		if (pthread_create(&th[t], NULL, mpu_worker, j) != 0)
+			break;
+		started++;
+	}
+	if (!started)
+		mpu_worker(j);
+	for (int t = 0; t < started; t++)
+		pthread_join(th[t], NULL);
+	pthread_mutex_destroy(&j->mu);
+	e = j->err;
+	if (e)
+		goto out_abort;
+	STAT_ADD(fs, mpu_complete, 1);
+	rc = ferry_s3_mpu_complete(fs->s3, j->key, upload_id, j->etags, j->nparts, cond, res);
+	if (rc != FERRY_S3_OK) {
+		e = rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT ? ESTALE : s3_errno(rc);
+		if (e == ESTALE)
+			STAT_ADD(fs, conflicts, 1);
+		ferry_logf(FERRY_ERROR, "ferryfs", "commit failed", "msg=\"%s\"", res->msg);
+		goto out_abort;
+	}
+	goto out_free;
+out_abort:
+	{
+		struct ferry_s3_res ares;
+
+		STAT_ADD(fs, mpu_abort, 1);
+		ferry_s3_mpu_abort(fs->s3, j->key, upload_id, &ares);
+	}
+out_free:
+	if (j->etags)
+		for (int i = 0; i < j->nparts; i++)
+			free(j->etags[i]);
+	free(j->etags);
+	free(upload_id);
+	return e;
+}
+
+int data_commit(struct fs *fs, struct node *n)
+{
+	struct ferry_s3_cond cond = { 0 };
+	struct ferry_s3_res res = { 0 };
+	char base_etag[FS_ETAG_MAX];
+	struct ivl dirty;
+	uint64_t size, base_limit;
+	bool is_new;
+	char *key;
+	int e = 0, rc;
+
+	key = fs_node_key(fs, n);
+	if (!key)
+		return ENOMEM;
+	pthread_mutex_lock(&n->mu);
+	while (n->committing)
+		pthread_cond_wait(&n->cv, &n->mu);
+	if (!n->changed || n->unlinked) {
+		pthread_mutex_unlock(&n->mu);
+		free(key);
+		return 0;
+	}
+	e = cache_fd_ensure(fs, n);
+	if (e) {
+		pthread_mutex_unlock(&n->mu);
+		free(key);
+		return e;
+	}
+	n->committing = true;
+	size = n->size;
+	base_limit = n->base_limit;
+	is_new = n->is_new;
+	snprintf(base_etag, sizeof(base_etag), "%s", n->base_etag);
+	ivl_copy(&dirty, &n->dirty);
+	{
+		struct stat st;
+
+		/* holes past the cache file's end must read as zeros when uploaded */
+		if (fstat(n->cache_fd, &st) == 0 && (uint64_t)st.st_size < size &&
+		    ftruncate(n->cache_fd, (off_t)size) != 0)
+			e = errno;
+	}
+	pthread_mutex_unlock(&n->mu);
+	if (e)
+		goto out;
+
+	if (is_new || !base_etag[0])
+		cond.if_none_match = "*";
+	else
+		cond.if_match = base_etag;
+	STAT_ADD(fs, commits, 1);
+	if (size < FS_PART_SIZE) {
+		pthread_mutex_lock(&n->mu);
+		e = ensure_present(fs, n, key, 0, size < base_limit ? size : base_limit);
+		pthread_mutex_unlock(&n->mu);
+		if (e)
+			goto out;
+		STAT_ADD(fs, put, 1);
+		if (size)
+			rc = ferry_s3_put_fd(fs->s3, key, n->cache_fd, 0, size, &cond, &res);
+		else
+			rc = ferry_s3_put(fs->s3, key, "", 0, &cond, &res);
+		if (rc != FERRY_S3_OK) {
+			e = rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT ? ESTALE : s3_errno(rc);
+			if (e == ESTALE)
+				STAT_ADD(fs, conflicts, 1);
+			ferry_logf(FERRY_ERROR, "ferryfs", "commit failed", "msg=\"%s\" if_match=%s",
+				   res.msg, cond.if_match ? cond.if_match : "-");
+			goto out;
+		}
+		STAT_ADD(fs, bytes_up, size);
+	} else {
+		struct mpu_job j = {
+			.fs = fs, .n = n, .key = key, .base_etag = is_new ? "" : base_etag,
+			.size = size, .base_limit = base_limit, .dirty = &dirty,
+			.nparts = (int)((size + FS_PART_SIZE - 1) / FS_PART_SIZE),
+		};
+
+		e = commit_mpu(&j, &cond, &res);
+		if (e)
+			goto out;
+	}
+out:
+	pthread_mutex_lock(&n->mu);
+	if (!e) {
+		snprintf(n->etag, sizeof(n->etag), "%s", res.etag);
+		snprintf(n->base_etag, sizeof(n->base_etag), "%s", res.etag);
+		n->base_limit = size;
+		/* bytes written in this commit are the new version's bytes */
+		ivl_union_into(&n->clean, &dirty);
+		ivl_clear(&n->dirty);
+		n->changed = n->size != size;   /* cannot differ: writes waited */
+		n->is_new = false;
+		clock_gettime(CLOCK_MONOTONIC, &n->attr_time);
+		ferry_logf(FERRY_DEBUG, "ferryfs", "committed", "key='%s' size=%llu etag=%s", key,
+			   (unsigned long long)size, res.etag);
+	} else {
+		STAT_ADD(fs, errors, 1);
+		if (e == ESTALE)
+			n->stale = true;
+	}
+	n->committing = false;
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+	ivl_release(&dirty);
+	free(key);
+	return e;
+}

@@ -1,0 +1,137 @@
+/* ferryfs.h: ferryfs internals shared by its source files (not part of libferry). */
+#ifndef FERRYFS_H
+#define FERRYFS_H
+
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "ferry_s3.h"
+
+#define FS_PART_SIZE     (8ull << 20)      /* multipart part size, and the PUT/MPU threshold */
+#define FS_MAX_IO        (1u << 20)        /* max_read / max_write */
+#define FS_STATS_NAME    ".ferryfs-stats"
+#define FS_STATS_INO     2                 /* never a node address */
+#define FS_ETAG_MAX      80
+
+/* A set of disjoint, non-adjacent byte ranges [a, b), kept sorted. */
+struct ivl_range {
+	uint64_t a;                         /* first byte */
+	uint64_t b;                         /* one past the last byte */
+};
+struct ivl {
+	struct ivl_range *r;                /* sorted ranges */
+	size_t n;                           /* ranges in use */
+	size_t cap;                         /* ranges allocated */
+};
+void ivl_add(struct ivl *s, uint64_t a, uint64_t b);
+void ivl_del(struct ivl *s, uint64_t a, uint64_t b);
+bool ivl_overlaps(const struct ivl *s, uint64_t a, uint64_t b);
+/* First part of [a, b) covered by neither s nor t; false when all of it is covered. */
+bool ivl_first_gap2(const struct ivl *s, const struct ivl *t, uint64_t a, uint64_t b,
+		    uint64_t *ga, uint64_t *gb);
+/* Last byte + 1 of [a, b) covered by neither s nor t (0 if none). */
+uint64_t ivl_last_gap_end2(const struct ivl *s, const struct ivl *t, uint64_t a, uint64_t b);
+void ivl_union_into(struct ivl *dst, const struct ivl *src);
+int ivl_copy(struct ivl *dst, const struct ivl *src);
+void ivl_clear(struct ivl *s);
+void ivl_release(struct ivl *s);
+
+/* Request counters, shown in .ferryfs-stats, on SIGUSR1 and at unmount. */
+struct fs_stats {
+	uint64_t get, put, head, list, delete, copy;
+	uint64_t mpu_create, mpu_part, mpu_part_copy, mpu_complete, mpu_abort;
+	uint64_t bytes_down, bytes_up, bytes_copied;
+	uint64_t cache_hits, cache_misses;
+	uint64_t commits, conflicts, errors;
+};
+#define STAT_ADD(fs, field, v) __atomic_fetch_add(&(fs)->stats.field, (uint64_t)(v), __ATOMIC_RELAXED)
+
+struct fetch;
+
+/* One open file handle (fi->fh). */
+struct handle {
+	struct node *n;                     /* NULL for the stats file */
+	uint64_t ra_next;                   /* where a sequential reader goes next */
+	uint64_t ra_win;                    /* current read-ahead window */
+	char *text;                         /* stats file snapshot */
+	size_t text_len;
+	struct handle *prev, *next;         /* fs->handles: freed at exit if never released */
+};
+
+/* One file or directory the kernel knows (ino = its address; root is FUSE_ROOT_ID). */
+struct node {
+	uint64_t nlookup;                   /* kernel references (lookup count) */
+	char *path;                         /* relative path, "" for the root */
+	bool is_dir;
+	bool in_table;                      /* reachable by path (false once replaced/unlinked) */
+	bool unlinked;                      /* removed through this mount: never commit */
+	bool is_new;                        /* created here, no object on S3 yet */
+	struct node *hnext;                 /* hash chain */
+
+	pthread_mutex_t mu;                 /* guards everything below */
+	pthread_cond_t cv;                  /* fetch progress, commit end */
+	uint64_t size;                      /* current size (local view while open) */
+	struct timespec mtime;
+	char etag[FS_ETAG_MAX];             /* committed ETag this node stands for, "" unknown */
+	struct timespec attr_time;          /* CLOCK_MONOTONIC when attrs came from S3 */
+	int nopen;                          /* open handles */
+	int cache_fd;                       /* local cache file (unlinked), -1 none */
+	struct ivl dirty;                   /* bytes written since the last commit */
+	struct ivl clean;                   /* bytes of the base object held in cache_fd */
+	uint64_t base_limit;                /* base bytes below this are still visible */
+	char base_etag[FS_ETAG_MAX];        /* ETag pinned at open ("" = no base object) */
+	bool changed;                       /* a commit is needed */
+	bool stale;                         /* the base object was replaced underneath */
+	bool committing;                    /* a commit is running: writes wait */
+	struct fetch *fetches;              /* GETs in flight into cache_fd */
+	uint64_t state_gen;                 /* +1 when the open state is dropped */
+};
+
+struct fs {
+	struct ferry_s3 *s3;
+	char *bucket;
+	char *prefix;                       /* "" or "dir/" */
+	char *cache_dir;
+	double attr_timeout;                /* seconds */
+	double entry_timeout;
+	double neg_timeout;
+	uint64_t ra_max;                    /* largest read-ahead window */
+	uid_t uid;
+	gid_t gid;
+	bool no_part_copy;                  /* the store answered UploadPartCopy with 501 */
+	struct fuse_session *se;
+	pthread_mutex_t mu;                 /* node table */
+	struct node **tab;
+	size_t tab_size;
+	size_t tab_count;
+	struct node root;
+	struct handle *handles;             /* open handles (fs->mu) */
+	struct fs_stats stats;
+};
+
+/* node.c / ops.c */
+extern const struct fuse_lowlevel_ops fs_ops;
+int fs_init_tables(struct fs *fs);
+void fs_release_tables(struct fs *fs);
+void fs_discard_dirty(struct fs *fs);
+char *fs_key(const struct fs *fs, const char *path, bool dir);
+char *fs_node_key(struct fs *fs, struct node *n);        /* takes fs->mu; malloc'd */
+int fs_stats_json(struct fs *fs, char *out, size_t len);
+
+/* data.c */
+void data_open_state(struct node *n);                            /* n->mu held */
+void data_close_state(struct node *n);                           /* n->mu held, quiesced */
+void data_quiesce(struct node *n);      /* stop and wait for read-ahead (n->mu held) */
+/* Reply to a read request (n->mu not held). */
+void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off_t off);
+int data_write(struct fs *fs, struct node *n, const char *buf, size_t size, off_t off);
+int data_truncate(struct fs *fs, struct node *n, uint64_t size);  /* n->mu held */
+int data_commit(struct fs *fs, struct node *n);                   /* n->mu not held */
+int s3_errno(int rc);
+
+#endif

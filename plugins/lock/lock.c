@@ -1,0 +1,364 @@
+/* lock.c: the `lock` stage: take the org's S3 lock object before anything touches its data. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry_ctx.h"
+#include "ferry_lock.h"
+#include "ferry_s3.h"
+#include "ferry_stage.h"
+
+/* A positive endpoint probe is remembered this long (per endpoint and bucket) so an
+ * uncontended acquire stays one request; a negative one is never cached. */
+#define PROBE_CACHE_S (24 * 3600)
+
+static const struct ferry_key lock_keys[] = {
+	{ "key", FERRY_KEY_STRING, NULL, FERRY_KEY_REQUIRED,
+	  "the lock object's key, e.g. org-data/${ORG_ID}.db.lock" },
+	{ "ttl", FERRY_KEY_DURATION, "1h", 0, "lease written into the lock; must exceed the pipeline deadline" },
+	{ "max_wait", FERRY_KEY_DURATION, "5m", 0, "how long to wait for a held lock before exit 3" },
+	{ "backoff_base", FERRY_KEY_DURATION, "250ms", 0, "first wait between polls of a held lock" },
+	{ "backoff_cap", FERRY_KEY_DURATION, "2s", 0, "longest wait between polls (bounds the handoff)" },
+	{ "margin", FERRY_KEY_DURATION, "60s", 0, "safety margin taken off the holder's own lease" },
+	{ "owner", FERRY_KEY_STRING, NULL, 0, "free text in the lock body; default \"ferry <pipeline name>\"" },
+	{ "require_conditional", FERRY_KEY_BOOL, "true", 0,
+	  "refuse to run when the store ignores If-None-Match (endpoint probe)" },
+	{ NULL, 0, NULL, 0, NULL },
+};
+
+/* What run leaves for undo/cleanup. */
+struct lock_priv {
+	char key[1024];                     /* the lock object's key */
+	char nonce[65];                     /* our acquisition */
+};
+
+/* A [pipeline] deadline in ms ("50m", "90s", "250ms", bare seconds); 0 when unset or
+ * not parseable (the supervisor reports bad durations itself). */
+static uint64_t duration_ms(const char *s)
+{
+	static const struct {
+		const char *unit;
+		uint64_t ms;
+	} units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+		      { "d", 86400000 }, { "", 1000 } };
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return 0;
+	while (*end == ' ')
+		end++;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(end, units[i].unit) == 0)
+			return (uint64_t)(v * (double)units[i].ms);
+	return 0;
+}
+
+static int lock_check(struct ferry_ctx *c)
+{
+	uint64_t ttl = ferry_cfg_ms(c, "ttl"), margin = ferry_cfg_ms(c, "margin");
+	uint64_t base = ferry_cfg_ms(c, "backoff_base"), cap = ferry_cfg_ms(c, "backoff_cap");
+	uint64_t deadline = duration_ms(ferry_cfg_global(c, "pipeline", "deadline"));
+	const char *key = ferry_cfg(c, "key");
+
+	if (!key || !*key || key[0] == '/')
+		return ferry_cfg_error(c, "key", "must be an object key (no leading '/')");
+	if (ttl < 2000)
+		return ferry_cfg_error(c, "ttl", "must be at least 2s (server clocks tick in seconds)");
+	if (margin >= ttl)
+		return ferry_cfg_error(c, "margin", "must be below ttl");
+	if (!base)
+		return ferry_cfg_error(c, "backoff_base", "must be above 0");
+	if (cap < base)
+		return ferry_cfg_error(c, "backoff_cap", "must not be below backoff_base");
+	/* DESIGN §2: the whole run must end before the lock could be taken over. */
+	if (deadline && deadline >= ttl)
+		return ferry_cfg_error(c, "ttl", "must be above the pipeline deadline (%" PRIu64
+				       " s), else another run could take the lock mid-run",
+				       deadline / 1000);
+	if (deadline && deadline > ttl - margin)
+		ferry_log(c, FERRY_WARN, "pipeline deadline is within the lock's safety margin",
+			  "deadline_s=%" PRIu64 " ttl_s=%" PRIu64 " margin_s=%" PRIu64,
+			  deadline / 1000, ttl / 1000, margin / 1000);
+	return FERRY_OK;
+}
+
+static void owner_of(const struct ferry_ctx *c, char *out, size_t n)
+{
+	const char *o = ferry_cfg(c, "owner");
+	const char *p = ferry_cfg_global(c, "pipeline", "name");
+
+	if (o && *o)
+		snprintf(out, n, "%s", o);
+	else
+		snprintf(out, n, "ferry %s", p && *p ? p : "pipeline");
+}
+
+/* ---- endpoint probe, cached per endpoint+bucket in state_dir ------------------------- */
+
+static const char *endpoint_of(const struct ferry_ctx *c)
+{
+	const char *e = ferry_cfg_global(c, "s3", "endpoint");
+
+	if (!e || !*e)
+		e = getenv("AWS_ENDPOINT_URL_S3");
+	if (!e || !*e)
+		e = getenv("AWS_ENDPOINT_URL");
+	return e && *e ? e : "aws";
+}
+
+/* The cache file's path: the endpoint and bucket only as a hash (no URL text on disk). */
+static int probe_cache_path(struct ferry_ctx *c, struct ferry_s3 *s3, char *out, size_t n)
+{
+	const char *dir = ferry_state_dir(c);
+	const char *parts[2] = { endpoint_of(c), ferry_s3_bucket(s3) };
+	uint64_t h = 1469598103934665603ull;
+
+	if (!dir || !*dir)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		for (const char *p = parts[i] ? parts[i] : ""; *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ull;
+		h = (h ^ '\n') * 1099511628211ull;
+	}
+	snprintf(out, n, "%s/s3-probe-%016" PRIx64 ".json", dir, h);
+	return 0;
+}
+
+/* 1 = a fresh positive probe is cached, 0 = not. */
+static int probe_cached(struct ferry_ctx *c, struct ferry_s3 *s3)
+{
+	char path[4096];
+	json_t *o;
+	json_int_t at;
+	int ok;
+
+	if (probe_cache_path(c, s3, path, sizeof(path)) != 0)
+		return 0;
+	o = json_load_file(path, 0, NULL);
+	if (!o)
+		return 0;
+	at = json_integer_value(json_object_get(o, "probed_at"));
+	ok = json_is_true(json_object_get(o, "conditional_create")) &&
+	     at <= (json_int_t)time(NULL) && (json_int_t)time(NULL) - at < PROBE_CACHE_S;
+	json_decref(o);
+	return ok;
+}
+
+static void probe_remember(struct ferry_ctx *c, struct ferry_s3 *s3,
+			   const struct ferry_s3_features *f)
+{
+	char path[4096], tmp[4200];
+	json_t *o;
+	int rc;
+
+	if (probe_cache_path(c, s3, path, sizeof(path)) != 0)
+		return;
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+	o = json_pack("{s:I, s:b, s:b, s:b, s:b}", "probed_at", (json_int_t)time(NULL),
+		      "conditional_create", f->conditional_create,
+		      "conditional_put", f->conditional_put,
+		      "conditional_delete", f->conditional_delete,
+		      "upload_part_copy", f->upload_part_copy);
+	if (!o)
+		return;
+	rc = json_dump_file(o, tmp, JSON_COMPACT);
+	json_decref(o);
+	if (rc != 0 || rename(tmp, path) != 0) {
+		unlink(tmp);
+		ferry_log(c, FERRY_DEBUG, "cannot cache the endpoint probe", "path=%s", path);
+	}
+}
+
+static int require_conditional(struct ferry_ctx *c, struct ferry_s3 *s3)
+{
+	struct ferry_s3_features f;
+	struct ferry_s3_res res;
+	char nonce[65], prefix[128];
+	int rc;
+
+	if (probe_cached(c, s3))
+		return FERRY_OK;
+	if (ferry_lock_nonce(nonce) != 0)
+		return ferry_fail(c, FERRY_FAIL, "cannot make a probe key: %s", strerror(errno));
+	/* a scratch prefix of our own, so concurrent runs never probe each other's keys */
+	snprintf(prefix, sizeof(prefix), ".ferry-probe/%.16s/", nonce);
+	rc = ferry_s3_probe(s3, prefix, &f, &res);
+	if (rc != FERRY_S3_OK)
+		return ferry_fail(c, FERRY_FAIL, "cannot probe the endpoint: %s", res.msg);
+	if (!f.conditional_create)
+		return ferry_fail(c, FERRY_USAGE,
+				  "endpoint does not enforce If-None-Match (a second conditional "
+				  "create was not refused with 412): the lock would not be exclusive; "
+				  "refusing to run (set require_conditional = false to override)");
+	probe_remember(c, s3, &f);
+	return FERRY_OK;
+}
+
+/* ---- stage callbacks ------------------------------------------------------------------ */
+
+static bool cancelled_cb(void *arg)
+{
+	return ferry_cancelled(arg);
+}
+
+static void opts_of(struct ferry_ctx *c, struct ferry_lock_opts *o, char *owner, size_t n)
+{
+	owner_of(c, owner, n);
+	memset(o, 0, sizeof(*o));
+	o->key = ferry_cfg(c, "key");
+	o->owner = owner;
+	o->ttl_ms = ferry_cfg_ms(c, "ttl");
+	o->max_wait_ms = ferry_cfg_ms(c, "max_wait");
+	o->backoff_base_ms = ferry_cfg_ms(c, "backoff_base");
+	o->backoff_cap_ms = ferry_cfg_ms(c, "backoff_cap");
+	o->margin_ms = ferry_cfg_ms(c, "margin");
+	o->cancelled = cancelled_cb;
+	o->cancel_arg = c;
+	o->log_who = ferry_stage_name(c);
+}
+
+static int publish(struct ferry_ctx *c, const struct ferry_lock_held *h)
+{
+	char acq[32], exp[32];
+
+	ferry_lock_time_format(h->body.acquired_at, acq);
+	ferry_lock_time_format(h->body.expires_at, exp);
+	if (ferry_fact_set(c, "key", h->key) || ferry_fact_set(c, "etag", h->etag) ||
+	    ferry_fact_set(c, "nonce", h->body.nonce) ||
+	    ferry_fact_setf(c, "generation", "%" PRIu64, h->body.generation) ||
+	    ferry_fact_set(c, "acquired_at", acq) || ferry_fact_set(c, "expires_at", exp) ||
+	    ferry_fact_setf(c, "lease_until_boot_ms", "%" PRId64, h->lease_until_boot_ms) ||
+	    ferry_fact_set(c, "boot_id", h->boot_id) ||
+	    ferry_fact_setf(c, "ttl_s", "%ld", h->body.ttl_s))
+		return -1;
+	return 0;
+}
+
+static int lock_run(struct ferry_ctx *c)
+{
+	struct ferry_lock_opts o;
+	struct ferry_lock_held h;
+	struct lock_priv *p;
+	struct ferry_s3 *s3;
+	char owner[128], err[1024], exp[32];
+	int64_t t0 = ferry_lock_boot_ms();
+	int rc;
+
+	s3 = ferry_s3(c);
+	if (!s3)
+		return FERRY_FAIL;
+	if (ferry_cfg_bool(c, "require_conditional")) {
+		rc = require_conditional(c, s3);
+		if (rc != FERRY_OK)
+			return rc;
+	}
+	opts_of(c, &o, owner, sizeof(owner));
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return ferry_fail(c, FERRY_FAIL, "out of memory");
+	rc = ferry_lock_acquire(s3, &o, &h, err, sizeof(err));
+	if (rc != FERRY_OK) {
+		free(p);
+		return ferry_fail(c, rc, "%s", err);
+	}
+	snprintf(p->key, sizeof(p->key), "%s", h.key);
+	snprintf(p->nonce, sizeof(p->nonce), "%s", h.body.nonce);
+	*ferry_priv(c) = p;
+	/* priv is set first: should publishing fail, undo still releases */
+	if (publish(c, &h) != 0)
+		return ferry_fail(c, FERRY_FAIL, "cannot record the lock's facts");
+	ferry_lock_time_format(h.body.expires_at, exp);
+	ferry_log(c, FERRY_INFO, "acquired lock",
+		  "key=%s generation=%" PRIu64 " expires_at=%s lease_s=%" PRId64
+		  " requests=%u waited_polls=%u took_over=%s ms=%" PRId64,
+		  h.key, h.body.generation, exp, (h.lease_until_boot_ms - ferry_lock_boot_ms()) / 1000,
+		  h.requests, h.polls, h.took_over ? "yes" : "no", ferry_lock_boot_ms() - t0);
+	return FERRY_OK;
+}
+
+/* Release only if still ours; from run's private state, else (ferry run STAGE) facts. */
+static int lock_undo(struct ferry_ctx *c)
+{
+	struct lock_priv *p = *ferry_priv(c);
+	const char *key = p ? p->key : ferry_fact(c, NULL, "key");
+	const char *nonce = p ? p->nonce : ferry_fact(c, NULL, "nonce");
+
+	if (!key || !nonce) {
+		ferry_log(c, FERRY_WARN, "no lock recorded, nothing to release", NULL);
+		return FERRY_OK;
+	}
+	return ferry_lock_release_ctx(c, key, nonce);
+}
+
+static int lock_cleanup(struct ferry_ctx *c)
+{
+	free(*ferry_priv(c));
+	*ferry_priv(c) = NULL;
+	return FERRY_OK;
+}
+
+static int lock_dry_run(struct ferry_ctx *c)
+{
+	struct ferry_lock_opts o;
+	struct ferry_lock_state st;
+	struct ferry_s3 *s3;
+	char owner[128], err[1024], who[400], exp[32];
+
+	s3 = ferry_s3(c);
+	if (!s3)
+		return FERRY_FAIL;
+	opts_of(c, &o, owner, sizeof(owner));
+	if (ferry_cfg_bool(c, "require_conditional") && !probe_cached(c, s3))
+		ferry_log(c, FERRY_INFO, "would probe the endpoint first",
+			  "requests=\"PUT If-None-Match:* twice on a scratch key, then delete it\"");
+	if (ferry_lock_read(s3, o.key, &st, err, sizeof(err)) != 0)
+		return ferry_fail(c, FERRY_FAIL, "%s", err);
+	if (!st.exists) {
+		ferry_log(c, FERRY_INFO, "lock is free; would create it",
+			  "request=\"PUT %s If-None-Match: *\" owner=\"%s\" generation=1 ttl_s=%" PRIu64,
+			  o.key, owner, (o.ttl_ms + 999) / 1000);
+		return FERRY_OK;
+	}
+	if (!st.parsed) {
+		ferry_log(c, FERRY_WARN, "lock object is unreadable; would wait for it",
+			  "key=%s etag=%s reason=\"%s\" max_wait_ms=%" PRIu64, o.key, st.etag,
+			  st.parse_err, o.max_wait_ms);
+		return FERRY_OK;
+	}
+	ferry_lock_describe(&st.body, who, sizeof(who));
+	ferry_lock_time_format(st.server_now, exp);
+	if (st.server_now && ferry_lock_is_expired(&st.body, st.server_now))
+		ferry_log(c, FERRY_INFO, "lock is expired; would take it over",
+			  "request=\"PUT %s If-Match: %s\" holder=\"%s\" server_time=%s generation=%" PRIu64,
+			  o.key, st.etag, who, exp, st.body.generation + 1);
+	else
+		ferry_log(c, FERRY_INFO, "lock is held; would wait for it",
+			  "key=%s holder=\"%s\" server_time=%s max_wait_ms=%" PRIu64
+			  " then=\"PUT If-None-Match: * or, once expired, PUT If-Match: %s\"",
+			  o.key, who, exp, o.max_wait_ms, st.etag);
+	return FERRY_OK;
+}
+
+FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
+	.abi = FERRY_STAGE_ABI,
+	.size = sizeof(struct ferry_stage),
+	.name = "lock",
+	.check = lock_check,
+	.dry_run = lock_dry_run,
+	.run = lock_run,
+	.undo = lock_undo,
+	.cleanup = lock_cleanup,
+	.keys = lock_keys,
+};

@@ -1,0 +1,488 @@
+/* mount.c: the `mount` stage: runs ferryfs as a child process and mounts the bucket. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry_ctx.h"
+#include "ferry_failpoint.h"
+#include "ferry_stage.h"
+#include "mount.h"
+
+#define POLL_MS      50
+#define GRACE_MS     5000                   /* for ferryfs to exit after the unmount */
+#define TERM_MS      3000                   /* after SIGTERM, before SIGKILL */
+
+static const struct ferry_key mount_keys[] = {
+	{ "mountpoint", FERRY_KEY_PATH, NULL, FERRY_KEY_REQUIRED,
+	  "where to mount the bucket (created if missing)" },
+	{ "prefix", FERRY_KEY_STRING, NULL, 0, "mount only keys under this prefix" },
+	{ "ferryfs", FERRY_KEY_PATH, NULL, 0,
+	  "the ferryfs binary (default: ferryfs next to the running ferry)" },
+	{ "cache_dir", FERRY_KEY_PATH, NULL, 0,
+	  "ferryfs cache directory (default: ${state_dir}/cache)" },
+	{ "options", FERRY_KEY_STRING, NULL, 0, "extra ferryfs -o options, comma separated" },
+	{ "wait", FERRY_KEY_DURATION, "10s", 0, "how long to wait for the mount to answer" },
+	{ NULL, 0, NULL, 0, NULL },
+};
+
+/* [s3] keys handed to ferryfs as -o options; credentials stay in the environment. */
+static const char *const s3_keys[] = {
+	"endpoint", "region", "path_style", "verify_tls", "ca_bundle", "connect_timeout",
+	"low_speed_time", "low_speed_limit", "request_timeout", "max_retries", "retry_base",
+	"retry_cap", NULL,
+};
+
+struct mount_priv {
+	pid_t pid;                          /* ferryfs, leader of its own process group */
+	char *mountpoint;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+bool mount_is_fuse_mounted(const char *mp)
+{
+	char line[PATH_MAX * 2 + 256], dev[256], dir[PATH_MAX], type[128];
+	bool found = false;
+	FILE *f;
+
+	f = fopen("/proc/self/mounts", "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%255s %4095s %127s", dev, dir, type) != 3)
+			continue;
+		/* /proc/mounts escapes blanks as \040; mount points with blanks are refused in check */
+		if (strcmp(dir, mp) == 0 && strncmp(type, "fuse", 4) == 0)
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+bool mount_is_stale(const char *mp)
+{
+	struct stat st;
+
+	return stat(mp, &st) != 0 && errno == ENOTCONN;
+}
+
+/* A mount answers when its root is a different device from its parent directory. */
+bool mount_is_live(const char *mp)
+{
+	char parent[PATH_MAX];
+	struct stat a, b;
+	char *slash;
+
+	if (snprintf(parent, sizeof(parent), "%s", mp) >= (int)sizeof(parent))
+		return false;
+	slash = strrchr(parent, '/');
+	if (!slash)
+		return false;
+	if (slash == parent)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(mp, &a) != 0 || stat(parent, &b) != 0)
+		return false;
+	return a.st_dev != b.st_dev;
+}
+
+/* Runs argv, waits for it; returns its exit status (or -1). Output goes to our stderr. */
+static int run_cmd(char *const argv[])
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int fusermount(const char *mp, bool lazy)
+{
+	char *argv[] = { "fusermount3", lazy ? "-uz" : "-u", (char *)mp, NULL };
+
+	return run_cmd(argv);
+}
+
+/* Unmounts mp if a FUSE mount (live or dead) sits there. true when nothing is left. */
+static bool unmount_any(struct ferry_ctx *c, const char *mp)
+{
+	if (!mount_is_fuse_mounted(mp) && !mount_is_stale(mp))
+		return true;
+	if (fusermount(mp, false) == 0 && !mount_is_fuse_mounted(mp))
+		return true;
+	/* busy or dead: detach it now, the kernel finishes when the last user goes */
+	ferry_log(c, FERRY_WARN, "lazy unmount", "mountpoint=%s", mp);
+	if (fusermount(mp, true) == 0 && !mount_is_fuse_mounted(mp))
+		return true;
+	return !mount_is_fuse_mounted(mp);
+}
+
+static int mkdir_p(const char *dir)
+{
+	char tmp[PATH_MAX];
+
+	if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp))
+		return ENAMETOOLONG;
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+			return errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+		return errno;
+	return 0;
+}
+
+char *mount_default_ferryfs(void)
+{
+	char exe[PATH_MAX], *slash, *out;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		return strdup("ferryfs");
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return strdup("ferryfs");
+	*slash = '\0';
+	if (asprintf(&out, "%s/ferryfs", exe) < 0)
+		return NULL;
+	return out;
+}
+
+/* Everything run needs, resolved from config; all malloc'd. */
+struct plan {
+	char *mountpoint;
+	char *ferryfs;
+	char *cache_dir;
+	char *source;                       /* BUCKET[:PREFIX] */
+	char *opts;                         /* the -o list */
+	uint64_t wait_ms;
+};
+
+static void plan_release(struct plan *p)
+{
+	free(p->mountpoint);
+	free(p->ferryfs);
+	free(p->cache_dir);
+	free(p->source);
+	free(p->opts);
+}
+
+static int opt_append(char **list, const char *k, const char *v)
+{
+	char *n;
+	int r;
+
+	if (v)
+		r = asprintf(&n, "%s%s%s=%s", *list ? *list : "", *list && **list ? "," : "", k, v);
+	else
+		r = asprintf(&n, "%s%s%s", *list ? *list : "", *list && **list ? "," : "", k);
+	if (r < 0)
+		return -1;
+	free(*list);
+	*list = n;
+	return 0;
+}
+
+static int plan_make(struct ferry_ctx *c, struct plan *p)
+{
+	const char *bucket = ferry_cfg_global(c, "s3", "bucket");
+	const char *prefix = ferry_cfg(c, "prefix"), *extra = ferry_cfg(c, "options");
+
+	memset(p, 0, sizeof(*p));
+	if (!bucket || !*bucket)
+		bucket = getenv("BUCKET_NAME");
+	if (!bucket || !*bucket)
+		return ferry_fail(c, FERRY_USAGE, "no bucket: set [s3] bucket or BUCKET_NAME");
+	p->mountpoint = ferry_cfg_path(c, "mountpoint");
+	p->ferryfs = ferry_cfg_path(c, "ferryfs");
+	if (!p->ferryfs)
+		p->ferryfs = mount_default_ferryfs();
+	p->cache_dir = ferry_cfg_path(c, "cache_dir");
+	if (!p->cache_dir && asprintf(&p->cache_dir, "%s/cache", ferry_state_dir(c)) < 0)
+		p->cache_dir = NULL;
+	if (prefix && *prefix) {
+		if (asprintf(&p->source, "%s:%s", bucket, prefix) < 0)
+			p->source = NULL;
+	} else {
+		p->source = strdup(bucket);
+	}
+	if (!p->mountpoint || !p->ferryfs || !p->cache_dir || !p->source)
+		goto out_nomem;
+	p->opts = strdup("");
+	if (!p->opts || opt_append(&p->opts, "cache_dir", p->cache_dir))
+		goto out_nomem;
+	for (int i = 0; s3_keys[i]; i++) {
+		const char *v = ferry_cfg_global(c, "s3", s3_keys[i]);
+
+		if (v && *v && opt_append(&p->opts, s3_keys[i], v))
+			goto out_nomem;
+	}
+	if (extra && *extra && opt_append(&p->opts, extra, NULL))
+		goto out_nomem;
+	p->wait_ms = ferry_cfg_ms(c, "wait");
+	return FERRY_OK;
+out_nomem:
+	plan_release(p);
+	return ferry_fail(c, FERRY_FAIL, "out of memory");
+}
+
+static int mount_check(struct ferry_ctx *c)
+{
+	const char *prefix = ferry_cfg(c, "prefix"), *extra = ferry_cfg(c, "options");
+	const char *mp = ferry_cfg(c, "mountpoint");
+
+	if (!mp || !*mp)
+		return ferry_cfg_error(c, "mountpoint", "must not be empty");
+	if (strpbrk(mp, " \t\n\\"))
+		return ferry_cfg_error(c, "mountpoint", "must not contain blanks or backslashes");
+	if (prefix && prefix[0] == '/')
+		return ferry_cfg_error(c, "prefix", "must not start with '/'");
+	if (extra && (strstr(extra, "secret") || strstr(extra, "access_key") ||
+		      strstr(extra, "session_token")))
+		return ferry_cfg_error(c, "options",
+				       "credentials come from the environment, never from options");
+	for (int i = 0; s3_keys[i]; i++) {
+		const char *v = ferry_cfg_global(c, "s3", s3_keys[i]);
+
+		if (v && strchr(v, ','))
+			return ferry_cfg_error(c, "options", "[s3] %s must not contain ','",
+					       s3_keys[i]);
+	}
+	return FERRY_OK;
+}
+
+static int mount_dry_run(struct ferry_ctx *c)
+{
+	struct plan p;
+	int rc = plan_make(c, &p);
+
+	if (rc != FERRY_OK)
+		return rc;
+	ferry_log(c, FERRY_INFO, "would mount",
+		  "source=%s mountpoint=%s ferryfs=%s options=%s wait_ms=%" PRIu64 "%s", p.source,
+		  p.mountpoint, p.ferryfs, p.opts, p.wait_ms,
+		  mount_is_stale(p.mountpoint) ? " stale_mount=would_clean" : "");
+	plan_release(&p);
+	return FERRY_OK;
+}
+
+static void priv_free(struct mount_priv *m)
+{
+	if (!m)
+		return;
+	free(m->mountpoint);
+	free(m);
+}
+
+/* Stops ferryfs (already unmounted, so it should be leaving) and reaps it. */
+static void stop_child(struct ferry_ctx *c, pid_t pid)
+{
+	int64_t until = mono_ms() + GRACE_MS;
+	bool termed = false;
+	int st;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid || (r < 0 && errno == ECHILD))
+			return;
+		if (mono_ms() >= until) {
+			if (termed) {
+				ferry_log(c, FERRY_WARN, "ferryfs ignored SIGTERM, killing", "pid=%d",
+					  (int)pid);
+				kill(-pid, SIGKILL);
+				kill(pid, SIGKILL);
+				waitpid(pid, &st, 0);
+				return;
+			}
+			kill(-pid, SIGTERM);
+			termed = true;
+			until = mono_ms() + TERM_MS;
+		}
+		sleep_ms(POLL_MS);
+	}
+}
+
+static int mount_run(struct ferry_ctx *c)
+{
+	struct mount_priv *m;
+	struct plan p;
+	int64_t start, until;
+	pid_t pid;
+	int rc, e;
+
+	rc = plan_make(c, &p);
+	if (rc != FERRY_OK)
+		return rc;
+	if (mount_is_stale(p.mountpoint) || mount_is_fuse_mounted(p.mountpoint)) {
+		/* left by a killed run: "Transport endpoint is not connected" */
+		ferry_log(c, FERRY_WARN, "cleaning stale mount", "mountpoint=%s", p.mountpoint);
+		if (!unmount_any(c, p.mountpoint)) {
+			rc = ferry_fail(c, FERRY_FAIL, "cannot clean stale mount at '%s'", p.mountpoint);
+			goto out_plan;
+		}
+	}
+	e = mkdir_p(p.mountpoint);
+	if (e) {
+		rc = ferry_fail(c, FERRY_FAIL, "cannot create mountpoint '%s': %s", p.mountpoint,
+				strerror(e));
+		goto out_plan;
+	}
+	if (access(p.ferryfs, X_OK) != 0) {
+		rc = ferry_fail(c, FERRY_FAIL, "cannot run ferryfs '%s': %s", p.ferryfs,
+				strerror(errno));
+		goto out_plan;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m || !(m->mountpoint = strdup(p.mountpoint))) {
+		free(m);
+		rc = ferry_fail(c, FERRY_FAIL, "out of memory");
+		goto out_plan;
+	}
+	start = mono_ms();
+	pid = fork();
+	if (pid < 0) {
+		rc = ferry_fail(c, FERRY_FAIL, "cannot start ferryfs: %s", strerror(errno));
+		priv_free(m);
+		goto out_plan;
+	}
+	if (pid == 0) {
+		char *argv[] = { p.ferryfs, p.source, p.mountpoint, "-f", "-o", p.opts, NULL };
+		int fd = open("/dev/null", O_RDONLY);
+		sigset_t none;
+
+		/* its own group: our terminal's ^C reaches ferry, which unmounts in order */
+		setpgid(0, 0);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (fd >= 0)
+			dup2(fd, 0);
+		dup2(2, 1);
+		execv(p.ferryfs, argv);
+		_exit(127);
+	}
+	setpgid(pid, pid);
+	m->pid = pid;
+	*ferry_priv(c) = m;                 /* from here cleanup owns the child */
+	if (ferry_failpoint("mount.after_spawn")) {
+		rc = ferry_fail(c, FERRY_FAIL, "failpoint mount.after_spawn");
+		goto out_plan;
+	}
+
+	until = start + (int64_t)p.wait_ms;
+	for (;;) {
+		int st;
+
+		if (mount_is_live(p.mountpoint))
+			break;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			m->pid = 0;
+			rc = ferry_fail(c, FERRY_FAIL, "ferryfs exited before mounting '%s' (%s %d)",
+					p.mountpoint, WIFEXITED(st) ? "status" : "signal",
+					WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+			goto out_plan;
+		}
+		if (ferry_cancelled(c)) {
+			rc = ferry_fail(c, FERRY_FAIL, "cancelled while mounting '%s'", p.mountpoint);
+			goto out_plan;
+		}
+		if (mono_ms() >= until) {
+			rc = ferry_fail(c, FERRY_FAIL, "mount at '%s' did not answer within %" PRIu64 " ms",
+					p.mountpoint, p.wait_ms);
+			goto out_plan;
+		}
+		sleep_ms(POLL_MS);
+	}
+	if (ferry_failpoint("mount.after_mount")) {
+		rc = ferry_fail(c, FERRY_FAIL, "failpoint mount.after_mount");
+		goto out_plan;
+	}
+	ferry_fact_set(c, "mountpoint", p.mountpoint);
+	ferry_fact_setf(c, "pid", "%d", (int)pid);
+	ferry_log(c, FERRY_INFO, "mounted", "source=%s mountpoint=%s pid=%d ms=%" PRId64, p.source,
+		  p.mountpoint, (int)pid, mono_ms() - start);
+	rc = FERRY_OK;
+out_plan:
+	plan_release(&p);
+	return rc;
+}
+
+static int mount_undo(struct ferry_ctx *c)
+{
+	(void)c;                            /* cleanup unmounts on every path */
+	return FERRY_OK;
+}
+
+static int mount_cleanup(struct ferry_ctx *c)
+{
+	struct mount_priv *m = *ferry_priv(c);
+	const char *mp = m ? m->mountpoint : ferry_fact(c, NULL, "mountpoint");
+	int rc = FERRY_OK;
+
+	if (mp) {
+		if (!unmount_any(c, mp))
+			rc = ferry_fail(c, FERRY_FAIL, "cannot unmount '%s'", mp);
+		else
+			ferry_log(c, FERRY_INFO, "unmounted", "mountpoint=%s", mp);
+	}
+	if (m && m->pid > 0)
+		stop_child(c, m->pid);
+	priv_free(m);
+	*ferry_priv(c) = NULL;
+	return rc;
+}
+
+FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
+	.abi = FERRY_STAGE_ABI,
+	.size = sizeof(struct ferry_stage),
+	.name = "mount",
+	.check = mount_check,
+	.dry_run = mount_dry_run,
+	.run = mount_run,
+	.undo = mount_undo,
+	.cleanup = mount_cleanup,
+	.keys = mount_keys,
+};

@@ -1,0 +1,648 @@
+/* push.c: the push stage: write the replica's changed pages into the origin on the mount, one fenced atomic commit. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry_ctx.h"
+#include "ferry_failpoint.h"
+#include "ferry_lock.h"
+#include "ferry_pages.h"
+#include "ferry_stage.h"
+
+/*
+ * About push.
+ *
+ * The replica's state file (written by pull, see pull.c) holds the page hashes of the
+ * origin version the replica came from and its ETag. push
+ *   1. asks the lock stage whether the lock is still ours with lease_need left;
+ *   2. freezes the replica: no hot journal, WAL checkpointed (TRUNCATE), quick_check,
+ *      then a read transaction held until the end so no writer can change the file;
+ *   3. opens the origin O_RDWR (never O_TRUNC) and compares its ETag with the state's:
+ *      another ETag means somebody else wrote it -> exit 4, nothing written;
+ *   4. pwrites only the pages whose hash differs from the state, truncates or extends,
+ *      and fsyncs: ferryfs commits one object conditional on the ETag seen at open
+ *      (untouched 8 MiB parts are copied server-side); a lost race fails the fsync;
+ *   5. reads the new object back and compares its whole-database checksum (verify);
+ *   6. writes the manifest sidecar for the new ETag (page hashes, checksum, lock
+ *      generation) and the replica's new state.
+ * A crash after 4 and before 6 leaves a manifest for an older ETag: the next pull sees
+ * it is stale and compares every page; nothing is ever wrong, only slower.
+ * A plain local origin (no ETag, development) is fenced by content instead: its page
+ * hashes must still equal the state's.
+ */
+
+#define RUN_BYTES (1u << 20)
+
+struct push_job {
+	struct ferry_ctx *c;
+	char *origin;
+	char *replica;
+	char *state_path;
+	char *mf_path;
+	sqlite3 *db;                        /* holds the read transaction */
+	int rfd;
+	int ofd;
+	struct ferry_db_info rinfo;
+	struct ferry_manifest state;        /* what pull recorded: the origin at its ETag */
+	struct ferry_manifest now;          /* the replica's pages, pushed */
+	uint64_t *list;                     /* pages to write */
+	size_t n;
+	uint64_t origin_size;
+	char etag[FERRY_ETAG_MAX];
+	bool etag_known;
+	bool create;                        /* the origin did not exist at pull */
+	char *stats_root;
+	bool have_stats;
+	struct ferry_fsstats stats_before;
+	struct ferry_fsstats stats_commit;      /* right after the commit (before the manifest) */
+	bool have_commit_stats;
+	struct ferry_pages_cb cb;
+};
+
+static bool push_cancelled(void *arg)
+{
+	return ferry_cancelled(arg);
+}
+
+static char *join(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 1;
+	char *s = malloc(n);
+
+	if (s)
+		snprintf(s, n, "%s%s", a, b);
+	return s;
+}
+
+static void job_release(struct push_job *j)
+{
+	if (j->ofd >= 0)
+		close(j->ofd);
+	if (j->rfd >= 0)
+		close(j->rfd);
+	if (j->db) {
+		sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL);
+		sqlite3_close(j->db);
+	}
+	ferry_manifest_release(&j->state);
+	ferry_manifest_release(&j->now);
+	free(j->list);
+	free(j->origin);
+	free(j->replica);
+	free(j->state_path);
+	free(j->mf_path);
+	free(j->stats_root);
+}
+
+/* Key, else the pull stage's fact. */
+static char *key_or_fact(struct ferry_ctx *c, const char *key, const char *fact)
+{
+	char *v = ferry_cfg_path(c, key);
+	const char *f;
+
+	if (v)
+		return v;
+	f = ferry_fact(c, "pull", fact);
+	return f && *f ? strdup(f) : NULL;
+}
+
+static int job_init(struct push_job *j, struct ferry_ctx *c)
+{
+	const char *suffix = ferry_cfg(c, "manifest");
+
+	memset(j, 0, sizeof(*j));
+	j->rfd = j->ofd = -1;
+	j->c = c;
+	j->cb.cancelled = push_cancelled;
+	j->cb.arg = c;
+	j->cb.what = "push";
+	j->cb.progress = isatty(STDERR_FILENO);
+	j->origin = key_or_fact(c, "origin", "origin");
+	j->replica = key_or_fact(c, "replica", "replica");
+	if (!j->origin || !j->replica)
+		return ferry_fail(c, FERRY_FAIL, "push needs '%s': set it in [stage %s] or run pull first",
+				  j->origin ? "replica" : "origin", ferry_stage_name(c));
+	j->state_path = join(j->replica, ".ferry-state");
+	j->mf_path = join(j->origin, suffix ? suffix : ".ferry-manifest");
+	if (!j->state_path || !j->mf_path)
+		return ferry_fail(c, FERRY_FAIL, "out of memory");
+	return 0;
+}
+
+/* What pull recorded, and that it is this run's pull when there was one. */
+static int load_state(struct push_job *j, bool dry)
+{
+	const char *pulled = ferry_fact(j->c, "pull", "origin_etag");
+	char err[256];
+	int rc;
+
+	rc = ferry_manifest_load(j->state_path, &j->state, err, sizeof(err));
+	if (rc == -2)
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s' has no state file '%s': run pull first",
+				  j->replica, j->state_path);
+	if (rc)
+		return ferry_fail(j->c, FERRY_FAIL, "state file '%s': %s", j->state_path, err);
+	j->create = j->state.flags & FERRY_MANIFEST_ABSENT;
+	if (pulled && !dry && !j->create && strcmp(pulled, j->state.etag) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "state file '%s' records etag %s but pull saw %s: "
+				  "run pull again", j->state_path, j->state.etag, pulled);
+	return 0;
+}
+
+static int sql_one(struct push_job *j, const char *sql, char *out, size_t outlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && out)
+		snprintf(out, outlen, "%s", sqlite3_column_text(st, 0) ?
+			 (const char *)sqlite3_column_text(st, 0) : "");
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* A consistent, checked snapshot of the replica that stays put while we copy. */
+static int freeze_replica(struct push_job *j, bool dry)
+{
+	char mode[32] = "", out[512] = "";
+	char err[256];
+
+	if (ferry_pages_has_hot_journal(j->replica))
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s' has a hot journal '%s-journal': "
+				  "an unfinished transaction; nothing sent", j->replica, j->replica);
+	if (sqlite3_open_v2(j->replica, &j->db, dry ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE,
+			    NULL) != SQLITE_OK)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot open replica '%s': %s", j->replica,
+				  sqlite3_errmsg(j->db));
+	sqlite3_busy_timeout(j->db, 5000);
+	if (sql_one(j, "PRAGMA journal_mode", mode, sizeof(mode)) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s; nothing sent", j->replica,
+				  sqlite3_errmsg(j->db));
+	if (strcmp(mode, "wal") == 0 && !dry) {
+		if (sql_one(j, "PRAGMA wal_checkpoint(TRUNCATE)", out, sizeof(out)) != 0 ||
+		    strcmp(out, "0") != 0)
+			return ferry_fail(j->c, FERRY_FAIL, "cannot checkpoint replica '%s': %s; nothing sent",
+					  j->replica, *out ? "database busy" : sqlite3_errmsg(j->db));
+	}
+	if (sql_one(j, "PRAGMA quick_check(1)", out, sizeof(out)) != 0 || strcmp(out, "ok") != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s' fails quick_check: %s; nothing sent",
+				  j->replica, *out ? out : sqlite3_errmsg(j->db));
+	if (sql_one(j, "BEGIN", NULL, 0) != 0 ||
+	    sql_one(j, "SELECT count(*) FROM sqlite_master", NULL, 0) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot hold a read transaction on '%s': %s",
+				  j->replica, sqlite3_errmsg(j->db));
+	if (strcmp(mode, "wal") == 0 && ferry_pages_has_wal(j->replica))
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s' has uncheckpointed WAL frames; "
+				  "nothing sent", j->replica);
+	j->rfd = open(j->replica, O_RDONLY | O_CLOEXEC);
+	if (j->rfd < 0)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot open replica '%s': %s", j->replica,
+				  strerror(errno));
+	if (ferry_pages_probe_fd(j->rfd, &j->rinfo, err, sizeof(err)) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s; nothing sent", j->replica, err);
+	if (ferry_manifest_alloc(&j->now, j->rinfo.page_size, j->rinfo.page_count) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+	if (j->rinfo.page_count &&
+	    ferry_pages_hash_fd(j->rfd, j->rinfo.page_size, j->rinfo.page_count, j->now.hashes,
+				NULL, NULL, err, sizeof(err)) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s", j->replica, err);
+	ferry_manifest_sum(&j->now);
+	return 0;
+}
+
+static bool page_changed(const struct push_job *j, uint64_t i)
+{
+	if (j->create || i >= j->state.page_count || j->state.page_size != j->now.page_size)
+		return true;
+	return memcmp(j->now.hashes + i * FERRY_PAGE_HASH_LEN, j->state.hashes + i * FERRY_PAGE_HASH_LEN,
+		      FERRY_PAGE_HASH_LEN) != 0;
+}
+
+static int diff(struct push_job *j)
+{
+	uint64_t lock = ferry_pages_lock_index(j->now.page_size);
+
+	j->list = malloc((j->now.page_count ? (size_t)j->now.page_count : 1) * sizeof(*j->list));
+	if (!j->list)
+		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+	for (uint64_t i = 0; i < j->now.page_count; i++)
+		if (i != lock && page_changed(j, i))
+			j->list[j->n++] = i;
+	return 0;
+}
+
+/* Distinct 8 MiB parts touched by the pages to write (what ferryfs uploads). */
+static uint64_t parts_touched(const struct push_job *j)
+{
+	uint64_t parts = 0, last = UINT64_MAX;
+
+	for (size_t i = 0; i < j->n; i++) {
+		uint64_t p = j->list[i] * j->now.page_size / (8ull << 20);
+
+		if (p != last)
+			parts++;
+		last = p;
+	}
+	return parts;
+}
+
+/* Open the origin for writing and prove nobody wrote it since pull (the fence). */
+static int open_origin(struct push_job *j)
+{
+	char err[256];
+	struct stat st;
+
+	if (j->create) {
+		j->ofd = open(j->origin, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (j->ofd < 0 && errno == EEXIST)
+			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was created by someone else "
+					  "since pull: nothing written", j->origin);
+		if (j->ofd < 0)
+			return ferry_fail(j->c, FERRY_FAIL, "cannot create origin '%s': %s", j->origin,
+					  strerror(errno));
+		return 0;
+	}
+	j->ofd = open(j->origin, O_RDWR | O_CLOEXEC);
+	if (j->ofd < 0 && errno == ENOENT) {
+		/* gone from a live mount = removed by someone; no mount = nothing to say yet */
+		if (!j->stats_root) {
+			char *dir = strdup(j->origin), *slash = dir ? strrchr(dir, '/') : NULL;
+			bool no_dir;
+
+			if (slash)
+				*slash = '\0';
+			no_dir = dir && access(dir, F_OK) != 0;
+			free(dir);
+			if (no_dir)
+				return ferry_fail(j->c, FERRY_FAIL, "origin '%s' is not reachable: is the "
+						  "mount active? (run the mount stage too)", j->origin);
+		}
+		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was removed since pull: nothing written",
+				  j->origin);
+	}
+	if (j->ofd < 0)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot open origin '%s': %s", j->origin,
+				  strerror(errno));
+	if (fstat(j->ofd, &st) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot stat origin '%s': %s", j->origin,
+				  strerror(errno));
+	j->origin_size = (uint64_t)st.st_size;
+	j->etag_known = ferry_pages_etag_fd(j->ofd, j->etag, sizeof(j->etag)) == 0;
+	if (j->etag_known) {
+		if (strcmp(j->etag, j->state.etag) != 0)
+			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since pull (etag %s, "
+					  "pulled %s): someone else wrote it; nothing written",
+					  j->origin, j->etag, j->state.etag[0] ? j->state.etag : "none");
+		return 0;
+	}
+	/* no ETag (plain file): fence by content */
+	{
+		struct ferry_manifest cur = { 0 };
+		int rc = 0;
+
+		if (j->origin_size != j->state.page_count * j->state.page_size)
+			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since pull (size %" PRIu64
+					  ", pulled %" PRIu64 "): nothing written", j->origin,
+					  j->origin_size, j->state.page_count * j->state.page_size);
+		if (ferry_manifest_alloc(&cur, j->state.page_size, j->state.page_count) != 0)
+			return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+		if (cur.page_count && ferry_pages_hash_fd(j->ofd, cur.page_size, cur.page_count,
+							  cur.hashes, &j->cb, NULL, err, sizeof(err)) != 0)
+			rc = ferry_fail(j->c, FERRY_FAIL, "origin '%s': %s", j->origin, err);
+		else if (cur.page_count && memcmp(cur.hashes, j->state.hashes,
+						  (size_t)cur.page_count * FERRY_PAGE_HASH_LEN) != 0)
+			rc = ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since pull: someone else "
+					"wrote it; nothing written", j->origin);
+		ferry_manifest_release(&cur);
+		return rc;
+	}
+}
+
+static int write_pages(struct push_job *j)
+{
+	uint32_t ps = j->now.page_size;
+	size_t max_run;
+	unsigned char *buf;
+	struct ferry_progress prog;
+	int rc = FERRY_FAIL;
+
+	if (j->n == 0)
+		return 0;                   /* also: an empty database has no page size */
+	max_run = RUN_BYTES / ps ? RUN_BYTES / ps : 1;
+	buf = malloc(max_run * ps);
+	if (!buf)
+		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+	ferry_progress_init(&prog, &j->cb, j->n);
+	for (size_t i = 0; i < j->n;) {
+		size_t run = 1, len;
+		ssize_t w;
+
+		while (i + run < j->n && run < max_run && j->list[i + run] == j->list[i] + run)
+			run++;
+		len = run * ps;
+		if (pread(j->rfd, buf, len, (off_t)(j->list[i] * ps)) != (ssize_t)len) {
+			rc = ferry_fail(j->c, FERRY_FAIL, "cannot read replica '%s': %s", j->replica,
+					strerror(errno));
+			goto out;
+		}
+		w = pwrite(j->ofd, buf, len, (off_t)(j->list[i] * ps));
+		if (w != (ssize_t)len) {
+			rc = ferry_fail(j->c, FERRY_FAIL, "cannot write origin '%s': %s", j->origin,
+					w < 0 ? strerror(errno) : "short write");
+			goto out;
+		}
+		i += run;
+		ferry_progress_add(&prog, run, len);
+		if (i >= j->n / 2 && i - run < j->n / 2 && ferry_failpoint("push.mid_write")) {
+			rc = ferry_fail(j->c, FERRY_FAIL, "failpoint push.mid_write");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	ferry_progress_end(&prog);
+	free(buf);
+	return rc;
+}
+
+/* fsync = ferryfs's conditional commit. A failure is a fence when the ETag moved. */
+static int commit(struct push_job *j)
+{
+	char now[FERRY_ETAG_MAX];
+	int e;
+
+	if (fsync(j->ofd) == 0)
+		return 0;
+	e = errno;
+	if (j->etag_known && ferry_pages_etag_path(j->origin, now, sizeof(now)) == 0 &&
+	    strcmp(now, j->state.etag) != 0)
+		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was replaced during push (etag now %s, "
+				  "pulled %s): nothing overwritten", j->origin, now, j->state.etag);
+	if (j->create && (e == EEXIST || e == ESTALE))
+		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was created by someone else during "
+				  "push: nothing overwritten", j->origin);
+	return ferry_fail(j->c, FERRY_FAIL, "cannot commit origin '%s': %s", j->origin, strerror(e));
+}
+
+/* Read the new object back and compare the whole-database checksum. */
+static int verify_readback(struct push_job *j)
+{
+	struct ferry_manifest back = { 0 };
+	char err[256], a[65], b[65];
+	int fd, rc = FERRY_FAIL;
+
+	fd = open(j->origin, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot reopen origin '%s' to verify: %s", j->origin,
+				  strerror(errno));
+	if (ferry_manifest_alloc(&back, j->now.page_size, j->now.page_count) != 0) {
+		rc = ferry_fail(j->c, FERRY_FAIL, "out of memory");
+		goto out;
+	}
+	if (back.page_count && ferry_pages_hash_fd(fd, back.page_size, back.page_count, back.hashes,
+						   &j->cb, NULL, err, sizeof(err)) != 0) {
+		rc = ferry_fail(j->c, FERRY_FAIL, "cannot verify origin '%s': %s", j->origin, err);
+		goto out;
+	}
+	ferry_manifest_sum(&back);
+	if (memcmp(back.db_sum, j->now.db_sum, FERRY_DB_SUM_LEN) != 0) {
+		ferry_manifest_sum_hex(&back, a);
+		ferry_manifest_sum_hex(&j->now, b);
+		rc = ferry_fail(j->c, FERRY_FAIL, "origin '%s' does not match the replica after push "
+				"(checksum %s, expected %s)", j->origin, a, b);
+		goto out;
+	}
+	rc = 0;
+out:
+	ferry_manifest_release(&back);
+	close(fd);
+	return rc;
+}
+
+static int write_sidecars(struct push_job *j)
+{
+	const char *gen = ferry_fact(j->c, "lock", "generation");
+	char err[256];
+
+	j->now.generation = gen ? strtoull(gen, NULL, 10) : 0;
+	j->now.flags = 0;
+	snprintf(j->now.etag, sizeof(j->now.etag), "%s", j->etag_known ? j->etag : "");
+	if (j->etag_known) {
+		if (ferry_failpoint("push.before_manifest"))
+			return ferry_fail(j->c, FERRY_FAIL, "failpoint push.before_manifest");
+		/* a manifest that fails to land only costs the next pull a full compare */
+		if (ferry_manifest_put(j->mf_path, &j->now, err, sizeof(err)) != 0)
+			ferry_log(j->c, FERRY_WARN, "cannot write manifest", "path='%s' reason='%s'",
+				  j->mf_path, err);
+	}
+	if (ferry_manifest_save(j->state_path, &j->now, err, sizeof(err)) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot save state '%s': %s", j->state_path, err);
+	return 0;
+}
+
+/* The sidecar may be missing (first push after a plain upload): write it, it is cheap. */
+static bool manifest_current(const struct push_job *j)
+{
+	struct ferry_manifest m;
+	char err[256];
+	bool ok;
+
+	if (ferry_manifest_load(j->mf_path, &m, err, sizeof(err)) != 0)
+		return false;
+	ok = strcmp(m.etag, j->etag) == 0;
+	ferry_manifest_release(&m);
+	return ok;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void publish(struct push_job *j, uint64_t ms, bool wrote)
+{
+	struct ferry_fsstats after = { 0 };
+	uint64_t up = 0, copied = 0;
+	char sum[65];
+
+	if (j->have_commit_stats) {
+		up = j->stats_commit.bytes_up - j->stats_before.bytes_up;
+		copied = j->stats_commit.bytes_copied - j->stats_before.bytes_copied;
+	} else if (j->have_stats && ferry_fsstats_read(j->stats_root, &after)) {
+		up = after.bytes_up - j->stats_before.bytes_up;
+		copied = after.bytes_copied - j->stats_before.bytes_copied;
+	} else if (wrote) {
+		up = (uint64_t)j->n * j->now.page_size;
+	}
+	ferry_manifest_sum_hex(&j->now, sum);
+	ferry_fact_set(j->c, "etag", j->etag_known ? j->etag : "");
+	ferry_fact_setf(j->c, "pages_written", "%zu", wrote ? j->n : 0);
+	ferry_fact_setf(j->c, "pages_total", "%" PRIu64, j->now.page_count);
+	ferry_fact_setf(j->c, "bytes_uploaded", "%" PRIu64, up);
+	ferry_fact_setf(j->c, "bytes_copied", "%" PRIu64, copied);
+	ferry_fact_set(j->c, "checksum", sum);
+	ferry_log(j->c, FERRY_INFO, wrote ? "pushed" : "origin is current",
+		  "pages_written=%zu pages_total=%" PRIu64 " bytes_uploaded=%" PRIu64
+		  " bytes_copied=%" PRIu64 " etag=%s ms=%" PRIu64, wrote ? j->n : 0, j->now.page_count,
+		  up, copied, j->etag_known ? j->etag : "-", ms);
+}
+
+static int push_run(struct ferry_ctx *c)
+{
+	struct push_job j;
+	uint64_t t0 = now_ms(), size;
+	bool rolled = false, verify;
+	char err[256];
+	int rc;
+
+	rc = ferry_lock_assert_held(c, (int64_t)(ferry_cfg_ms(c, "lease_need") / 1000));
+	if (rc)
+		return rc;
+	rc = job_init(&j, c);
+	if (rc)
+		goto out;
+	verify = strcmp(ferry_cfg(c, "verify"), "none") != 0;
+	if (ferry_patch_recover(j.replica, &rolled, err, sizeof(err)) != 0) {
+		rc = ferry_fail(c, FERRY_FAIL, "cannot roll back the interrupted pull of '%s': %s",
+				j.replica, err);
+		goto out;
+	}
+	if (rolled)
+		ferry_log(c, FERRY_WARN, "rolled back an interrupted pull", "replica='%s'", j.replica);
+	rc = load_state(&j, false);
+	if (!rc)
+		rc = freeze_replica(&j, false);
+	if (!rc)
+		rc = diff(&j);
+	if (rc)
+		goto out;
+	j.stats_root = ferry_fsstats_root(j.origin, ferry_fact(c, "mount", "mountpoint"));
+	if (j.stats_root)
+		j.have_stats = ferry_fsstats_read(j.stats_root, &j.stats_before);
+	rc = open_origin(&j);
+	if (rc)
+		goto out;
+	size = j.now.page_count * j.now.page_size;
+	if (j.n == 0 && j.origin_size == size && !j.create) {
+		if (j.etag_known && !manifest_current(&j))
+			rc = write_sidecars(&j);
+		if (!rc)
+			publish(&j, now_ms() - t0, false);
+		goto out;
+	}
+	/* ferryfs commits on close as well as on fsync, and the kernel closes our fd when we
+	 * die: a crash mid-write would commit a torn database. This asks ferryfs to commit
+	 * only on fsync and to drop uncommitted writes on release. */
+	if ((j.etag_known || j.create) && fsetxattr(j.ofd, "user.ferry.commit", "fsync", 5, 0) != 0)
+		ferry_log(c, FERRY_WARN, "ferryfs would commit a partial write on a crash",
+			  "origin='%s' reason='setxattr user.ferry.commit: %s'", j.origin, strerror(errno));
+	rc = write_pages(&j);
+	if (rc)
+		goto out;
+	if (j.origin_size != size && ftruncate(j.ofd, (off_t)size) != 0) {
+		rc = ferry_fail(c, FERRY_FAIL, "cannot resize origin '%s': %s", j.origin, strerror(errno));
+		goto out;
+	}
+	if (ferry_failpoint("push.before_fsync")) {
+		rc = ferry_fail(c, FERRY_FAIL, "failpoint push.before_fsync");
+		goto out;
+	}
+	rc = commit(&j);
+	if (rc)
+		goto out;
+	if (j.have_stats)
+		j.have_commit_stats = ferry_fsstats_read(j.stats_root, &j.stats_commit);
+	if (ferry_failpoint("push.after_commit")) {
+		rc = ferry_fail(c, FERRY_FAIL, "failpoint push.after_commit");
+		goto out;
+	}
+	close(j.ofd);
+	j.ofd = -1;
+	if (j.etag_known || j.create)
+		j.etag_known = ferry_pages_etag_path(j.origin, j.etag, sizeof(j.etag)) == 0;
+	if (verify) {
+		rc = verify_readback(&j);
+		if (rc)
+			goto out;
+	}
+	rc = write_sidecars(&j);
+	if (rc)
+		goto out;
+	publish(&j, now_ms() - t0, true);
+out:
+	job_release(&j);
+	return rc;
+}
+
+static int push_dry_run(struct ferry_ctx *c)
+{
+	struct push_job j;
+	char now[FERRY_ETAG_MAX];
+	int rc;
+
+	rc = job_init(&j, c);
+	if (!rc)
+		rc = load_state(&j, true);
+	if (!rc)
+		rc = freeze_replica(&j, true);
+	if (!rc)
+		rc = diff(&j);
+	if (rc)
+		goto out;
+	/* the pipeline's pull would bring a newer origin in first: say so, do not fail */
+	if (!j.create && ferry_pages_etag_path(j.origin, now, sizeof(now)) == 0 &&
+	    strcmp(now, j.state.etag) != 0)
+		ferry_log(c, FERRY_WARN, "dry-run: origin changed since the last pull; counts are "
+			  "against the last pulled version", "etag=%s pulled=%s", now, j.state.etag);
+	ferry_log(c, FERRY_INFO, "dry-run: would write pages from replica into origin",
+		  "pages=%zu bytes=%" PRIu64 " pages_total=%" PRIu64 " parts_uploaded<=%" PRIu64
+		  " create=%s if_match=%s origin='%s' replica='%s'", j.n,
+		  (uint64_t)j.n * j.now.page_size, j.now.page_count, parts_touched(&j),
+		  j.create ? "yes" : "no", j.create ? "-" : j.state.etag[0] ? j.state.etag : "-",
+		  j.origin, j.replica);
+out:
+	job_release(&j);
+	return rc;
+}
+
+static int push_check(struct ferry_ctx *c)
+{
+	const char *v = ferry_cfg(c, "verify"), *m = ferry_cfg(c, "manifest");
+
+	if (!v || (strcmp(v, "checksum") != 0 && strcmp(v, "none") != 0))
+		return ferry_cfg_error(c, "verify", "must be checksum or none, not '%s'", v ? v : "");
+	if (!m || !*m || strchr(m, '/'))
+		return ferry_cfg_error(c, "manifest", "must be a file name suffix without '/'");
+	return FERRY_OK;
+}
+
+static const struct ferry_key push_keys[] = {
+	{ "replica", FERRY_KEY_PATH, NULL, 0, "the local database (default: the pull stage's replica)" },
+	{ "origin", FERRY_KEY_PATH, NULL, 0,
+	  "the database on the ferryfs mount (default: the pull stage's origin)" },
+	{ "lease_need", FERRY_KEY_DURATION, "2m", 0, "lock lease that must be left to push" },
+	{ "verify", FERRY_KEY_STRING, "checksum", 0,
+	  "checksum|none: read the new object back and compare the database checksum" },
+	{ "manifest", FERRY_KEY_STRING, ".ferry-manifest", 0,
+	  "suffix of the page-hash sidecar next to the origin (as in pull)" },
+	{ NULL, 0, NULL, 0, NULL },
+};
+
+FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
+	.abi = FERRY_STAGE_ABI, .size = sizeof(struct ferry_stage), .name = "push",
+	.check = push_check, .dry_run = push_dry_run, .run = push_run, .keys = push_keys,
+};

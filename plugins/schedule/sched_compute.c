@@ -1,0 +1,551 @@
+/* sched_compute.c: candidates (§7), smoothing, daily cap and frequency limit (§8) on day numbers. */
+#include "sched_core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *const sched_type_name[4] = { "aep", "birthday", "effective_date", "post_window" };
+const int sched_type_prio[4] = { 30, 10, 20, 40 };
+
+/* Priority rank (0 = most important) of each type, for ordering. */
+static const uint8_t prio_rank[4] = { 2, 0, 1, 3 };
+
+const char *sched_reason_text(int reason, int state, char *buf, size_t len)
+{
+	switch (reason) {
+	case R_YEAR_ROUND:
+		snprintf(buf, len, "Year-round exclusion for %s", sched_state_code(state));
+		return buf;
+	case R_BDAY_WINDOW:
+		snprintf(buf, len, "Birthday exclusion window for %s", sched_state_code(state));
+		return buf;
+	case R_ED_WINDOW:
+		snprintf(buf, len, "Effective date exclusion window for %s", sched_state_code(state));
+		return buf;
+	case R_FREQ:
+		return "Frequency limit exceeded";
+	default:
+		return NULL;
+	}
+}
+
+/* Is d in a window of years d.year-1 .. d.year+1 (§5.2)? W = the largest end, A = the
+ * anchor's real anniversary in the year that produced W. */
+static bool in_window(const struct sched_window *w, int am, int ad, int32_t d, int32_t *W,
+		      int32_t *A)
+{
+	int y = sched_year(d);
+	bool hit = false;
+
+	for (int yy = y - 1; yy <= y + 1; yy++) {
+		int32_t b = w->month_start ? sched_days(yy, am, 1) : sched_anniv(yy, am, ad);
+		int32_t lo = b - w->before - w->pre, hi = b + w->after;
+		if (d < lo || d > hi || (hit && hi <= *W))
+			continue;
+		hit = true;
+		*W = hi;
+		*A = sched_anniv(yy, am, ad);
+	}
+	return hit;
+}
+
+int32_t sched_excluded(const struct sched_opts *o, const struct sched_contact *c, int32_t d,
+		       int *reason, int32_t *event)
+{
+	int32_t w = SCHED_NODATE, a = SCHED_NODATE;
+
+	*reason = R_NONE;
+	if (c->state < 0)
+		return SCHED_NODATE;
+	const struct sched_state_rules *st = &o->rules.st[c->state];
+	if (st->year_round) {
+		*reason = R_YEAR_ROUND;
+		return SCHED_NODATE;
+	}
+	if (st->bday.on && c->birth != SCHED_NODATE && in_window(&st->bday, c->bm, c->bd, d, &w, &a)) {
+		*reason = R_BDAY_WINDOW;
+		*event = a;
+		return w;
+	}
+	if (st->ed.on && c->ed != SCHED_NODATE && in_window(&st->ed, c->em, c->edd, d, &w, &a)) {
+		*reason = R_ED_WINDOW;
+		*event = a;
+		return w;
+	}
+	return SCHED_NODATE;
+}
+
+static bool is_excluded(const struct sched_opts *o, const struct sched_contact *c, int32_t d)
+{
+	int r;
+	int32_t a;
+
+	sched_excluded(o, c, d, &r, &a);
+	return r != R_NONE;
+}
+
+static int grow(void **arr, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return 0;
+	size_t ncap = *cap ? *cap : 1024;
+	while (ncap < need)
+		ncap *= 2;
+	void *n = realloc(*arr, ncap * size);
+	if (!n)
+		return -1;
+	*arr = n;
+	*cap = ncap;
+	return 0;
+}
+
+/* Counted rows of one contact: [*b, *e) in p->cnt (sorted by cid). */
+static void counted_range(const struct sched_plan *p, size_t *pos, int64_t cid, size_t *b, size_t *e)
+{
+	size_t i = *pos;
+
+	while (i < p->ncnt && p->cnt[i].cid < cid)
+		i++;
+	*b = i;
+	while (i < p->ncnt && p->cnt[i].cid == cid)
+		i++;
+	*e = i;
+	*pos = *b;          /* a repeated contact id sees the same rows */
+}
+
+/* §7.5: a counted row of this type dated in [lo, hi]. */
+static bool already_sent(const struct sched_plan *p, size_t b, size_t e, int type, int32_t lo,
+			 int32_t hi)
+{
+	for (size_t i = b; i < e; i++)
+		if (p->cnt[i].ltype == type && p->cnt[i].date >= lo && p->cnt[i].date <= hi)
+			return true;
+	return false;
+}
+
+struct post {
+	int32_t date;
+	int32_t event;
+};
+
+/* §7 for contact ci: appends its candidates to p->cd. */
+static int contact_candidates(const struct sched_opts *o, struct sched_plan *p, uint32_t ci,
+			      size_t cb, size_t ce)
+{
+	const struct sched_contact *c = &p->ct[ci];
+	struct post posts[3];
+	int nposts = 0;
+	int32_t today = o->today;
+
+	if (grow((void **)&p->cd, &p->acd, p->ncd + 6, sizeof(*p->cd)))
+		return -1;
+	for (int type = T_AEP; type <= T_ED; type++) {
+		int32_t a, lead;
+
+		if (type == T_BIRTHDAY) {
+			if (c->birth == SCHED_NODATE || c->failed_uw)
+				continue;
+			a = sched_next_anniv(today, c->bm, c->bd);
+			lead = o->bday_lead;
+		} else if (type == T_ED) {
+			int ty, tm, td, ey, em, ed;
+
+			if (c->ed == SCHED_NODATE || c->failed_uw || c->ed > today)
+				continue;
+			sched_civil(today, &ty, &tm, &td);
+			sched_civil(c->ed, &ey, &em, &ed);
+			if ((ty - ey) * 12 + (tm - em) < o->ed_min_months)
+				continue;
+			a = sched_next_anniv(today, c->em, c->edd);
+			lead = o->ed_lead;
+		} else {
+			if (!o->aep_enabled)
+				continue;
+			a = sched_next_anniv(today, o->aep_month, o->aep_day);
+			lead = 0;
+		}
+		int32_t s0 = a - lead;
+		if (already_sent(p, cb, ce, type, s0 - 30, s0 + lead + 30))
+			continue;
+		struct sched_cand *k = &p->cd[p->ncd++];
+		int reason;
+		int32_t ev = SCHED_NODATE;
+		int32_t w;
+
+		k->ci = ci;
+		k->type = (uint8_t)type;
+		k->event = a;
+		k->date = s0 > today ? s0 : today;
+		k->orig = k->date;
+		k->dup = 0;
+		w = sched_excluded(o, c, k->date, &reason, &ev);
+		k->skipped = reason != R_NONE;
+		k->reason = (uint8_t)reason;
+		if (!o->post_window || c->failed_uw || (reason != R_BDAY_WINDOW && reason != R_ED_WINDOW))
+			continue;
+		int j;
+		for (j = 0; j < nposts && posts[j].date != w + 1; j++)
+			;
+		if (j == nposts) {
+			posts[nposts].date = w + 1;
+			posts[nposts++].event = ev;
+		} else if (ev < posts[j].event) {
+			posts[j].event = ev;
+		}
+	}
+	/* AEP was made first (type order) but birthday/ED posts must not depend on that:
+	 * posts are keyed by date, so their order only matters for ties, which merge. */
+	for (int j = 0; j < nposts; j++) {
+		int32_t s = posts[j].date;
+		if (already_sent(p, cb, ce, T_POST, s - 30, s + 30))
+			continue;
+		struct sched_cand *k = &p->cd[p->ncd++];
+		int reason;
+		int32_t ev;
+
+		k->ci = ci;
+		k->type = T_POST;
+		k->event = posts[j].event;
+		k->date = s;
+		k->orig = s;
+		k->dup = 0;
+		sched_excluded(o, c, s, &reason, &ev);
+		k->skipped = reason != R_NONE;
+		k->reason = (uint8_t)reason;
+	}
+	return 0;
+}
+
+static void profile_params(const struct sched_opts *o, int64_t n, struct sched_report *rep,
+			   int *window)
+{
+	static const int pct[4] = { 20, 10, 7, 5 }, soft[4] = { 50, 200, 500, 1000 },
+			 win[4] = { 3, 5, 7, 10 };
+	int prof = o->profile;
+
+	if (prof == 0)
+		prof = n < 10000 ? 1 : n < 100000 ? 2 : n < 500000 ? 3 : 4;
+	int cp = o->cap_percent >= 0 ? o->cap_percent : pct[prof - 1];
+	int sl = o->ed_soft_limit >= 0 ? o->ed_soft_limit : soft[prof - 1];
+	*window = o->ed_window >= 0 ? o->ed_window : win[prof - 1];
+	int64_t cap = n * cp / 100;
+	if (cap < o->min_daily_cap)
+		cap = o->min_daily_cap;
+	int64_t lim = cap * 3 / 10;
+	if (lim > sl)
+		lim = sl;
+	rep->daily_cap = cap;
+	rep->ed_limit = lim;
+}
+
+/* §8.2 smoothing: counts taken once, before any move. */
+static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limit, int window,
+		  int32_t lo, int32_t hi)
+{
+	uint32_t *count = calloc((size_t)(hi - lo + 1), sizeof(*count));
+	char key[64];
+
+	if (!count)
+		return -1;
+	for (size_t i = 0; i < p->ncd; i++)
+		if (p->cd[i].type == T_ED && !p->cd[i].skipped)
+			count[p->cd[i].date - lo]++;
+	for (size_t i = 0; i < p->ncd; i++) {
+		struct sched_cand *k = &p->cd[i];
+		if (k->type != T_ED || k->skipped || count[k->date - lo] <= limit)
+			continue;
+		int n = snprintf(key, sizeof(key), "%lld-effective_date-%d",
+				 (long long)p->ct[k->ci].id, sched_year(k->event));
+		uint32_t h = sched_fnv1a32(key, (size_t)n);
+		int32_t j = (int32_t)(h % (uint32_t)window) - window / 2;
+		int32_t t = k->date + j;
+		if (j != 0 && t >= o->today && !is_excluded(o, &p->ct[k->ci], t))
+			k->date = t;
+	}
+	free(count);
+	return 0;
+}
+
+/* Cap ordering: (priority, O, contact_id, email_type); ci is in contact_id order and the
+ * type follows from the priority. */
+static bool cap_before(const struct sched_cand *a, const struct sched_cand *b)
+{
+	if (prio_rank[a->type] != prio_rank[b->type])
+		return prio_rank[a->type] < prio_rank[b->type];
+	if (a->orig != b->orig)
+		return a->orig < b->orig;
+	if (a->ci != b->ci)
+		return a->ci < b->ci;
+	return a < b;
+}
+
+/* §8.2 daily cap with overflow. */
+static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t cap, int32_t lo,
+		     int32_t hi)
+{
+	size_t nd = (size_t)(hi - lo + 2), npre = 0;
+	size_t *start = calloc(nd + 1, sizeof(*start));
+	uint32_t *byday = NULL, *fresh = NULL, *pool = NULL, *carry = NULL, *pinned = NULL;
+	int rc = -1;
+
+	if (!start)
+		return -1;
+	for (size_t i = 0; i < p->ncd; i++)
+		if (!p->cd[i].skipped) {
+			start[p->cd[i].date - lo + 1]++;
+			npre++;
+		}
+	for (size_t d = 1; d <= nd; d++)
+		start[d] += start[d - 1];
+	byday = malloc((npre + 1) * sizeof(*byday));
+	fresh = malloc((npre + 1) * sizeof(*fresh));
+	pool = malloc((npre + 1) * sizeof(*pool));
+	carry = malloc((npre + 1) * sizeof(*carry));
+	pinned = malloc((npre + 1) * sizeof(*pinned));
+	if (!byday || !fresh || !pool || !carry || !pinned)
+		goto out;
+	{
+		size_t *fill = malloc(nd * sizeof(*fill));
+		if (!fill)
+			goto out;
+		memcpy(fill, start, nd * sizeof(*fill));
+		for (size_t i = 0; i < p->ncd; i++)
+			if (!p->cd[i].skipped)
+				byday[fill[p->cd[i].date - lo]++] = (uint32_t)i;
+		free(fill);
+	}
+
+	size_t ncarry = 0, bi = 0;          /* bi: next counted date to look at */
+	int32_t d = lo;
+	while (d <= hi || ncarry) {
+		size_t di = (size_t)(d - lo);
+		size_t nfresh = 0, npool = 0;
+
+		if (!ncarry && d <= hi && start[di] == start[di + 1]) {
+			d++;                /* nothing here and nothing carried */
+			continue;
+		}
+		/* fresh members all have O = d and come in contact order: group by priority */
+		if (d <= hi) {
+			for (int r = 0; r < 4; r++)
+				for (size_t x = start[di]; x < start[di + 1]; x++)
+					if (prio_rank[p->cd[byday[x]].type] == r)
+						fresh[nfresh++] = byday[x];
+		}
+		size_t a = 0, b = 0;
+		while (a < ncarry || b < nfresh) {
+			if (b == nfresh || (a < ncarry && cap_before(&p->cd[carry[a]], &p->cd[fresh[b]])))
+				pool[npool++] = carry[a++];
+			else
+				pool[npool++] = fresh[b++];
+		}
+		while (bi < p->ncnt_dates && p->cnt_dates[bi] < d)
+			bi++;
+		int64_t base = 0;
+		while (bi + (size_t)base < p->ncnt_dates && p->cnt_dates[bi + (size_t)base] == d)
+			base++;
+		int64_t room = cap - base > 0 ? cap - base : 0;
+		ncarry = 0;
+		if ((int64_t)npool > room) {
+			size_t npin = 0, nmov = 0;
+			for (size_t x = 0; x < npool; x++) {
+				if (is_excluded(o, &p->ct[p->cd[pool[x]].ci], d + 1))
+					pinned[npin++] = pool[x];
+				else
+					pool[nmov++] = pool[x];
+			}
+			int64_t keep = room - (int64_t)npin > 0 ? room - (int64_t)npin : 0;
+			for (size_t x = (size_t)keep; x < nmov; x++) {
+				p->cd[pool[x]].date = d + 1;
+				carry[ncarry++] = pool[x];
+			}
+		}
+		d++;
+	}
+	rc = 0;
+out:
+	free(pinned);
+	free(carry);
+	free(pool);
+	free(fresh);
+	free(byday);
+	free(start);
+	return rc;
+}
+
+/* §8.3: is d acceptable given the multiset f (n dates) of the contact's counted and
+ * accepted dates? */
+static bool freq_ok(const int32_t *f, size_t n, int32_t d, int period, int max)
+{
+	for (size_t i = 0; i <= n; i++) {
+		int32_t s = i < n ? f[i] : d;
+		if (s > d || s < d - period + 1)
+			continue;
+		int cnt = 1;            /* d itself */
+		for (size_t j = 0; j < n; j++)
+			if (f[j] >= s && f[j] <= s + period - 1)
+				cnt++;
+		if (cnt > max)
+			return false;
+	}
+	return true;
+}
+
+static int freq_limit(const struct sched_opts *o, struct sched_plan *p)
+{
+	int32_t *f = NULL;
+	size_t af = 0, cpos = 0;
+	int rc = -1;
+
+	for (size_t b = 0; b < p->ncd;) {
+		size_t e = b, cb, ce, nf = 0, ord[8], no = 0;
+		uint32_t ci = p->cd[b].ci;
+
+		while (e < p->ncd && p->cd[e].ci == ci)
+			e++;
+		counted_range(p, &cpos, p->ct[ci].id, &cb, &ce);
+		if (grow((void **)&f, &af, ce - cb + (e - b) + 1, sizeof(*f)))
+			goto out;
+		for (size_t i = cb; i < ce; i++)
+			if (p->cnt[i].date != SCHED_NODATE)
+				f[nf++] = p->cnt[i].date;
+		/* (priority, date, email_type): insertion sort of at most 6 */
+		for (size_t i = b; i < e; i++) {
+			if (p->cd[i].skipped)
+				continue;
+			size_t j = no;
+			while (j > 0) {
+				const struct sched_cand *x = &p->cd[ord[j - 1]], *y = &p->cd[i];
+				if (prio_rank[x->type] < prio_rank[y->type] ||
+				    (prio_rank[x->type] == prio_rank[y->type] && x->date <= y->date))
+					break;
+				ord[j] = ord[j - 1];
+				j--;
+			}
+			ord[j] = i;
+			no++;
+		}
+		for (size_t i = 0; i < no; i++) {
+			struct sched_cand *k = &p->cd[ord[i]];
+			if (freq_ok(f, nf, k->date, o->period_days, o->max_per_period)) {
+				f[nf++] = k->date;
+			} else {
+				k->skipped = 1;
+				k->reason = R_FREQ;
+			}
+		}
+		b = e;
+	}
+	rc = 0;
+out:
+	free(f);
+	return rc;
+}
+
+/* Per contact: unique-key order (email_type, date), stable; mark duplicates and keys held
+ * by non-owned rows as dup (INSERT OR IGNORE drops them). */
+static void finish(struct sched_plan *p, struct sched_report *rep)
+{
+	size_t cpos = 0;
+
+	for (size_t b = 0; b < p->ncd;) {
+		size_t e = b, cb, ce;
+		uint32_t ci = p->cd[b].ci;
+
+		while (e < p->ncd && p->cd[e].ci == ci)
+			e++;
+		for (size_t i = b + 1; i < e; i++) {
+			struct sched_cand t = p->cd[i];
+			size_t j = i;
+			while (j > b && (p->cd[j - 1].type > t.type ||
+					 (p->cd[j - 1].type == t.type && p->cd[j - 1].date > t.date))) {
+				p->cd[j] = p->cd[j - 1];
+				j--;
+			}
+			p->cd[j] = t;
+		}
+		counted_range(p, &cpos, p->ct[ci].id, &cb, &ce);
+		for (size_t i = b; i < e; i++) {
+			struct sched_cand *k = &p->cd[i];
+			if (i > b && k->type == k[-1].type && k->date == k[-1].date)
+				k->dup = 1;
+			for (size_t x = cb; x < ce && !k->dup; x++)
+				if (p->cnt[x].blocks && p->cnt[x].ltype == k->type &&
+				    p->cnt[x].date == k->date)
+					k->dup = 1;
+			if (k->dup)
+				rep->ignored++;
+			else if (k->skipped)
+				rep->skipped++;
+			else
+				rep->pre_scheduled++;
+		}
+		b = e;
+	}
+	rep->rows = rep->pre_scheduled + rep->skipped;
+}
+
+int sched_compute(const struct sched_opts *o, struct sched_plan *p, struct sched_report *rep)
+{
+	size_t cpos = 0;
+	int window;
+
+	for (uint32_t ci = 0; ci < p->nct; ci++) {
+		size_t cb, ce;
+		counted_range(p, &cpos, p->ct[ci].id, &cb, &ce);
+		if (contact_candidates(o, p, ci, cb, ce))
+			return -1;
+	}
+	profile_params(o, p->n_emails, rep, &window);
+
+	int32_t lo = o->today, hi = o->today;
+	for (size_t i = 0; i < p->ncd; i++)
+		if (p->cd[i].date > hi)
+			hi = p->cd[i].date;
+	/* smoothing moves at most window/2 days either way */
+	if (smooth(o, p, rep->ed_limit, window, lo, hi))
+		return -1;
+	for (size_t i = 0; i < p->ncd; i++) {
+		p->cd[i].orig = p->cd[i].date;
+		if (p->cd[i].date > hi)
+			hi = p->cd[i].date;
+	}
+	if (daily_cap(o, p, rep->daily_cap, lo, hi))
+		return -1;
+	if (freq_limit(o, p))
+		return -1;
+	finish(p, rep);
+	return 0;
+}
+
+void sched_plan_free(struct sched_plan *p)
+{
+	free(p->ct);
+	free(p->cnt);
+	free(p->cnt_dates);
+	free(p->cd);
+	memset(p, 0, sizeof(*p));
+}
+
+void sched_opts_default(struct sched_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->today = sched_days(2024, 10, 1);
+	memcpy(o->send_time, "08:30:00", 9);
+	o->bday_lead = 14;
+	o->ed_lead = 30;
+	o->ed_min_months = 11;
+	o->aep_enabled = true;
+	o->aep_month = 9;
+	o->aep_day = 15;
+	o->post_window = true;
+	o->max_per_period = 3;
+	o->period_days = 30;
+	o->cap_percent = -1;
+	o->ed_soft_limit = -1;
+	o->ed_window = -1;
+	o->min_daily_cap = 50;
+	o->threads = 2;
+	o->run_id = "";
+	memset(o->zips.state, -1, sizeof(o->zips.state));
+}

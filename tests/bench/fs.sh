@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# tests/bench/fs.sh: ferryfs against s3fs, rclone mount and raw curl on one moto_server (or
+# s3rver with BENCH_SERVER=s3rver), in one run: sequential write + fsync, cold sequential
+# read, cold 4 KiB random reads, small-file creation; prints MiB/s (or ops/s) and ratios.
+#   BENCH_MB=256 BENCH_RAND=200 BENCH_FILES=1000 BENCH_PEERS="s3fs rclone" bash tests/bench/fs.sh
+#   BENCH_FSX_OPS=100000 also runs fsx for that many operations on ferryfs (0 = skip).
+. "$(dirname "$0")/../lib.sh"
+need_fuse
+SIZE_MB=${BENCH_MB:-256}
+NRAND=${BENCH_RAND:-200}
+NFILES=${BENCH_FILES:-1000}
+PEERS=${BENCH_PEERS:-s3fs rclone}
+FSX_OPS=${BENCH_FSX_OPS:-0}
+
+if [ "${BENCH_SERVER:-moto}" = s3rver ]; then
+	command -v s3rver >/dev/null || skip "s3rver not installed (npm install -g s3rver@3.7.1)"
+	PORT=$(free_port)
+	mkdir -p "$T/s3rver"
+	s3rver -d "$T/s3rver" -a 127.0.0.1 -p "$PORT" --silent --configure-bucket ferry-bench >"$T/s3rver.log" 2>&1 &
+	SPID=$!
+	at_exit "kill $SPID; wait $SPID"
+	export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
+	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$PORT BUCKET_NAME=ferry-bench
+	for _ in $(seq 100); do curl -s -o /dev/null "$AWS_ENDPOINT_URL_S3" && break; sleep 0.1; done
+else
+	moto_start ferry-bench
+fi
+SERVER=${BENCH_SERVER:-moto}
+
+sig() { curl -fs --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$@"; }
+now() { date +%s.%N; }
+rate() { python3 -c 'import sys; n, a, b = map(float, sys.argv[1:]); print("%.1f" % (n / max(b - a, 1e-9)))' "$@"; }
+
+head -c $((SIZE_MB * 1048576)) /dev/urandom >"$T/src"
+declare -A R                          # R[fs.metric] = figure
+
+# raw curl: the ceiling
+t0=$(now); sig -X PUT -H 'Content-Type: application/octet-stream' -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+	--data-binary "@$T/src" "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/raw.bin" -o /dev/null || fail "raw PUT failed"
+t1=$(now); R[curl.write]=$(rate "$SIZE_MB" "$t0" "$t1")
+t0=$(now); sig "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/raw.bin" -o /dev/null || fail "raw GET failed"
+t1=$(now); R[curl.read]=$(rate "$SIZE_MB" "$t0" "$t1")
+
+M=$T/mnt
+mkdir -p "$M"
+FS_PID=
+mount_fs() { # NAME SUBDIR
+	local n=0
+	case $1 in
+	ferryfs)
+		"$FERRYFS_BIN" "$BUCKET_NAME:$2" "$M" -f -o "cache_dir=$T/ffcache" 2>>"$T/ferryfs.log" &
+		FS_PID=$! ;;
+	s3fs)
+		printf '%s:%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$T/s3fs.pass"
+		chmod 600 "$T/s3fs.pass"
+		s3fs "$BUCKET_NAME:/$2" "$M" -f -o "url=$AWS_ENDPOINT_URL_S3,use_path_request_style,passwd_file=$T/s3fs.pass,endpoint=$AWS_REGION" \
+			>>"$T/s3fs.log" 2>&1 &
+		FS_PID=$! ;;
+	rclone)
+		RCLONE_CONFIG_B_TYPE=s3 RCLONE_CONFIG_B_PROVIDER=Other RCLONE_CONFIG_B_ENDPOINT=$AWS_ENDPOINT_URL_S3 \
+		RCLONE_CONFIG_B_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_B_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+		RCLONE_CONFIG_B_REGION=$AWS_REGION AWS_CA_BUNDLE= \
+			env -u AWS_CA_BUNDLE rclone mount "B:$BUCKET_NAME/$2" "$M" --vfs-cache-mode writes --vfs-write-back 0s --s3-list-version 2 --cache-dir "$T/rccache" \
+			2>>"$T/rclone.log" &
+		FS_PID=$! ;;
+	esac
+	at_exit "fusermount3 -u $M; kill $FS_PID"
+	until mountpoint -q "$M"; do
+		n=$((n + 1)); [ $n -lt 200 ] || fail "$1 did not mount"
+		sleep 0.1
+	done
+	# peers answer before their first listing is in; give them a moment (untimed)
+	[ "$1" = ferryfs ] || { sleep 2; ls "$M" >/dev/null; }
+}
+umount_fs() {
+	fusermount3 -u "$M" 2>/dev/null || fusermount3 -uz "$M"
+	wait "$FS_PID" 2>/dev/null
+	rm -rf "$T/rccache"
+}
+
+randread() { # FILE N SEED -> seconds
+	python3 - "$@" <<'PY'
+import os, random, sys, time
+path, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_RDONLY)
+size = os.fstat(fd).st_size
+rnd = random.Random(seed)
+offs = [rnd.randrange(0, size // 4096) * 4096 for _ in range(n)]
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+t = time.monotonic()
+for o in offs:
+    if len(os.pread(fd, 4096, o)) != 4096:
+        raise SystemExit("short read")
+print(time.monotonic() - t)
+PY
+}
+
+for fs in ferryfs $PEERS; do
+	command -v "$fs" >/dev/null || [ "$fs" = ferryfs ] || { note "skipping $fs (not installed)"; continue; }
+	mount_fs "$fs" "$fs"
+	t0=$(now)
+	dd if="$T/src" of="$M/seq.bin" bs=1M conv=fsync status=none || fail "$fs: sequential write failed"
+	# rclone uploads after close, in the background: the write is done once S3 has it
+	until sig -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$fs/seq.bin" 2>/dev/null | tr -d '\r' |
+		grep -qi "^content-length: $((SIZE_MB * 1048576))$"; do sleep 0.2; done
+	t1=$(now); R[$fs.write]=$(rate "$SIZE_MB" "$t0" "$t1")
+	[ "$fs" = ferryfs ] && R[ferryfs.rss_write]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
+	umount_fs
+	mount_fs "$fs" "$fs"
+	t0=$(now)
+	if cmp "$T/src" "$M/seq.bin"; then
+		t1=$(now); R[$fs.read]=$(rate "$SIZE_MB" "$t0" "$t1")
+	else
+		[ "$fs" = ferryfs ] && fail "ferryfs: read back differs"
+		R[$fs.read]=ERR; note "$fs: read back differs"
+	fi
+	[ "$fs" = ferryfs ] && R[ferryfs.rss]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
+	umount_fs
+	mount_fs "$fs" "$fs"
+	if secs=$(randread "$M/seq.bin" "$NRAND" 42); then
+		R[$fs.rand]=$(rate "$NRAND" 0 "$secs")
+	else
+		[ "$fs" = ferryfs ] && fail "ferryfs: random reads failed"
+		R[$fs.rand]=ERR; note "$fs: random reads failed"
+	fi
+	t0=$(now)
+	mkdir -p "$M/small"
+	python3 - "$M/small" "$NFILES" <<'PY' || fail "$fs: small files failed"
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    with open("%s/f%05d" % (d, i), "wb") as f:
+        f.write(os.urandom(1024))
+PY
+	t1=$(now); R[$fs.small]=$(rate "$NFILES" "$t0" "$t1")
+	if [ "$fs" = ferryfs ] && [ "$FSX_OPS" -gt 0 ]; then
+		t0=$(now)
+		"$FERRY_BUILD/tests/tools/fsx" -s 4242 -n "$FSX_OPS" -l 1048576 -F 5 -R 5 "$M/fsx.bin" "$T/fsx.ref" \
+			>"$T/fsx.out" 2>&1 || { cat "$T/fsx.out"; fail "fsx failed"; }
+		t1=$(now)
+		R[ferryfs.fsx]="$(tail -1 "$T/fsx.out") in $(python3 -c "print(round($t1 - $t0))") s"
+	fi
+	[ "$fs" = ferryfs ] && cp "$M/.ferryfs-stats" "$T/ffstats.json"
+	umount_fs
+done
+
+ratio() {
+	python3 -c 'import sys
+try:
+    print("%.2fx" % (float(sys.argv[1]) / float(sys.argv[2])))
+except (ValueError, ZeroDivisionError):
+    print("-")' "${R[$1]:-}" "${R[$2]:-}"
+}
+echo "ferryfs benchmark: server=$SERVER size=${SIZE_MB}MiB random_reads=$NRAND small_files=$NFILES ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
+printf '| %-8s | %12s | %12s | %16s | %14s |\n' fs "write MiB/s" "read MiB/s" "4KiB rand rd/s" "small files/s"
+printf '|----------|--------------|--------------|------------------|----------------|\n'
+for fs in curl ferryfs $PEERS; do
+	printf '| %-8s | %12s | %12s | %16s | %14s |\n' "$fs" "${R[$fs.write]:--}" "${R[$fs.read]:--}" \
+		"${R[$fs.rand]:--}" "${R[$fs.small]:--}"
+done
+echo
+echo "ferryfs/curl: write $(ratio ferryfs.write curl.write), read $(ratio ferryfs.read curl.read)"
+for p in $PEERS; do
+	echo "ferryfs/$p: write $(ratio ferryfs.write $p.write), read $(ratio ferryfs.read $p.read), rand $(ratio ferryfs.rand $p.rand), small $(ratio ferryfs.small $p.small)"
+done
+echo "ferryfs peak RSS: ${R[ferryfs.rss_write]:-?} MiB after the write, ${R[ferryfs.rss]:-?} MiB after the cold read"
+[ -n "${R[ferryfs.fsx]:-}" ] && echo "fsx: ${R[ferryfs.fsx]}"
+echo "ferryfs counters (last mount): $(cat "$T/ffstats.json" 2>/dev/null)"
+exit 0

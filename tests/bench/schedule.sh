@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# tests/bench/schedule.sh: benchmark of the schedule stage (spec §11) on a generated org DB:
+# cold and warm runs, load/compute/write ms, contacts/s, peak RSS, pages changed by the warm
+# run, and the calibration floor (tests/tools/sched_floor) measured in the same run.
+#   bash tests/bench/schedule.sh            1,000,000 contacts (DB cached under /tmp)
+#   SCHED_BENCH_CONTACTS=100000 bash tests/bench/schedule.sh
+set -eu
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+B=${FERRY_BUILD:-$SRC/build}
+N=${SCHED_BENCH_CONTACTS:-1000000}
+SEED=${SCHED_BENCH_SEED:-1}
+TODAY=2024-10-01
+CACHE=${SCHED_BENCH_CACHE:-/tmp/ferry-bench-schedule}
+for f in "$B/ferry" "$B/plugins/schedule.so" "$B/tests/tools/sched_floor"; do
+	[ -x "$f" ] || [ -f "$f" ] || { echo "missing $f: run make first" >&2; exit 2; }
+done
+if [ ! -x /usr/bin/time ]; then
+	echo "installing GNU time for peak RSS" >&2
+	apt-get install -y time >/dev/null 2>&1 || { echo "need /usr/bin/time (apt-get install time)" >&2; exit 2; }
+fi
+mkdir -p "$CACHE"
+W=$(mktemp -d /tmp/ferry-bench-sched.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+src_db=$CACHE/contacts-$N-seed$SEED.db
+if [ ! -s "$src_db" ] || [ "$SRC/tests/gen_orgdb.py" -nt "$src_db" ]; then
+	t0=$(date +%s%N)
+	python3 "$SRC/tests/gen_orgdb.py" "$src_db.tmp" --contacts "$N" --seed "$SEED" --no-schedules
+	mv "$src_db.tmp" "$src_db"
+	echo "# generated $N contacts in $((($(date +%s%N) - t0) / 1000000)) ms: $src_db" >&2
+fi
+cat >"$W/p.ini" <<INI
+[pipeline]
+state_dir = $W/state
+
+[stage schedule]
+plugin = schedule
+state_rules = $SRC/conf/state_rules.csv
+zip_states = $SRC/conf/zip3_states.csv
+INI
+
+# run_stage NAME: one timed `ferry run schedule` on $W/org.db; sets S_* from its summary line
+run_stage() {
+	local name=$1
+	/usr/bin/time -v -o "$W/$name.time" "$B/ferry" -c "$W/p.ini" run schedule --db "$W/org.db" \
+		--today "$TODAY" --run-id "bench-$name" 2>"$W/$name.err" ||
+		{ tail "$W/$name.err" >&2; echo "$name run failed" >&2; exit 1; }
+	local line
+	line=$(grep -h ' summary ' "$W/$name.err" || true)
+	[ -n "$line" ] || { echo "no summary line in $name output" >&2; exit 1; }
+	eval "$(echo "$line" | tr ' ' '\n' | grep -E '^(load_ms|compute_ms|write_ms|contacts_per_s|rows|inserted|unchanged|updated|deleted)=' | sed "s/^/S_${name}_/")"
+	eval "RSS_$name=$(awk -F': ' '/Maximum resident/ {print $2}' "$W/$name.time")"
+	eval "WALL_$name='$(awk -F': ' '/Elapsed \(wall/ {print $2}' "$W/$name.time")'"
+}
+
+pages() { # pages BEFORE AFTER: "changed total" (page size from the header)
+	python3 - "$1" "$2" <<'PY'
+import sys
+a, b = open(sys.argv[1], "rb"), open(sys.argv[2], "rb")
+hdr = b.read(100); b.seek(0)
+ps = int.from_bytes(hdr[16:18], "big"); ps = 65536 if ps == 1 else ps
+changed = total = 0
+while True:
+    x, y = a.read(ps), b.read(ps)
+    if not x and not y:
+        break
+    total += 1
+    changed += x != y
+print(changed, total)
+PY
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+cp "$src_db" "$W/org.db"
+sync
+run_stage cold
+cp "$src_db" "$W/floor.db"
+sync
+floor=$("$B/tests/tools/sched_floor" "$W/org.db" "$W/floor.db")
+floor_ms=${floor#floor_ms=}
+floor_ms=${floor_ms%% *}
+rm -f "$W/floor.db"
+cp "$W/org.db" "$W/before-warm.db"
+sync
+run_stage warm
+read -r changed total < <(pages "$W/before-warm.db" "$W/org.db")
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+cold_ms=$((S_cold_load_ms + S_cold_compute_ms + S_cold_write_ms))
+warm_ms=$((S_warm_load_ms + S_warm_compute_ms + S_warm_write_ms))
+ratio=$(python3 -c "print('%.2f' % ($cold_ms / $floor_ms))")
+pct=$(python3 -c "print('%.3f' % (100.0 * $changed / $total))")
+rss_cold_mib=$((RSS_cold / 1024))
+rss_warm_mib=$((RSS_warm / 1024))
+cat <<EOF
+## schedule stage, $N contacts ($(date -u +%Y-%m-%d), $(nproc) cores, load average $load_before -> $load_after)
+
+| run | load ms | compute ms | write ms | total ms | contacts/s | rows | peak RSS | wall |
+|---|---|---|---|---|---|---|---|---|
+| cold | $S_cold_load_ms | $S_cold_compute_ms | $S_cold_write_ms | $cold_ms | $S_cold_contacts_per_s | $S_cold_rows inserted | $rss_cold_mib MiB | $WALL_cold |
+| warm | $S_warm_load_ms | $S_warm_compute_ms | $S_warm_write_ms | $warm_ms | $S_warm_contacts_per_s | $S_warm_unchanged unchanged, $S_warm_updated updated, $S_warm_inserted inserted, $S_warm_deleted deleted | $rss_warm_mib MiB | $WALL_warm |
+
+- calibration floor (sched_floor: same rows, same schema, one transaction, same page cache): $floor_ms ms
+- cold / floor = **$ratio** (target <= 1.3)
+- warm total = **$warm_ms ms** (target <= 2000), pages changed by the warm run: **$changed of $total ($pct %)** (target <= 1 %)
+- peak RSS: cold $rss_cold_mib MiB, warm $rss_warm_mib MiB (target <= 512 MiB)
+EOF

@@ -1,0 +1,105 @@
+#!/bin/bash
+# t1101: lock + unlock pipeline: acquire, body fields, release; `run lock` then `run unlock` from the journal.
+. "$(dirname "$0")/../lib.sh"
+
+LOCK=org-data/42.db.lock
+# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
+#   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
+s3py() {
+	local op=$1 out rc=0
+	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
+	shift
+	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
+	case $op in
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	exists|etag)
+		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		if [ $rc != 0 ]; then
+			grep -q " 404 " "$T/s3py.err" && return 1
+			fail "s3py head $1: $(cat "$T/s3py.err")"
+		fi
+		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
+		return 0 ;;
+	list)
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
+	esac
+}
+
+# write_ini FILE NAME [LOCK-KEY-LINES]: a lock/unlock pipeline named NAME.
+write_ini() {
+	mkdir -p "$T/state-$2"
+	cat >"$1" <<EOF
+[pipeline]
+name = $2
+state_dir = $T/state-$2
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+region = us-east-1
+bucket = \${BUCKET_NAME}
+
+[stage lock]
+plugin = lock
+key = $LOCK
+${3:-}
+
+[stage unlock]
+plugin = unlock
+EOF
+}
+
+# body_field FILE FIELD: one field of a JSON lock body.
+body_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+moto_start
+write_ini "$T/a.ini" a "max_wait = 5s"
+
+ferry -c "$T/a.ini" run >"$T/out1" 2>"$T/err1" || { cat "$T/err1" >&2; fail "lock/unlock pipeline failed"; }
+assert_contains "$T/err1" "acquired lock"
+assert_contains "$T/err1" "released lock"
+s3py exists "$LOCK" && fail "lock left behind after the pipeline"
+
+# the lock stage alone leaves the lock held, with a complete body
+ferry -c "$T/a.ini" run lock 2>"$T/err2" || { cat "$T/err2" >&2; fail "run lock failed"; }
+s3py get "$LOCK" "$T/body" || fail "no lock object after run lock"
+python3 - "$T/body" "$(hostname)" <<'PY' || fail "bad lock body: $(cat "$T/body")"
+import json, re, sys, datetime
+b = json.load(open(sys.argv[1]))
+for k in ('owner', 'instance_id', 'pid', 'nonce', 'generation', 'acquired_at', 'expires_at',
+          'ttl_s', 'timestamp', 'timeout'):
+    assert k in b, k
+assert b['owner'] == 'ferry a', b['owner']
+assert b['instance_id'] == sys.argv[2], b['instance_id']
+assert re.fullmatch('[0-9a-f]{64}', b['nonce']), b['nonce']
+assert b['generation'] == 1
+assert b['ttl_s'] == 3600 and b['timeout'] == 3600
+t = lambda s: datetime.datetime.strptime(s, '%Y-%m-%dT%H:%M:%SZ')
+assert b['timestamp'] == b['acquired_at']
+assert (t(b['expires_at']) - t(b['acquired_at'])).total_seconds() == 3600
+# server time (moto runs here): acquired within a minute of now
+assert abs((t(b['acquired_at']) - datetime.datetime.utcnow()).total_seconds()) < 60
+PY
+nonce=$(body_field "$T/body" nonce)
+
+# another pipeline finds it held (max_wait 1s) and exits 3
+write_ini "$T/b.ini" b
+assert_exit 3 ferry -c "$T/b.ini" run lock -o lock.max_wait=1s 2>"$T/err3"
+assert_contains "$T/err3" "held by 'ferry a'"
+s3py get "$LOCK" "$T/body2"
+assert_eq "$nonce" "$(body_field "$T/body2" nonce)" "nonce after a refused second run"
+
+# unlock alone, in another process, releases it from the journal's facts
+ferry -c "$T/a.ini" run unlock 2>"$T/err4" || { cat "$T/err4" >&2; fail "run unlock failed"; }
+assert_contains "$T/err4" "released lock"
+s3py exists "$LOCK" && fail "lock still there after run unlock"
+
+# releasing again: already gone is a warning, not an error
+ferry -c "$T/a.ini" run unlock 2>"$T/err5" || { cat "$T/err5" >&2; fail "second unlock failed"; }
+assert_contains "$T/err5" "already gone"
+
+assert_no_secrets "$T"
+valgrind_verdict

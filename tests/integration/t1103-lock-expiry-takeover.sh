@@ -1,0 +1,89 @@
+#!/bin/bash
+# t1103: expiry takeover (ttl 2s) with generation+1; the stale owner's release leaves the new lock intact.
+. "$(dirname "$0")/../lib.sh"
+
+LOCK=org-data/42.db.lock
+# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
+#   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
+s3py() {
+	local op=$1 out rc=0
+	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
+	shift
+	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
+	case $op in
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	exists|etag)
+		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		if [ $rc != 0 ]; then
+			grep -q " 404 " "$T/s3py.err" && return 1
+			fail "s3py head $1: $(cat "$T/s3py.err")"
+		fi
+		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
+		return 0 ;;
+	list)
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
+	esac
+}
+
+# write_ini FILE NAME [LOCK-KEY-LINES]: a lock/unlock pipeline named NAME.
+write_ini() {
+	mkdir -p "$T/state-$2"
+	cat >"$1" <<EOF
+[pipeline]
+name = $2
+state_dir = $T/state-$2
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+region = us-east-1
+bucket = \${BUCKET_NAME}
+
+[stage lock]
+plugin = lock
+key = $LOCK
+${3:-}
+
+[stage unlock]
+plugin = unlock
+EOF
+}
+
+# body_field FILE FIELD: one field of a JSON lock body.
+body_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+moto_start
+write_ini "$T/a.ini" old "ttl = 2s
+margin = 0s"
+write_ini "$T/b.ini" new "max_wait = 30s
+backoff_base = 100ms
+backoff_cap = 500ms"
+
+ferry -c "$T/a.ini" run lock 2>"$T/err1" || { cat "$T/err1" >&2; fail "first lock failed"; }
+s3py get "$LOCK" "$T/old"
+assert_eq 1 "$(body_field "$T/old" generation)" "first generation"
+
+# the second owner waits out the 2 s lease (judged by the server's Date) and takes over
+ferry -c "$T/b.ini" run lock 2>"$T/err2" || { cat "$T/err2" >&2; fail "takeover failed"; }
+assert_contains "$T/err2" "took over expired lock"
+s3py get "$LOCK" "$T/new"
+assert_eq 2 "$(body_field "$T/new" generation)" "generation after takeover"
+assert_eq "ferry new" "$(body_field "$T/new" owner)" "owner after takeover"
+[ "$(body_field "$T/new" nonce)" != "$(body_field "$T/old" nonce)" ] || fail "nonce unchanged by takeover"
+etag=$(s3py etag "$LOCK")
+
+# the stale owner releases (its journal still names its own nonce): theirs stays
+ferry -c "$T/a.ini" run unlock 2>"$T/err3" || { cat "$T/err3" >&2; fail "stale unlock failed"; }
+assert_contains "$T/err3" "taken over by someone else; left untouched"
+assert_contains "$T/err3" "ferry new"
+assert_eq "$etag" "$(s3py etag "$LOCK")" "new holder's lock after the stale release"
+
+ferry -c "$T/b.ini" run unlock 2>"$T/err4" || fail "new owner's unlock failed"
+assert_contains "$T/err4" "released lock"
+s3py exists "$LOCK" && fail "lock left behind"
+
+assert_no_secrets "$T"
+valgrind_verdict

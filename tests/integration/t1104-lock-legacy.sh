@@ -1,0 +1,110 @@
+#!/bin/bash
+# t1104: interop with the shell locker (seed 003): its lock is honoured until timestamp+timeout, and it sees ferry's lock as held.
+. "$(dirname "$0")/../lib.sh"
+
+LOCK=org-data/42.db.lock
+# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
+#   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
+s3py() {
+	local op=$1 out rc=0
+	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
+	shift
+	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
+	case $op in
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	exists|etag)
+		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		if [ $rc != 0 ]; then
+			grep -q " 404 " "$T/s3py.err" && return 1
+			fail "s3py head $1: $(cat "$T/s3py.err")"
+		fi
+		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
+		return 0 ;;
+	list)
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
+	esac
+}
+
+# write_ini FILE NAME [LOCK-KEY-LINES]: a lock/unlock pipeline named NAME.
+write_ini() {
+	mkdir -p "$T/state-$2"
+	cat >"$1" <<EOF
+[pipeline]
+name = $2
+state_dir = $T/state-$2
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+region = us-east-1
+bucket = \${BUCKET_NAME}
+
+[stage lock]
+plugin = lock
+key = $LOCK
+${3:-}
+
+[stage unlock]
+plugin = unlock
+EOF
+}
+
+# body_field FILE FIELD: one field of a JSON lock body.
+body_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+# What the shell locker decides about a lock body: held while now < timestamp + timeout.
+shell_sees_held() {
+	python3 - "$1" <<'PY'
+import json, sys, datetime
+b = json.load(open(sys.argv[1]))
+ts = datetime.datetime.strptime(b['timestamp'], '%Y-%m-%dT%H:%M:%SZ')
+age = (datetime.datetime.utcnow() - ts).total_seconds()
+sys.exit(0 if age < int(b['timeout']) else 1)
+PY
+}
+legacy_body() { # legacy_body FILE AGE_S TIMEOUT_S
+	python3 - "$@" <<'PY'
+import json, sys, datetime
+ts = datetime.datetime.utcnow() - datetime.timedelta(seconds=int(sys.argv[2]))
+json.dump({'instance_id': 'instance_20250121_143022_1234_oldbox',
+           'timestamp': ts.strftime('%Y-%m-%dT%H:%M:%SZ'), 'timeout': int(sys.argv[3])},
+          open(sys.argv[1], 'w'), indent=2)
+PY
+}
+
+moto_start
+write_ini "$T/a.ini" a "max_wait = 1s
+backoff_base = 100ms
+backoff_cap = 300ms"
+
+# a fresh shell lock: ferry waits, then exits 3 naming it
+legacy_body "$T/legacy" 10 3600
+s3py put "$LOCK" "$T/legacy"
+before=$(s3py etag "$LOCK")
+assert_exit 3 ferry -c "$T/a.ini" run 2>"$T/err1"
+assert_contains "$T/err1" "shell locker instance 'instance_20250121_143022_1234_oldbox'"
+assert_eq "$before" "$(s3py etag "$LOCK")" "shell lock after ferry gave up"
+
+# ferry lock status says legacy
+ferry -c "$T/a.ini" lock status >"$T/status" 2>"$T/err2" || fail "lock status failed"
+assert_contains "$T/status" "legacy:      yes"
+assert_contains "$T/status" "state:       held"
+
+# a shell lock past timestamp + timeout is taken over (generation 1)
+legacy_body "$T/legacy" 7300 3600
+s3py put "$LOCK" "$T/legacy"
+ferry -c "$T/a.ini" run lock 2>"$T/err3" || { cat "$T/err3" >&2; fail "takeover of an expired shell lock failed"; }
+assert_contains "$T/err3" "took over expired lock"
+s3py get "$LOCK" "$T/ours"
+assert_eq 1 "$(body_field "$T/ours" generation)" "generation after a legacy takeover"
+
+# and the shell locker sees ferry's body as held
+shell_sees_held "$T/ours" || fail "the shell locker would not honour ferry's lock: $(cat "$T/ours")"
+
+ferry -c "$T/a.ini" run unlock 2>"$T/err4" || fail "unlock failed"
+s3py exists "$LOCK" && fail "lock left behind"
+assert_no_secrets "$T"
+valgrind_verdict

@@ -1,0 +1,124 @@
+#!/bin/bash
+# t1110: snapshot stage: pinned server-side copy to a dated key (CopyObject and UploadPartCopy), keep=N retention, dry-run.
+. "$(dirname "$0")/../lib.sh"
+
+LOCK=org-data/42.db.lock
+# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
+#   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
+s3py() {
+	local op=$1 out rc=0
+	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
+	shift
+	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
+	case $op in
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	exists|etag)
+		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		if [ $rc != 0 ]; then
+			grep -q " 404 " "$T/s3py.err" && return 1
+			fail "s3py head $1: $(cat "$T/s3py.err")"
+		fi
+		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
+		return 0 ;;
+	list)
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
+	esac
+}
+
+# write_ini FILE NAME [LOCK-KEY-LINES]: a lock/unlock pipeline named NAME.
+write_ini() {
+	mkdir -p "$T/state-$2"
+	cat >"$1" <<EOF
+[pipeline]
+name = $2
+state_dir = $T/state-$2
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+region = us-east-1
+bucket = \${BUCKET_NAME}
+
+[stage lock]
+plugin = lock
+key = $LOCK
+${3:-}
+
+[stage unlock]
+plugin = unlock
+EOF
+}
+
+# body_field FILE FIELD: one field of a JSON lock body.
+body_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+DB=org-data/42.db
+SNAP=org-data/42.db.snapshots
+moto_start
+mkdir -p "$T/state"
+cat >"$T/s.ini" <<INI
+[pipeline]
+name = snap
+state_dir = $T/state
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+bucket = \${BUCKET_NAME}
+
+[stage snapshot]
+plugin = snapshot
+key = $DB
+part_size = 5MiB
+keep = 2
+INI
+
+head -c $((11 * 1024 * 1024 + 12345)) /dev/urandom >"$T/db"
+s3py put "$DB" "$T/db"
+echo old >"$T/old"
+s3py put "$SNAP/20200101T000000Z.db" "$T/old"
+s3py put "$SNAP/20210101T000000Z.db" "$T/old"
+s3py put "$SNAP/notes.txt" "$T/old"
+
+# dry-run: says what it would copy and delete, changes nothing
+before=$(s3py list | sort)
+ferry -c "$T/s.ini" run --dry-run >"$T/o0" 2>"$T/e0" || { cat "$T/e0" >&2; fail "dry-run failed"; }
+assert_contains "$T/e0" "would copy in parts"
+assert_contains "$T/e0" "parts=3"
+assert_contains "$T/e0" "would delete old snapshot"
+assert_contains "$T/e0" "DELETE $SNAP/20200101T000000Z.db"
+assert_eq "$before" "$(s3py list | sort)" "bucket after a dry-run"
+
+# multipart (11 MiB in 5 MiB parts), then retention keeps the newest 2
+ferry -c "$T/s.ini" run >"$T/o1" 2>"$T/e1" || { cat "$T/e1" >&2; fail "snapshot failed"; }
+assert_contains "$T/e1" "snapshot made"
+assert_contains "$T/e1" "parts=3"
+new=$(s3py list "$SNAP/" | grep -E '/[0-9]{8}T[0-9]{6}Z\.db$' | sort | tail -1)
+[ -n "$new" ] && [ "$new" != "$SNAP/20210101T000000Z.db" ] || fail "no new snapshot: $(s3py list)"
+s3py get "$new" "$T/copy"
+cmp -s "$T/db" "$T/copy" || fail "snapshot differs from the source"
+s3py exists "$SNAP/20200101T000000Z.db" && fail "oldest snapshot not deleted"
+s3py exists "$SNAP/20210101T000000Z.db" || fail "second newest snapshot deleted"
+s3py exists "$SNAP/notes.txt" || fail "retention deleted a non-snapshot"
+
+# single CopyObject, keep all; custom dest pattern
+s3py rm "$new"
+ferry -c "$T/s.ini" run -o snapshot.part_size=64MiB -o snapshot.keep=0 \
+	-o 'snapshot.dest=backups/{key}-{time}.bak' >"$T/o2" 2>"$T/e2" || { cat "$T/e2" >&2; fail "single copy failed"; }
+assert_contains "$T/e2" "parts=1"
+one=$(s3py list backups/)
+case "$one" in backups/org-data/42.db-*Z.bak) ;; *) fail "unexpected snapshot key '$one'" ;; esac
+s3py get "$one" "$T/copy2"
+cmp -s "$T/db" "$T/copy2" || fail "single-copy snapshot differs from the source"
+
+# a missing source is a clear error
+assert_exit 1 ferry -c "$T/s.ini" run -o snapshot.key=org-data/none.db 2>"$T/e3"
+assert_contains "$T/e3" "cannot snapshot 'org-data/none.db': no such object"
+# bad dest pattern: config error
+assert_exit 2 ferry -c "$T/s.ini" run -o 'snapshot.dest=x/{key}.db' 2>"$T/e4"
+assert_contains "$T/e4" "{time}"
+
+assert_no_secrets "$T"
+valgrind_verdict

@@ -1,0 +1,109 @@
+#!/bin/bash
+# t1112: the lock through tests/s3proxy.py: header-stripping store refused, dropped answers settled by read-back, 5xx bursts retried, no credential in any log.
+. "$(dirname "$0")/../lib.sh"
+
+LOCK=org-data/42.db.lock
+# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
+#   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
+s3py() {
+	local op=$1 out rc=0
+	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
+	shift
+	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
+	case $op in
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	exists|etag)
+		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		if [ $rc != 0 ]; then
+			grep -q " 404 " "$T/s3py.err" && return 1
+			fail "s3py head $1: $(cat "$T/s3py.err")"
+		fi
+		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
+		return 0 ;;
+	list)
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
+	esac
+}
+
+# write_ini FILE NAME [LOCK-KEY-LINES]: a lock/unlock pipeline named NAME.
+write_ini() {
+	mkdir -p "$T/state-$2"
+	cat >"$1" <<EOF
+[pipeline]
+name = $2
+state_dir = $T/state-$2
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+region = us-east-1
+bucket = \${BUCKET_NAME}
+
+[stage lock]
+plugin = lock
+key = $LOCK
+${3:-}
+
+[stage unlock]
+plugin = unlock
+EOF
+}
+
+# body_field FILE FIELD: one field of a JSON lock body.
+body_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+. "$TESTS_DIR/proxy.sh"
+
+moto_start
+proxy_start
+write_ini "$T/a.ini" a "max_wait = 10s
+backoff_base = 50ms
+backoff_cap = 200ms"
+write_ini "$T/b.ini" b "max_wait = 10s
+backoff_base = 50ms
+backoff_cap = 200ms"
+
+# a store that ignores If-None-Match / If-Match: the lock stage refuses to run
+proxy_rule '{"action":"strip_cond","count":-1}'
+assert_exit 2 ferry -c "$T/a.ini" run 2>"$T/e1"
+assert_contains "$T/e1" "does not enforce If-None-Match"
+s3py exists "$LOCK" && fail "lock taken on a store that ignores conditions"
+proxy_reset
+
+# our create's answer is dropped after it landed: read back, it is ours
+proxy_rule '{"method":"PUT","key":"42.db.lock","action":"drop","count":1}'
+ferry -c "$T/a.ini" run lock 2>"$T/e2" || { cat "$T/e2" >&2; fail "lock with a dropped answer failed"; }
+assert_eq 1 "$(proxy_stats fired drop)" "drop fired"
+s3py get "$LOCK" "$T/body"
+grep -q "\"nonce\": \"$(body_field "$T/body" nonce)\"" "$T/state-a/journal.json" ||
+	fail "the stored lock is not the one the journal says we hold"
+proxy_reset
+
+# 5xx bursts on the waiter's reads and on the holder's release: retried, and the
+# handoff still happens
+proxy_rule '{"method":"GET","key":"42.db.lock","action":"503","count":3}'
+ferry -c "$T/b.ini" run lock -o lock.max_wait=1s 2>"$T/e3" && fail "b took a held lock"
+assert_contains "$T/e3" "held by 'ferry a'"
+proxy_reset
+proxy_rule '{"method":"DELETE","key":"42.db.lock","action":"500","count":2}'
+ferry -c "$T/a.ini" run unlock 2>"$T/e4" || { cat "$T/e4" >&2; fail "unlock through a 500 burst failed"; }
+assert_contains "$T/e4" "released lock"
+s3py exists "$LOCK" && fail "lock left after unlock"
+proxy_reset
+
+# a takeover whose answer is dropped: settled as ours by read-back
+write_ini "$T/c.ini" c "ttl = 2s
+margin = 0s"
+ferry -c "$T/c.ini" run lock 2>"$T/e5" || fail "c could not lock"
+proxy_rule '{"method":"PUT","key":"42.db.lock","header":"if-match","action":"drop","count":1}'
+ferry -c "$T/b.ini" run lock 2>"$T/e6" || { cat "$T/e6" >&2; fail "takeover with a dropped answer failed"; }
+assert_contains "$T/e6" "took over expired lock"
+assert_eq 1 "$(proxy_stats fired drop)" "drop fired on the takeover"
+s3py get "$LOCK" "$T/body2"
+assert_eq 2 "$(body_field "$T/body2" generation)" "generation after the takeover"
+ferry -c "$T/b.ini" run unlock 2>/dev/null || fail "b could not unlock"
+
+assert_no_secrets "$T"
+valgrind_verdict

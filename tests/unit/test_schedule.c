@@ -1,0 +1,1025 @@
+/* test_schedule.c: unit and golden tests of the schedule stage's core (spec/scheduler.md). */
+#include "unit.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include "sched_core.h"
+
+static char tmpdir[] = "/tmp/test_schedule.XXXXXX";
+
+static int32_t D(const char *s)
+{
+	int32_t n = 0;
+
+	if (!sched_parse_ymd(s, strlen(s), &n))
+		UNIT_FAIL("bad test date '%s'", s);
+	return n;
+}
+
+static const char *fmt(int32_t n)
+{
+	static char buf[8][11];
+	static int k;
+
+	k = (k + 1) % 8;
+	sched_fmt_date(n, buf[k]);
+	return buf[k];
+}
+
+/* ---- dates ---- */
+
+static void test_dates(void)
+{
+	int y, m, d;
+
+	ASSERT_TRUE(sched_leap(2024));
+	ASSERT_TRUE(sched_leap(2000));
+	ASSERT_TRUE(!sched_leap(1900));
+	ASSERT_TRUE(!sched_leap(2100));
+	ASSERT_TRUE(!sched_leap(2025));
+	ASSERT_EQ(sched_days(1970, 1, 1), 0);
+	ASSERT_EQ(sched_days(2000, 3, 1), 11017);
+	ASSERT_EQ(sched_days(1969, 12, 31), -1);
+	/* round trip over the whole accepted range */
+	for (int32_t n = sched_days(1799, 1, 1); n <= sched_days(2201, 12, 31); n++) {
+		sched_civil(n, &y, &m, &d);
+		if (sched_days(y, m, d) != n || d > sched_mdays(y, m) || sched_year(n) != y) {
+			UNIT_FAIL("round trip of day %d", n);
+			break;
+		}
+	}
+	/* month and year ends */
+	ASSERT_STREQ(fmt(D("2024-12-31") + 1), "2025-01-01");
+	ASSERT_STREQ(fmt(D("2024-02-28") + 1), "2024-02-29");
+	ASSERT_STREQ(fmt(D("2025-02-28") + 1), "2025-03-01");
+	ASSERT_STREQ(fmt(D("2024-03-01") - 1), "2024-02-29");
+	ASSERT_STREQ(fmt(D("2100-02-28") + 1), "2100-03-01");
+	ASSERT_STREQ(fmt(D("2000-02-28") + 1), "2000-02-29");
+	/* Feb 29 anchors: clamp to Feb 28 in common years */
+	ASSERT_STREQ(fmt(sched_anniv(2025, 2, 29)), "2025-02-28");
+	ASSERT_STREQ(fmt(sched_anniv(2028, 2, 29)), "2028-02-29");
+	ASSERT_STREQ(fmt(sched_anniv(2100, 2, 29)), "2100-02-28");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2024-10-01"), 2, 29)), "2025-02-28");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2027-03-01"), 2, 29)), "2028-02-29");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2028-02-29"), 2, 29)), "2028-02-29");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2025-02-28"), 2, 29)), "2025-02-28");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2025-03-01"), 2, 29)), "2026-02-28");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2024-10-01"), 10, 1)), "2024-10-01");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2024-10-02"), 10, 1)), "2025-10-01");
+	ASSERT_STREQ(fmt(sched_next_anniv(D("2024-12-31"), 1, 1)), "2025-01-01");
+	/* strict parsing (§6.4) */
+	int32_t v;
+	ASSERT_EQ(sched_parse_value_date("1961-02-30", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("1960-02-29", 10, &v), 1);
+	ASSERT_EQ(sched_parse_value_date("1961-02-29", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("1900-02-29", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("2000-02-29", 10, &v), 1);
+	ASSERT_EQ(sched_parse_value_date("1799-12-31", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("1800-01-01", 10, &v), 1);
+	ASSERT_EQ(sched_parse_value_date("2200-12-31", 10, &v), 1);
+	ASSERT_EQ(sched_parse_value_date("2201-01-01", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date(" 1961-02-03\t", 12, &v), 1);
+	ASSERT_STREQ(fmt(v), "1961-02-03");
+	ASSERT_EQ(sched_parse_value_date("1961-02-03T10:00:00Z", 20, &v), 1);
+	ASSERT_EQ(sched_parse_value_date("1961-02-03 10:00", 16, &v), 1);
+	ASSERT_EQ(sched_parse_value_date("1961-02-03x", 11, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("1961-2-03", 9, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("1961/02/03", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("02/03/1961", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("1961-13-01", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("1961-00-10", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("-961-01-10", 10, &v), -1);
+	ASSERT_EQ(sched_parse_value_date("   ", 3, &v), 0);
+	ASSERT_EQ(sched_parse_value_date("", 0, &v), 0);
+}
+
+static void test_fnv(void)
+{
+	ASSERT_EQ(sched_fnv1a32("", 0), 2166136261u);
+	ASSERT_EQ(sched_fnv1a32("a", 1), 3826002220u);
+	ASSERT_EQ(sched_fnv1a32("1-effective_date-2025", 21), 1728111575u);
+	ASSERT_EQ(sched_fnv1a32("42-effective_date-2025", 22), 1501282104u);
+	ASSERT_EQ(sched_fnv1a32("12345-effective_date-2024", 25), 3938396592u);
+}
+
+/* ---- data files ---- */
+
+static int rules_err(const char *text, char *err, size_t len)
+{
+	struct sched_rules r;
+
+	return sched_rules_parse("r.csv", text, strlen(text), &r, err, len);
+}
+
+static int zips_err(const char *text, char *err, size_t len)
+{
+	struct sched_zips z;
+
+	return sched_zips_parse("z.csv", text, strlen(text), &z, err, len);
+}
+
+#define RH "state,rule,before_days,after_days,pre_buffer_days,month_start\n"
+#define ZH "zip3_lo,zip3_hi,state\n"
+
+static void test_data_files(void)
+{
+	struct sched_rules r;
+	struct sched_zips z;
+	char err[512];
+
+	ASSERT_EQ(sched_rules_load("conf/state_rules.csv", &r, err, sizeof(err)), 0);
+	int ca = sched_state_index("CA", 2), nv = sched_state_index("NV", 2);
+	int mo = sched_state_index("MO", 2), ny = sched_state_index("NY", 2);
+	int tx = sched_state_index("TX", 2);
+	ASSERT_TRUE(r.st[ca].bday.on && r.st[ca].bday.before == 30 && r.st[ca].bday.after == 60 &&
+		    r.st[ca].bday.pre == 60 && !r.st[ca].bday.month_start);
+	ASSERT_TRUE(r.st[nv].bday.on && r.st[nv].bday.month_start);
+	ASSERT_TRUE(r.st[mo].ed.on && !r.st[mo].bday.on && r.st[mo].ed.after == 33);
+	ASSERT_TRUE(r.st[ny].year_round);
+	ASSERT_TRUE(!r.st[tx].year_round && !r.st[tx].bday.on && !r.st[tx].ed.on);
+	ASSERT_EQ(sched_zips_load("conf/zip3_states.csv", &z, err, sizeof(err)), 0);
+	ASSERT_EQ(z.state[5], sched_state_index("NY", 2));
+	ASSERT_EQ(z.state[21], sched_state_index("MA", 2));
+	ASSERT_EQ(z.state[902], ca);
+	ASSERT_EQ(z.state[999], sched_state_index("AK", 2));
+	ASSERT_EQ(z.state[0], -1);
+	ASSERT_EQ(z.state[568], -1);
+	ASSERT_EQ(z.state[733], tx);
+
+	/* comments, blank lines, CRLF, spaces around fields */
+	ASSERT_EQ(rules_err("# c\r\n\r\n  " RH "CA , birthday,30,60,60,0\r\n\t# x\nNY,year_round,9,9,9,1\n",
+			    err, sizeof(err)), 0);
+	/* every error names file and line */
+	ASSERT_EQ(rules_err("", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:0: missing header");
+	ASSERT_EQ(rules_err("# only\nstate,rule\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: header must be");
+	ASSERT_EQ(rules_err(RH "CA,birthday,30,60,60\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: expected 6 comma-separated fields, got 5");
+	ASSERT_EQ(rules_err(RH "\nCA,birthday,30,60,60,0,1\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:3: expected 6");
+	ASSERT_EQ(rules_err(RH "ca,birthday,30,60,60,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: state 'ca' is not two upper-case letters");
+	ASSERT_EQ(rules_err(RH "CAL,birthday,30,60,60,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: state 'CAL'");
+	ASSERT_EQ(rules_err(RH "CA,bday,30,60,60,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: rule 'bday'");
+	ASSERT_EQ(rules_err(RH "CA,birthday,-1,60,60,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: before_days '-1'");
+	ASSERT_EQ(rules_err(RH "CA,birthday,1,6x,60,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: after_days '6x'");
+	ASSERT_EQ(rules_err(RH "CA,birthday,1,6,,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: pre_buffer_days ''");
+	ASSERT_EQ(rules_err(RH "CA,birthday,1,6,6,2\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: month_start '2'");
+	ASSERT_EQ(rules_err(RH "CA,birthday,1,6,6,0\nCA,birthday,1,6,6,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:3: second 'birthday' rule for state 'CA'");
+	ASSERT_EQ(rules_err(RH "CA,birthday,1,6,6,0\nCA,effective_date,1,6,6,0\nCA,year_round,0,0,0,0\n",
+			    err, sizeof(err)), 0);
+	ASSERT_EQ(rules_err(RH "CA,birthday,300,6,66,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: before_days + pre_buffer_days is 366");
+	ASSERT_EQ(rules_err(RH "CA,birthday,300,6,65,0\n", err, sizeof(err)), 0);
+	ASSERT_EQ(rules_err(RH "CA,effective_date,0,366,0,0\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "r.csv:2: after_days is 366");
+	ASSERT_EQ(rules_err(RH "CA,year_round,999,999,999,0\n", err, sizeof(err)), 0);
+	ASSERT_EQ(sched_rules_load("/nonexistent/r.csv", &r, err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "cannot open '/nonexistent/r.csv'");
+
+	ASSERT_EQ(zips_err(ZH "005,005,NY\n006,007,PR\n", err, sizeof(err)), 0);
+	ASSERT_EQ(zips_err("zip3_lo,zip3_hi\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "z.csv:1: header must be");
+	ASSERT_EQ(zips_err(ZH "005,005\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "z.csv:2: expected 3");
+	ASSERT_EQ(zips_err(ZH "007,006,PR\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "z.csv:2: zip3_lo 7 is greater than zip3_hi 6");
+	ASSERT_EQ(zips_err(ZH "005,1000,NY\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "z.csv:2: zip3_hi '1000'");
+	ASSERT_EQ(zips_err(ZH "005,006,XX\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "z.csv:2: state 'XX' is not a known state code");
+	ASSERT_EQ(zips_err(ZH "005,010,NY\n# gap\n\n010,011,MA\n", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "z.csv:5: range 010-011 overlaps");
+}
+
+static void test_email_state(void)
+{
+	struct sched_zips z;
+	char err[256];
+
+	ASSERT_TRUE(sched_email_valid("a@b.co", 6));
+	ASSERT_TRUE(sched_email_valid("  Jo.Doe+x%y_z-1@mail-1.example.ORG\t", 36));
+	ASSERT_TRUE(!sched_email_valid("a@b.c", 5));          /* TLD too short */
+	ASSERT_TRUE(!sched_email_valid("a@b.c0m", 7));        /* TLD not letters */
+	ASSERT_TRUE(!sched_email_valid("a@.com", 6));         /* nothing before last dot */
+	ASSERT_TRUE(sched_email_valid("a@x..com", 8));        /* "x." precedes the last dot */
+	ASSERT_TRUE(!sched_email_valid("@b.com", 6));
+	ASSERT_TRUE(!sched_email_valid("a@@b.com", 8));
+	ASSERT_TRUE(!sched_email_valid("a@b@c.com", 9));
+	ASSERT_TRUE(!sched_email_valid("a b@c.com", 9));
+	ASSERT_TRUE(!sched_email_valid("a@b_c.com", 9));
+	ASSERT_TRUE(!sched_email_valid("a@bcom", 6));
+	ASSERT_TRUE(!sched_email_valid("a@b.com.", 8));
+	ASSERT_TRUE(!sched_email_valid("abc", 3));
+	ASSERT_TRUE(!sched_email_valid("a(b)@c.com", 10));
+
+	ASSERT_EQ(sched_state_resolve(" ca ", 4), sched_state_index("CA", 2));
+	ASSERT_EQ(sched_state_resolve("Dc", 2), sched_state_index("DC", 2));
+	ASSERT_EQ(sched_state_resolve("ap", 2), sched_state_index("AP", 2));
+	ASSERT_EQ(sched_state_resolve("XX", 2), -1);
+	ASSERT_EQ(sched_state_resolve("CAL", 3), -1);
+	ASSERT_EQ(sched_state_resolve("", 0), -1);
+	ASSERT_EQ(sched_zips_load("conf/zip3_states.csv", &z, err, sizeof(err)), 0);
+	ASSERT_EQ(sched_zip_state(&z, "90210", 5), sched_state_index("CA", 2));
+	ASSERT_EQ(sched_zip_state(&z, " 10001-1234 ", 12), sched_state_index("NY", 2));
+	ASSERT_EQ(sched_zip_state(&z, "10001 1234", 10), sched_state_index("NY", 2));
+	ASSERT_EQ(sched_zip_state(&z, "2134", 4), sched_state_index("MA", 2));   /* 02134 */
+	ASSERT_EQ(sched_zip_state(&z, "501", 3), sched_state_index("NY", 2));    /* 00501 */
+	ASSERT_EQ(sched_zip_state(&z, "21", 2), -1);
+	ASSERT_EQ(sched_zip_state(&z, "100011", 6), -1);
+	ASSERT_EQ(sched_zip_state(&z, "10001x", 6), -1);
+	ASSERT_EQ(sched_zip_state(&z, "1000a", 5), -1);
+	ASSERT_EQ(sched_zip_state(&z, "2134.0", 6), -1);
+	ASSERT_EQ(sched_zip_state(&z, "00001", 5), -1);   /* prefix 000: no state */
+}
+
+/* ---- exclusion windows at their edges, derived by hand from §5 ---- */
+
+static struct sched_opts opts;
+
+static void load_default_opts(void)
+{
+	char err[512];
+
+	sched_opts_default(&opts);
+	if (sched_rules_load("conf/state_rules.csv", &opts.rules, err, sizeof(err)) ||
+	    sched_zips_load("conf/zip3_states.csv", &opts.zips, err, sizeof(err)))
+		UNIT_FAIL("%s", err);
+}
+
+static struct sched_contact contact(const char *st, const char *birth, const char *ed)
+{
+	struct sched_contact c = { .id = 1, .birth = SCHED_NODATE, .ed = SCHED_NODATE };
+	int y, m, d;
+
+	c.state = (int8_t)sched_state_index(st, 2);
+	if (birth) {
+		c.birth = D(birth);
+		sched_civil(c.birth, &y, &m, &d);
+		c.bm = (uint8_t)m;
+		c.bd = (uint8_t)d;
+	}
+	if (ed) {
+		c.ed = D(ed);
+		sched_civil(c.ed, &y, &m, &d);
+		c.em = (uint8_t)m;
+		c.edd = (uint8_t)d;
+	}
+	return c;
+}
+
+/* The window [lo, hi] for contact c: day before and after are free, both ends are in. */
+static void window_edges(const struct sched_contact *c, const char *lo, const char *hi, int reason,
+			 const char *event)
+{
+	int r;
+	int32_t a = SCHED_NODATE, w;
+
+	w = sched_excluded(&opts, c, D(lo) - 1, &r, &a);
+	if (r == reason)
+		UNIT_FAIL("%s state %s: day before %s is excluded", fmt(c->birth), sched_state_code(c->state), lo);
+	w = sched_excluded(&opts, c, D(lo), &r, &a);
+	ASSERT_EQ(r, reason);
+	ASSERT_STREQ(fmt(w), hi);
+	ASSERT_STREQ(fmt(a), event);
+	w = sched_excluded(&opts, c, D(hi), &r, &a);
+	ASSERT_EQ(r, reason);
+	ASSERT_STREQ(fmt(w), hi);
+	sched_excluded(&opts, c, D(hi) + 1, &r, &a);
+	if (r == reason)
+		UNIT_FAIL("state %s: day after %s is excluded", sched_state_code(c->state), hi);
+}
+
+static void test_windows(void)
+{
+	struct sched_contact c;
+	int r;
+	int32_t a, w;
+
+	load_default_opts();
+	/* CA 30/60/60: born 03-15 -> [2024-12-15, 2025-05-14] */
+	c = contact("CA", "1955-03-15", NULL);
+	window_edges(&c, "2024-12-15", "2025-05-14", R_BDAY_WINDOW, "2025-03-15");
+	/* ID 0/63/60, KY/OK 0/60/60, MD/VA 0/30/60: born 06-10 */
+	c = contact("ID", "1960-06-10", NULL);
+	window_edges(&c, "2025-04-11", "2025-08-12", R_BDAY_WINDOW, "2025-06-10");
+	c = contact("KY", "1960-06-10", NULL);
+	window_edges(&c, "2025-04-11", "2025-08-09", R_BDAY_WINDOW, "2025-06-10");
+	c = contact("OK", "1960-06-10", NULL);
+	window_edges(&c, "2025-04-11", "2025-08-09", R_BDAY_WINDOW, "2025-06-10");
+	c = contact("MD", "1960-06-10", NULL);
+	window_edges(&c, "2025-04-11", "2025-07-10", R_BDAY_WINDOW, "2025-06-10");
+	c = contact("VA", "1960-06-10", NULL);
+	window_edges(&c, "2025-04-11", "2025-07-10", R_BDAY_WINDOW, "2025-06-10");
+	/* NV month start: born 05-15 -> B = 05-01 -> [2025-03-02, 2025-06-30], event 05-15 */
+	c = contact("NV", "1963-05-15", NULL);
+	window_edges(&c, "2025-03-02", "2025-06-30", R_BDAY_WINDOW, "2025-05-15");
+	/* NV born 03-31: B = 03-01 of a leap year -> [2023-12-31 + 1 = 2024-01-01, 2024-04-30] */
+	c = contact("NV", "1970-03-31", NULL);
+	window_edges(&c, "2024-01-01", "2024-04-30", R_BDAY_WINDOW, "2024-03-31");
+	/* OR 0/31/60: born 10-20 -> [2024-08-21, 2024-11-20] */
+	c = contact("OR", "1959-10-20", NULL);
+	window_edges(&c, "2024-08-21", "2024-11-20", R_BDAY_WINDOW, "2024-10-20");
+	/* MO effective date 30/33/60: ed 06-15 -> [2025-03-17, 2025-07-18] */
+	c = contact("MO", "1961-03-10", "2022-06-15");
+	window_edges(&c, "2025-03-17", "2025-07-18", R_ED_WINDOW, "2025-06-15");
+	/* windows crossing a year: CA born 12-31 -> [2024-10-02, 2025-03-01] */
+	c = contact("CA", "1950-12-31", NULL);
+	window_edges(&c, "2024-10-02", "2025-03-01", R_BDAY_WINDOW, "2024-12-31");
+	/* Feb 29 births: common year B = 02-28, leap year B = 02-29 */
+	c = contact("CA", "1952-02-29", NULL);
+	window_edges(&c, "2024-11-30", "2025-04-29", R_BDAY_WINDOW, "2025-02-28");
+	window_edges(&c, "2027-12-01", "2028-04-29", R_BDAY_WINDOW, "2028-02-29");
+	/* year-round: every date, no window end */
+	c = contact("NY", "1956-11-11", NULL);
+	w = sched_excluded(&opts, &c, D("2024-10-01"), &r, &a);
+	ASSERT_EQ(r, R_YEAR_ROUND);
+	ASSERT_EQ(w, SCHED_NODATE);
+	c = contact("CT", NULL, NULL);
+	sched_excluded(&opts, &c, D("2031-07-04"), &r, &a);
+	ASSERT_EQ(r, R_YEAR_ROUND);
+	/* no rules, no anchor, unknown state */
+	c = contact("TX", "1955-03-15", NULL);
+	sched_excluded(&opts, &c, D("2025-03-15"), &r, &a);
+	ASSERT_EQ(r, R_NONE);
+	c = contact("CA", NULL, "2020-03-15");
+	sched_excluded(&opts, &c, D("2025-03-15"), &r, &a);
+	ASSERT_EQ(r, R_NONE);
+	c = contact("XX", "1955-03-15", NULL);
+	sched_excluded(&opts, &c, D("2025-03-15"), &r, &a);
+	ASSERT_EQ(r, R_NONE);
+}
+
+/* ---- golden cases on real databases ---- */
+
+static char dbpath[256];
+static char warnings[8192];
+
+static void collect(void *ud, int level, const char *msg)
+{
+	(void)ud;
+	(void)level;
+	size_t n = strlen(warnings);
+	snprintf(warnings + n, sizeof(warnings) - n, "%s\n", msg);
+}
+
+static void sql(const char *text)
+{
+	sqlite3 *db;
+	char *err = NULL;
+
+	if (sqlite3_open(dbpath, &db) != SQLITE_OK || sqlite3_exec(db, text, NULL, NULL, &err))
+		UNIT_FAIL("sql: %s: %s", text, err ? err : sqlite3_errmsg(db));
+	sqlite3_free(err);
+	sqlite3_close(db);
+}
+
+static const char contacts_ddl[] =
+	"CREATE TABLE contacts (id INTEGER PRIMARY KEY, first_name TEXT, email TEXT, state TEXT, "
+	"zip_code TEXT, birth_date TEXT, effective_date TEXT);";
+
+static void fresh_db(const char *name, const char *rows)
+{
+	snprintf(dbpath, sizeof(dbpath), "%s/%s.db", tmpdir, name);
+	unlink(dbpath);
+	sql(contacts_ddl);
+	if (rows)
+		sql(rows);
+}
+
+static int run_mode(enum sched_mode mode, FILE *csv, struct sched_report *rep, char *err,
+		    size_t errlen)
+{
+	struct sched_io io = { .log = collect };
+	int rc;
+
+	warnings[0] = '\0';
+	rc = sched_execute(&opts, dbpath, mode, csv, &io, rep);
+	snprintf(err, errlen, "%s", io.err);
+	return rc;
+}
+
+static int run(struct sched_report *rep)
+{
+	char err[1024];
+	int rc = run_mode(SCHED_RUN, NULL, rep, err, sizeof(err));
+
+	if (rc)
+		UNIT_FAIL("run failed: %s", err);
+	return rc;
+}
+
+/* The owned rows as "cid type date status reason (event)" lines. */
+static char *dump(void)
+{
+	static char out[65536];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	size_t n = 0;
+
+	out[0] = '\0';
+	sqlite3_open(dbpath, &db);
+	if (sqlite3_prepare_v2(db,
+			       "SELECT contact_id, email_type, scheduled_send_date, status, "
+			       "coalesce(skip_reason, '-'), priority, event_year, event_month, event_day, "
+			       "scheduled_send_time FROM email_schedules WHERE status IN "
+			       "('pre-scheduled', 'skipped') ORDER BY contact_id, email_type, "
+			       "scheduled_send_date", -1, &st, NULL) == SQLITE_OK) {
+		while (sqlite3_step(st) == SQLITE_ROW && n < sizeof(out) - 200)
+			n += (size_t)snprintf(out + n, sizeof(out) - n, "%lld %s %s %s %s %d %04d-%02d-%02d %s\n",
+				  (long long)sqlite3_column_int64(st, 0), sqlite3_column_text(st, 1),
+				  sqlite3_column_text(st, 2), sqlite3_column_text(st, 3),
+				  sqlite3_column_text(st, 4), sqlite3_column_int(st, 5),
+				  sqlite3_column_int(st, 6), sqlite3_column_int(st, 7),
+				  sqlite3_column_int(st, 8), sqlite3_column_text(st, 9));
+		sqlite3_finalize(st);
+	}
+	sqlite3_close(db);
+	return out;
+}
+
+static void expect_rows(const char *want)
+{
+	const char *got = dump();
+
+	if (strcmp(got, want) != 0) {
+		/* show the first differing line */
+		const char *g = got, *w = want;
+		while (*g && *g == *w) {
+			g++;
+			w++;
+		}
+		while (g > got && g[-1] != '\n') {
+			g--;
+			w--;
+		}
+		UNIT_FAIL("rows differ\n  want: %.*s\n  got:  %.*s", (int)strcspn(w, "\n"), w,
+			  (int)strcspn(g, "\n"), g);
+		fprintf(stderr, "--- got ---\n%s--- want ---\n%s", got, want);
+	} else {
+		unit_checks++;
+	}
+}
+
+#define PRE "pre-scheduled - "
+#define BW(st) "skipped Birthday exclusion window for " st " "
+#define EW(st) "skipped Effective date exclusion window for " st " "
+#define T " 08:30:00\n"
+
+/* §14, every row; ids 3, 10, 11, 13, 14 are the bad rows that make N = 15. */
+static const char example_rows[] =
+	"INSERT INTO contacts (id, email, state, zip_code, birth_date, effective_date) VALUES "
+	"(1, 'c1@example.com', 'TX', NULL, '1950-12-15', '2020-01-10'),"
+	"(2, 'c2@example.com', 'CA', NULL, '1955-03-15', '2020-01-10'),"
+	"(3, 'not-an-email', 'TX', NULL, '1950-01-01', NULL),"
+	"(4, 'c4@example.com', 'NV', NULL, '1963-05-15', '2022-07-20'),"
+	"(5, 'c5@example.com', 'MO', NULL, '1961-03-10', '2022-06-15'),"
+	"(6, 'c6@example.com', 'NY', NULL, '1956-11-11', '2021-11-11'),"
+	"(7, 'c7@example.com', 'TX', NULL, '1964-04-15', '2024-03-01'),"
+	"(8, 'c8@example.com', 'CA', NULL, '1952-02-29', NULL),"
+	"(9, 'c9@example.com', 'OR', NULL, '1959-10-20', '2023-08-15'),"
+	"(10, 'c10@example.com', 'TX', NULL, '1961-02-30', NULL),"
+	"(11, 'c11@example.com', 'TX', NULL, NULL, '2020/01/01'),"
+	"(12, 'c12@example.com', 'CA', NULL, '1950-12-31', '2019-12-31'),"
+	"(13, 'c13@example', 'TX', NULL, NULL, NULL),"
+	"(14, 'c14@example.com', 'TX', NULL, '1960-01-01x', NULL),"
+	"(15, 'c15@example.com', 'XX', NULL, '1970-10-05', '2020-10-05'),"
+	"(16, NULL, 'TX', NULL, '1970-10-05', NULL),"
+	"(17, '   ', 'TX', NULL, '1970-10-05', NULL);";
+
+static const char example_want[] =
+	"1 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"1 birthday 2024-12-01 " PRE "10 2024-12-15" T
+	"1 effective_date 2024-12-11 " PRE "20 2025-01-10" T
+	"2 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"2 birthday 2025-03-01 " BW("CA") "10 2025-03-15" T
+	"2 effective_date 2024-12-11 " PRE "20 2025-01-10" T
+	"2 post_window 2025-05-15 " PRE "40 2025-03-15" T
+	"4 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"4 birthday 2025-05-01 " BW("NV") "10 2025-05-15" T
+	"4 effective_date 2025-06-20 " BW("NV") "20 2025-07-20" T
+	"4 post_window 2025-07-01 " PRE "40 2025-05-15" T
+	"5 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"5 birthday 2025-02-24 " PRE "10 2025-03-10" T
+	"5 effective_date 2025-05-16 " EW("MO") "20 2025-06-15" T
+	"5 post_window 2025-07-19 " PRE "40 2025-06-15" T
+	"6 aep 2025-09-15 skipped Year-round exclusion for NY 30 2025-09-15" T
+	"6 birthday 2024-10-28 skipped Year-round exclusion for NY 10 2024-11-11" T
+	"6 effective_date 2024-10-12 skipped Year-round exclusion for NY 20 2024-11-11" T
+	"7 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"7 birthday 2025-04-01 " PRE "10 2025-04-15" T
+	"8 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"8 birthday 2025-02-14 " BW("CA") "10 2025-02-28" T
+	"8 post_window 2025-04-30 " PRE "40 2025-02-28" T
+	"9 aep 2025-09-15 " BW("OR") "30 2025-09-15" T
+	"9 birthday 2024-10-06 " BW("OR") "10 2024-10-20" T
+	"9 effective_date 2025-07-16 " PRE "20 2025-08-15" T
+	"9 post_window 2024-11-21 " PRE "40 2024-10-20" T
+	"9 post_window 2025-11-21 " PRE "40 2025-10-20" T
+	"12 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"12 birthday 2024-12-17 " BW("CA") "10 2024-12-31" T
+	"12 effective_date 2024-12-01 " BW("CA") "20 2024-12-31" T
+	"12 post_window 2025-03-02 " PRE "40 2024-12-31" T
+	"15 aep 2025-09-15 " PRE "30 2025-09-15" T
+	"15 birthday 2024-10-01 " PRE "10 2024-10-05" T
+	"15 effective_date 2024-10-01 " PRE "20 2024-10-05" T;
+
+static void test_worked_example(void)
+{
+	struct sched_report rep;
+	char err[1024];
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	opts.run_id = "run-1";
+	fresh_db("example", example_rows);
+	if (run(&rep))
+		return;
+	expect_rows(example_want);
+	ASSERT_EQ(rep.contacts, 17);
+	ASSERT_EQ(rep.no_email, 2);
+	ASSERT_EQ(rep.bad, 5);
+	ASSERT_EQ(rep.valid, 10);
+	ASSERT_EQ(rep.daily_cap, 50);
+	ASSERT_EQ(rep.ed_limit, 15);
+	ASSERT_EQ(rep.rows, 35);
+	ASSERT_EQ(rep.inserted, 35);
+	ASSERT_EQ(rep.skipped, 12);
+	ASSERT_EQ(rep.pre_scheduled, 23);
+	ASSERT_EQ(rep.unknown_state, 1);
+	ASSERT_CONTAINS(warnings, "contacts id=3 email 'not-an-email' is not a valid email (contact skipped)");
+	ASSERT_CONTAINS(warnings, "contacts id=10 birth_date '1961-02-30' is not a valid date (contact skipped)");
+	ASSERT_CONTAINS(warnings, "contacts id=11 effective_date '2020/01/01' is not a valid date");
+	ASSERT_CONTAINS(warnings, "contacts id=13 email 'c13@example'");
+	ASSERT_CONTAINS(warnings, "contacts id=14 birth_date '1960-01-01x'");
+	ASSERT_CONTAINS(warnings, "contacts id=15 state 'XX' is not a known state code");
+
+	/* a rerun with the same today changes nothing, read by one thread or two */
+	opts.threads = 1;
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.unchanged, 35);
+	opts.threads = 2;
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.unchanged, 35);
+	ASSERT_EQ(rep.inserted + rep.updated + rep.deleted, 0);
+	expect_rows(example_want);
+	/* the dry run prints the same rows and would change nothing */
+	char csvpath[300];
+	snprintf(csvpath, sizeof(csvpath), "%s/example.csv", tmpdir);
+	FILE *f = fopen(csvpath, "w+");
+	ASSERT_EQ(run_mode(SCHED_DRY, f, &rep, err, sizeof(err)), 0);
+	ASSERT_EQ(rep.unchanged, 35);
+	ASSERT_EQ(rep.deleted, 0);
+	rewind(f);
+	char lines[40][160];
+	int nl = 0;
+	while (nl < 40 && fgets(lines[nl], sizeof(lines[nl]), f))
+		nl++;
+	ASSERT_EQ(nl, 36);
+	ASSERT_STREQ(lines[0], "contact_id,email_type,scheduled_send_date,scheduled_send_time,status,"
+		     "skip_reason,priority,event_year,event_month,event_day\n");
+	ASSERT_STREQ(lines[1], "1,aep,2025-09-15,08:30:00,pre-scheduled,,30,2025,9,15\n");
+	ASSERT_STREQ(lines[5], "2,birthday,2025-03-01,08:30:00,skipped,Birthday exclusion window for CA,"
+		     "10,2025,3,15\n");
+	ASSERT_STREQ(lines[35], "15,effective_date,2024-10-01,08:30:00,pre-scheduled,,20,2024,10,5\n");
+	fclose(f);
+
+	/* the next day, after the sender took contact 15's birthday row (§14) */
+	sql("UPDATE email_schedules SET status = 'sent' WHERE contact_id = 15 AND email_type = 'birthday'");
+	opts.today = D("2024-10-02");
+	opts.run_id = "run-2";
+	if (run(&rep))
+		return;
+	const char *got = dump();
+	ASSERT_TRUE(strstr(got, "15 birthday") == NULL);
+	ASSERT_CONTAINS(got, "15 effective_date 2024-10-02 " PRE "20 2024-10-05" T);
+	/* the sent row is still there, untouched */
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	sqlite3_open(dbpath, &db);
+	sqlite3_prepare_v2(db, "SELECT count(*) FROM email_schedules WHERE status = 'sent' AND "
+			   "contact_id = 15 AND scheduled_send_date = '2024-10-01' AND "
+			   "scheduler_run_id = 'run-1'", -1, &st, NULL);
+	ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+	ASSERT_EQ(sqlite3_column_int(st, 0), 1);
+	sqlite3_finalize(st);
+	/* unchanged rows keep the run id of the run that wrote them */
+	sqlite3_prepare_v2(db, "SELECT scheduler_run_id FROM email_schedules WHERE contact_id = 1 "
+			   "AND email_type = 'aep'", -1, &st, NULL);
+	ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+	ASSERT_STREQ((const char *)sqlite3_column_text(st, 0), "run-1");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/* Already-sent guard edges and the past-due rule. today 2024-10-02, born 10-05: A = 2024-10-05,
+ * S0 = 2024-09-21, guard [2024-08-22, 2024-11-04]. */
+static void test_guard_pastdue(void)
+{
+	struct sched_report rep;
+
+	load_default_opts();
+	opts.today = D("2024-10-02");
+	opts.aep_enabled = false;
+	fresh_db("guard",
+		 "INSERT INTO contacts (id, email, state, birth_date) VALUES "
+		 "(1, 'a@b.co', 'TX', '1970-10-05'), (2, 'a@b.co', 'TX', '1970-10-05'),"
+		 "(3, 'a@b.co', 'TX', '1970-10-05'), (4, 'a@b.co', 'TX', '1970-10-05'),"
+		 "(5, 'a@b.co', 'TX', '1970-10-02'), (6, 'a@b.co', 'TX', '1970-10-01'),"
+		 "(7, 'a@b.co', 'CA', '1955-03-15'), (8, 'a@b.co', 'CA', '1955-03-15');"
+		 "INSERT INTO contacts (id, email, state, effective_date) VALUES "
+		 "(9, 'a@b.co', 'MO', '2016-02-29');"
+		 "CREATE TABLE email_schedules (id INTEGER PRIMARY KEY, contact_id INTEGER, "
+		 "email_type TEXT, scheduled_send_date TEXT, status TEXT);"
+		 "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status) VALUES "
+		 "(1, 'BIRTHDAY', '2024-08-22', 'sent'),"      /* first day of the guard */
+		 "(2, 'birthday', '2024-08-21', 'sent'),"      /* day before: no guard */
+		 "(3, 'birthday', '2024-11-04 09:00', NULL),"  /* last day (NULL status counts) */
+		 "(4, 'birthday', '2024-11-05', 'delivered'),"  /* day after */
+		 /* post-window 2025-05-15: guard [2025-04-15, 2025-06-14] */
+		 "(7, 'post_window', '2025-04-15', 'sent'), (8, 'Post_Window', '2025-04-14', 'sent');");
+	if (run(&rep))
+		return;
+	expect_rows("2 birthday 2024-10-02 " PRE "10 2024-10-05" T
+		    "4 birthday 2024-10-02 " PRE "10 2024-10-05" T
+		    "5 birthday 2024-10-02 " PRE "10 2024-10-02" T     /* event today */
+		    "6 birthday 2025-09-17 " PRE "10 2025-10-01" T     /* event passed: next year */
+		    "7 birthday 2025-03-01 " BW("CA") "10 2025-03-15" T
+		    "8 birthday 2025-03-01 " BW("CA") "10 2025-03-15" T
+		    "8 post_window 2025-05-15 " PRE "40 2025-03-15" T
+		    /* Feb 29 effective date in MO: A = 2025-02-28, window [2024-11-30, 2025-04-02] */
+		    "9 effective_date 2025-01-29 " EW("MO") "20 2025-02-28" T
+		    "9 post_window 2025-04-03 " PRE "40 2025-02-28" T);
+}
+
+/* Frequency limit: sent newsletter rows on 11-25 and 11-26; birthday (priority 10) on
+ * 12-01 makes 3 in [11-25, 12-24]; ED on 11-20 would make 4 in [11-20, 12-19]. */
+static void test_frequency(void)
+{
+	struct sched_report rep;
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	fresh_db("freq",
+		 "INSERT INTO contacts (id, email, state, birth_date, effective_date) VALUES "
+		 "(1, 'a@b.co', 'TX', '1950-12-15', '2020-12-20'),"
+		 "(2, 'a@b.co', 'TX', '1950-12-15', '2020-12-20');"
+		 "CREATE TABLE email_schedules (id INTEGER PRIMARY KEY, contact_id INTEGER, "
+		 "email_type TEXT, scheduled_send_date TEXT, status TEXT);"
+		 "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status) VALUES "
+		 "(1, 'newsletter', '2024-11-25', 'sent'), (1, 'newsletter', '2024-11-26', 'scheduled'),"
+		 "(2, 'newsletter', '2024-10-20', 'sent'), (2, 'newsletter', '2024-10-21', 'sent'),"
+		 "(2, 'campaign', '2024-11-19', 'pre-scheduled');");
+	if (run(&rep))
+		return;
+	/* contact 2: sent 10-20, 10-21 are 31 days before 11-20: outside every window holding it;
+	 * its pre-scheduled campaign row is not counted. */
+	expect_rows("1 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "1 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "1 effective_date 2024-11-20 skipped Frequency limit exceeded 20 2024-12-20" T
+		    "2 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "2 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "2 campaign 2024-11-19 " PRE "10 0000-00-00 08:30:00\n"
+		    "2 effective_date 2024-11-20 " PRE "20 2024-12-20" T);
+	ASSERT_EQ(rep.skipped, 1);
+	/* max 1 per 30 days: birthday first (priority), ED 19 days earlier loses, AEP far away */
+	opts.max_per_period = 1;
+	if (run(&rep))
+		return;
+	expect_rows("1 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "1 birthday 2024-12-01 skipped Frequency limit exceeded 10 2024-12-15" T
+		    "1 effective_date 2024-11-20 skipped Frequency limit exceeded 20 2024-12-20" T
+		    "2 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "2 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "2 campaign 2024-11-19 " PRE "10 0000-00-00 08:30:00\n"
+		    "2 effective_date 2024-11-20 skipped Frequency limit exceeded 20 2024-12-20" T);
+	ASSERT_EQ(rep.updated, 2);
+	ASSERT_EQ(rep.unchanged, 4);
+}
+
+/* Smoothing: "1-effective_date-2025" mod 3 = 2 -> j = +1; "42-..." mod 3 = 0 -> j = -1. */
+static void test_smoothing(void)
+{
+	struct sched_report rep;
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	opts.aep_enabled = false;
+	opts.ed_soft_limit = 1;     /* ed_limit = min(1, 15) */
+	fresh_db("smooth",
+		 "INSERT INTO contacts (id, email, state, effective_date) VALUES "
+		 "(1, 'a@b.co', 'TX', '2020-01-10'), (42, 'a@b.co', 'TX', '2020-01-10');");
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.ed_limit, 1);
+	expect_rows("1 effective_date 2024-12-12 " PRE "20 2025-01-10" T
+		    "42 effective_date 2024-12-10 " PRE "20 2025-01-10" T);
+	/* at the limit nothing moves */
+	opts.ed_soft_limit = 2;
+	run(&rep);
+	expect_rows("1 effective_date 2024-12-11 " PRE "20 2025-01-10" T
+		    "42 effective_date 2024-12-11 " PRE "20 2025-01-10" T);
+	/* window 1: j = 0 for everyone */
+	opts.ed_soft_limit = 1;
+	opts.ed_window = 1;
+	run(&rep);
+	expect_rows("1 effective_date 2024-12-11 " PRE "20 2025-01-10" T
+		    "42 effective_date 2024-12-11 " PRE "20 2025-01-10" T);
+	/* never before today: on 12-25 both are past due; 42 would go to 12-24 and stays */
+	opts.ed_window = -1;
+	opts.today = D("2024-12-25");
+	run(&rep);
+	expect_rows("1 effective_date 2024-12-26 " PRE "20 2025-01-10" T
+		    "42 effective_date 2024-12-25 " PRE "20 2025-01-10" T);
+	/* never into an exclusion window: contact 1 in CA, born 03-12, has its 2025 birthday
+	 * window from 2024-12-12 (B - 90), so T = 12-11 + 1 is excluded and it stays */
+	sql("UPDATE contacts SET state = 'CA', birth_date = '1960-03-12' WHERE id = 1");
+	opts.today = D("2024-10-01");
+	run(&rep);
+	expect_rows("1 birthday 2025-02-26 " BW("CA") "10 2025-03-12" T
+		    "1 effective_date 2024-12-11 " PRE "20 2025-01-10" T
+		    "1 post_window 2025-05-12 " PRE "40 2025-03-12" T
+		    "42 effective_date 2024-12-10 " PRE "20 2025-01-10" T);
+}
+
+/* Daily cap with overflow: cap 2 (1% of 4 -> 0 -> min 2). */
+static void test_daily_cap(void)
+{
+	struct sched_report rep;
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	opts.aep_enabled = false;
+	opts.cap_percent = 1;
+	opts.min_daily_cap = 2;
+	fresh_db("cap",
+		 "INSERT INTO contacts (id, email, state, birth_date) VALUES "
+		 "(1, 'a@b.co', 'TX', '1950-12-15'), (2, 'a@b.co', 'TX', '1950-12-15'),"
+		 "(3, 'a@b.co', 'TX', '1950-12-15'), (4, 'a@b.co', 'TX', '1950-12-15');"
+		 "CREATE TABLE email_schedules (id INTEGER PRIMARY KEY, contact_id INTEGER, "
+		 "email_type TEXT, scheduled_send_date TEXT, status TEXT);"
+		 "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status) VALUES "
+		 "(99, 'newsletter', '2024-12-02', 'sent');");
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.daily_cap, 2);
+	/* 12-01: 4 > 2, keep 1, 2; 12-02: base 1, room 1, keep 3; 12-03: 4 */
+	expect_rows("1 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "2 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "3 birthday 2024-12-02 " PRE "10 2024-12-15" T
+		    "4 birthday 2024-12-03 " PRE "10 2024-12-15" T);
+
+	/* pinned: contact 1 (CA, born 03-15: window from 2024-12-15) has its ED on 12-14, the
+	 * day before its window, so it stays; priority puts the birthdays of 2..4 first but
+	 * only room - pinned = 1 of them stays. ed_limit = min(50, 0) = 0 smooths contact 1's
+	 * ED by +1 into 12-15, excluded, so it stays on 12-14. */
+	fresh_db("pinned",
+		 "INSERT INTO contacts (id, email, state, birth_date, effective_date) VALUES "
+		 "(1, 'a@b.co', 'CA', '1955-03-15', '2020-01-13'), (2, 'a@b.co', 'TX', '1950-12-28', NULL),"
+		 "(3, 'a@b.co', 'TX', '1950-12-28', NULL), (4, 'a@b.co', 'TX', '1950-12-28', NULL);");
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.ed_limit, 0);
+	expect_rows("1 birthday 2025-03-01 " BW("CA") "10 2025-03-15" T
+		    "1 effective_date 2024-12-14 " PRE "20 2025-01-13" T
+		    "1 post_window 2025-05-15 " PRE "40 2025-03-15" T
+		    "2 birthday 2024-12-14 " PRE "10 2024-12-28" T
+		    "3 birthday 2024-12-15 " PRE "10 2024-12-28" T
+		    "4 birthday 2024-12-15 " PRE "10 2024-12-28" T);
+	/* carried rows keep their O and go first: 5, 6 born 12-29 are fresh on 12-15 */
+	sql("INSERT INTO contacts (id, email, state, birth_date) VALUES "
+	    "(5, 'a@b.co', 'TX', '1950-12-29'), (6, 'a@b.co', 'TX', '1950-12-29');");
+	if (run(&rep))
+		return;
+	expect_rows("1 birthday 2025-03-01 " BW("CA") "10 2025-03-15" T
+		    "1 effective_date 2024-12-14 " PRE "20 2025-01-13" T
+		    "1 post_window 2025-05-15 " PRE "40 2025-03-15" T
+		    "2 birthday 2024-12-14 " PRE "10 2024-12-28" T
+		    "3 birthday 2024-12-15 " PRE "10 2024-12-28" T
+		    "4 birthday 2024-12-15 " PRE "10 2024-12-28" T
+		    "5 birthday 2024-12-16 " PRE "10 2024-12-29" T
+		    "6 birthday 2024-12-16 " PRE "10 2024-12-29" T);
+}
+
+/* Bad rows: default mode skips the contact (and drops its old rows); strict fails first. */
+static void test_bad_rows(void)
+{
+	struct sched_report rep;
+	char err[1024];
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	opts.aep_enabled = false;
+	fresh_db("bad",
+		 "INSERT INTO contacts (id, email, state, birth_date) VALUES "
+		 "(1, 'a@b.co', 'TX', '1950-12-15'), (2, 'a@b.co', 'TX', '1950-12-15');");
+	if (run(&rep))
+		return;
+	expect_rows("1 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "2 birthday 2024-12-01 " PRE "10 2024-12-15" T);
+	sql("UPDATE contacts SET birth_date = '1950-02-30' WHERE id = 2");
+	opts.strict = true;
+	ASSERT_EQ(run_mode(SCHED_RUN, NULL, &rep, err, sizeof(err)), 1);
+	ASSERT_STREQ(err, "contacts id=2 birth_date '1950-02-30' is not a valid date (strict = 1)");
+	expect_rows("1 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "2 birthday 2024-12-01 " PRE "10 2024-12-15" T);
+	opts.strict = false;
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.bad, 1);
+	ASSERT_EQ(rep.deleted, 1);
+	ASSERT_CONTAINS(warnings, "contacts id=2 birth_date '1950-02-30' is not a valid date (contact skipped)");
+	expect_rows("1 birthday 2024-12-01 " PRE "10 2024-12-15" T);
+}
+
+/* Unknown states: ZIP fallback, no_rules and skip policies. */
+static void test_states(void)
+{
+	struct sched_report rep;
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	opts.aep_enabled = false;
+	fresh_db("states",
+		 "INSERT INTO contacts (id, email, state, zip_code, birth_date) VALUES "
+		 "(1, 'a@b.co', NULL, '90210', '1955-03-15'),"     /* CA by ZIP */
+		 "(2, 'a@b.co', 'ZZ', '10001', '1955-03-15'),"     /* NY by ZIP: year-round */
+		 "(3, 'a@b.co', '', NULL, '1955-03-15'),"          /* unknown */
+		 "(4, 'a@b.co', 'tx', '90210', '1955-03-15');"     /* state wins over ZIP */
+		 "UPDATE contacts SET zip_code = 2134 WHERE id = 3;");  /* MA as an integer ZIP */
+	if (run(&rep))
+		return;
+	expect_rows("1 birthday 2025-03-01 " BW("CA") "10 2025-03-15" T
+		    "1 post_window 2025-05-15 " PRE "40 2025-03-15" T
+		    "2 birthday 2025-03-01 skipped Year-round exclusion for NY 10 2025-03-15" T
+		    "3 birthday 2025-03-01 skipped Year-round exclusion for MA 10 2025-03-15" T
+		    "4 birthday 2025-03-01 " PRE "10 2025-03-15" T);
+	ASSERT_EQ(rep.unknown_state, 1);
+	ASSERT_CONTAINS(warnings, "contacts id=2 state 'ZZ' is not a known state code");
+	sql("UPDATE contacts SET zip_code = '00001' WHERE id = 3");
+	opts.unknown_skip = true;
+	run(&rep);
+	ASSERT_EQ(rep.no_state, 1);
+	ASSERT_TRUE(strstr(dump(), "\n3 ") == NULL);
+	opts.unknown_skip = false;
+	run(&rep);
+	ASSERT_CONTAINS(dump(), "3 birthday 2025-03-01 " PRE "10 2025-03-15" T);
+}
+
+/* §2.2/§7.7: latest eligibility answer by (created_at, id); JSON true or "true". */
+static void test_underwriting(void)
+{
+	struct sched_report rep;
+	char err[1024];
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	opts.exclude_fu = true;
+	fresh_db("uw",
+		 "INSERT INTO contacts (id, email, state, birth_date) VALUES "
+		 "(1, 'a@b.co', 'TX', '1950-12-15'), (2, 'a@b.co', 'TX', '1950-12-15'),"
+		 "(3, 'a@b.co', 'TX', '1950-12-15'), (4, 'a@b.co', 'TX', '1950-12-15'),"
+		 "(5, 'a@b.co', 'CA', '1955-03-15');");
+	ASSERT_EQ(run_mode(SCHED_RUN, NULL, &rep, err, sizeof(err)), 1);
+	ASSERT_CONTAINS(err, "has no table contact_events");
+	sql("CREATE TABLE contact_events (id INTEGER PRIMARY KEY, contact_id INTEGER, event_type TEXT, "
+	    "metadata TEXT, created_at TEXT);"
+	    "INSERT INTO contact_events VALUES "
+	    "(1, 1, 'eligibility_answered', '{\"has_medical_conditions\": true}', '2024-01-01'),"
+	    "(2, 2, 'eligibility_answered', '{\"has_medical_conditions\": true}', '2024-01-01'),"
+	    "(3, 2, 'eligibility_answered', '{\"has_medical_conditions\": false}', '2024-02-01'),"
+	    "(4, 3, 'eligibility_answered', '{\"has_medical_conditions\": false}', NULL),"
+	    "(5, 3, 'eligibility_answered', '{\"has_medical_conditions\": \"true\"}', '2023-01-01'),"
+	    "(6, 4, 'eligibility_answered', '{\"has_medical_conditions\": true}', '2024-01-01'),"
+	    "(7, 4, 'eligibility_answered', 'not json', '2024-01-01'),"
+	    "(8, 5, 'eligibility_answered', '{\"has_medical_conditions\": 1}', '2024-01-01'),"
+	    "(9, 1, 'other', '{\"has_medical_conditions\": false}', '2025-01-01');");
+	if (run(&rep))
+		return;
+	expect_rows("1 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "2 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "2 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "3 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "4 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "4 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "5 aep 2025-09-15 " PRE "30 2025-09-15" T);
+}
+
+/* §12 schema errors, and §9 ownership: rows not owned are never touched. */
+static void test_schema_and_ownership(void)
+{
+	struct sched_report rep;
+	char err[1024];
+
+	load_default_opts();
+	opts.today = D("2024-10-01");
+	snprintf(dbpath, sizeof(dbpath), "%s/none.db", tmpdir);
+	ASSERT_EQ(run_mode(SCHED_RUN, NULL, &rep, err, sizeof(err)), 1);
+	ASSERT_CONTAINS(err, "cannot open database '");
+	fresh_db("nocol", NULL);
+	sql("DROP TABLE contacts; CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT, "
+	    "state TEXT, zip_code TEXT, effective_date TEXT)");
+	ASSERT_EQ(run_mode(SCHED_RUN, NULL, &rep, err, sizeof(err)), 1);
+	ASSERT_STREQ(err, "table contacts has no column birth_date");
+	fresh_db("nostatus", "CREATE TABLE email_schedules (contact_id, email_type, scheduled_send_date)");
+	ASSERT_EQ(run_mode(SCHED_RUN, NULL, &rep, err, sizeof(err)), 1);
+	ASSERT_STREQ(err, "table email_schedules has no column status");
+	/* not a database */
+	snprintf(dbpath, sizeof(dbpath), "%s/junk.db", tmpdir);
+	FILE *f = fopen(dbpath, "w");
+	fputs("this is not a database, just text that is long enough to have a header..........\n", f);
+	for (int i = 0; i < 100; i++)
+		fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", f);
+	fclose(f);
+	ASSERT_EQ(run_mode(SCHED_RUN, NULL, &rep, err, sizeof(err)), 1);
+	ASSERT_CONTAINS(err, "file is not a database");
+	ASSERT_EQ(run_mode(SCHED_DRY, stdout, &rep, err, sizeof(err)), 1);
+
+	/* an old table: missing optional columns are added, duplicates fail the unique index */
+	fresh_db("old",
+		 "INSERT INTO contacts (id, email, state, birth_date) VALUES (1, 'a@b.co', 'TX', '1950-12-15');"
+		 "CREATE TABLE email_schedules (id INTEGER PRIMARY KEY, contact_id INTEGER, "
+		 "email_type TEXT, scheduled_send_date TEXT, status TEXT, batch_id TEXT);"
+		 "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, batch_id) VALUES "
+		 "(1, 'birthday', '2024-12-01', 'pre-scheduled', 'b1'),"    /* owned, same key */
+		 "(1, 'aep', '2024-09-15', 'pre-scheduled', 'b1'),"         /* owned, stale */
+		 "(1, 'campaign', '2024-12-01', 'pre-scheduled', 'c1'),"    /* not owned */
+		 "(1, 'aep', '2023-09-15', 'sent', 'b0'),"                  /* counted */
+		 "(7, 'birthday', '2024-12-01', 'skipped', 'b1');");        /* owned, gone contact */
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.deleted, 2);
+	ASSERT_EQ(rep.updated, 1);       /* priority/event were NULL */
+	ASSERT_EQ(rep.inserted, 1);
+	expect_rows("1 aep 2025-09-15 " PRE "30 2025-09-15" T
+		    "1 birthday 2024-12-01 " PRE "10 2024-12-15" T
+		    "1 campaign 2024-12-01 " PRE "10 0000-00-00 08:30:00\n");
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	sqlite3_open(dbpath, &db);
+	sqlite3_prepare_v2(db, "SELECT group_concat(id || ':' || batch_id, ',') FROM "
+			   "(SELECT * FROM email_schedules ORDER BY id)", -1, &st, NULL);
+	ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+	/* the birthday row kept its id (updated in place), the others are untouched */
+	ASSERT_STREQ((const char *)sqlite3_column_text(st, 0), "1:b1,3:c1,4:b0");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+
+	fresh_db("dups",
+		 "CREATE TABLE email_schedules (contact_id, email_type, scheduled_send_date, status);"
+		 "INSERT INTO email_schedules VALUES (1, 'x', '2024-01-01', 'sent'), (1, 'x', '2024-01-01', 'sent');");
+	ASSERT_EQ(run_mode(SCHED_RUN, NULL, &rep, err, sizeof(err)), 1);
+	ASSERT_CONTAINS(err, "cannot create unique index on table email_schedules");
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	/* data files are found relative to the source tree */
+	char *src = realpath(argv[0], NULL);
+	if (src) {
+		char *p = strstr(src, "/build/");
+		if (p) {
+			*p = '\0';
+			if (chdir(src) != 0)
+				UNIT_FAIL("cannot chdir to %s", src);
+		}
+		free(src);
+	}
+	if (!mkdtemp(tmpdir)) {
+		UNIT_FAIL("mkdtemp");
+		return UNIT_DONE();
+	}
+	test_dates();
+	test_fnv();
+	test_data_files();
+	test_email_state();
+	test_windows();
+	test_worked_example();
+	test_guard_pastdue();
+	test_frequency();
+	test_smoothing();
+	test_daily_cap();
+	test_bad_rows();
+	test_states();
+	test_underwriting();
+	test_schema_and_ownership();
+	if (!getenv("KEEP_TMP")) {
+		char cmd[300];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			UNIT_FAIL("cannot remove %s", tmpdir);
+	}
+	return UNIT_DONE();
+}
