@@ -3,36 +3,6 @@
 #   PROCS=16 ROUNDS=200 bash tests/bench/lock.sh     (defaults; figures go to stdout)
 . "$(dirname "$0")/../lib.sh"
 
-# moto_start_serial [BUCKET]: moto_start, but moto's WSGI app serialised by one lock.
-# moto 5.2.1 checks If-None-Match / If-Match and then writes without a lock
-# (moto/s3/responses.py, put_object), so concurrent conditional PUTs can both succeed;
-# S3 makes them atomic. Races against moto are only meaningful serialised.
-moto_start_serial() {
-	local bucket=${1:-ferry-test} n=0
-	python3 -c 'import moto' 2>/dev/null || skip "python moto missing"
-	MOTO_PORT=$(free_port)
-	python3 - "$MOTO_PORT" >"$T/moto.log" 2>&1 <<'PY' &
-import signal, sys, threading
-from werkzeug.serving import run_simple
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-app = DomainDispatcherApplication(create_backend_app)
-one = threading.Lock()
-def serial(environ, start_response):
-    with one:
-        return list(app(environ, start_response))
-run_simple('127.0.0.1', int(sys.argv[1]), serial, threaded=True)
-PY
-	MOTO_PID=$!
-	at_exit "kill $MOTO_PID; wait $MOTO_PID"
-	while ! curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null; do
-		kill -0 "$MOTO_PID" 2>/dev/null && [ $n -lt 150 ] || { cat "$T/moto.log" >&2; fail "moto (serialised) did not start"; }
-		sleep 0.1
-		n=$((n + 1))
-	done
-	export MOTO_PORT AWS_ENDPOINT_URL_S3=http://127.0.0.1:$MOTO_PORT BUCKET_NAME=$bucket
-	moto_mkbucket "$bucket"
-}
 
 PROCS=${PROCS:-16}
 ROUNDS=${ROUNDS:-200}

@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -61,11 +61,11 @@ write_ini "$T/a.ini" a "max_wait = 5s"
 ferry -c "$T/a.ini" run >"$T/out1" 2>"$T/err1" || { cat "$T/err1" >&2; fail "lock/unlock pipeline failed"; }
 assert_contains "$T/err1" "acquired lock"
 assert_contains "$T/err1" "released lock"
-s3py exists "$LOCK" && fail "lock left behind after the pipeline"
+s3x exists "$LOCK" && fail "lock left behind after the pipeline"
 
 # the lock stage alone leaves the lock held, with a complete body
 ferry -c "$T/a.ini" run lock 2>"$T/err2" || { cat "$T/err2" >&2; fail "run lock failed"; }
-s3py get "$LOCK" "$T/body" || fail "no lock object after run lock"
+s3x get "$LOCK" "$T/body" || fail "no lock object after run lock"
 python3 - "$T/body" "$(hostname)" <<'PY' || fail "bad lock body: $(cat "$T/body")"
 import json, re, sys, datetime
 b = json.load(open(sys.argv[1]))
@@ -89,13 +89,13 @@ nonce=$(body_field "$T/body" nonce)
 write_ini "$T/b.ini" b
 assert_exit 3 ferry -c "$T/b.ini" run lock -o lock.max_wait=1s 2>"$T/err3"
 assert_contains "$T/err3" "held by 'ferry a'"
-s3py get "$LOCK" "$T/body2"
+s3x get "$LOCK" "$T/body2"
 assert_eq "$nonce" "$(body_field "$T/body2" nonce)" "nonce after a refused second run"
 
 # unlock alone, in another process, releases it from the journal's facts
 ferry -c "$T/a.ini" run unlock 2>"$T/err4" || { cat "$T/err4" >&2; fail "run unlock failed"; }
 assert_contains "$T/err4" "released lock"
-s3py exists "$LOCK" && fail "lock still there after run unlock"
+s3x exists "$LOCK" && fail "lock still there after run unlock"
 
 # releasing again: already gone is a warning, not an error
 ferry -c "$T/a.ini" run unlock 2>"$T/err5" || { cat "$T/err5" >&2; fail "second unlock failed"; }

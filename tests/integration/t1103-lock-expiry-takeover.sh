@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -63,27 +63,27 @@ backoff_base = 100ms
 backoff_cap = 500ms"
 
 ferry -c "$T/a.ini" run lock 2>"$T/err1" || { cat "$T/err1" >&2; fail "first lock failed"; }
-s3py get "$LOCK" "$T/old"
+s3x get "$LOCK" "$T/old"
 assert_eq 1 "$(body_field "$T/old" generation)" "first generation"
 
 # the second owner waits out the 2 s lease (judged by the server's Date) and takes over
 ferry -c "$T/b.ini" run lock 2>"$T/err2" || { cat "$T/err2" >&2; fail "takeover failed"; }
 assert_contains "$T/err2" "took over expired lock"
-s3py get "$LOCK" "$T/new"
+s3x get "$LOCK" "$T/new"
 assert_eq 2 "$(body_field "$T/new" generation)" "generation after takeover"
 assert_eq "ferry new" "$(body_field "$T/new" owner)" "owner after takeover"
 [ "$(body_field "$T/new" nonce)" != "$(body_field "$T/old" nonce)" ] || fail "nonce unchanged by takeover"
-etag=$(s3py etag "$LOCK")
+etag=$(s3x etag "$LOCK")
 
 # the stale owner releases (its journal still names its own nonce): theirs stays
 ferry -c "$T/a.ini" run unlock 2>"$T/err3" || { cat "$T/err3" >&2; fail "stale unlock failed"; }
 assert_contains "$T/err3" "taken over by someone else; left untouched"
 assert_contains "$T/err3" "ferry new"
-assert_eq "$etag" "$(s3py etag "$LOCK")" "new holder's lock after the stale release"
+assert_eq "$etag" "$(s3x etag "$LOCK")" "new holder's lock after the stale release"
 
 ferry -c "$T/b.ini" run unlock 2>"$T/err4" || fail "new owner's unlock failed"
 assert_contains "$T/err4" "released lock"
-s3py exists "$LOCK" && fail "lock left behind"
+s3x exists "$LOCK" && fail "lock left behind"
 
 assert_no_secrets "$T"
 valgrind_verdict

@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -82,11 +82,11 @@ backoff_cap = 300ms"
 
 # a fresh shell lock: ferry waits, then exits 3 naming it
 legacy_body "$T/legacy" 10 3600
-s3py put "$LOCK" "$T/legacy"
-before=$(s3py etag "$LOCK")
+s3x put "$LOCK" "$T/legacy"
+before=$(s3x etag "$LOCK")
 assert_exit 3 ferry -c "$T/a.ini" run 2>"$T/err1"
 assert_contains "$T/err1" "shell locker instance 'instance_20250121_143022_1234_oldbox'"
-assert_eq "$before" "$(s3py etag "$LOCK")" "shell lock after ferry gave up"
+assert_eq "$before" "$(s3x etag "$LOCK")" "shell lock after ferry gave up"
 
 # ferry lock status says legacy
 ferry -c "$T/a.ini" lock status >"$T/status" 2>"$T/err2" || fail "lock status failed"
@@ -95,16 +95,16 @@ assert_contains "$T/status" "state:       held"
 
 # a shell lock past timestamp + timeout is taken over (generation 1)
 legacy_body "$T/legacy" 7300 3600
-s3py put "$LOCK" "$T/legacy"
+s3x put "$LOCK" "$T/legacy"
 ferry -c "$T/a.ini" run lock 2>"$T/err3" || { cat "$T/err3" >&2; fail "takeover of an expired shell lock failed"; }
 assert_contains "$T/err3" "took over expired lock"
-s3py get "$LOCK" "$T/ours"
+s3x get "$LOCK" "$T/ours"
 assert_eq 1 "$(body_field "$T/ours" generation)" "generation after a legacy takeover"
 
 # and the shell locker sees ferry's body as held
 shell_sees_held "$T/ours" || fail "the shell locker would not honour ferry's lock: $(cat "$T/ours")"
 
 ferry -c "$T/a.ini" run unlock 2>"$T/err4" || fail "unlock failed"
-s3py exists "$LOCK" && fail "lock left behind"
+s3x exists "$LOCK" && fail "lock left behind"
 assert_no_secrets "$T"
 valgrind_verdict

@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -71,13 +71,13 @@ assert_contains "$T/s1" "generation:  1"
 assert_contains "$T/s1" "pid:"
 assert_contains "$T/s1" "by server time"
 assert_contains "$T/s1" "legacy:      no"
-etag=$(s3py etag "$LOCK")
+etag=$(s3x etag "$LOCK")
 assert_contains "$T/s1" "etag:        $etag"
 
 # break without --yes refuses (exit 2) and leaves it
 assert_exit 2 ferry -c "$T/a.ini" lock break 2>"$T/e2" >"$T/s2"
 assert_contains "$T/e2" "--yes"
-s3py exists "$LOCK" || fail "break without --yes removed the lock"
+s3x exists "$LOCK" || fail "break without --yes removed the lock"
 
 # --key names another lock; unknown verbs are usage errors
 ferry -c "$T/a.ini" lock status --key other/x.lock >"$T/s3" 2>&1 || fail "status --key failed"
@@ -87,7 +87,7 @@ assert_exit 2 ferry -c "$T/a.ini" lock frobnicate
 
 ferry -c "$T/a.ini" lock break --yes >"$T/s4" 2>"$T/e4" || { cat "$T/e4" >&2; fail "break --yes failed"; }
 assert_contains "$T/s4" "removed lock '$LOCK'"
-s3py exists "$LOCK" && fail "break --yes left the lock"
+s3x exists "$LOCK" && fail "break --yes left the lock"
 ferry -c "$T/a.ini" lock break --yes >"$T/s5" 2>&1 || fail "break of a free lock failed"
 assert_contains "$T/s5" "nothing to break"
 

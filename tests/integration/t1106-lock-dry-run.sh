@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -64,17 +64,17 @@ ferry -c "$T/a.ini" run --dry-run >"$T/o1" 2>"$T/e1" || { cat "$T/e1" >&2; fail 
 assert_contains "$T/e1" "lock is free; would create it"
 assert_contains "$T/e1" "PUT $LOCK If-None-Match: *"
 assert_contains "$T/e1" "would release"
-assert_eq "" "$(s3py list)" "bucket after a dry-run"
+assert_eq "" "$(s3x list)" "bucket after a dry-run"
 assert_eq "$before" "$(tree_digest "$T/state-a")" "state dir after a dry-run"
 
 # held by another pipeline: dry-run says it would wait, and touches nothing
 ferry -c "$T/b.ini" run lock 2>"$T/e2" || fail "b could not lock"
-etag=$(s3py etag "$LOCK")
+etag=$(s3x etag "$LOCK")
 ferry -c "$T/a.ini" run --dry-run >"$T/o3" 2>"$T/e3" || { cat "$T/e3" >&2; fail "dry-run (held) failed"; }
 assert_contains "$T/e3" "lock is held; would wait for it"
 assert_contains "$T/e3" "ferry b"
-assert_eq "$etag" "$(s3py etag "$LOCK")" "lock after a dry-run"
-assert_eq "$LOCK" "$(s3py list)" "bucket after a dry-run (held)"
+assert_eq "$etag" "$(s3x etag "$LOCK")" "lock after a dry-run"
+assert_eq "$LOCK" "$(s3x list)" "bucket after a dry-run (held)"
 
 ferry -c "$T/b.ini" run unlock 2>/dev/null || fail "b could not unlock"
 assert_no_secrets "$T"

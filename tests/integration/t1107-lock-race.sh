@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -55,36 +55,6 @@ EOF
 # body_field FILE FIELD: one field of a JSON lock body.
 body_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
-# moto_start_serial [BUCKET]: moto_start, but moto's WSGI app serialised by one lock.
-# moto 5.2.1 checks If-None-Match / If-Match and then writes without a lock
-# (moto/s3/responses.py, put_object), so concurrent conditional PUTs can both succeed;
-# S3 makes them atomic. Races against moto are only meaningful serialised.
-moto_start_serial() {
-	local bucket=${1:-ferry-test} n=0
-	python3 -c 'import moto' 2>/dev/null || skip "python moto missing"
-	MOTO_PORT=$(free_port)
-	python3 - "$MOTO_PORT" >"$T/moto.log" 2>&1 <<'PY' &
-import signal, sys, threading
-from werkzeug.serving import run_simple
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-app = DomainDispatcherApplication(create_backend_app)
-one = threading.Lock()
-def serial(environ, start_response):
-    with one:
-        return list(app(environ, start_response))
-run_simple('127.0.0.1', int(sys.argv[1]), serial, threaded=True)
-PY
-	MOTO_PID=$!
-	at_exit "kill $MOTO_PID; wait $MOTO_PID"
-	while ! curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null; do
-		kill -0 "$MOTO_PID" 2>/dev/null && [ $n -lt 150 ] || { cat "$T/moto.log" >&2; fail "moto (serialised) did not start"; }
-		sleep 0.1
-		n=$((n + 1))
-	done
-	export MOTO_PORT AWS_ENDPOINT_URL_S3=http://127.0.0.1:$MOTO_PORT BUCKET_NAME=$bucket
-	moto_mkbucket "$bucket"
-}
 
 RACE=$FERRY_BUILD/tests/tools/lockrace
 [ -x "$RACE" ] || fail "lockrace not built ($RACE)"
@@ -102,5 +72,5 @@ assert_contains "$T/r2" "holds=10 rounds_not_one_holder=0 overlaps=0 bad_generat
 cat "$T/r3" >&2
 assert_contains "$T/r3" "holds=40 overlaps=0 errors=0"
 
-s3py list race/ | grep -q . && fail "race left a lock behind: $(s3py list race/)"
+s3x list race/ | grep -q . && fail "race left a lock behind: $(s3x list race/)"
 assert_no_secrets "$T"

@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -64,7 +64,7 @@ assert_exit 2 ferry -c "$T/a.ini" run 2>"$T/e1"
 assert_contains "$T/e1" "a.ini:"
 assert_contains "$T/e1" "ttl"
 assert_contains "$T/e1" "deadline"
-s3py exists "$LOCK" && fail "a refused config took the lock"
+s3x exists "$LOCK" && fail "a refused config took the lock"
 assert_exit 2 ferry -c "$T/a.ini" run -o lock.ttl=3h -o lock.margin=3h 2>"$T/e2"
 assert_contains "$T/e2" "margin"
 # within the margin: a warning, and the run goes ahead
@@ -80,7 +80,7 @@ assert_exit 2 ferry -c "$T/b.ini" run -o lock.ttl=1s 2>"$T/e6"
 assert_contains "$T/e6" "ttl"
 assert_exit 2 ferry -c "$T/b.ini" run -o lock.max_wait=soon 2>"$T/e7"
 assert_contains "$T/e7" "max_wait"
-assert_eq "" "$(s3py list)" "bucket after refused configs"
+assert_eq "" "$(s3x list)" "bucket after refused configs"
 
 # no credentials: a clear error, no crash, no secret
 ( unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; ferry -c "$T/b.ini" run >"$T/o8" 2>"$T/e8" ); rc=$?

@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -76,41 +76,41 @@ keep = 2
 INI
 
 head -c $((11 * 1024 * 1024 + 12345)) /dev/urandom >"$T/db"
-s3py put "$DB" "$T/db"
+s3x put "$DB" "$T/db"
 echo old >"$T/old"
-s3py put "$SNAP/20200101T000000Z.db" "$T/old"
-s3py put "$SNAP/20210101T000000Z.db" "$T/old"
-s3py put "$SNAP/notes.txt" "$T/old"
+s3x put "$SNAP/20200101T000000Z.db" "$T/old"
+s3x put "$SNAP/20210101T000000Z.db" "$T/old"
+s3x put "$SNAP/notes.txt" "$T/old"
 
 # dry-run: says what it would copy and delete, changes nothing
-before=$(s3py list | sort)
+before=$(s3x list | sort)
 ferry -c "$T/s.ini" run --dry-run >"$T/o0" 2>"$T/e0" || { cat "$T/e0" >&2; fail "dry-run failed"; }
 assert_contains "$T/e0" "would copy in parts"
 assert_contains "$T/e0" "parts=3"
 assert_contains "$T/e0" "would delete old snapshot"
 assert_contains "$T/e0" "DELETE $SNAP/20200101T000000Z.db"
-assert_eq "$before" "$(s3py list | sort)" "bucket after a dry-run"
+assert_eq "$before" "$(s3x list | sort)" "bucket after a dry-run"
 
 # multipart (11 MiB in 5 MiB parts), then retention keeps the newest 2
 ferry -c "$T/s.ini" run >"$T/o1" 2>"$T/e1" || { cat "$T/e1" >&2; fail "snapshot failed"; }
 assert_contains "$T/e1" "snapshot made"
 assert_contains "$T/e1" "parts=3"
-new=$(s3py list "$SNAP/" | grep -E '/[0-9]{8}T[0-9]{6}Z\.db$' | sort | tail -1)
-[ -n "$new" ] && [ "$new" != "$SNAP/20210101T000000Z.db" ] || fail "no new snapshot: $(s3py list)"
-s3py get "$new" "$T/copy"
+new=$(s3x list "$SNAP/" | grep -E '/[0-9]{8}T[0-9]{6}Z\.db$' | sort | tail -1)
+[ -n "$new" ] && [ "$new" != "$SNAP/20210101T000000Z.db" ] || fail "no new snapshot: $(s3x list)"
+s3x get "$new" "$T/copy"
 cmp -s "$T/db" "$T/copy" || fail "snapshot differs from the source"
-s3py exists "$SNAP/20200101T000000Z.db" && fail "oldest snapshot not deleted"
-s3py exists "$SNAP/20210101T000000Z.db" || fail "second newest snapshot deleted"
-s3py exists "$SNAP/notes.txt" || fail "retention deleted a non-snapshot"
+s3x exists "$SNAP/20200101T000000Z.db" && fail "oldest snapshot not deleted"
+s3x exists "$SNAP/20210101T000000Z.db" || fail "second newest snapshot deleted"
+s3x exists "$SNAP/notes.txt" || fail "retention deleted a non-snapshot"
 
 # single CopyObject, keep all; custom dest pattern
-s3py rm "$new"
+s3x rm "$new"
 ferry -c "$T/s.ini" run -o snapshot.part_size=64MiB -o snapshot.keep=0 \
 	-o 'snapshot.dest=backups/{key}-{time}.bak' >"$T/o2" 2>"$T/e2" || { cat "$T/e2" >&2; fail "single copy failed"; }
 assert_contains "$T/e2" "parts=1"
-one=$(s3py list backups/)
+one=$(s3x list backups/)
 case "$one" in backups/org-data/42.db-*Z.bak) ;; *) fail "unexpected snapshot key '$one'" ;; esac
-s3py get "$one" "$T/copy2"
+s3x get "$one" "$T/copy2"
 cmp -s "$T/db" "$T/copy2" || fail "single-copy snapshot differs from the source"
 
 # a missing source is a clear error

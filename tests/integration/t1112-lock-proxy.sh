@@ -3,28 +3,28 @@
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock
-# s3py OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
+# s3x OP ARGS: direct S3 access for assertions through `ferry s3` (signed: moto refuses
 # unsigned reads), with a config holding only [s3] so no pipeline INI is involved.
 #   get KEY FILE | put KEY FILE | rm KEY | exists KEY | etag KEY | list [PREFIX]
-s3py() {
+s3x() {
 	local op=$1 out rc=0
 	local F=("$FERRY_BIN" -c "$T/s3only.ini" s3)
 	shift
 	[ -f "$T/s3only.ini" ] || printf '[s3]\nendpoint = ${AWS_ENDPOINT_URL_S3}\nbucket = ${BUCKET_NAME}\n' >"$T/s3only.ini"
 	case $op in
-	get) "${F[@]}" get "$1" "$2" 2>"$T/s3py.err" || return 1 ;;
-	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py put $1: $(cat "$T/s3py.err")" ;;
-	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3py.err" || fail "s3py rm $1: $(cat "$T/s3py.err")" ;;
+	get) "${F[@]}" get "$1" "$2" 2>"$T/s3x.err" || return 1 ;;
+	put) "${F[@]}" put "$2" "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x put $1: $(cat "$T/s3x.err")" ;;
+	rm) "${F[@]}" rm "$1" >/dev/null 2>"$T/s3x.err" || fail "s3x rm $1: $(cat "$T/s3x.err")" ;;
 	exists|etag)
-		out=$("${F[@]}" head "$1" 2>"$T/s3py.err") || rc=$?
+		out=$("${F[@]}" head "$1" 2>"$T/s3x.err") || rc=$?
 		if [ $rc != 0 ]; then
-			grep -q " 404 " "$T/s3py.err" && return 1
-			fail "s3py head $1: $(cat "$T/s3py.err")"
+			grep -q " 404 " "$T/s3x.err" && return 1
+			fail "s3x head $1: $(cat "$T/s3x.err")"
 		fi
 		if [ "$op" = etag ]; then printf '%s\n' "$out" | awk '/^etag:/ { print $2 }'; fi
 		return 0 ;;
 	list)
-		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3py.err") || fail "s3py ls: $(cat "$T/s3py.err")"
+		out=$("${F[@]}" ls -r "${1:-}" 2>"$T/s3x.err") || fail "s3x ls: $(cat "$T/s3x.err")"
 		[ -z "$out" ] || printf '%s\n' "$out" | awk '{ print $4 }' ;;
 	esac
 }
@@ -69,14 +69,14 @@ backoff_cap = 200ms"
 proxy_rule '{"action":"strip_cond","count":-1}'
 assert_exit 2 ferry -c "$T/a.ini" run 2>"$T/e1"
 assert_contains "$T/e1" "does not enforce If-None-Match"
-s3py exists "$LOCK" && fail "lock taken on a store that ignores conditions"
+s3x exists "$LOCK" && fail "lock taken on a store that ignores conditions"
 proxy_reset
 
 # our create's answer is dropped after it landed: read back, it is ours
 proxy_rule '{"method":"PUT","key":"42.db.lock","action":"drop","count":1}'
 ferry -c "$T/a.ini" run lock 2>"$T/e2" || { cat "$T/e2" >&2; fail "lock with a dropped answer failed"; }
 assert_eq 1 "$(proxy_stats fired drop)" "drop fired"
-s3py get "$LOCK" "$T/body"
+s3x get "$LOCK" "$T/body"
 grep -q "\"nonce\": \"$(body_field "$T/body" nonce)\"" "$T/state-a/journal.json" ||
 	fail "the stored lock is not the one the journal says we hold"
 proxy_reset
@@ -90,7 +90,7 @@ proxy_reset
 proxy_rule '{"method":"DELETE","key":"42.db.lock","action":"500","count":2}'
 ferry -c "$T/a.ini" run unlock 2>"$T/e4" || { cat "$T/e4" >&2; fail "unlock through a 500 burst failed"; }
 assert_contains "$T/e4" "released lock"
-s3py exists "$LOCK" && fail "lock left after unlock"
+s3x exists "$LOCK" && fail "lock left after unlock"
 proxy_reset
 
 # a takeover whose answer is dropped: settled as ours by read-back
@@ -101,7 +101,7 @@ proxy_rule '{"method":"PUT","key":"42.db.lock","header":"if-match","action":"dro
 ferry -c "$T/b.ini" run lock 2>"$T/e6" || { cat "$T/e6" >&2; fail "takeover with a dropped answer failed"; }
 assert_contains "$T/e6" "took over expired lock"
 assert_eq 1 "$(proxy_stats fired drop)" "drop fired on the takeover"
-s3py get "$LOCK" "$T/body2"
+s3x get "$LOCK" "$T/body2"
 assert_eq 2 "$(body_field "$T/body2" generation)" "generation after the takeover"
 ferry -c "$T/b.ini" run unlock 2>/dev/null || fail "b could not unlock"
 
