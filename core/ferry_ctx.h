@@ -25,6 +25,15 @@ const char *ferry_cfg_global(const struct ferry_ctx *c, const char *section, con
 int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* The value parsers the supervisor validates keys with (0, or -1 on a bad value), for
+ * values outside the stage's own keys (e.g. [pipeline] deadline) and for tools:
+ * durations "250ms", "30s", "5m", "1h30m", "2d" (bare number = seconds); sizes "4096",
+ * "64KiB", "8MiB", "1GB"; booleans true/false, yes/no, on/off, 1/0; decimal integers. */
+int ferry_parse_duration_ms(const char *s, uint64_t *ms);
+int ferry_parse_size(const char *s, uint64_t *bytes);
+int ferry_parse_bool(const char *s, bool *b);
+int ferry_parse_int(const char *s, int64_t *v);
+
 /* Facts: small key/value outputs a stage publishes; journaled after each stage so a
  * later `ferry run STAGE` sees them. `stage` is a stage name, or a plugin name (the
  * first stage using that plugin), or NULL for the calling stage itself. */

@@ -39,39 +39,16 @@ struct lock_priv {
 	char nonce[65];                     /* our acquisition */
 };
 
-/* A [pipeline] deadline in ms ("50m", "90s", "250ms", bare seconds); 0 when unset or
- * not parseable (the supervisor reports bad durations itself). */
-static uint64_t duration_ms(const char *s)
-{
-	static const struct {
-		const char *unit;
-		uint64_t ms;
-	} units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
-		      { "d", 86400000 }, { "", 1000 } };
-	char *end;
-	double v;
-
-	if (!s || !*s)
-		return 0;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || v < 0)
-		return 0;
-	while (*end == ' ')
-		end++;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-		if (strcmp(end, units[i].unit) == 0)
-			return (uint64_t)(v * (double)units[i].ms);
-	return 0;
-}
-
 static int lock_check(struct ferry_ctx *c)
 {
 	uint64_t ttl = ferry_cfg_ms(c, "ttl"), margin = ferry_cfg_ms(c, "margin");
 	uint64_t base = ferry_cfg_ms(c, "backoff_base"), cap = ferry_cfg_ms(c, "backoff_cap");
-	uint64_t deadline = duration_ms(ferry_cfg_global(c, "pipeline", "deadline"));
+	const char *dl = ferry_cfg_global(c, "pipeline", "deadline");
 	const char *key = ferry_cfg(c, "key");
+	uint64_t deadline = 0;
 
+	if (dl)
+		ferry_parse_duration_ms(dl, &deadline);   /* validated by the supervisor */
 	if (!key || !*key || key[0] == '/')
 		return ferry_cfg_error(c, "key", "must be an object key (no leading '/')");
 	if (ttl < 2000)
