@@ -105,6 +105,7 @@ void data_close_state(struct node *n)
 	ivl_release(&n->clean);
 	n->changed = false;
 	n->stale = false;
+	n->fsync_only = false;
 	n->base_etag[0] = '\0';
 }
 

@@ -86,6 +86,7 @@ struct node {
 	uint64_t base_limit;                /* base bytes below this are still visible */
 	char base_etag[FS_ETAG_MAX];        /* ETag pinned at open ("" = no base object) */
 	bool changed;                       /* a commit is needed */
+	bool fsync_only;                    /* user.ferry.commit=fsync: close never commits */
 	bool stale;                         /* the base object was replaced underneath */
 	bool committing;                    /* a commit is running: writes wait */
 	struct fetch *fetches;              /* GETs in flight into cache_fd */

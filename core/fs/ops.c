@@ -1287,18 +1287,27 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, size);
 }
 
+/* close(2): commits, unless a writer asked for fsync-only commits (see fs_setxattr). */
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	bool skip = false;
 
 	(void)ino;
-	fuse_reply_err(req, h->n ? data_commit(fs_of(req), h->n) : 0);
+	if (h->n) {
+		pthread_mutex_lock(&h->n->mu);
+		skip = h->n->fsync_only;
+		pthread_mutex_unlock(&h->n->mu);
+	}
+	fuse_reply_err(req, h->n && !skip ? data_commit(fs_of(req), h->n) : 0);
 }
 
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	(void)datasync;
-	fs_flush(req, ino, fi);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	(void)ino, (void)datasync;
+	fuse_reply_err(req, h->n ? data_commit(fs_of(req), h->n) : 0);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1547,7 +1556,7 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-/* ---- extended attributes: only user.ferry.etag, read-only ---- */
+/* ---- extended attributes: user.ferry.etag (read-only), user.ferry.commit (write-only) ---- */
 
 #define XATTR_ETAG "user.ferry.etag"
 
@@ -1601,11 +1610,47 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_buf(req, list, sizeof(list));
 }
 
+/*
+ * user.ferry.commit on an open file chooses when its changes are committed:
+ *   "close" (default)  every close(2) and fsync(2) commits;
+ *   "fsync"            only fsync(2) commits; changes not committed when the last handle
+ *                      is released are discarded.
+ * A writer that patches a file in place (push) sets "fsync": if it dies half-way, the
+ * kernel's close of its descriptors must not commit a half-written object. The setting
+ * lasts until the last handle of the file is released. Other names: ENOTSUP.
+ */
+#define XATTR_COMMIT "user.ferry.commit"
+
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
-	(void)ino, (void)name, (void)value, (void)size, (void)flags;
-	fuse_reply_err(req, ENOTSUP);
+	struct fs *fs = fs_of(req);
+	struct node *n;
+	bool fsync_only;
+
+	(void)flags;
+	if (ino == FS_STATS_INO || strcmp(name, XATTR_COMMIT) != 0) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
+	if (size == 5 && memcmp(value, "fsync", 5) == 0) {
+		fsync_only = true;
+	} else if (size == 5 && memcmp(value, "close", 5) == 0) {
+		fsync_only = false;
+	} else {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = node_of(fs, ino);
+	pthread_mutex_lock(&n->mu);
+	if (n->is_dir || n->nopen == 0) {
+		pthread_mutex_unlock(&n->mu);
+		fuse_reply_err(req, n->is_dir ? EISDIR : EBADF);   /* only for an open file */
+		return;
+	}
+	n->fsync_only = fsync_only;
+	pthread_mutex_unlock(&n->mu);
+	fuse_reply_err(req, 0);
 }
 
 static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
