@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "ferry_failpoint.h"
 #include "ferry_stage.h"
 
 /* An owned row of email_schedules as read before the run (§9.2). */
@@ -974,6 +975,11 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	} else {
 		if (write_rows(&r))
 			goto out_rollback;
+		/* crash matrix: every row written, the transaction not yet committed */
+		if (ferry_failpoint("schedule.mid_write")) {
+			fail(&r, FERRY_FAIL, "failpoint schedule.mid_write");
+			goto out_rollback;
+		}
 		if (exec(&r, "COMMIT", "cannot commit to"))
 			goto out_rollback;
 	}

@@ -50,6 +50,7 @@ run_stage() {
 	eval "$(echo "$line" | tr ' ' '\n' | grep -E '^(load_ms|compute_ms|write_ms|contacts_per_s|rows|inserted|unchanged|updated|deleted)=' | sed "s/^/S_${name}_/")"
 	eval "RSS_$name=$(awk -F': ' '/Maximum resident/ {print $2}' "$W/$name.time")"
 	eval "WALL_$name='$(awk -F': ' '/Elapsed \(wall/ {print $2}' "$W/$name.time")'"
+	eval "CPU_$name='$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f s (user %.2f + sys %.2f)", u + s, u, s}' "$W/$name.time")'"
 }
 
 pages() { # pages BEFORE AFTER: "changed total" (page size from the header)
@@ -94,10 +95,10 @@ rss_warm_mib=$((RSS_warm / 1024))
 cat <<EOF
 ## schedule stage, $N contacts ($(date -u +%Y-%m-%d), $(nproc) cores, load average $load_before -> $load_after)
 
-| run | load ms | compute ms | write ms | total ms | contacts/s | rows | peak RSS | wall |
-|---|---|---|---|---|---|---|---|---|
-| cold | $S_cold_load_ms | $S_cold_compute_ms | $S_cold_write_ms | $cold_ms | $S_cold_contacts_per_s | $S_cold_rows inserted | $rss_cold_mib MiB | $WALL_cold |
-| warm | $S_warm_load_ms | $S_warm_compute_ms | $S_warm_write_ms | $warm_ms | $S_warm_contacts_per_s | $S_warm_unchanged unchanged, $S_warm_updated updated, $S_warm_inserted inserted, $S_warm_deleted deleted | $rss_warm_mib MiB | $WALL_warm |
+| run | load ms | compute ms | write ms | total ms | contacts/s | rows | peak RSS | wall | CPU |
+|---|---|---|---|---|---|---|---|---|---|
+| cold | $S_cold_load_ms | $S_cold_compute_ms | $S_cold_write_ms | $cold_ms | $S_cold_contacts_per_s | $S_cold_rows inserted | $rss_cold_mib MiB | $WALL_cold | $CPU_cold |
+| warm | $S_warm_load_ms | $S_warm_compute_ms | $S_warm_write_ms | $warm_ms | $S_warm_contacts_per_s | $S_warm_unchanged unchanged, $S_warm_updated updated, $S_warm_inserted inserted, $S_warm_deleted deleted | $rss_warm_mib MiB | $WALL_warm | $CPU_warm |
 
 - calibration floor (sched_floor: same rows, same schema, one transaction, same page cache): $floor_ms ms
 - cold / floor = **$ratio** (target <= 1.3)
