@@ -241,7 +241,7 @@ static int call(struct run *r, struct stage_rt *st, const char *op,
 		ferry_logf(FERRY_ERROR, st->name, msg, "rc=%d ms=%" PRId64, rc, ms);
 		ferry_run_event(r, st->name, op, "failed", err);
 	}
-	if (strcmp(op, "run") == 0)
+	if (strcmp(op, "run") == 0 || strcmp(op, "dry-run") == 0)
 		st->ms = ms;
 	return rc;
 }

@@ -71,6 +71,8 @@ struct node {
 	bool in_table;                      /* reachable by path (false once replaced/unlinked) */
 	bool unlinked;                      /* removed through this mount: never commit */
 	bool is_new;                        /* created here, no object on S3 yet */
+	bool discarded;                     /* uncommitted changes were dropped: the kernel's
+					     * pages and size for this inode are not the object's */
 	struct node *hnext;                 /* hash chain */
 
 	pthread_mutex_t mu;                 /* guards everything below */

@@ -664,7 +664,7 @@ out_unlock:
 
 static void node_close(struct fs *fs, struct node *n)
 {
-	bool forget_new = false;
+	bool detach = false;
 
 	pthread_mutex_lock(&n->mu);
 	/* waiting drops n->mu: an open may come in meanwhile and keep the state alive */
@@ -674,13 +674,17 @@ static void node_close(struct fs *fs, struct node *n)
 		if (n->changed && !n->unlinked) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "discarding uncommitted changes",
 				   "path='%s' size=%" PRIu64, n->path, n->size);
-			if (n->is_new)
-				forget_new = true;
+			/* The kernel's page cache and size of this inode now hold bytes S3 never
+			 * got: retire the inode. The next lookup makes a new one from S3, and an
+			 * open through a cached dentry gets ESTALE, which makes the kernel look
+			 * the name up again. */
+			n->discarded = true;
+			detach = true;
 		}
 		data_close_state(n);
 	}
 	pthread_mutex_unlock(&n->mu);
-	if (forget_new) {
+	if (detach) {
 		pthread_mutex_lock(&fs->mu);
 		tab_detach(fs, n);
 		pthread_mutex_unlock(&fs->mu);
@@ -1235,6 +1239,11 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (n->is_dir) {
 		free(h);
 		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (n->discarded) {
+		free(h);
+		fuse_reply_err(req, ESTALE);
 		return;
 	}
 	err = node_open(fs, n, fi->flags & O_TRUNC);

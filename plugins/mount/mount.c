@@ -305,6 +305,10 @@ static int mount_dry_run(struct ferry_ctx *c)
 		  "source=%s mountpoint=%s ferryfs=%s options=%s wait_ms=%" PRIu64 "%s", p.source,
 		  p.mountpoint, p.ferryfs, p.opts, p.wait_ms,
 		  mount_is_stale(p.mountpoint) ? " stale_mount=would_clean" : "");
+	/* facts of a dry run live only in memory: later stages' dry runs learn where the
+	 * bucket would be mounted, so pull can count pages from S3 instead */
+	ferry_fact_set(c, "mountpoint", p.mountpoint);
+	ferry_fact_set(c, "source", p.source);
 	plan_release(&p);
 	return FERRY_OK;
 }
@@ -441,6 +445,7 @@ static int mount_run(struct ferry_ctx *c)
 		goto out_plan;
 	}
 	ferry_fact_set(c, "mountpoint", p.mountpoint);
+	ferry_fact_set(c, "source", p.source);
 	ferry_fact_setf(c, "pid", "%d", (int)pid);
 	ferry_log(c, FERRY_INFO, "mounted", "source=%s mountpoint=%s pid=%d ms=%" PRId64, p.source,
 		  p.mountpoint, (int)pid, mono_ms() - start);

@@ -595,6 +595,13 @@ static int push_dry_run(struct ferry_ctx *c)
 	int rc;
 
 	rc = job_init(&j, c);
+	if (!rc && access(j.state_path, F_OK) != 0 && errno == ENOENT) {
+		/* in a whole-pipeline dry run pull did not run: there is nothing to compare yet */
+		ferry_log(c, FERRY_INFO, "dry-run: replica has no state file yet (pull makes it); a "
+			  "real push would write what pull and the stages after it produce",
+			  "replica='%s' origin='%s'", j.replica, j.origin);
+		goto out;
+	}
 	if (!rc)
 		rc = load_state(&j, true);
 	if (!rc)

@@ -1,6 +1,7 @@
 /* schedule.c: the `schedule` stage plugin: configuration (spec §4), run, dry run, summary (§11). */
 #include "sched_core.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -298,6 +299,17 @@ static int schedule_run(struct ferry_ctx *c)
 
 static int schedule_dry_run(struct ferry_ctx *c)
 {
+	char *db = ferry_cfg_path(c, "db");
+	bool absent = db && access(db, F_OK) != 0 && errno == ENOENT;
+
+	if (absent) {
+		/* in a whole-pipeline dry run the replica is made by pull, which did not run */
+		ferry_log(c, FERRY_INFO, "dry-run: database does not exist yet (an earlier stage "
+			  "makes it); nothing to compute", "db='%s'", db);
+		free(db);
+		return FERRY_OK;
+	}
+	free(db);
 	return execute(c, SCHED_DRY);
 }
 

