@@ -798,6 +798,9 @@ static bool transient_curl(CURLcode cc)
 	case CURLE_HTTP2_STREAM:
 	case CURLE_WEIRD_SERVER_REPLY:
 	case CURLE_BAD_CONTENT_ENCODING:
+	/* a garbled status line ("Received HTTP/0.9"): the bytes on the wire were not a
+	 * response, e.g. the tail of a broken earlier one on a reused connection */
+	case CURLE_UNSUPPORTED_PROTOCOL:
 		return true;
 	default:
 		return false;
