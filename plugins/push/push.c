@@ -172,7 +172,21 @@ static int sql_one(struct push_job *j, const char *sql, char *out, size_t outlen
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* A consistent, checked snapshot of the replica that stays put while we copy. */
+/* PRAGMA quick_check inside the read transaction freeze_replica holds. Only needed when
+ * something will be sent: on a 1 GiB replica it costs seconds, and a warm run with no
+ * change sends nothing. */
+static int check_replica(struct push_job *j)
+{
+	char out[512] = "";
+
+	if (sql_one(j, "PRAGMA quick_check(1)", out, sizeof(out)) != 0 || strcmp(out, "ok") != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s' fails quick_check: %s; nothing sent",
+				  j->replica, *out ? out : sqlite3_errmsg(j->db));
+	return 0;
+}
+
+/* A consistent snapshot of the replica that stays put while we copy (checked by
+ * check_replica once we know something will be sent). */
 static int freeze_replica(struct push_job *j, bool dry)
 {
 	char mode[32] = "", out[512] = "";
@@ -195,9 +209,6 @@ static int freeze_replica(struct push_job *j, bool dry)
 			return ferry_fail(j->c, FERRY_FAIL, "cannot checkpoint replica '%s': %s; nothing sent",
 					  j->replica, *out ? "database busy" : sqlite3_errmsg(j->db));
 	}
-	if (sql_one(j, "PRAGMA quick_check(1)", out, sizeof(out)) != 0 || strcmp(out, "ok") != 0)
-		return ferry_fail(j->c, FERRY_FAIL, "replica '%s' fails quick_check: %s; nothing sent",
-				  j->replica, *out ? out : sqlite3_errmsg(j->db));
 	if (sql_one(j, "BEGIN", NULL, 0) != 0 ||
 	    sql_one(j, "SELECT count(*) FROM sqlite_master", NULL, 0) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot hold a read transaction on '%s': %s",
@@ -544,6 +555,9 @@ static int push_run(struct ferry_ctx *c)
 			publish(&j, now_ms() - t0, false);
 		goto out;
 	}
+	rc = check_replica(&j);
+	if (rc)
+		goto out;
 	/* ferryfs commits on close as well as on fsync, and the kernel closes our fd when we
 	 * die: a crash mid-write would commit a torn database. This asks ferryfs to commit
 	 * only on fsync and to drop uncommitted writes on release. */
