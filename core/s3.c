@@ -1768,13 +1768,16 @@ static int list_into(struct ferry_s3 *s3, const char *prefix, const char *delimi
 		     const char *token, int max_keys, struct ferry_s3_list *out,
 		     struct ferry_s3_res *res)
 {
-	struct ferry_sigv4_kv q[5];
+	struct ferry_sigv4_kv q[6];
 	struct ferry_buf body = { 0 };
 	struct req rq;
 	char mk[16];
 	size_t n = 0;
 	int rc;
 
+	/* keys may hold bytes XML 1.0 cannot carry (control characters): ask for them
+	 * URL-encoded; ferry_s3xml_list decodes them when the answer says it did */
+	q[n++] = (struct ferry_sigv4_kv){ "encoding-type", "url" };
 	q[n++] = (struct ferry_sigv4_kv){ "list-type", "2" };
 	if (prefix && *prefix)
 		q[n++] = (struct ferry_sigv4_kv){ "prefix", prefix };

@@ -170,6 +170,7 @@ struct list_state {
 	struct ferry_s3_list *out;
 	struct ferry_s3_entry cur;          /* the Contents being read */
 	bool oom;
+	bool url;                           /* EncodingType url: keys are %-encoded */
 };
 
 static int push_entry(struct ferry_s3_list *l, const struct ferry_s3_entry *e)
@@ -242,6 +243,8 @@ static void list_end(struct xml_walk *w, const char *path, const char *text)
 		st->oom |= push_prefix(l, text) != 0;
 	} else if (!strcmp(path, "IsTruncated")) {
 		l->truncated = !strcmp(text, "true");
+	} else if (!strcmp(path, "EncodingType")) {
+		st->url = !strcmp(text, "url");
 	} else if (!strcmp(path, "NextContinuationToken")) {
 		free(l->next_token);
 		l->next_token = strdup(text);
@@ -249,10 +252,46 @@ static void list_end(struct xml_walk *w, const char *path, const char *text)
 	}
 }
 
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* encoding-type=url decoding in place ('+' is a space, as S3 writes it); -1 on a bad escape
+ * or an encoded NUL, which no key may hold. */
+static int url_decode(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (*s == '+') {
+			*o++ = ' ';
+		} else if (*s == '%') {
+			int hi = hexval(s[1]), lo = hi < 0 ? -1 : hexval(s[2]);
+
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return -1;
+			*o++ = (char)(hi * 16 + lo);
+			s += 2;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+	return 0;
+}
+
 int ferry_s3xml_list(const char *xml, size_t len, struct ferry_s3_list *out)
 {
 	struct list_state st = { .out = out };
 	struct xml_walk w = { .on_start = list_start, .on_end = list_end, .arg = &st };
+	size_t e0 = out->n_entries, p0 = out->n_prefixes, i;
 	int rc;
 
 	out->truncated = false;
@@ -263,6 +302,12 @@ int ferry_s3xml_list(const char *xml, size_t len, struct ferry_s3_list *out)
 	free(st.cur.etag);
 	if (rc != 0 || st.oom || strcmp(w.root, "ListBucketResult") != 0)
 		return -1;
+	for (i = e0; st.url && i < out->n_entries; i++)
+		if (url_decode(out->entries[i].key) != 0)
+			return -1;
+	for (i = p0; st.url && i < out->n_prefixes; i++)
+		if (url_decode(out->prefixes[i]) != 0)
+			return -1;
 	return 0;
 }
 

@@ -1341,9 +1341,29 @@ static int dent_cmp(const void *a, const void *b)
 	return c ? c : (int)y->pr.is_dir - (int)x->pr.is_dir;
 }
 
+/* A key component that cannot be a file name here: empty, "." or "..", or holding a
+ * control character. S3 allows such keys; listing them would let a name walk out of its
+ * directory or mangle a terminal, so they are left out with a warning. */
+static bool bad_name(const char *name, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || (len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+		return true;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			return true;
+	return false;
+}
+
 static int dirh_add(struct dirh *d, size_t *cap, const char *name, size_t len,
 		    const struct probe *pr)
 {
+	if (bad_name(name, len)) {
+		ferry_logf(FERRY_WARN, "ferryfs", "skipped a key that is not a usable file name",
+			   "name_len=%zu", len);
+		return 0;
+	}
 	if (d->n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 64;
 		struct dent *ne = realloc(d->e, nc * sizeof(*ne));
