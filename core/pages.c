@@ -758,7 +758,7 @@ int ferry_manifest_save(const char *path, const struct ferry_manifest *m, char *
 		seterr(err, errlen, "out of memory");
 		return -1;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		seterr(err, errlen, "cannot create '%s': %s", tmp, strerror(errno));
 		goto out_buf;
@@ -792,7 +792,7 @@ int ferry_manifest_put(const char *path, const struct ferry_manifest *m, char *e
 		seterr(err, errlen, "out of memory");
 		return -1;
 	}
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		seterr(err, errlen, "cannot open: %s", strerror(errno));
 		goto out_buf;

@@ -695,7 +695,7 @@ static int do_copy(struct pull_job *j)
 {
 	int rc;
 
-	j->tfd = open(j->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	j->tfd = open(j->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (j->tfd < 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot create '%s': %s", j->tmp_path, strerror(errno));
 	rc = stream_origin(j);
@@ -787,7 +787,7 @@ static int do_create(struct pull_job *j)
 {
 	int fd;
 
-	fd = open(j->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(j->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0 || fsync(fd) != 0) {
 		if (fd >= 0)
 			close(fd);
