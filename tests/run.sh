@@ -2,7 +2,7 @@
 # tests/run.sh: runs every test (or a subset) and prints "N passed, N failed, N skipped".
 #   bash tests/run.sh                 all: unit, plugins, integration
 #   bash tests/run.sh unit|plugins|integration
-#   bash tests/run.sh PATTERN         tests whose name contains PATTERN
+#   bash tests/run.sh PATTERN...      tests whose name contains any PATTERN
 # Each test's output goes to $FERRY_BUILD/test-logs/NAME.log; failures print their log tail.
 set -u
 cd "$(dirname "$0")/.."
@@ -10,16 +10,20 @@ FERRY_BUILD=${FERRY_BUILD:-$PWD/build}
 export FERRY_BUILD
 LOGS=$FERRY_BUILD/test-logs
 mkdir -p "$LOGS"
-filter=${1:-}
+filters=("$@")
 pass=0 failn=0 skipn=0
 failed_names=()
 
-want() { # want KIND NAME
-	case "$filter" in
-	"") return 0 ;;
-	unit|plugins|integration) [ "$filter" = "$1" ] ;;
-	*) case "$2" in *"$filter"*) return 0 ;; *) return 1 ;; esac ;;
-	esac
+want() { # want KIND NAME: does any filter select it (no filter: everything)
+	local f
+	[ ${#filters[@]} -eq 0 ] && return 0
+	for f in "${filters[@]}"; do
+		case "$f" in
+		unit|plugins|integration) [ "$f" = "$1" ] && return 0 ;;
+		*) case "$2" in *"$f"*) return 0 ;; esac ;;
+		esac
+	done
+	return 1
 }
 
 run_one() { # run_one KIND NAME CMD...
