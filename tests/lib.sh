@@ -10,6 +10,8 @@ FERRY_BIN=$FERRY_BUILD/ferry
 FERRYFS_BIN=$FERRY_BUILD/ferryfs
 T=$(mktemp -d /tmp/ferry-test.XXXXXX)
 chmod 700 "$T"
+# valgrind's logs (make valgrind) live beside $T, not in it: tests hash $T
+VG_LOGS=$T.vg
 _cleanup_cmds=()
 
 # Credentials used by every test: distinctive so a scan can prove they never leak.
@@ -35,7 +37,7 @@ _lib_exit() {
 	if [ -n "${KEEP_TMP:-}" ]; then
 		echo "kept $T" >&2
 	else
-		rm -rf "$T"
+		rm -rf "$T" "$VG_LOGS"
 	fi
 	exit $rc
 }
@@ -70,8 +72,9 @@ assert_exit() { # assert_exit CODE CMD...: runs CMD, checks its exit status
 # The ferry binary, under valgrind when FERRY_VALGRIND=1 (make valgrind).
 ferry() {
 	if [ -n "${FERRY_VALGRIND:-}" ]; then
+		mkdir -p "$VG_LOGS"
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-			--error-exitcode=97 --log-file="$T/valgrind.%p.log" "$FERRY_BIN" "$@"
+			--error-exitcode=97 --log-file="$VG_LOGS/valgrind.%p.log" "$FERRY_BIN" "$@"
 	else
 		"$FERRY_BIN" "$@"
 	fi
@@ -80,8 +83,9 @@ ferry() {
 # so signals reach it, not a wrapper shell).
 ferry_bg() {
 	if [ -n "${FERRY_VALGRIND:-}" ]; then
+		mkdir -p "$VG_LOGS"
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-			--error-exitcode=97 --log-file="$T/valgrind.%p.log" "$FERRY_BIN" "$@" &
+			--error-exitcode=97 --log-file="$VG_LOGS/valgrind.%p.log" "$FERRY_BIN" "$@" &
 	else
 		"$FERRY_BIN" "$@" &
 	fi
@@ -91,7 +95,7 @@ ferry_bg() {
 valgrind_verdict() {
 	[ -n "${FERRY_VALGRIND:-}" ] || return 0
 	local f
-	for f in "$T"/valgrind.*.log; do
+	for f in "$VG_LOGS"/valgrind.*.log; do
 		[ -s "$f" ] && { cat "$f" >&2; fail "valgrind reported errors ($f)"; }
 	done
 	return 0
@@ -189,8 +193,7 @@ assert_no_secrets() {
 }
 
 # A state dir's content, for "changed nothing" checks.
-# (valgrind's own logs under make valgrind are not the program's doing: left out)
-tree_digest() { (cd "$1" && find . ! -name 'valgrind.*.log' -printf '%p %s %m %T@\n' | sort && find . -type f ! -name 'valgrind.*.log' -exec sha256sum {} + | sort) 2>/dev/null | sha256sum | cut -d' ' -f1; }
+tree_digest() { (cd "$1" && find . -printf '%p %s %m %T@\n' | sort && find . -type f -exec sha256sum {} + | sort) 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
 # Requires /dev/fuse and fusermount3 (else the test is skipped).
 need_fuse() {
