@@ -1,5 +1,6 @@
 /* sched_db.c: the schedule stage's database side: schema checks, loading, the §9.3 diff write, dry-run CSV. */
 #include "sched_core.h"
+#include "sched_ddl.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -59,30 +60,7 @@ static const char *const es_col_absent[] = {
 	NULL, NULL, NULL, NULL, "'08:30:00'", "NULL", "10", "NULL", "NULL", "NULL", "NULL", "NULL",
 };
 
-static const char create_sql[] =
-	"CREATE TABLE email_schedules (\n"
-	"  id                   INTEGER PRIMARY KEY AUTOINCREMENT,\n"
-	"  contact_id           INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,\n"
-	"  email_type           TEXT NOT NULL,\n"
-	"  scheduled_send_date  TEXT NOT NULL,\n"
-	"  scheduled_send_time  TEXT NOT NULL DEFAULT '08:30:00',\n"
-	"  status               TEXT NOT NULL DEFAULT 'pre-scheduled',\n"
-	"  skip_reason          TEXT,\n"
-	"  priority             INTEGER DEFAULT 10,\n"
-	"  event_year           INTEGER,\n"
-	"  event_month          INTEGER,\n"
-	"  event_day            INTEGER,\n"
-	"  campaign_instance_id INTEGER,\n"
-	"  email_template       TEXT,\n"
-	"  sms_template         TEXT,\n"
-	"  batch_id             TEXT,\n"
-	"  scheduler_run_id     TEXT,\n"
-	"  catchup_note         TEXT,\n"
-	"  actual_send_datetime TEXT,\n"
-	"  metadata             TEXT,\n"
-	"  created_at           TEXT NOT NULL DEFAULT (datetime('now')),\n"
-	"  updated_at           TEXT NOT NULL DEFAULT (datetime('now'))\n"
-	")";
+static const char create_sql[] = SCHED_CREATE_TABLE;
 
 static int64_t now_ms(void)
 {

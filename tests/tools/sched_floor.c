@@ -1,5 +1,7 @@
 /* sched_floor.c: the §11 calibration floor: SQLite inserting the schedule's rows into the same schema in one transaction. */
 #include <sqlite3.h>
+
+#include "../../plugins/schedule/sched_ddl.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,29 +56,7 @@ static int reason_idx(const char *s)
 }
 
 static const char ddl[] =
-	"CREATE TABLE email_schedules (\n"
-	"  id                   INTEGER PRIMARY KEY AUTOINCREMENT,\n"
-	"  contact_id           INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,\n"
-	"  email_type           TEXT NOT NULL,\n"
-	"  scheduled_send_date  TEXT NOT NULL,\n"
-	"  scheduled_send_time  TEXT NOT NULL DEFAULT '08:30:00',\n"
-	"  status               TEXT NOT NULL DEFAULT 'pre-scheduled',\n"
-	"  skip_reason          TEXT,\n"
-	"  priority             INTEGER DEFAULT 10,\n"
-	"  event_year           INTEGER,\n"
-	"  event_month          INTEGER,\n"
-	"  event_day            INTEGER,\n"
-	"  campaign_instance_id INTEGER,\n"
-	"  email_template       TEXT,\n"
-	"  sms_template         TEXT,\n"
-	"  batch_id             TEXT,\n"
-	"  scheduler_run_id     TEXT,\n"
-	"  catchup_note         TEXT,\n"
-	"  actual_send_datetime TEXT,\n"
-	"  metadata             TEXT,\n"
-	"  created_at           TEXT NOT NULL DEFAULT (datetime('now')),\n"
-	"  updated_at           TEXT NOT NULL DEFAULT (datetime('now'))\n"
-	");\n"
+	SCHED_CREATE_TABLE ";\n"
 	"CREATE UNIQUE INDEX IF NOT EXISTS idx_email_schedules_unique "
 	"ON email_schedules(contact_id, email_type, scheduled_send_date);\n"
 	"CREATE INDEX IF NOT EXISTS idx_email_schedules_status_date "
