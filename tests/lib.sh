@@ -195,6 +195,21 @@ assert_no_secrets() {
 # A state dir's content, for "changed nothing" checks.
 tree_digest() { (cd "$1" && find . -printf '%p %s %m %T@\n' | sort && find . -type f -exec sha256sum {} + | sort) 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
+# ferryfs_mount MOUNTPOINT SOURCE [OPTIONS]: ferryfs in the foreground as a background job
+# (FFS_PID), its log in $T/ffs.log, unmounted and stopped at exit; waits until mounted.
+ferryfs_mount() {
+	local mp=$1 src=$2 opts=${3:-} n=0
+	mkdir -p "$mp"
+	"$FERRYFS_BIN" "$src" "$mp" -f -o "cache_dir=$T/cache${opts:+,$opts}" 2>>"$T/ffs.log" &
+	FFS_PID=$!
+	at_exit "fusermount3 -u $mp; kill $FFS_PID; wait $FFS_PID"
+	until mountpoint -q "$mp"; do
+		n=$((n + 1)); [ $n -lt 100 ] || fail "ferryfs did not mount: $(cat "$T/ffs.log")"
+		kill -0 "$FFS_PID" 2>/dev/null || fail "ferryfs exited: $(cat "$T/ffs.log")"
+		sleep 0.1
+	done
+}
+
 # Requires /dev/fuse and fusermount3 (else the test is skipped).
 need_fuse() {
 	[ -c /dev/fuse ] || skip "no /dev/fuse"

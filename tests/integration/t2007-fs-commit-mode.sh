@@ -7,15 +7,7 @@ need_fuse
 moto_start
 
 M=$T/mnt
-mkdir -p "$M"
-"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o "cache_dir=$T/cache" 2>>"$T/ffs.log" &
-FFS_PID=$!
-at_exit "fusermount3 -u $M; kill $FFS_PID; wait $FFS_PID"
-n=0
-until mountpoint -q "$M"; do
-	n=$((n + 1)); [ $n -lt 100 ] || fail "ferryfs did not mount: $(cat "$T/ffs.log")"
-	sleep 0.1
-done
+ferryfs_mount "$M" "$BUCKET_NAME"
 head -c 300000 /dev/urandom >"$T/base"
 cp "$T/base" "$M/f.bin" || fail "cannot create f.bin"
 etag0=$(getfattr --only-values -n user.ferry.etag "$M/f.bin" 2>/dev/null || python3 -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.ferry.etag").decode())' "$M/f.bin")

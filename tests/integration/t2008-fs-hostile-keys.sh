@@ -13,15 +13,7 @@ s3 put "$T/f" "d//empty.txt" || fail "put d//empty.txt"
 s3 put "$T/f" "d/ctl$(printf '\001')name" || fail "put a key with a control character"
 
 M=$T/mnt
-mkdir -p "$M"
-"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o "cache_dir=$T/cache" 2>>"$T/ffs.log" &
-FFS_PID=$!
-at_exit "fusermount3 -u $M; kill $FFS_PID; wait $FFS_PID"
-n=0
-until mountpoint -q "$M"; do
-	n=$((n + 1)); [ $n -lt 100 ] || fail "ferryfs did not mount: $(cat "$T/ffs.log")"
-	sleep 0.1
-done
+ferryfs_mount "$M" "$BUCKET_NAME"
 names=$(cd "$M/d" && ls -a | tr '\n' ' ')
 assert_eq ". .. ok.txt " "$names" "entries of d/"
 [ "$(cat "$M/d/ok.txt")" = data ] || fail "ok.txt unreadable"
