@@ -97,6 +97,12 @@ void ferry_lock_time_format(time_t t, char out[32])
 {
 	struct tm tm;
 
+	/* ISO-8601 needs four-digit years: clamp to 1970..9999, which the parser reads back
+	 * (a lock that expired before 1970 has simply expired; found by fuzz_lockjson) */
+	if (t < 0)
+		t = 0;
+	if (t > (time_t)253402300799LL)
+		t = (time_t)253402300799LL;
 	if (!gmtime_r(&t, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		snprintf(out, 32, "@%lld", (long long)t);
 }
@@ -132,7 +138,12 @@ static int get_int(json_t *o, const char *name, long long *out)
 		return 1;
 	}
 	if (json_is_real(v)) {
-		*out = (long long)json_real_value(v);
+		double d = json_real_value(v);
+
+		/* out of range is a bad field, not undefined behaviour (found by fuzz_lockjson) */
+		if (!(d > -9.2e18 && d < 9.2e18))
+			return -1;
+		*out = (long long)d;
 		return 1;
 	}
 	if (json_is_string(v)) {
@@ -251,12 +262,15 @@ char *ferry_lock_format(const struct ferry_lock_body *b)
 	ferry_lock_time_format(b->acquired_at, acq);
 	ferry_lock_time_format(b->expires_at, exp);
 	/* timestamp/timeout are the shell locker's fields: it treats the lock as held
-	 * until timestamp + timeout, which is our expires_at. */
+	 * until timestamp + timeout, which is our expires_at (never a negative timeout, which
+	 * our own parser, like the shell tool, refuses: found by fuzz_lockjson). */
+	json_int_t timeout = b->expires_at > b->acquired_at ? (json_int_t)(b->expires_at - b->acquired_at) : 0;
+
 	o = json_pack("{s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:I, s:s, s:I}",
 		      "owner", b->owner, "instance_id", b->instance_id, "pid", (json_int_t)b->pid,
 		      "nonce", b->nonce, "generation", (json_int_t)b->generation,
 		      "acquired_at", acq, "expires_at", exp, "ttl_s", (json_int_t)b->ttl_s,
-		      "timestamp", acq, "timeout", (json_int_t)(b->expires_at - b->acquired_at));
+		      "timestamp", acq, "timeout", timeout);
 	if (!o)
 		return NULL;
 	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
