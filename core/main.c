@@ -235,7 +235,6 @@ static int cmd_run(struct cli *cli)
 /* ferry list: stages in order with their last result from the journal. */
 static int cmd_list(struct cli *cli)
 {
-	struct pipeline_opts o = { .check_all = false };
 	struct config *cfg = cli_config(cli);
 	struct run r;
 	char err[1024];
@@ -247,7 +246,6 @@ static int cmd_list(struct cli *cli)
 		return errorf(FERRY_USAGE, "list takes no arguments");
 	/* no plugins are loaded: list must work even when one is missing */
 	memset(&r, 0, sizeof(r));
-	o.only = NULL;
 	r.cfg = cfg;
 	r.config_path = cli->config_path;
 	for (i = 0; i < cfg->n; i++)
@@ -281,7 +279,6 @@ static int cmd_list(struct cli *cli)
 		printf("%-4zu %-16s %-10s %-8s %s\n", i + 1, r.st[i].name, r.st[i].plugin,
 		       r.st[i].enabled ? "yes" : "no", ferry_result_name(r.st[i].result));
 	ferry_run_release(&r);
-	(void)o;
 	return 0;
 }
 

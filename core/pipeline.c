@@ -200,11 +200,10 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	return rc;
 }
 
-static const char *stage_error(const struct stage_rt *st, int rc, const char *fallback)
+static const char *stage_error(const struct stage_rt *st, const char *fallback)
 {
 	const char *e = ferry_ctx_error(st->ctx);
 
-	(void)rc;
 	return e ? e : fallback;
 }
 
@@ -236,7 +235,7 @@ static int call(struct run *r, struct stage_rt *st, const char *op,
 		ferry_logf(FERRY_INFO, st->name, msg, "ms=%" PRId64, ms);
 		ferry_run_event(r, st->name, op, "ok", NULL);
 	} else {
-		err = stage_error(st, rc, "failed without a message");
+		err = stage_error(st, "failed without a message");
 		snprintf(msg, sizeof(msg), "%s failed: %s", op, err);
 		ferry_logf(FERRY_ERROR, st->name, msg, "rc=%d ms=%" PRId64, rc, ms);
 		ferry_run_event(r, st->name, op, "failed", err);
@@ -372,7 +371,7 @@ int pipeline_run(struct run *r)
 		st->ended_at = ferry_now_ms();
 		st->result = rc == FERRY_OK ? SR_OK : SR_FAILED;
 		if (rc != FERRY_OK) {
-			st->error = xstrdup(stage_error(st, rc, "failed"));
+			st->error = xstrdup(stage_error(st, "failed"));
 			failed = st;
 		}
 		ferry_journal_write(r);
