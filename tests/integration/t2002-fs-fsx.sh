@@ -9,15 +9,7 @@ FSX=$FERRY_BUILD/tests/tools/fsx
 moto_start
 
 M=$T/mnt
-mkdir -p "$M"
-"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o "cache_dir=$T/cache" 2>"$T/ffs.log" &
-FFS_PID=$!
-at_exit "fusermount3 -u $M; kill $FFS_PID; wait $FFS_PID"
-n=0
-until mountpoint -q "$M"; do
-	n=$((n + 1)); [ $n -lt 100 ] || fail "ferryfs did not mount: $(cat "$T/ffs.log")"
-	sleep 0.1
-done
+ferryfs_mount "$M" "$BUCKET_NAME"
 seed=${FSX_SEED:-20251126}
 
 # small file, many operations: commits by PUT, cold re-reads after every reopen

@@ -15,15 +15,7 @@ sig -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$T/db.bin
 proxy_start
 
 M=$T/mnt
-mkdir -p "$M"
-"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o "cache_dir=$T/cache" 2>"$T/ffs.log" &
-FFS_PID=$!
-at_exit "fusermount3 -u $M; kill $FFS_PID; wait $FFS_PID"
-n=0
-until mountpoint -q "$M"; do
-	n=$((n + 1)); [ $n -lt 100 ] || fail "ferryfs did not mount: $(cat "$T/ffs.log")"
-	sleep 0.1
-done
+ferryfs_mount "$M" "$BUCKET_NAME"
 stat_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$M/.ferryfs-stats" "$1"; }
 
 etag0=$(python3 -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.ferry.etag").decode())' "$M/db.bin")
