@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <ini.h>
 
+#include "ferry_log.h"
 #include "ferry_s3.h"
 
 #define MAX_EXPAND_DEPTH 16
@@ -548,8 +550,37 @@ int ferry_parse_size(const char *s, uint64_t *bytes)
 	return -1;
 }
 
+/* The first bad segment of a '/'-separated value, or NULL. A '..' after a normal segment
+ * ("a/../b") is how a value expanded from the environment (ORG_ID=../../etc) climbs out of
+ * the directory or prefix it was put in; paths may start with '..' segments (relative to
+ * the INI's directory) and hold '.' and empty ones, object keys may not. */
+static const char *bad_segment(const char *v, bool is_path)
+{
+	const char *p = v, *e;
+	bool leading = *p != '/';
+
+	for (p += *p == '/'; *p; p = *e ? e + 1 : e) {
+		size_t n;
+
+		e = strchrnul(p, '/');
+		n = (size_t)(e - p);
+		if (n == 2 && p[0] == '.' && p[1] == '.') {
+			if (!(leading && is_path))
+				return "'..'";
+			continue;
+		}
+		leading = false;
+		if (!is_path && n == 1 && p[0] == '.')
+			return "'.'";
+		if (!is_path && n == 0)
+			return "empty";
+	}
+	return NULL;
+}
+
 int ferry_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen)
 {
+	const char *bad;
 	uint64_t u;
 	int64_t i;
 	bool b;
@@ -560,6 +591,24 @@ int ferry_value_check(enum ferry_key_type type, const char *value, char *err, si
 	case FERRY_KEY_PATH:
 		if (!*value) {
 			snprintf(err, errlen, "empty path");
+			return -1;
+		}
+		if (bad_segment(value, true)) {
+			snprintf(err, errlen, "path '%s' has a '..' segment after its start (refused: a "
+				 "value from the environment could climb out of its directory)", value);
+			return -1;
+		}
+		return 0;
+	case FERRY_KEY_OBJKEY:
+		if (!*value || *value == '/' || strlen(value) > 1024) {
+			snprintf(err, errlen, "bad object key '%s' (relative to the bucket, 1-1024 "
+				 "bytes, no leading '/')", value);
+			return -1;
+		}
+		bad = bad_segment(value, false);
+		if (bad) {
+			snprintf(err, errlen, "bad object key '%s': %s path segment (refused: the key "
+				 "could leave its prefix on a mount or a normalising proxy)", value, bad);
 			return -1;
 		}
 		return 0;
@@ -588,6 +637,50 @@ int ferry_value_check(enum ferry_key_type type, const char *value, char *err, si
 	return -1;
 }
 
+/* Does this entry, as written in the file, hold a credential? A key named like one, or
+ * the literal value of the credentials in our environment (not a ${VAR} reference). */
+static bool looks_secret(const struct cfg_entry *e)
+{
+	static const char *const names[] = {
+		"secret", "password", "passwd", "token", "credential", "api_key", "apikey",
+		"private_key", NULL,
+	};
+	static const char *const envs[] = { "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", NULL };
+	char low[128];
+	size_t i;
+
+	for (i = 0; e->key[i] && i + 1 < sizeof(low); i++)
+		low[i] = (char)tolower((unsigned char)e->key[i]);
+	low[i] = '\0';
+	for (i = 0; names[i]; i++)
+		if (strstr(low, names[i]) && e->raw[0])
+			return true;
+	for (i = 0; envs[i]; i++) {
+		const char *v = getenv(envs[i]);
+
+		if (v && strlen(v) >= 8 && strstr(e->raw, v))
+			return true;
+	}
+	return false;
+}
+
+/* Warn (once a run) when a credential sits in an INI file other users can read. Names the
+ * file, line and key, never the value. */
+static void warn_readable(const struct cfg_entry *e)
+{
+	static bool warned;
+	struct stat st;
+
+	if (warned || !e->file || stat(e->file, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    !(st.st_mode & (S_IRGRP | S_IROTH)))
+		return;
+	warned = true;
+	ferry_logf(FERRY_WARN, "ferry", "configuration file readable by other users holds a "
+		   "credential: chmod 600 it, or pass the value through the environment",
+		   "file=%s line=%d key=%s mode=%04o", e->file, e->line, e->key,
+		   (unsigned int)(st.st_mode & 07777));
+}
+
 static int check_typed(const struct cfg_section *sec, const struct ferry_key *keys,
 		       const char *const *extra, char *err, size_t errlen)
 {
@@ -608,6 +701,8 @@ static int check_typed(const struct cfg_section *sec, const struct ferry_key *ke
 				 sec->kind == CFG_STAGE ? "stage " : "", sec->name);
 			return FERRY_USAGE;
 		}
+		if (k && (k->flags & FERRY_KEY_SECRET) && e->raw[0])
+			warn_readable(e);
 		if (k && ferry_value_check(k->type, e->value, why, sizeof(why)) != 0) {
 			if (k->flags & FERRY_KEY_SECRET)
 				snprintf(why, sizeof(why), "bad value");
@@ -729,6 +824,25 @@ static int check_structure(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* No value may hold a control character (tab aside): a newline or escape sequence from
+ * the environment would forge log lines, and in a key or path it names something else. */
+static int check_controls(const struct cfg_section *sec, const struct cfg_entry *e, char *err,
+			  size_t errlen)
+{
+	const unsigned char *p;
+	char where[512];
+
+	for (p = (const unsigned char *)e->value; *p; p++) {
+		if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
+			ferry_config_where(sec, e, where, sizeof(where));
+			snprintf(err, errlen, "%s: key '%s': control character 0x%02x in the value "
+				 "(after ${...} expansion)", where, e->key, *p);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int apply_override(struct config *cfg, const char *ov, char *err, size_t errlen)
 {
 	const char *dot = strchr(ov, '.');
@@ -825,8 +939,13 @@ int ferry_config_load(struct config **out, const char *path, char *const *overri
 			goto fail;
 	for (si = 0; si < cfg->n; si++)
 		for (ei = 0; ei < cfg->s[si].n; ei++)
-			if (expand_entry(cfg, &cfg->s[si], &cfg->s[si].e[ei], err, errlen) != 0)
+			if (expand_entry(cfg, &cfg->s[si], &cfg->s[si].e[ei], err, errlen) != 0 ||
+			    check_controls(&cfg->s[si], &cfg->s[si].e[ei], err, errlen) != 0)
 				goto fail;
+	for (si = 0; si < cfg->n; si++)
+		for (ei = 0; ei < cfg->s[si].n; ei++)
+			if (looks_secret(&cfg->s[si].e[ei]))
+				warn_readable(&cfg->s[si].e[ei]);
 	if (check_structure(cfg, err, errlen) != 0)
 		goto fail;
 	*out = cfg;

@@ -22,12 +22,17 @@ enum ferry_level { FERRY_DEBUG, FERRY_INFO, FERRY_WARN, FERRY_ERROR };
  * (file:line, exit 2) before anything runs, so run() can trust the accessors. */
 enum ferry_key_type {
 	FERRY_KEY_STRING,                   /* any text */
-	FERRY_KEY_PATH,                     /* a path; relative ones resolve against the INI's dir */
+	FERRY_KEY_PATH,                     /* a path; relative ones resolve against the INI's dir;
+					     * '..' only as leading segments */
 	FERRY_KEY_BOOL,                     /* true/false, yes/no, on/off, 1/0 */
 	FERRY_KEY_INT,                      /* decimal integer, may be negative */
 	FERRY_KEY_DURATION,                 /* 250ms, 30s, 5m, 1h, 2d; a bare number is seconds */
 	FERRY_KEY_SIZE,                     /* 512, 64KiB, 8MiB, 1GiB, 1MB (decimal) */
+	FERRY_KEY_OBJKEY,                   /* S3 key or prefix inside the bucket: no leading '/',
+					     * no '', '.' or '..' segment (added within ABI 1:
+					     * an older supervisor reports "unknown key type") */
 };
+#define FERRY_KEY_TYPE_LAST FERRY_KEY_OBJKEY
 
 #define FERRY_KEY_REQUIRED 0x1u             /* the key must be set (by INI or -o) */
 #define FERRY_KEY_SECRET   0x2u             /* never echo the value (logs, dry-run, errors) */

@@ -359,7 +359,7 @@ static int cmd_check(struct cli *cli)
 	rc = pipeline_prepare(&r, cfg, cli->config_path, &o);
 	for (i = 0; i < r.n; i++)
 		printf("stage %-16s plugin %-10s %s\n", r.st[i].name, r.st[i].plugin,
-		       !r.st[i].enabled ? "disabled" : r.st[i].desc ? "ok" : "NOT OK (see above)");
+		       !r.st[i].enabled ? "disabled" : r.st[i].invalid ? "NOT OK (see above)" : "ok");
 	if (!ferry_config_section(cfg, "s3")) {
 		printf("s3: no [s3] section; endpoint not probed\n");
 		ferry_run_release(&r);

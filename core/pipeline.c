@@ -182,6 +182,7 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 		if (!st->selected && !(o->check_all && st->enabled))
 			continue;
 		if (prepare_stage(r, st, dir) != 0) {
+			st->invalid = true;
 			rc = FERRY_USAGE;
 			if (!o->check_all)
 				return rc;

@@ -36,6 +36,7 @@ struct stage_rt {
 	const struct ferry_stage *desc;     /* loaded descriptor, NULL if not loaded */
 	bool enabled;
 	bool selected;                      /* part of this run */
+	bool invalid;                       /* failed to load, its keys or check() */
 	bool started;                       /* run() was called in this run */
 	bool cleaned;                       /* cleanup() was called in this run */
 	enum stage_result result;

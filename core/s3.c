@@ -291,6 +291,13 @@ static bool is_ip_or_local(const char *host)
 	return digits_dots;
 }
 
+/* 127.0.0.0/8, ::1 or localhost: the only endpoints a disabled TLS check is allowed for. */
+static bool is_loopback(const char *host)
+{
+	return !strcasecmp(host, "localhost") || !strcmp(host, "[::1]") ||
+	       (!strncmp(host, "127.", 4) && is_ip_or_local(host));
+}
+
 static bool ends_with(const char *s, const char *sfx)
 {
 	size_t a = strlen(s), b = strlen(sfx);
@@ -332,6 +339,17 @@ static int s3_endpoint(struct ferry_s3 *s3, char *err, size_t errlen)
 		path = NULL;
 	s3->https = !strcmp(scheme, "https");
 	s3->scheme = strdup(scheme);
+	if (!c->verify_tls && !is_loopback(host)) {
+		snprintf(err, errlen, "verify_tls = false is allowed only for a loopback endpoint "
+			 "(127.0.0.0/8, ::1, localhost), not '%s'", host);
+		goto out;
+	}
+	if (!c->verify_tls)
+		ferry_logf(FERRY_WARN, "s3", "TLS certificate verification is disabled "
+			   "(verify_tls = false)", "host=%s", host);
+	else if (!s3->https && !is_loopback(host))
+		ferry_logf(FERRY_WARN, "s3", "endpoint is plain http: object data crosses the "
+			   "network unencrypted (requests are still signed)", "host=%s", host);
 	aws = !c->endpoint || ends_with(host, ".amazonaws.com");
 	if (c->path_style >= 0)
 		s3->path_style = c->path_style == 1;
@@ -375,6 +393,13 @@ struct ferry_s3 *ferry_s3_new(const struct ferry_s3_conf *conf, char *err, size_
 	}
 	if (!conf->bucket || !*conf->bucket) {
 		snprintf(err, errlen, "no bucket configured (set [s3] bucket or BUCKET_NAME)");
+		return NULL;
+	}
+	if (strlen(conf->bucket) > 255 ||
+	    strspn(conf->bucket, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
+	    strlen(conf->bucket)) {
+		snprintf(err, errlen, "bad bucket name '%.80s' (letters, digits, '.', '-', '_')",
+			 conf->bucket);
 		return NULL;
 	}
 	if (!conf->access_key || !*conf->access_key || !conf->secret_key || !*conf->secret_key) {

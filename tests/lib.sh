@@ -8,7 +8,7 @@ SRC_DIR=$(cd "$TESTS_DIR/.." && pwd)
 FERRY_BUILD=${FERRY_BUILD:-$SRC_DIR/build}
 FERRY_BIN=$FERRY_BUILD/ferry
 FERRYFS_BIN=$FERRY_BUILD/ferryfs
-T=$(mktemp -d /tmp/ferry-test.XXXXXX)
+T=$(mktemp -d "/tmp/ferry-test.${FERRY_TEST_RUN:+$FERRY_TEST_RUN.}XXXXXX")
 chmod 700 "$T"
 # valgrind's logs (make valgrind) live beside $T, not in it: tests hash $T
 VG_LOGS=$T.vg
@@ -19,6 +19,12 @@ export AWS_ACCESS_KEY_ID=AKIAFERRYTESTKEY0001
 export AWS_SECRET_ACCESS_KEY=ferryTestSecret/DoNotLeak+0123456789abcdef
 export AWS_REGION=us-east-1
 unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_SESSION_TOKEN AWS_PROFILE 2>/dev/null || true
+
+_TEST_KEY_ID=$AWS_ACCESS_KEY_ID
+_TEST_SECRET=$AWS_SECRET_ACCESS_KEY
+_secret_ok=("/nonexistent")
+# secret_ok FILE...: FILE holds the test credentials on purpose (not a leak).
+secret_ok() { _secret_ok+=("$@"); }
 
 # Run a command at exit (in reverse order of registration).
 at_exit() { _cleanup_cmds=("$*" "${_cleanup_cmds[@]}"); }
@@ -34,6 +40,15 @@ _lib_exit() {
 	for m in $(awk -v t="$T" 'index($2, t) == 1 { print $2 }' /proc/mounts 2>/dev/null); do
 		fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 	done
+	# Nothing a test leaves behind (journal, state, logs, caches) may hold the credentials,
+	# except files the test wrote them into on purpose (secret_ok FILE).
+	local leaks
+	leaks=$(grep -rlaF -e "$_TEST_SECRET" -e "$_TEST_KEY_ID" "$T" "$VG_LOGS" 2>/dev/null |
+		grep -vxF -f <(printf '%s\n' "${_secret_ok[@]}") || true)
+	if [ -n "$leaks" ]; then
+		echo "FAIL: test credentials found in: $leaks" >&2
+		[ $rc -eq 0 ] && rc=1
+	fi
 	if [ -n "${KEEP_TMP:-}" ]; then
 		echo "kept $T" >&2
 	else
@@ -105,31 +120,36 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# _moto_wait PID LOG: the server binds port 0 itself (no race with tests running side by
+# side for a port picked in advance) and logs "Running on http://127.0.0.1:PORT"; wait for
+# that line and for the server to answer, then set MOTO_PORT.
+_moto_wait() {
+	local pid=$1 log=$2 n=0
+	MOTO_PORT=
+	while [ $n -lt 300 ]; do
+		kill -0 "$pid" 2>/dev/null || break
+		[ -n "$MOTO_PORT" ] || MOTO_PORT=$(sed -n 's|.*Running on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$log" | head -n 1)
+		if [ -n "$MOTO_PORT" ] && curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null; then
+			export MOTO_PORT AWS_ENDPOINT_URL_S3=http://127.0.0.1:$MOTO_PORT
+			return 0
+		fi
+		sleep 0.1
+		n=$((n + 1))
+	done
+	cat "$log" >&2
+	fail "moto_server did not start"
+}
+
 # moto_start [BUCKET]: starts moto_server on a free loopback port, creates BUCKET
 # (default "ferry-test"), exports MOTO_PORT, AWS_ENDPOINT_URL_S3 and BUCKET_NAME.
 moto_start() {
-	local bucket=${1:-ferry-test} i
+	local bucket=${1:-ferry-test}
 	command -v python3 >/dev/null || skip "python3 missing"
 	python3 -c 'import moto' 2>/dev/null || skip "python moto missing (pip install 'moto[server]')"
-	for i in 1 2 3; do
-		MOTO_PORT=$(free_port)
-		python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$T/moto.log" 2>&1 &
-		MOTO_PID=$!
-		at_exit "kill $MOTO_PID; wait $MOTO_PID"
-		local n=0
-		while [ $n -lt 100 ]; do
-			if curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null; then
-				break
-			fi
-			kill -0 $MOTO_PID 2>/dev/null || break
-			sleep 0.1
-			n=$((n + 1))
-		done
-		kill -0 $MOTO_PID 2>/dev/null && break
-	done
-	kill -0 $MOTO_PID 2>/dev/null || { cat "$T/moto.log" >&2; fail "moto_server did not start"; }
-	export MOTO_PORT
-	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$MOTO_PORT
+	python3 -m moto.server -H 127.0.0.1 -p 0 >"$T/moto.log" 2>&1 &
+	MOTO_PID=$!
+	at_exit "kill $MOTO_PID; wait $MOTO_PID"
+	_moto_wait "$MOTO_PID" "$T/moto.log"
 	export BUCKET_NAME=$bucket
 	moto_mkbucket "$bucket"
 }
@@ -139,10 +159,9 @@ moto_start() {
 # (moto/s3/responses.py, put_object), so concurrent conditional PUTs can both succeed;
 # S3 makes them atomic. Races against moto are only meaningful serialised.
 moto_start_serial() {
-	local bucket=${1:-ferry-test} n=0
+	local bucket=${1:-ferry-test}
 	python3 -c 'import moto' 2>/dev/null || skip "python moto missing"
-	MOTO_PORT=$(free_port)
-	python3 - "$MOTO_PORT" >"$T/moto.log" 2>&1 <<'PY' &
+	python3 - >"$T/moto.log" 2>&1 <<'PY' &
 import signal, sys, threading
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -152,16 +171,12 @@ one = threading.Lock()
 def serial(environ, start_response):
     with one:
         return list(app(environ, start_response))
-run_simple('127.0.0.1', int(sys.argv[1]), serial, threaded=True)
+run_simple('127.0.0.1', 0, serial, threaded=True)
 PY
 	MOTO_PID=$!
 	at_exit "kill $MOTO_PID; wait $MOTO_PID"
-	while ! curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null; do
-		kill -0 "$MOTO_PID" 2>/dev/null && [ $n -lt 150 ] || { cat "$T/moto.log" >&2; fail "moto (serialised) did not start"; }
-		sleep 0.1
-		n=$((n + 1))
-	done
-	export MOTO_PORT AWS_ENDPOINT_URL_S3=http://127.0.0.1:$MOTO_PORT BUCKET_NAME=$bucket
+	_moto_wait "$MOTO_PID" "$T/moto.log"
+	export BUCKET_NAME=$bucket
 	moto_mkbucket "$bucket"
 }
 

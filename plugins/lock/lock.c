@@ -20,7 +20,7 @@
 #define PROBE_CACHE_S (24 * 3600)
 
 static const struct ferry_key lock_keys[] = {
-	{ "key", FERRY_KEY_STRING, NULL, FERRY_KEY_REQUIRED,
+	{ "key", FERRY_KEY_OBJKEY, NULL, FERRY_KEY_REQUIRED,
 	  "the lock object's key, e.g. org-data/${ORG_ID}.db.lock" },
 	{ "ttl", FERRY_KEY_DURATION, "1h", 0, "lease written into the lock; must exceed the pipeline deadline" },
 	{ "max_wait", FERRY_KEY_DURATION, "5m", 0, "how long to wait for a held lock before exit 3" },
@@ -240,6 +240,9 @@ static int lock_run(struct ferry_ctx *c)
 		rc = require_conditional(c, s3);
 		if (rc != FERRY_OK)
 			return rc;
+	} else {
+		ferry_log(c, FERRY_WARN, "require_conditional = false: the endpoint is not probed; "
+			  "if it ignores If-None-Match two machines can both take the lock", NULL);
 	}
 	opts_of(c, &o, owner, sizeof(owner));
 	p = calloc(1, sizeof(*p));

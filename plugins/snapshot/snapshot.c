@@ -18,9 +18,9 @@
 #define TIME_LEN 16                         /* yyyymmddThhmmssZ */
 
 static const struct ferry_key snapshot_keys[] = {
-	{ "key", FERRY_KEY_STRING, NULL, FERRY_KEY_REQUIRED,
+	{ "key", FERRY_KEY_OBJKEY, NULL, FERRY_KEY_REQUIRED,
 	  "the object to snapshot, e.g. org-data/${ORG_ID}.db" },
-	{ "dest", FERRY_KEY_STRING, "{key}.snapshots/{time}.db", 0,
+	{ "dest", FERRY_KEY_OBJKEY, "{key}.snapshots/{time}.db", 0,
 	  "snapshot key; {key} = key, {time} = UTC yyyymmddThhmmssZ (server time)" },
 	{ "part_size", FERRY_KEY_SIZE, "5GiB", 0,
 	  "objects above this are copied with UploadPartCopy in parts of this size (5MiB..5GiB)" },

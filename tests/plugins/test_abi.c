@@ -49,7 +49,7 @@ int main(int argc, char **argv)
 			failed++;
 		} else {
 			for (k = s->keys; k->name; k++) {
-				if (k->type > FERRY_KEY_SIZE || !k->help) {
+				if (k->type > FERRY_KEY_TYPE_LAST || !k->help) {
 					fprintf(stderr, "FAIL %s: key '%s' has a bad type or no help\n", path,
 						k->name);
 					failed++;

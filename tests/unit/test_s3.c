@@ -56,6 +56,22 @@ static bool port_open(int port)
 	return ok;
 }
 
+/* The port of werkzeug's "Running on http://127.0.0.1:PORT" line in log, or 0. */
+static int logged_port(const char *log)
+{
+	char line[512];
+	const char *p;
+	int port = 0;
+	FILE *f = fopen(log, "r");
+
+	while (f && !port && fgets(line, sizeof(line), f))
+		if ((p = strstr(line, "Running on http://127.0.0.1:")))
+			port = atoi(p + strlen("Running on http://127.0.0.1:"));
+	if (f)
+		fclose(f);
+	return port;
+}
+
 static pid_t spawn(char *const argv[], const char *log)
 {
 	pid_t pid = fork();
@@ -144,23 +160,24 @@ static int find_proxy(char *out, size_t len)
 static int start_servers(void)
 {
 	char proxy_py[1100];
-	char port[16], upstream[64], ready[128], log[128];
+	char upstream[64], ready[128], log[128];
 	int i;
 	FILE *f;
 
 	if (!mkdtemp(tmpdir) || find_proxy(proxy_py, sizeof(proxy_py)) != 0)
 		return -1;
-	moto_port = free_port();
-	snprintf(port, sizeof(port), "%d", moto_port);
+	/* port 0: moto binds a free port itself and logs it (no race with other tests) */
 	snprintf(log, sizeof(log), "%s/moto.log", tmpdir);
 	{
-		char *argv[] = { "python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", port, NULL };
+		char *argv[] = { "python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "0", NULL };
 
 		moto_pid = spawn(argv, log);
 	}
-	for (i = 0; i < 600 && !port_open(moto_port); i++)   /* up to 30 s on a loaded box */
+	for (i = 0; i < 600 && !(moto_port = logged_port(log)); i++)   /* up to 30 s */
 		sleep_ms(50);
-	if (!port_open(moto_port))
+	for (; i < 600 && moto_port && !port_open(moto_port); i++)
+		sleep_ms(50);
+	if (!moto_port || !port_open(moto_port))
 		return -1;
 	snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", moto_port);
 	snprintf(ready, sizeof(ready), "%s/proxy.ready", tmpdir);
