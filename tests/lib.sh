@@ -94,6 +94,24 @@ ferry() {
 		"$FERRY_BIN" "$@"
 	fi
 }
+# ferry_on_path: a `ferry` command in $T/bin, first on PATH, for scripts that run ferry
+# themselves (entrypoint.sh): valgrind-wrapped under make valgrind, like ferry() above.
+ferry_on_path() {
+	mkdir -p "$T/bin"
+	if [ -n "${FERRY_VALGRIND:-}" ]; then
+		mkdir -p "$VG_LOGS"
+		cat >"$T/bin/ferry" <<SH
+#!/bin/sh
+exec valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \\
+	--error-exitcode=97 --log-file="$VG_LOGS/valgrind.%p.log" "$FERRY_BIN" "\$@"
+SH
+		chmod +x "$T/bin/ferry"
+	else
+		ln -sf "$FERRY_BIN" "$T/bin/ferry"
+	fi
+	export PATH="$T/bin:$PATH"
+}
+
 # ferry_bg ARGS...: start ferry in the background (FERRY_PID is the ferry process itself,
 # so signals reach it, not a wrapper shell).
 ferry_bg() {

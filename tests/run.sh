@@ -34,9 +34,10 @@ JOBS=${TEST_JOBS:-1}
 # those only, not at other runs' on the same machine.
 FERRY_TEST_RUN=r$$
 export FERRY_TEST_RUN
-RESULTS=$LOGS/.results
+RESULTS=$LOGS/.results.$$              # verdicts of this run (others may share $LOGS)
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
+trap 'rm -rf "$RESULTS"' EXIT
 
 run_test() { # run_test NAME LOG CMD...: run one test, print its line, record its verdict
 	local name=$1 log=$2 rc start end ms secs verdict

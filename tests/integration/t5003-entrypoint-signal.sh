@@ -5,18 +5,7 @@
 ENTRY=$SRC_DIR/entrypoint.sh
 [ -x "$FERRY_BIN" ] || skip "ferry not built"
 [ -e "$FERRY_BUILD/plugins/exec.so" ] || skip "exec plugin not built"
-mkdir -p "$T/bin"
-if [ -n "${FERRY_VALGRIND:-}" ]; then
-	cat >"$T/bin/ferry" <<SH
-#!/bin/sh
-exec valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-	--error-exitcode=97 --log-file="$T/valgrind.%p.log" "$FERRY_BIN" "\$@"
-SH
-	chmod +x "$T/bin/ferry"
-else
-	ln -s "$FERRY_BIN" "$T/bin/ferry"
-fi
-export PATH="$T/bin:$PATH"
+ferry_on_path
 export BUCKET_NAME=ferry-entry-bucket ORG_ID=4242
 
 # first: undo takes a moment, so a second signal lands during unwinding.

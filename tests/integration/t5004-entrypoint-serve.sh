@@ -6,9 +6,7 @@
 ENTRY=$SRC_DIR/entrypoint.sh
 [ -x "$FERRY_BIN" ] || skip "ferry not built"
 [ -e "$FERRY_BUILD/plugins/exec.so" ] || skip "exec plugin not built"
-mkdir -p "$T/bin"
-ln -s "$FERRY_BIN" "$T/bin/ferry"
-export PATH="$T/bin:$PATH"
+ferry_on_path
 export BUCKET_NAME=ferry-entry-bucket ORG_ID=4242
 
 cat >"$T/p.ini" <<INI
