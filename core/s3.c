@@ -1301,6 +1301,18 @@ static void req_init(struct req *rq, const char *method, const char *op, const c
 	rq->idempotent = true;
 }
 
+/* Start a public call: the caller's result (or its local one) reset, rq initialised. */
+static struct ferry_s3_res *req_begin(struct req *rq, const char *method, const char *op,
+				      const char *key, struct ferry_s3_res *res,
+				      struct ferry_s3_res *local)
+{
+	if (!res)
+		res = local;
+	res_reset(res);
+	req_init(rq, method, op, key);
+	return res;
+}
+
 static void req_hdr(struct req *rq, const char *name, const char *value)
 {
 	if (value && rq->n_hdrs < MAX_HDRS)
@@ -1328,10 +1340,7 @@ int ferry_s3_head(struct ferry_s3 *s3, const char *key, const struct ferry_s3_co
 	struct ferry_s3_res local;
 	struct req rq;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "HEAD", "HEAD", key);
+	res = req_begin(&rq, "HEAD", "HEAD", key, res, &local);
 	req_cond(&rq, cond);
 	return s3_do(s3, &rq, res, NULL);
 }
@@ -1343,10 +1352,7 @@ int ferry_s3_get(struct ferry_s3 *s3, const char *key, const struct ferry_s3_con
 	struct ferry_s3_res local;
 	struct req rq;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "GET", "GET", key);
+	res = req_begin(&rq, "GET", "GET", key, res, &local);
 	if (cond) {
 		rq.if_match = cond->if_match;
 		req_hdr(&rq, "if-none-match", cond->if_none_match);
@@ -1604,10 +1610,7 @@ int ferry_s3_put(struct ferry_s3 *s3, const char *key, const void *data, size_t 
 	struct ferry_s3_res local;
 	struct req rq;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "PUT", "PUT", key);
+	res = req_begin(&rq, "PUT", "PUT", key, res, &local);
 	rq.body = data ? data : "";
 	rq.body_len = len;
 	return put_common(s3, &rq, cond, res);
@@ -1619,10 +1622,7 @@ int ferry_s3_put_fd(struct ferry_s3 *s3, const char *key, int fd, off_t off, uin
 	struct ferry_s3_res local;
 	struct req rq;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "PUT", "PUT", key);
+	res = req_begin(&rq, "PUT", "PUT", key, res, &local);
 	rq.fd = fd;
 	rq.fd_off = off;
 	rq.body_len = len;
@@ -1653,10 +1653,7 @@ int ferry_s3_delete(struct ferry_s3 *s3, const char *key, const struct ferry_s3_
 	struct req rq;
 	int rc;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "DELETE", "DELETE", key);
+	res = req_begin(&rq, "DELETE", "DELETE", key, res, &local);
 	req_cond(&rq, cond);
 	if (cond && cond->if_match) {
 		rc = s3_do_cond(s3, &rq, res, verify_delete, (void *)cond->if_match, NULL);
@@ -1737,10 +1734,7 @@ int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_m
 	char *src;
 	int rc;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "PUT", "COPY", dst_key);
+	res = req_begin(&rq, "PUT", "COPY", dst_key, res, &local);
 	src = copy_source(s3, src_key);
 	if (!src) {
 		set_msg(s3, &rq, res, "out of memory");
@@ -1944,10 +1938,7 @@ int ferry_s3_mpu_part(struct ferry_s3 *s3, const char *key, const char *upload_i
 	struct ferry_s3_res local;
 	struct req rq;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "PUT", "UPLOAD-PART", key);
+	res = req_begin(&rq, "PUT", "UPLOAD-PART", key, res, &local);
 	rq.body = data ? data : "";
 	rq.body_len = len;
 	return part_common(s3, &rq, upload_id, part, etag_out, res);
@@ -1960,10 +1951,7 @@ int ferry_s3_mpu_part_fd(struct ferry_s3 *s3, const char *key, const char *uploa
 	struct ferry_s3_res local;
 	struct req rq;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "PUT", "UPLOAD-PART", key);
+	res = req_begin(&rq, "PUT", "UPLOAD-PART", key, res, &local);
 	rq.fd = fd;
 	rq.fd_off = off;
 	rq.body_len = len;
@@ -1982,10 +1970,7 @@ int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upl
 	char *src;
 	int rc;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "PUT", "UPLOAD-PART-COPY", key);
+	res = req_begin(&rq, "PUT", "UPLOAD-PART-COPY", key, res, &local);
 	if (!len) {
 		set_msg(s3, &rq, res, "empty copy range for part %d", part);
 		return FERRY_S3_ERROR;
@@ -2096,10 +2081,7 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 	char want[80] = "", etag[80], line[160];
 	int i, rc;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "POST", "COMPLETE-MULTIPART", key);
+	res = req_begin(&rq, "POST", "COMPLETE-MULTIPART", key, res, &local);
 	rc = buf_append(&xml, "<CompleteMultipartUpload>", 25, XML_BODY_MAX);
 	for (i = 0; rc == 0 && i < nparts; i++) {
 		int n = snprintf(line, sizeof(line), "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
@@ -2146,10 +2128,7 @@ int ferry_s3_mpu_abort(struct ferry_s3 *s3, const char *key, const char *upload_
 	struct req rq;
 	int rc;
 
-	if (!res)
-		res = &local;
-	res_reset(res);
-	req_init(&rq, "DELETE", "ABORT-MULTIPART", key);
+	res = req_begin(&rq, "DELETE", "ABORT-MULTIPART", key, res, &local);
 	q[0] = (struct ferry_sigv4_kv){ "uploadId", upload_id };
 	rq.query = q;
 	rq.n_query = 1;
