@@ -133,9 +133,11 @@ tests-build: $(patsubst %,$(B)/tests/%,$(UNIT)) $(B)/tests/plugins/test_abi \
 deps:
 	@bash tests/deps.sh
 
+# TEST_JOBS=N runs up to N tests side by side (each has its own servers, ports and mounts).
+TEST_JOBS ?= 1
 test: deps
 	@$(MAKE) --no-print-directory all
-	FERRY_BUILD=$(abspath $(B)) bash tests/run.sh $(T)
+	FERRY_BUILD=$(abspath $(B)) TEST_JOBS=$(TEST_JOBS) bash tests/run.sh $(T)
 
 check: deps
 	$(MAKE) --no-print-directory B=build/asan SANITIZE=address,undefined OPT='-g -O1' test
