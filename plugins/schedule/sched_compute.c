@@ -546,6 +546,7 @@ void sched_opts_default(struct sched_opts *o)
 	o->ed_window = -1;
 	o->min_daily_cap = 50;
 	o->threads = 2;
+	o->fingerprint = true;
 	o->run_id = "";
 	memset(o->zips.state, -1, sizeof(o->zips.state));
 }

@@ -97,6 +97,7 @@ struct sched_opts {
 	int min_daily_cap;                  /* min_daily_cap */
 	bool strict;                        /* strict */
 	int threads;                        /* reader threads (1 or 2) */
+	bool fingerprint;                   /* fingerprint: skip a run on a fixed point */
 	const char *run_id;                 /* scheduler_run_id of written rows */
 	struct sched_rules rules;           /* state_rules.csv */
 	struct sched_zips zips;             /* zip3_states.csv */
@@ -124,6 +125,7 @@ struct sched_report {
 	int64_t load_ms;
 	int64_t compute_ms;
 	int64_t write_ms;
+	bool reused;                        /* fingerprint matched: nothing read or computed */
 };
 
 /* Where the core reports: bad-row/unknown-state warnings, info lines, the error. */
@@ -139,6 +141,37 @@ enum sched_mode { SCHED_RUN, SCHED_DRY };
  * run). Returns 0, 1 (data/database failure) or 2 (usage), with io->err set. */
 int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mode mode,
 		  FILE *csv, struct sched_io *io, struct sched_report *rep);
+
+/* ---- fingerprint (sched_fp.c) ---- */
+#define SCHED_FP_LEN 32                     /* SHA-256 of the inputs; two GMAC tags of the file */
+#define SCHED_FP_KEYLEN 16                  /* AES-128 key of the file's GMAC */
+struct sqlite3_file;
+
+/* A sidecar: a file of these bytes, run with these inputs, is a fixed point. */
+struct sched_fp {
+	unsigned char key[SCHED_FP_LEN];    /* sched_fp_key() of the inputs */
+	unsigned char fkey[SCHED_FP_KEYLEN];        /* random, drawn for this sidecar */
+	unsigned char file[SCHED_FP_LEN];   /* sched_fp_file() of the database with fkey */
+	uint64_t size;                      /* database file size */
+	struct sched_report rep;            /* counts a rerun reports (no timings) */
+	char *warn;                         /* the run's warnings: "LEVEL MESSAGE\n" lines */
+	size_t nwarn;                       /* bytes of warn */
+};
+
+/* SHA-256 over the stage's code file, SQLite's version and every option: -1 if unknown. */
+int sched_fp_key(const struct sched_opts *o, unsigned char key[SCHED_FP_LEN]);
+/* A new random key for sched_fp_file(). */
+int sched_fp_newkey(unsigned char fkey[SCHED_FP_KEYLEN]);
+/* GMAC-AES-128 of the whole file's two halves under fkey, read through SQLite's own
+ * handle (threads 1 or 2). */
+int sched_fp_file(struct sqlite3_file *f, int threads, const unsigned char fkey[SCHED_FP_KEYLEN],
+		  unsigned char out[SCHED_FP_LEN], uint64_t *size);
+/* DB_PATH ".ferry-sched", malloc'd. */
+char *sched_fp_path(const char *db_path);
+/* Atomically (PATH.tmp, rename); 0, or -1 with err. */
+int sched_fp_save(const char *path, const struct sched_fp *fp, char *err, size_t errlen);
+/* 0 when PATH is a whole, intact sidecar for key (fp->warn malloc'd), else -1. */
+int sched_fp_load(const char *path, const unsigned char key[SCHED_FP_LEN], struct sched_fp *fp);
 
 /* ---- compute (sched_compute.c), used by sched_db.c ---- */
 struct sched_contact {

@@ -35,7 +35,10 @@ static const struct ferry_key schedule_keys[] = {
 	{ "zip_states", FERRY_KEY_PATH, "conf/zip3_states.csv", 0, "ZIP3 prefix to state data file" },
 	{ "strict", FERRY_KEY_INT, "0", 0, "0/1: the first bad row fails the run" },
 	{ "run_id", FERRY_KEY_STRING, "", 0, "scheduler_run_id; empty = sched-<UTC time>-<pid>" },
-	{ "threads", FERRY_KEY_INT, "2", 0, "1 or 2: read email_schedules in a second thread" },
+	{ "threads", FERRY_KEY_INT, "2", 0,
+	  "1 or 2: read email_schedules (and tag the file) in a second thread" },
+	{ "fingerprint", FERRY_KEY_INT, "1", 0,
+	  "0/1: skip a rerun on a database byte-identical to a fixed point (DB.ferry-sched)" },
 	{ NULL, 0, NULL, 0, NULL },
 };
 
@@ -119,7 +122,7 @@ static int load_config(struct ferry_ctx *c, struct sched_priv *p)
 	struct sched_opts *o = &p->opts;
 	const char *v;
 	char err[1024];
-	int b[6], rc = 0;
+	int b[6], fpk, rc = 0;
 
 	sched_opts_default(o);
 	v = ferry_cfg(c, "today");
@@ -169,13 +172,15 @@ static int load_config(struct ferry_ctx *c, struct sched_priv *p)
 	    int_key(c, "ed_soft_limit", 0, 1000000000, &o->ed_soft_limit) ||
 	    int_key(c, "ed_smoothing_window", 1, 31, &o->ed_window) ||
 	    int_key(c, "min_daily_cap", 1, 1000000000, &o->min_daily_cap) ||
-	    int_key(c, "threads", 1, 2, &b[4]))
+	    int_key(c, "threads", 1, 2, &b[4]) ||
+	    int_key(c, "fingerprint", 0, 1, &fpk))
 		return FERRY_USAGE;
 	o->aep_enabled = b[0] == 1;
 	o->post_window = b[1] == 1;
 	o->exclude_fu = b[2] == 1;
 	o->strict = b[3] == 1;
 	o->threads = b[4] < 1 ? 1 : b[4];
+	o->fingerprint = fpk != 0;
 
 	char *rules = ferry_cfg_path(c, "state_rules");
 	char *zips = ferry_cfg_path(c, "zip_states");
@@ -258,6 +263,10 @@ static int execute_with(struct ferry_ctx *c, struct sched_priv *p, enum sched_mo
 	rc = sched_execute(&p->opts, p->db, mode, stdout, &io, &rep);
 	if (rc)
 		return ferry_fail(c, rc, "%s", io.err);
+	if (rep.reused)
+		ferry_log(c, FERRY_INFO, "database is byte-identical to a fixed point of these inputs "
+			  "(fingerprint): nothing to read, compute or write", "sidecar='%s.ferry-sched'",
+			  p->db);
 	summary(c, p, &rep);
 	if (mode == SCHED_DRY) {
 		char msg[64];

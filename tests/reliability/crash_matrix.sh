@@ -21,7 +21,7 @@ shift || true
 points=("$@")
 [ ${#points[@]} -gt 0 ] || points=(
 	lock.after_run mount.after_spawn mount.after_run pull.after_undo pull.mid_patch pull.before_commit
-	pull.after_commit schedule.before_run schedule.mid_write schedule.after_run
+	pull.after_commit schedule.before_run schedule.mid_write schedule.after_commit schedule.after_run
 	push.mid_write push.before_fsync push.after_commit push.before_manifest unlock.before_run)
 e2e_setup "${CRASH_CONTACTS:-1500}"
 cp "$T/org.db" "$T/base.db"

@@ -1,6 +1,7 @@
 /* test_schedule.c: unit and golden tests of the schedule stage's core (spec/scheduler.md). */
 #include "unit.h"
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -983,6 +984,194 @@ static void test_schema_and_ownership(void)
 	ASSERT_CONTAINS(err, "cannot create unique index on table email_schedules");
 }
 
+/* ---- fingerprint sidecar (sched_fp.c) ---- */
+
+static int fp_write(const char *path, const unsigned char *b, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	if (!f)
+		return -1;
+	size_t w = fwrite(b, 1, n, f);
+	return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+static void test_fingerprint(void)
+{
+	struct sched_opts o, o2;
+	struct sched_fp fp, got;
+	unsigned char key[SCHED_FP_LEN], key2[SCHED_FP_LEN], buf[4096];
+	char path[300], err[256], warn[] = "2 contacts id=7 email 'x' is not a valid email\n2 b\n";
+	size_t n;
+
+	sched_opts_default(&o);
+	ASSERT_EQ(sched_fp_key(&o, key), 0);
+	ASSERT_EQ(sched_fp_key(&o, key2), 0);
+	ASSERT_TRUE(!memcmp(key, key2, SCHED_FP_LEN));
+	/* every input moves the key; run_id and threads do not */
+	o2 = o;
+	o2.today++;
+	ASSERT_EQ(sched_fp_key(&o2, key2), 0);
+	ASSERT_TRUE(memcmp(key, key2, SCHED_FP_LEN));
+	o2 = o;
+	o2.send_time[7] = '1';
+	ASSERT_EQ(sched_fp_key(&o2, key2), 0);
+	ASSERT_TRUE(memcmp(key, key2, SCHED_FP_LEN));
+	o2 = o;
+	o2.rules.st[5].ed.after++;
+	ASSERT_EQ(sched_fp_key(&o2, key2), 0);
+	ASSERT_TRUE(memcmp(key, key2, SCHED_FP_LEN));
+	o2 = o;
+	o2.zips.state[999] = 3;
+	ASSERT_EQ(sched_fp_key(&o2, key2), 0);
+	ASSERT_TRUE(memcmp(key, key2, SCHED_FP_LEN));
+	o2 = o;
+	o2.strict = true;
+	ASSERT_EQ(sched_fp_key(&o2, key2), 0);
+	ASSERT_TRUE(memcmp(key, key2, SCHED_FP_LEN));
+	o2 = o;
+	o2.run_id = "other";
+	o2.threads = 1;
+	ASSERT_EQ(sched_fp_key(&o2, key2), 0);
+	ASSERT_TRUE(!memcmp(key, key2, SCHED_FP_LEN));
+
+	/* round trip */
+	memset(&fp, 0, sizeof(fp));
+	memcpy(fp.key, key, SCHED_FP_LEN);
+	for (int i = 0; i < SCHED_FP_LEN; i++)
+		fp.file[i] = (unsigned char)(i * 7);
+	for (int i = 0; i < SCHED_FP_KEYLEN; i++)
+		fp.fkey[i] = (unsigned char)(200 - i);
+	fp.size = 123456789012ULL;
+	fp.rep.contacts = 1000;
+	fp.rep.valid = 990;
+	fp.rep.bad = 4;
+	fp.rep.rows = 2999;
+	fp.rep.ed_limit = 50;
+	fp.rep.inserted = 77;           /* not kept: a rerun inserts nothing */
+	fp.warn = warn;
+	fp.nwarn = strlen(warn);
+	snprintf(path, sizeof(path), "%s/fp.db.ferry-sched", tmpdir);
+	ASSERT_EQ(sched_fp_save(path, &fp, err, sizeof(err)), 0);
+	ASSERT_EQ(sched_fp_load(path, key, &got), 0);
+	ASSERT_TRUE(!memcmp(got.file, fp.file, SCHED_FP_LEN));
+	ASSERT_TRUE(!memcmp(got.fkey, fp.fkey, SCHED_FP_KEYLEN));
+	ASSERT_EQ(got.size, fp.size);
+	ASSERT_EQ(got.rep.contacts, 1000);
+	ASSERT_EQ(got.rep.valid, 990);
+	ASSERT_EQ(got.rep.bad, 4);
+	ASSERT_EQ(got.rep.rows, 2999);
+	ASSERT_EQ(got.rep.ed_limit, 50);
+	ASSERT_EQ(got.rep.inserted, 0);
+	ASSERT_EQ(got.nwarn, strlen(warn));
+	ASSERT_STREQ(got.warn, warn);
+	free(got.warn);
+	/* another key, a missing file */
+	o2 = o;
+	o2.today++;
+	ASSERT_EQ(sched_fp_key(&o2, key2), 0);
+	ASSERT_EQ(sched_fp_load(path, key2, &got), -1);
+	ASSERT_TRUE(got.warn == NULL);
+	ASSERT_EQ(sched_fp_load("/nonexistent/x.ferry-sched", key, &got), -1);
+	/* every torn length and every flipped byte is refused */
+	FILE *f = fopen(path, "rb");
+	n = f ? fread(buf, 1, sizeof(buf), f) : 0;
+	if (f)
+		fclose(f);
+	ASSERT_TRUE(n > 200 && n < sizeof(buf));
+	char tpath[320];
+	snprintf(tpath, sizeof(tpath), "%s/torn.ferry-sched", tmpdir);
+	int torn_ok = 0, flip_ok = 0;
+	for (size_t len = 0; len < n; len++) {
+		if (fp_write(tpath, buf, len) == 0 && sched_fp_load(tpath, key, &got) == 0) {
+			torn_ok++;
+			free(got.warn);
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		buf[i] ^= 0x01;
+		if (fp_write(tpath, buf, n) == 0 && sched_fp_load(tpath, key, &got) == 0) {
+			flip_ok++;
+			free(got.warn);
+		}
+		buf[i] ^= 0x01;
+	}
+	ASSERT_EQ(torn_ok, 0);
+	ASSERT_EQ(flip_ok, 0);
+	ASSERT_EQ(fp_write(tpath, buf, n), 0);
+	ASSERT_EQ(sched_fp_load(tpath, key, &got), 0);
+	free(got.warn);
+}
+
+/* GMAC of [off, off + len) of a file in one call, as the reference for sched_fp_file. */
+static void gmac_ref(const char *path, uint64_t off, uint64_t len, const unsigned char *key,
+		     unsigned char iv_last, unsigned char tag[16])
+{
+	unsigned char iv[12] = { 'f', 'p', iv_last }, fin[16];
+	unsigned char *buf = malloc(len + 1);
+	FILE *f = fopen(path, "rb");
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int ol;
+
+	ASSERT_TRUE(buf && f && ctx);
+	if (!buf || !f || !ctx)
+		goto out;
+	ASSERT_EQ(fseek(f, (long)off, SEEK_SET), 0);
+	ASSERT_EQ(fread(buf, 1, len, f), len);
+	ASSERT_EQ(EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, key, iv), 1);
+	ASSERT_EQ(EVP_EncryptUpdate(ctx, NULL, &ol, buf, (int)len), 1);
+	ASSERT_EQ(EVP_EncryptFinal_ex(ctx, fin, &ol), 1);
+	ASSERT_EQ(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag), 1);
+out:
+	EVP_CIPHER_CTX_free(ctx);
+	if (f)
+		fclose(f);
+	free(buf);
+}
+
+static void test_fingerprint_file(void)
+{
+	char path[300];
+	sqlite3 *db = NULL;
+	sqlite3_file *f = NULL;
+	unsigned char k1[SCHED_FP_KEYLEN], k2[SCHED_FP_KEYLEN], a[SCHED_FP_LEN], b[SCHED_FP_LEN],
+		c[SCHED_FP_LEN], ref[16];
+	uint64_t sz = 0, sz2 = 0;
+
+	snprintf(path, sizeof(path), "%s/fpfile.db", tmpdir);
+	ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+	ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+			       "SELECT i + 1 FROM n WHERE i < 3000) INSERT INTO t SELECT "
+			       "randomblob(1000) FROM n", NULL, NULL, NULL), SQLITE_OK);
+	ASSERT_EQ(sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f), SQLITE_OK);
+	ASSERT_EQ(sched_fp_newkey(k1), 0);
+	ASSERT_EQ(sched_fp_newkey(k2), 0);
+	ASSERT_TRUE(memcmp(k1, k2, SCHED_FP_KEYLEN));
+	ASSERT_EQ(sched_fp_file(f, 2, k1, a, &sz), 0);
+	ASSERT_EQ(sched_fp_file(f, 1, k1, b, &sz2), 0);
+	ASSERT_TRUE(sz > (2u << 20));                   /* two halves, several chunks */
+	ASSERT_EQ(sz, sz2);
+	ASSERT_TRUE(!memcmp(a, b, SCHED_FP_LEN));       /* threads do not change the value */
+	/* chunked streaming equals one call over each half (halves split at 1 MiB units) */
+	uint64_t half = (sz / 2) & ~(uint64_t)((1u << 20) - 1);
+	gmac_ref(path, 0, half, k1, 0, ref);
+	ASSERT_TRUE(!memcmp(a, ref, 16));
+	gmac_ref(path, half, sz - half, k1, 1, ref);
+	ASSERT_TRUE(!memcmp(a + 16, ref, 16));
+	ASSERT_EQ(sched_fp_file(f, 2, k2, c, &sz2), 0);
+	ASSERT_TRUE(memcmp(a, c, SCHED_FP_LEN));        /* another key */
+	/* one changed row anywhere changes the value */
+	ASSERT_EQ(sqlite3_exec(db, "UPDATE t SET x = zeroblob(1000) WHERE rowid = 1",
+			       NULL, NULL, NULL), SQLITE_OK);
+	ASSERT_EQ(sched_fp_file(f, 2, k1, c, &sz2), 0);
+	ASSERT_TRUE(memcmp(a, c, 16));
+	ASSERT_EQ(sqlite3_exec(db, "UPDATE t SET x = zeroblob(1000) WHERE rowid = 3000",
+			       NULL, NULL, NULL), SQLITE_OK);
+	ASSERT_EQ(sched_fp_file(f, 2, k1, b, &sz2), 0);
+	ASSERT_TRUE(memcmp(b + 16, c + 16, 16));
+	sqlite3_close(db);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -1015,6 +1204,8 @@ int main(int argc, char **argv)
 	test_states();
 	test_underwriting();
 	test_schema_and_ownership();
+	test_fingerprint();
+	test_fingerprint_file();
 	if (!getenv("KEEP_TMP")) {
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
