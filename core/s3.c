@@ -562,6 +562,10 @@ struct xfer {
 	bool sink_stop;                     /* the sink asked to stop */
 	bool overflow;                      /* kept body exceeded keep_max */
 	bool read_failed;                   /* the request body could not be read */
+	bool stalled;                       /* on_progress gave up: nothing moved for too long */
+	int64_t stall_ms;                   /* the limit it gave up at */
+	int64_t win_ms;                     /* stall watch: start of the current window */
+	curl_off_t win_bytes;               /* bytes moved (both ways) when it started */
 	char etag[80];                      /* of this response */
 	char errbuf[CURL_ERROR_SIZE];
 	char read_err[128];
@@ -715,15 +719,63 @@ static int on_seek(void *arg, curl_off_t off, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How long the server may think after the whole request went out: a store computes its
+ * checksums over a large PUT before answering, and a server-side copy or a multipart
+ * completion takes time in proportion to the object (S3 itself trickles whitespace to keep
+ * such a reply alive; moto and others say nothing until done). A 1.1 GiB PUT to moto
+ * takes longer than the default 30 s low-speed window; the retries it caused never ended. */
+static int64_t reply_wait_ms(const struct ferry_s3 *s3, const struct req *rq)
+{
+	int64_t base = (int64_t)s3->conf.low_speed_time_s * 1000;
+	size_t i;
+
+	if (!strcmp(rq->op, "COMPLETE-MULTIPART"))
+		return base > 600000 ? base : 600000;
+	for (i = 0; i < rq->n_hdrs; i++)
+		if (!strcasecmp(rq->hdrs[i].name, "x-amz-copy-source"))
+			return base > 600000 ? base : 600000;
+	return base + (int64_t)(rq->body_len >> 24) * 1000;      /* + 1 s per 16 MiB sent */
+}
+
+/* The stall watch (instead of curl's LOW_SPEED options, which cannot tell "the server is
+ * thinking about the body we sent" from "the connection hangs"): fewer than low_speed_limit
+ * bytes/s in either direction over low_speed_time fails the attempt as a timeout, except
+ * while the request is fully sent and no answer has come yet, where reply_wait_ms applies.
+ * curl calls this at least once a second. Also where cancellation is noticed. */
 static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
 	struct xfer *x = arg;
+	const struct ferry_s3_conf *c = &x->s3->conf;
+	int64_t now = mono_ms(), limit_ms = (int64_t)c->low_speed_time_s * 1000;
+	curl_off_t moved = dn + un;
 
 	(void)dt;
-	(void)dn;
-	(void)ut;
-	(void)un;
-	return s3_cancelled(x->s3) ? 1 : 0;
+	if (s3_cancelled(x->s3))
+		return 1;
+	if (!x->win_ms) {
+		x->win_ms = now;
+		x->win_bytes = moved;
+		return 0;
+	}
+	if (!x->status && un >= ut && (uint64_t)un >= x->rq->body_len)
+		limit_ms = reply_wait_ms(x->s3, x->rq);
+	if (moved - x->win_bytes >= (curl_off_t)c->low_speed_limit * c->low_speed_time_s) {
+		x->win_ms = now;                /* enough moved: a new window */
+		x->win_bytes = moved;
+	} else if (now - x->win_ms >= limit_ms) {
+		x->stalled = true;
+		x->stall_ms = limit_ms;
+		return 1;
+	}
+	return 0;
 }
 
 /* Scrub every credential from a message we are about to hand out. */
@@ -1006,6 +1058,8 @@ static int perform_once(struct ferry_s3 *s3, struct xfer *x, bool *transient)
 	x->etag[0] = '\0';
 	x->up_pos = 0;
 	x->got_this_attempt = 0;
+	x->stalled = false;
+	x->win_ms = 0;
 	x->sink_stop = x->overflow = x->read_failed = false;
 	x->errbuf[0] = '\0';
 	x->body.len = 0;
@@ -1086,8 +1140,6 @@ static int perform_once(struct ferry_s3 *s3, struct xfer *x, bool *transient)
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s3->conf.connect_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, s3->conf.low_speed_limit);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, s3->conf.low_speed_time_s);
 	if (s3->conf.request_timeout_ms > 0)
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s3->conf.request_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, s3->conf.verify_tls ? 1L : 0L);
@@ -1129,6 +1181,13 @@ static int perform_once(struct ferry_s3 *s3, struct xfer *x, bool *transient)
 	res->status = x->status;
 	if (x->read_failed) {
 		set_msg(s3, rq, res, "%s", x->read_err);
+		rc = FERRY_S3_ERROR;
+		goto out;
+	}
+	if (cc == CURLE_ABORTED_BY_CALLBACK && x->stalled) {
+		*transient = true;
+		set_msg(s3, rq, res, "no progress for %" PRId64 " s (low_speed_time)",
+			x->stall_ms / 1000);
 		rc = FERRY_S3_ERROR;
 		goto out;
 	}

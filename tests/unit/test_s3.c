@@ -721,6 +721,21 @@ static void test_retries(struct ferry_s3 *p3, struct ferry_s3 *s3)
 	ASSERT_EQ(r.attempts, 2);
 	ferry_buf_release(&b);
 
+	/* ... but a server that thinks for longer than low_speed_time after the whole request
+	 * went out (a multipart completion, here 2.5 s > 1 s) is waited for, not resent */
+	{
+		char e1[80], *etags[1] = { e1 };
+		char *id = NULL;
+
+		ASSERT_EQ(ferry_s3_mpu_create(p3, "slow/mpu", &id, &r), FERRY_S3_OK);
+		ASSERT_EQ(ferry_s3_mpu_part(p3, "slow/mpu", id, 1, "slow part", 9, e1, &r), FERRY_S3_OK);
+		rule("{\"method\":\"POST\",\"key\":\"slow/mpu\",\"query\":\"uploadId\",\"action\":\"stall_reply\",\"seconds\":2.5,\"count\":1}");
+		ASSERT_EQ(ferry_s3_mpu_complete(p3, "slow/mpu", id, etags, 1, NULL, &r), FERRY_S3_OK);
+		ASSERT_EQ(r.attempts, 1);
+		free(id);
+		rules_reset();
+	}
+
 	/* garbage XML in a listing: a clear error, no crash */
 	rule("{\"method\":\"GET\",\"query\":\"list-type\",\"action\":\"garbage_xml\",\"count\":1}");
 	{
