@@ -37,6 +37,14 @@ bool ferry_pages_has_wal(const char *dbpath);
 uint64_t ferry_pages_lock_index(uint32_t page_size);
 bool ferry_pages_is_lock_page(uint64_t index, uint32_t page_size);
 
+/* The pages of a new version to write over an old one: every index below new_count,
+ * except the lock-byte page, at or past old_count or whose hash differs (pass old_count
+ * 0 when everything moves, e.g. another page size). *out is malloc'd (never NULL on
+ * success, even when *n is 0). 0, or -1 when out of memory. */
+int ferry_pages_diff(const unsigned char *new_hashes, uint64_t new_count,
+		     const unsigned char *old_hashes, uint64_t old_count, uint32_t page_size,
+		     uint64_t **out, size_t *n);
+
 /* Per-page hashing (SHA-256 via OpenSSL EVP, fetched once). */
 struct ferry_hasher;
 struct ferry_hasher *ferry_hasher_new(void);
@@ -51,6 +59,9 @@ struct ferry_pages_cb {
 	const char *what;                   /* "pull", "push": prefix of the progress line */
 	bool progress;                      /* draw a progress line on stderr (a TTY) */
 };
+struct ferry_ctx;
+/* A stage's callbacks: cancelled = ferry_cancelled(c), progress when stderr is a TTY. */
+void ferry_pages_cb_init(struct ferry_pages_cb *cb, struct ferry_ctx *c, const char *what);
 /* Progress line: "\rWHAT: pages D/T, X.Y MiB, R MiB/s"; at most ~5 times a second. */
 struct ferry_progress {
 	const struct ferry_pages_cb *cb;
@@ -136,6 +147,9 @@ uint64_t ferry_patch_undo_bytes(const struct ferry_patch *p);
 /* At start: roll back PATH from PATH.ferry-undo if present. *rolled_back tells whether
  * pages were restored (a torn undo file is just removed). 0, or -1 with err. */
 int ferry_patch_recover(const char *path, bool *rolled_back, char *err, size_t errlen);
+/* The same for a stage (pull and push both start with it): logs a rollback, and returns
+ * FERRY_OK or ferry_fail's code. */
+int ferry_pages_recover(struct ferry_ctx *c, const char *replica);
 
 /* PRAGMA quick_check (full: integrity_check) on a local database file, opened read-only
  * and immutable (no -wal/-shm/-journal files appear). 0, or -1 with the first complaint. */
@@ -145,6 +159,12 @@ int ferry_pages_checkpoint(const char *path, char *err, size_t errlen);
 
 /* fsync the directory holding path. */
 int ferry_pages_fsync_dir(const char *path);
+/* The directory holding path exists (a missing one usually means: no mount). */
+bool ferry_pages_parent_exists(const char *path);
+/* a followed by b, malloc'd (NULL when out of memory): "REPLICA" + ".ferry-state". */
+char *ferry_pages_concat(const char *a, const char *b);
+/* Monotonic milliseconds, for the ms= of log lines. */
+uint64_t ferry_pages_now_ms(void);
 
 /* Counters from a ferryfs mount's .ferryfs-stats (JSON); false when not available. */
 struct ferry_fsstats {

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ferry_ctx.h"
+
 /*
  * About the formats (all integers little-endian).
  *
@@ -373,6 +375,69 @@ void ferry_progress_end(struct ferry_progress *p)
 	progress_draw(p, now_mono());
 	if (write(STDERR_FILENO, "\n", 1) < 0)
 		return;
+}
+
+int ferry_pages_diff(const unsigned char *new_hashes, uint64_t new_count,
+		     const unsigned char *old_hashes, uint64_t old_count, uint32_t page_size,
+		     uint64_t **out, size_t *n)
+{
+	uint64_t lock = ferry_pages_lock_index(page_size), *l;
+	size_t k = 0;
+
+	l = malloc((new_count ? (size_t)new_count : 1) * sizeof(*l));
+	if (!l)
+		return -1;
+	for (uint64_t i = 0; i < new_count; i++)
+		if (i != lock && (i >= old_count ||
+				  memcmp(new_hashes + i * FERRY_PAGE_HASH_LEN,
+					 old_hashes + i * FERRY_PAGE_HASH_LEN, FERRY_PAGE_HASH_LEN) != 0))
+			l[k++] = i;
+	*out = l;
+	*n = k;
+	return 0;
+}
+
+static bool ctx_cancelled(void *arg)
+{
+	return ferry_cancelled(arg);
+}
+
+void ferry_pages_cb_init(struct ferry_pages_cb *cb, struct ferry_ctx *c, const char *what)
+{
+	cb->cancelled = ctx_cancelled;
+	cb->arg = c;
+	cb->what = what;
+	cb->progress = isatty(STDERR_FILENO);
+}
+
+uint64_t ferry_pages_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+char *ferry_pages_concat(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 1;
+	char *s = malloc(n);
+
+	if (s)
+		snprintf(s, n, "%s%s", a, b);
+	return s;
+}
+
+bool ferry_pages_parent_exists(const char *path)
+{
+	char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+	bool yes;
+
+	if (slash && slash != dir)
+		*slash = '\0';
+	yes = dir && access(dir, F_OK) == 0;
+	free(dir);
+	return yes;
 }
 
 static bool cb_cancelled(const struct ferry_pages_cb *cb)
@@ -1125,6 +1190,19 @@ out_ufd:
 out_path:
 	free(upath);
 	return rc;
+}
+
+int ferry_pages_recover(struct ferry_ctx *c, const char *replica)
+{
+	char err[256];
+	bool rolled = false;
+
+	if (ferry_patch_recover(replica, &rolled, err, sizeof(err)) != 0)
+		return ferry_fail(c, FERRY_FAIL, "cannot roll back the interrupted pull of '%s': %s",
+				  replica, err);
+	if (rolled)
+		ferry_log(c, FERRY_WARN, "rolled back an interrupted pull", "replica='%s'", replica);
+	return FERRY_OK;
 }
 
 int ferry_patch_abort(struct ferry_patch *p)

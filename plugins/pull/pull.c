@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ferry_ctx.h"
@@ -38,6 +37,14 @@
  *             verified, then renamed over the replica.
  * Local patches go through ferry_patch (undo file, pages.c): a crash at any instant
  * leaves the old or the new replica; the next pull (or push) rolls back a leftover undo.
+ *
+ * How the origin is read. state/manifest with a few differing pages: ranged GETs of just
+ * those pages (runs of them), in parallel. When the runs would cover at least half of
+ * the database (SEQ_PERCENT), or in compare/copy mode (every page is needed): one pass
+ * over the whole origin in order, on ferryfs as one streaming GET per side of the
+ * lock-byte page, straight from the object and pinned by If-Match, else big preads.
+ * Many small requests cost more than the bytes they save once most of the file is
+ * wanted; below half, bytes win (the issue's target: a 1% change reads <= 2%).
  */
 
 #define BATCH_BYTES (8u << 20)             /* pages patched per undo record */
@@ -46,11 +53,8 @@
 #define FETCH_THREADS 7                    /* parallel ranged GETs (plus the caller) */
 #define GROUP_RUNS  64                     /* runs read per group */
 #define GROUP_BYTES (16u << 20)            /* bytes read per group (plus one run) */
-
-static bool pull_cancelled(void *arg)
-{
-	return ferry_cancelled(arg);
-}
+#define STREAM_BYTES (4u << 20)            /* chunk of a sequential pass */
+#define SEQ_PERCENT 50                     /* runs covering this much: read it all in order */
 
 void pull_job_release(struct pull_job *j)
 {
@@ -80,16 +84,6 @@ void pull_job_release(struct pull_job *j)
 	j->ofd = j->rfd = j->tfd = -1;
 }
 
-static char *join(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 1;
-	char *s = malloc(n);
-
-	if (s)
-		snprintf(s, n, "%s%s", a, b);
-	return s;
-}
-
 int pull_job_init(struct pull_job *j, struct ferry_ctx *c, char *origin, char *replica,
 		  const char *suffix)
 {
@@ -98,13 +92,10 @@ int pull_job_init(struct pull_job *j, struct ferry_ctx *c, char *origin, char *r
 	j->c = c;
 	j->origin = origin;
 	j->replica = replica;
-	j->state_path = join(replica, ".ferry-state");
-	j->mf_path = join(origin, suffix);
-	j->tmp_path = join(replica, ".ferry-tmp");
-	j->cb.cancelled = pull_cancelled;
-	j->cb.arg = c;
-	j->cb.what = "pull";
-	j->cb.progress = isatty(STDERR_FILENO);
+	j->state_path = ferry_pages_concat(replica, ".ferry-state");
+	j->mf_path = ferry_pages_concat(origin, suffix);
+	j->tmp_path = ferry_pages_concat(replica, ".ferry-tmp");
+	ferry_pages_cb_init(&j->cb, c, "pull");
 	return j->state_path && j->mf_path && j->tmp_path ? 0 : -1;
 }
 
@@ -215,6 +206,37 @@ static int copy_manifest(struct ferry_manifest *to, const struct ferry_manifest 
 	return 0;
 }
 
+/* The origin's header. On ferryfs it comes from the object itself, like the pages after
+ * it: a read through the mount would start ferryfs's read-ahead window for nothing.
+ * 0, -1 with err, or -2 after ferry_fail. */
+static int probe_origin(struct pull_job *j, char *err, size_t errlen)
+{
+	struct ferry_s3_cond cond = { .if_match = j->etag };
+	struct ferry_s3_res res = { 0 };
+	unsigned char hdr[100];
+	size_t want = j->origin_size < sizeof(hdr) ? (size_t)j->origin_size : sizeof(hdr), got = 0;
+	int rc;
+
+	if (!j->s3key) {
+		j->bytes_self += j->origin_size ? 100 : 0;
+		return ferry_pages_probe_fd(j->ofd, &j->oinfo, err, errlen);
+	}
+	if (want) {
+		rc = ferry_s3_get_into(j->s3, j->s3key, &cond, 0, want, hdr, &got, &res);
+		j->bytes_s3 += got;
+		if (rc == FERRY_S3_PRECONDITION) {
+			ferry_fail(j->c, FERRY_FAIL, "origin '%s' changed during the pull (etag %s no "
+				   "longer current); nothing written", j->origin, j->etag);
+			return -2;
+		}
+		if (rc != FERRY_S3_OK) {
+			ferry_fail(j->c, FERRY_FAIL, "cannot read origin '%s': %s", j->origin, res.msg);
+			return -2;
+		}
+	}
+	return ferry_pages_parse_header(hdr, got, j->origin_size, &j->oinfo, err, errlen);
+}
+
 /* Pick where the origin's page hashes come from (see "About pull"). */
 static int choose_source(struct pull_job *j)
 {
@@ -253,9 +275,11 @@ static int choose_source(struct pull_job *j)
 	}
 	if (j->source == SRC_COMPARE) {
 		/* no hashes yet: the origin header says how big it is */
-		if (ferry_pages_probe_fd(j->ofd, &j->oinfo, err, sizeof(err)) != 0)
+		rc = probe_origin(j, err, sizeof(err));
+		if (rc == -2)
+			return FERRY_FAIL;
+		if (rc != 0)
 			return ferry_fail(j->c, FERRY_FAIL, "origin '%s': %s; nothing written", j->origin, err);
-		j->bytes_self += j->oinfo.file_size ? 100 : 0;
 		if (ferry_manifest_alloc(&j->want, j->oinfo.page_size, j->oinfo.page_count) != 0)
 			return ferry_fail(j->c, FERRY_FAIL, "out of memory");
 	}
@@ -293,17 +317,11 @@ static bool page_differs(const struct pull_job *j, uint64_t i)
 /* Pages to fetch when the hashes are known (state or manifest). */
 static int diff_list(struct pull_job *j, uint64_t **out, size_t *n)
 {
-	uint64_t lock = ferry_pages_lock_index(j->want.page_size), *l;
-	size_t k = 0;
+	uint64_t keep = j->rinfo.page_size == j->want.page_size ? j->rinfo.page_count : 0;
 
-	l = malloc((j->want.page_count ? (size_t)j->want.page_count : 1) * sizeof(*l));
-	if (!l)
+	if (ferry_pages_diff(j->want.hashes, j->want.page_count, j->rhashes, keep,
+			     j->want.page_size, out, n) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
-	for (uint64_t i = 0; i < j->want.page_count; i++)
-		if (i != lock && page_differs(j, i))
-			l[k++] = i;
-	*out = l;
-	*n = k;
 	return 0;
 }
 
@@ -424,8 +442,8 @@ static void *fetch_worker(void *arg)
 }
 
 /* Read a group of runs: on ferryfs straight from the object with FETCH_THREADS parallel
- * ranged GETs pinned by If-Match (ferryfs would widen each random read to 256 KiB and
- * treat ascending reads as sequential read-ahead; S3 latency, not bandwidth, bounds
+ * ranged GETs pinned by If-Match (ferryfs would treat ascending reads as sequential
+ * read-ahead and start its window small; S3 latency, not bandwidth, bounds
  * many small reads), else pread through the mount. */
 static int read_runs(struct pull_job *j, struct run *runs, size_t n)
 {
@@ -467,6 +485,42 @@ static int read_runs(struct pull_job *j, struct run *runs, size_t n)
 	return 0;
 }
 
+/* The run starting at list[i]: bridge small gaps, never across the lock-byte page.
+ * Returns the end index k (list[i..k) are in the run). */
+static size_t plan_run(const uint64_t *list, size_t n, size_t i, uint64_t max_run, uint64_t lock)
+{
+	size_t k = i + 1;
+
+	while (k < n && list[k] - list[k - 1] <= MERGE_GAP + 1 && list[k] - list[i] < max_run &&
+	       !(list[k - 1] < lock && list[k] > lock))
+		k++;
+	return k;
+}
+
+/* Ranged reads of the differing pages, or one sequential pass (see "How the origin is
+ * read")? True when the runs would cover at least SEQ_PERCENT of the database. */
+static bool sequential_pays(const struct pull_job *j, const uint64_t *list, size_t n)
+{
+	uint32_t ps = j->want.page_size;
+	uint64_t max_run = RUN_BYTES / ps ? RUN_BYTES / ps : 1, lock = ferry_pages_lock_index(ps);
+	uint64_t span = 0;
+
+	for (size_t i = 0; i < n;) {
+		size_t k = plan_run(list, n, i, max_run, lock);
+
+		span += list[k - 1] - list[i] + 1;
+		i = k;
+	}
+	return span * 100 >= j->want.page_count * SEQ_PERCENT;
+}
+
+static int hash_mismatch(struct pull_job *j, uint64_t idx)
+{
+	return ferry_fail(j->c, FERRY_FAIL, "%s '%s' does not match origin '%s' at page %" PRIu64
+			  "; nothing kept", j->source == SRC_STATE ? "state file" : "manifest",
+			  j->source == SRC_STATE ? j->state_path : j->mf_path, j->origin, idx + 1);
+}
+
 /* state/manifest: read just the differing pages, runs of them bridging gaps of up to
  * MERGE_GAP pages (one request instead of two), in groups of up to GROUP_BYTES; each
  * page is checked against the expected hash before it is written. */
@@ -493,12 +547,8 @@ static int fetch_pages(struct pull_job *j, const uint64_t *list, size_t n)
 		/* plan a group of runs */
 		while (i < n && nr < GROUP_RUNS && used < GROUP_BYTES) {
 			struct run *r = &runs[nr++];
-			size_t k = i + 1;
+			size_t k = plan_run(list, n, i, max_run, lock);
 
-			/* bridge small gaps, but never across the lock-byte page */
-			while (k < n && list[k] - list[k - 1] <= MERGE_GAP + 1 &&
-			       list[k] - list[i] < max_run && !(list[k - 1] < lock && list[k] > lock))
-				k++;
 			memset(r, 0, sizeof(*r));
 			r->first = list[i];
 			r->span = list[k - 1] - list[i] + 1;
@@ -522,11 +572,7 @@ static int fetch_pages(struct pull_job *j, const uint64_t *list, size_t n)
 				ferry_hasher_page(h, pg, ps, hash);
 				if (memcmp(hash, j->want.hashes + idx * FERRY_PAGE_HASH_LEN,
 					   sizeof(hash)) != 0) {
-					rc = ferry_fail(j->c, FERRY_FAIL, "%s '%s' does not match origin '%s' "
-							"at page %" PRIu64 "; nothing kept",
-							j->source == SRC_STATE ? "state file" : "manifest",
-							j->source == SRC_STATE ? j->state_path : j->mf_path,
-							j->origin, idx + 1);
+					rc = hash_mismatch(j, idx);
 					goto out_progress;
 				}
 				if (batch_add(j, idx, pg) != 0)
@@ -545,71 +591,184 @@ out:
 	return rc;
 }
 
-/* compare/copy: read every origin page in big sequential chunks (never the lock-byte
- * page), hash it; copy: write it to the temp file; compare: patch it in if it differs. */
+/* One chunk of a sequential pass: pages [first, first + n) in buf. copy: hash and write
+ * them to the temp file; compare: hash them, patch in those that differ; state/manifest:
+ * patch in those that differ, each checked against its expected hash. */
+static int take_pages(struct pull_job *j, struct ferry_hasher *h, uint64_t first, uint64_t n,
+		      const unsigned char *buf)
+{
+	uint32_t ps = j->want.page_size;
+	unsigned char hash[FERRY_PAGE_HASH_LEN];
+
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t i = first + k;
+		unsigned char *want = j->want.hashes + i * FERRY_PAGE_HASH_LEN;
+		const unsigned char *pg = buf + k * ps;
+
+		if (j->source == SRC_COPY || j->source == SRC_COMPARE) {
+			ferry_hasher_page(h, pg, ps, want);
+			if (j->source == SRC_COMPARE && page_differs(j, i) && batch_add(j, i, pg) != 0)
+				return FERRY_FAIL;
+			continue;
+		}
+		if (!page_differs(j, i))
+			continue;
+		ferry_hasher_page(h, pg, ps, hash);
+		if (memcmp(hash, want, sizeof(hash)) != 0)
+			return hash_mismatch(j, i);
+		if (batch_add(j, i, pg) != 0)
+			return FERRY_FAIL;
+	}
+	if (j->source == SRC_COPY) {
+		if (pwrite(j->tfd, buf, (size_t)(n * ps), (off_t)(first * ps)) != (ssize_t)(n * ps))
+			return ferry_fail(j->c, FERRY_FAIL, "cannot write '%s': %s", j->tmp_path,
+					  strerror(errno));
+		j->pages_moved += n;
+	}
+	return 0;
+}
+
+/* A sequential pass in progress: bytes gather in buf until a chunk of whole pages. */
+struct stream {
+	struct pull_job *j;
+	struct ferry_hasher *h;
+	struct ferry_progress *prog;
+	unsigned char *buf;
+	size_t cap;                         /* bytes: a whole number of pages */
+	size_t fill;
+	uint64_t next;                      /* index of the page at buf[0] */
+	int rc;                             /* the first failure of take_pages */
+};
+
+static int stream_flush(struct stream *st)
+{
+	uint32_t ps = st->j->want.page_size;
+	uint64_t n = st->fill / ps;
+
+	if (n == 0)
+		return 0;
+	st->rc = take_pages(st->j, st->h, st->next, n, st->buf);
+	if (st->rc)
+		return st->rc;
+	ferry_progress_add(st->prog, n, n * ps);
+	st->next += n;
+	st->fill -= (size_t)(n * ps);
+	memmove(st->buf, st->buf + n * ps, st->fill);
+	return 0;
+}
+
+static int stream_sink(void *arg, const void *data, size_t len)
+{
+	struct stream *st = arg;
+	const unsigned char *p = data;
+
+	st->j->bytes_s3 += len;
+	while (len) {
+		size_t take = st->cap - st->fill < len ? st->cap - st->fill : len;
+
+		memcpy(st->buf + st->fill, p, take);
+		st->fill += take;
+		p += take;
+		len -= take;
+		if (st->fill == st->cap && stream_flush(st) != 0)
+			return 1;
+	}
+	if (ferry_cancelled(st->j->c)) {
+		st->rc = ferry_fail(st->j->c, FERRY_FAIL, "pull cancelled");
+		return 1;
+	}
+	return 0;
+}
+
+/* Pages [a, b) in one streaming GET, pinned to the ETag being pulled. */
+static int stream_s3(struct stream *st, uint64_t a, uint64_t b)
+{
+	struct pull_job *j = st->j;
+	struct ferry_s3_cond cond = { .if_match = j->etag };
+	struct ferry_s3_res res = { 0 };
+	uint32_t ps = j->want.page_size;
+	int rc;
+
+	st->next = a;
+	st->fill = 0;
+	rc = ferry_s3_get(j->s3, j->s3key, &cond, a * ps, (b - a) * ps, stream_sink, st, &res);
+	if (st->rc)
+		return st->rc;
+	if (rc == FERRY_S3_PRECONDITION)
+		return ferry_fail(j->c, FERRY_FAIL, "origin '%s' changed during the pull (etag %s no "
+				  "longer current); nothing kept", j->origin, j->etag);
+	if (rc != FERRY_S3_OK)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot read origin '%s': %s", j->origin, res.msg);
+	if (stream_flush(st) != 0)
+		return st->rc;
+	if (st->next != b || st->fill)
+		return ferry_fail(j->c, FERRY_FAIL, "origin '%s' is truncated: ends at %" PRIu64
+				  " bytes, expected %" PRIu64, j->origin, st->next * ps + st->fill, b * ps);
+	return 0;
+}
+
+/* Pages [a, b) with big preads through the mount (or from a plain file). */
+static int stream_fd(struct stream *st, uint64_t a, uint64_t b)
+{
+	struct pull_job *j = st->j;
+	uint32_t ps = j->want.page_size;
+	uint64_t per = st->cap / ps;
+
+	for (uint64_t i = a; i < b;) {
+		uint64_t n = b - i < per ? b - i : per;
+
+		if (ferry_cancelled(j->c))
+			return ferry_fail(j->c, FERRY_FAIL, "pull cancelled");
+		if (read_origin(j, st->buf, (size_t)(n * ps), i * ps) < 0)
+			return FERRY_FAIL;
+		st->next = i;
+		st->fill = (size_t)(n * ps);
+		if (stream_flush(st) != 0)
+			return st->rc;
+		i += n;
+	}
+	return 0;
+}
+
+/* A sequential pass over every origin page except the lock-byte page (see "How the
+ * origin is read"); what happens to each chunk is take_pages'. */
 static int stream_origin(struct pull_job *j)
 {
 	uint32_t ps = j->want.page_size;
-	uint64_t per = ps ? (4u << 20) / ps : 1, lock = ferry_pages_lock_index(ps), end = j->want.page_count;
+	uint64_t lock = ferry_pages_lock_index(ps), end = j->want.page_count;
 	struct ferry_progress prog;
-	struct ferry_hasher *h;
-	unsigned char *buf;
+	struct stream st = { .j = j, .prog = &prog };
 	int rc = FERRY_FAIL;
 
 	if (end == 0)
 		return 0;
-	h = ferry_hasher_new();
-	buf = malloc((size_t)per * ps);
-
-	if (!h || !buf) {
+	st.cap = STREAM_BYTES / ps ? (size_t)(STREAM_BYTES / ps) * ps : ps;
+	st.h = ferry_hasher_new();
+	st.buf = malloc(st.cap);
+	if (!st.h || !st.buf) {
 		rc = ferry_fail(j->c, FERRY_FAIL, "out of memory");
 		goto out;
 	}
-	posix_fadvise(j->ofd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (lock < end)
+		memset(j->want.hashes + lock * FERRY_PAGE_HASH_LEN, 0, FERRY_PAGE_HASH_LEN);
+	if (!j->s3key)
+		posix_fadvise(j->ofd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	ferry_progress_init(&prog, &j->cb, end);
-	for (uint64_t i = 0; i < end;) {
-		uint64_t n = end - i;
+	/* two passes at most: before and after the lock-byte page, which is never read */
+	for (uint64_t a = 0; a < end;) {
+		uint64_t b = a < lock && lock < end ? lock : end;
 
-		if (i == lock) {
-			memset(j->want.hashes + i * FERRY_PAGE_HASH_LEN, 0, FERRY_PAGE_HASH_LEN);
-			i++;
-			continue;
-		}
-		if (n > per)
-			n = per;
-		if (i < lock && i + n > lock)
-			n = lock - i;
-		if (ferry_cancelled(j->c)) {
-			rc = ferry_fail(j->c, FERRY_FAIL, "pull cancelled");
+		rc = j->s3key ? stream_s3(&st, a, b) : stream_fd(&st, a, b);
+		if (rc)
 			goto out_progress;
-		}
-		if (read_origin(j, buf, (size_t)(n * ps), i * ps) < 0)
-			goto out_progress;
-		for (uint64_t k = 0; k < n; k++) {
-			unsigned char *hash = j->want.hashes + (i + k) * FERRY_PAGE_HASH_LEN;
-
-			ferry_hasher_page(h, buf + k * ps, ps, hash);
-			if (j->source == SRC_COMPARE && page_differs(j, i + k) &&
-			    batch_add(j, i + k, buf + k * ps) != 0)
-				goto out_progress;
-		}
-		if (j->source == SRC_COPY) {
-			if (pwrite(j->tfd, buf, (size_t)(n * ps), (off_t)(i * ps)) != (ssize_t)(n * ps)) {
-				rc = ferry_fail(j->c, FERRY_FAIL, "cannot write '%s': %s", j->tmp_path,
-						strerror(errno));
-				goto out_progress;
-			}
-			j->pages_moved += n;
-		}
-		ferry_progress_add(&prog, n, n * ps);
-		i += n;
+		a = b == lock ? lock + 1 : b;
 	}
-	rc = j->source == SRC_COMPARE ? batch_flush(j) : 0;
+	rc = j->source == SRC_COPY ? 0 : batch_flush(j);
 out_progress:
 	ferry_progress_end(&prog);
 out:
-	free(buf);
-	ferry_hasher_free(h);
+	free(st.buf);
+	ferry_hasher_free(st.h);
 	return rc;
 }
 
@@ -751,8 +910,14 @@ static int do_patch(struct pull_job *j)
 		return ferry_fail(j->c, FERRY_FAIL, "%s", err);
 	}
 	rc = batch_alloc(j);
+	if (!rc && j->source != SRC_COMPARE &&
+	    (j->reads == READS_SEQUENTIAL || (j->reads == READS_AUTO && sequential_pays(j, list, n)))) {
+		j->sequential = true;
+		ferry_log(j->c, FERRY_INFO, "most pages differ: reading the origin in order",
+			  "pages=%zu pages_total=%" PRIu64, n, j->want.page_count);
+	}
 	if (!rc)
-		rc = j->source == SRC_COMPARE ? stream_origin(j) : fetch_pages(j, list, n);
+		rc = j->source == SRC_COMPARE || j->sequential ? stream_origin(j) : fetch_pages(j, list, n);
 	free(list);
 	if (rc)
 		return rc;
@@ -818,6 +983,17 @@ static const char *source_name(enum pull_source s)
 	return "?";
 }
 
+/* How the origin was read: "ranged" (differing pages only), "sequential" (one pass over
+ * every page) or "none". */
+static const char *read_mode(const struct pull_job *j)
+{
+	if (j->created || j->zero)
+		return "none";
+	if (j->source == SRC_COMPARE || j->source == SRC_COPY || j->sequential)
+		return "sequential";
+	return "ranged";
+}
+
 static void publish(struct pull_job *j, uint64_t ms)
 {
 	struct ferry_fsstats after;
@@ -836,31 +1012,12 @@ static void publish(struct pull_job *j, uint64_t ms)
 	ferry_fact_setf(c, "bytes_read", "%" PRIu64, bytes);
 	ferry_fact_set(c, "source", j->created ? "create" : j->zero ? "current" : source_name(j->source));
 	ferry_fact_set(c, "created", j->created ? "true" : "false");
+	ferry_fact_set(c, "reads", read_mode(j));
 	ferry_log(c, FERRY_INFO, "pulled",
-		  "source=%s pages_total=%" PRIu64 " pages_moved=%" PRIu64 " bytes_read=%" PRIu64
-		  " page_size=%u etag=%s ms=%" PRIu64, j->created ? "create" : j->zero ? "current" :
-		  source_name(j->source), j->want.page_count, j->pages_moved, bytes, j->want.page_size,
-		  j->etag_known ? j->etag : "-", ms);
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static bool parent_exists(const char *path)
-{
-	char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
-	bool yes;
-
-	if (slash && slash != dir)
-		*slash = '\0';
-	yes = dir && access(dir, F_OK) == 0;
-	free(dir);
-	return yes;
+		  "source=%s reads=%s pages_total=%" PRIu64 " pages_moved=%" PRIu64 " bytes_read=%"
+		  PRIu64 " page_size=%u etag=%s ms=%" PRIu64, j->created ? "create" : j->zero ?
+		  "current" : source_name(j->source), read_mode(j), j->want.page_count, j->pages_moved,
+		  bytes, j->want.page_size, j->etag_known ? j->etag : "-", ms);
 }
 
 int pull_prepare(struct pull_job *j, bool dry)
@@ -872,7 +1029,7 @@ int pull_prepare(struct pull_job *j, bool dry)
 		j->have_stats = ferry_fsstats_read(j->stats_root, &j->stats_before);
 	rc = open_origin(j);
 	if (rc == 1) {
-		if (!j->create && !j->stats_root && !parent_exists(j->origin))
+		if (!j->create && !j->stats_root && !ferry_pages_parent_exists(j->origin))
 			return ferry_fail(j->c, FERRY_FAIL, "origin '%s' is not reachable: is the mount "
 					  "active? (run the mount stage too)", j->origin);
 		if (!j->create)
@@ -893,9 +1050,7 @@ int pull_prepare(struct pull_job *j, bool dry)
 static int pull_run(struct ferry_ctx *c)
 {
 	struct pull_job j;
-	char err[256];
-	bool rolled = false;
-	uint64_t t0 = now_ms();
+	uint64_t t0 = ferry_pages_now_ms();
 	int rc;
 
 	if (pull_job_init(&j, c, ferry_cfg_path(c, "origin"), ferry_cfg_path(c, "replica"),
@@ -904,14 +1059,11 @@ static int pull_run(struct ferry_ctx *c)
 		goto out;
 	}
 	j.verify = pull_verify_mode(ferry_cfg(c, "verify"));
+	j.reads = pull_reads_mode(ferry_cfg(c, "reads"));
 	j.create = ferry_cfg_bool(c, "create_if_missing");
-	if (ferry_patch_recover(j.replica, &rolled, err, sizeof(err)) != 0) {
-		rc = ferry_fail(c, FERRY_FAIL, "cannot roll back the interrupted pull of '%s': %s",
-				j.replica, err);
+	rc = ferry_pages_recover(c, j.replica);
+	if (rc)
 		goto out;
-	}
-	if (rolled)
-		ferry_log(c, FERRY_WARN, "rolled back an interrupted pull", "replica='%s'", j.replica);
 	unlink(j.tmp_path);
 	rc = pull_prepare(&j, false);
 	if (rc)
@@ -928,7 +1080,7 @@ static int pull_run(struct ferry_ctx *c)
 		rc = ferry_fail(c, FERRY_FAIL, "failpoint pull.after_commit");
 		goto out;
 	}
-	publish(&j, now_ms() - t0);
+	publish(&j, ferry_pages_now_ms() - t0);
 out:
 	pull_job_release(&j);
 	return rc;
@@ -936,10 +1088,15 @@ out:
 
 static void dry_report(struct pull_job *j, uint64_t *list, size_t n)
 {
+	bool seq = n > 0 && (j->reads == READS_SEQUENTIAL ||
+			     (j->reads == READS_AUTO && sequential_pays(j, list, n)));
+
+	/* bytes: what would be read from S3 (a sequential pass reads every page) */
 	ferry_log(j->c, FERRY_INFO, "dry-run: would read pages from origin into replica",
-		  "source=%s pages=%zu bytes=%" PRIu64 " pages_total=%" PRIu64 " etag=%s "
-		  "origin='%s' replica='%s'", source_name(j->source), n,
-		  (uint64_t)n * j->want.page_size, j->want.page_count, j->etag, j->origin, j->replica);
+		  "source=%s reads=%s pages=%zu bytes=%" PRIu64 " pages_total=%" PRIu64 " etag=%s "
+		  "origin='%s' replica='%s'", source_name(j->source), n == 0 ? "none" : seq ?
+		  "sequential" : "ranged", n, seq ? want_size(j) : (uint64_t)n * j->want.page_size,
+		  j->want.page_count, j->etag, j->origin, j->replica);
 	free(list);
 }
 
@@ -1034,6 +1191,7 @@ static int pull_dry_run(struct ferry_ctx *c)
 		goto out;
 	}
 	j.create = ferry_cfg_bool(c, "create_if_missing");
+	j.reads = pull_reads_mode(ferry_cfg(c, "reads"));
 	j.cb.progress = false;
 	/* in memory only (a dry run journals nothing): lets push's dry run find its files */
 	ferry_fact_set(c, "origin", j.origin);
@@ -1089,9 +1247,24 @@ enum pull_verify pull_verify_mode(const char *v)
 	return VERIFY_BAD;
 }
 
+enum pull_reads pull_reads_mode(const char *v)
+{
+	if (!v || strcmp(v, "auto") == 0)
+		return READS_AUTO;
+	if (strcmp(v, "ranged") == 0)
+		return READS_RANGED;
+	if (strcmp(v, "sequential") == 0)
+		return READS_SEQUENTIAL;
+	return READS_BAD;
+}
+
 static int pull_check(struct ferry_ctx *c)
 {
 	const char *m = ferry_cfg(c, "manifest");
+
+	if (pull_reads_mode(ferry_cfg(c, "reads")) == READS_BAD)
+		return ferry_cfg_error(c, "reads", "must be auto, ranged or sequential, not '%s'",
+				       ferry_cfg(c, "reads"));
 
 	if (pull_verify_mode(ferry_cfg(c, "verify")) == VERIFY_BAD)
 		return ferry_cfg_error(c, "verify", "must be quick, full or none, not '%s'",
@@ -1111,6 +1284,9 @@ static const struct ferry_key pull_keys[] = {
 	  "a missing origin starts an empty database (push then creates it)" },
 	{ "manifest", FERRY_KEY_STRING, ".ferry-manifest", 0,
 	  "suffix of the page-hash sidecar next to the origin" },
+	{ "reads", FERRY_KEY_STRING, "auto", 0,
+	  "auto|ranged|sequential: with known hashes, read just the differing pages or the whole "
+	  "origin in order (auto: in order once they cover half of it)" },
 	{ NULL, 0, NULL, 0, NULL },
 };
 

@@ -14,6 +14,8 @@ struct ferry_s3;
 
 enum pull_verify { VERIFY_QUICK, VERIFY_FULL, VERIFY_NONE, VERIFY_BAD };
 
+enum pull_reads { READS_AUTO, READS_RANGED, READS_SEQUENTIAL, READS_BAD };
+
 enum pull_source {
 	SRC_STATE,                          /* the replica's state file has the current etag */
 	SRC_MANIFEST,                       /* the origin's sidecar manifest has it */
@@ -29,6 +31,7 @@ struct pull_job {
 	char *mf_path;                      /* origin + manifest suffix */
 	char *tmp_path;                     /* replica + ".ferry-tmp" (full copies) */
 	enum pull_verify verify;
+	enum pull_reads reads;              /* key reads: ranged GETs or one pass (auto) */
 	bool create;                        /* create_if_missing */
 	int ofd;                            /* origin, read-only (ETag pinned by ferryfs) */
 	uint64_t origin_size;
@@ -54,6 +57,7 @@ struct pull_job {
 	uint64_t bytes_self;                /* bytes this process read through the mount */
 	uint64_t bytes_s3;                  /* bytes read from the object directly */
 	bool zero;                          /* nothing had to move */
+	bool sequential;                    /* state/manifest, but read in one pass */
 	bool created;
 	struct ferry_s3 *s3;                /* direct page reads (origin on ferryfs) */
 	char *s3key;                        /* the origin's object key, or NULL */
@@ -69,5 +73,6 @@ int pull_job_init(struct pull_job *j, struct ferry_ctx *c, char *origin, char *r
 void pull_job_release(struct pull_job *j);
 int pull_prepare(struct pull_job *j, bool dry);
 enum pull_verify pull_verify_mode(const char *v);
+enum pull_reads pull_reads_mode(const char *v);
 
 #endif

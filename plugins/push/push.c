@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ferry_ctx.h"
@@ -67,21 +66,6 @@ struct push_job {
 	struct ferry_pages_cb cb;
 };
 
-static bool push_cancelled(void *arg)
-{
-	return ferry_cancelled(arg);
-}
-
-static char *join(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 1;
-	char *s = malloc(n);
-
-	if (s)
-		snprintf(s, n, "%s%s", a, b);
-	return s;
-}
-
 static void job_release(struct push_job *j)
 {
 	if (j->ofd >= 0)
@@ -121,17 +105,14 @@ static int job_init(struct push_job *j, struct ferry_ctx *c)
 	memset(j, 0, sizeof(*j));
 	j->rfd = j->ofd = -1;
 	j->c = c;
-	j->cb.cancelled = push_cancelled;
-	j->cb.arg = c;
-	j->cb.what = "push";
-	j->cb.progress = isatty(STDERR_FILENO);
+	ferry_pages_cb_init(&j->cb, c, "push");
 	j->origin = key_or_fact(c, "origin", "origin");
 	j->replica = key_or_fact(c, "replica", "replica");
 	if (!j->origin || !j->replica)
 		return ferry_fail(c, FERRY_FAIL, "push needs '%s': set it in [stage %s] or run pull first",
 				  j->origin ? "replica" : "origin", ferry_stage_name(c));
-	j->state_path = join(j->replica, ".ferry-state");
-	j->mf_path = join(j->origin, suffix ? suffix : ".ferry-manifest");
+	j->state_path = ferry_pages_concat(j->replica, ".ferry-state");
+	j->mf_path = ferry_pages_concat(j->origin, suffix ? suffix : ".ferry-manifest");
 	if (!j->state_path || !j->mf_path)
 		return ferry_fail(c, FERRY_FAIL, "out of memory");
 	return 0;
@@ -232,24 +213,13 @@ static int freeze_replica(struct push_job *j, bool dry)
 	return 0;
 }
 
-static bool page_changed(const struct push_job *j, uint64_t i)
-{
-	if (j->create || i >= j->state.page_count || j->state.page_size != j->now.page_size)
-		return true;
-	return memcmp(j->now.hashes + i * FERRY_PAGE_HASH_LEN, j->state.hashes + i * FERRY_PAGE_HASH_LEN,
-		      FERRY_PAGE_HASH_LEN) != 0;
-}
-
 static int diff(struct push_job *j)
 {
-	uint64_t lock = ferry_pages_lock_index(j->now.page_size);
+	uint64_t keep = j->create || j->state.page_size != j->now.page_size ? 0 : j->state.page_count;
 
-	j->list = malloc((j->now.page_count ? (size_t)j->now.page_count : 1) * sizeof(*j->list));
-	if (!j->list)
+	if (ferry_pages_diff(j->now.hashes, j->now.page_count, j->state.hashes, keep,
+			     j->now.page_size, &j->list, &j->n) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
-	for (uint64_t i = 0; i < j->now.page_count; i++)
-		if (i != lock && page_changed(j, i))
-			j->list[j->n++] = i;
 	return 0;
 }
 
@@ -287,18 +257,9 @@ static int open_origin(struct push_job *j)
 	j->ofd = open(j->origin, O_RDWR | O_CLOEXEC);
 	if (j->ofd < 0 && errno == ENOENT) {
 		/* gone from a live mount = removed by someone; no mount = nothing to say yet */
-		if (!j->stats_root) {
-			char *dir = strdup(j->origin), *slash = dir ? strrchr(dir, '/') : NULL;
-			bool no_dir;
-
-			if (slash)
-				*slash = '\0';
-			no_dir = dir && access(dir, F_OK) != 0;
-			free(dir);
-			if (no_dir)
-				return ferry_fail(j->c, FERRY_FAIL, "origin '%s' is not reachable: is the "
-						  "mount active? (run the mount stage too)", j->origin);
-		}
+		if (!j->stats_root && !ferry_pages_parent_exists(j->origin))
+			return ferry_fail(j->c, FERRY_FAIL, "origin '%s' is not reachable: is the "
+					  "mount active? (run the mount stage too)", j->origin);
 		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was removed since pull: nothing written",
 				  j->origin);
 	}
@@ -476,14 +437,6 @@ static bool manifest_current(const struct push_job *j)
 	return ok;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void publish(struct push_job *j, uint64_t ms, bool wrote)
 {
 	struct ferry_fsstats after = { 0 };
@@ -515,9 +468,8 @@ static void publish(struct push_job *j, uint64_t ms, bool wrote)
 static int push_run(struct ferry_ctx *c)
 {
 	struct push_job j;
-	uint64_t t0 = now_ms(), size;
-	bool rolled = false, verify;
-	char err[256];
+	uint64_t t0 = ferry_pages_now_ms(), size;
+	bool verify;
 	int rc;
 
 	rc = ferry_lock_assert_held(c, (int64_t)(ferry_cfg_ms(c, "lease_need") / 1000));
@@ -527,13 +479,9 @@ static int push_run(struct ferry_ctx *c)
 	if (rc)
 		goto out;
 	verify = strcmp(ferry_cfg(c, "verify"), "none") != 0;
-	if (ferry_patch_recover(j.replica, &rolled, err, sizeof(err)) != 0) {
-		rc = ferry_fail(c, FERRY_FAIL, "cannot roll back the interrupted pull of '%s': %s",
-				j.replica, err);
+	rc = ferry_pages_recover(c, j.replica);
+	if (rc)
 		goto out;
-	}
-	if (rolled)
-		ferry_log(c, FERRY_WARN, "rolled back an interrupted pull", "replica='%s'", j.replica);
 	rc = load_state(&j, false);
 	if (!rc)
 		rc = freeze_replica(&j, false);
@@ -552,7 +500,7 @@ static int push_run(struct ferry_ctx *c)
 		if (j.etag_known && !manifest_current(&j))
 			rc = write_sidecars(&j);
 		if (!rc)
-			publish(&j, now_ms() - t0, false);
+			publish(&j, ferry_pages_now_ms() - t0, false);
 		goto out;
 	}
 	rc = check_replica(&j);
@@ -596,7 +544,7 @@ static int push_run(struct ferry_ctx *c)
 	rc = write_sidecars(&j);
 	if (rc)
 		goto out;
-	publish(&j, now_ms() - t0, true);
+	publish(&j, ferry_pages_now_ms() - t0, true);
 out:
 	job_release(&j);
 	return rc;

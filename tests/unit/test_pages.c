@@ -516,6 +516,47 @@ static void test_hash_fd(void)
 	ferry_manifest_release(&b);
 }
 
+/* ferry_pages_diff: differing, added and lock-byte pages; the shared helpers */
+static void test_diff(void)
+{
+	uint32_t ps = 65536;                    /* lock-byte page = index 16384 */
+	uint64_t total = 16390, lock = ferry_pages_lock_index(ps), *l = NULL;
+	unsigned char *a = calloc(total, FERRY_PAGE_HASH_LEN), *b = calloc(total, FERRY_PAGE_HASH_LEN);
+	char *s;
+	size_t n = 99;
+
+	ASSERT_TRUE(a && b);
+	ASSERT_EQ(16384, lock);
+	ASSERT_EQ(0, ferry_pages_diff(a, total, b, total, ps, &l, &n));
+	ASSERT_EQ(0, n);
+	free(l);
+	a[7 * FERRY_PAGE_HASH_LEN + 3] = 1;     /* page 7 differs */
+	a[lock * FERRY_PAGE_HASH_LEN] = 1;      /* never listed, whatever its hash */
+	ASSERT_EQ(0, ferry_pages_diff(a, total, b, total - 2, ps, &l, &n));
+	ASSERT_EQ(3, n);                        /* 7 and the two pages past the old end */
+	if (n == 3) {
+		ASSERT_EQ(7, l[0]);
+		ASSERT_EQ(total - 2, l[1]);
+		ASSERT_EQ(total - 1, l[2]);
+	}
+	free(l);
+	ASSERT_EQ(0, ferry_pages_diff(a, total, NULL, 0, ps, &l, &n));
+	ASSERT_EQ(total - 1, n);                /* everything but the lock-byte page */
+	free(l);
+	ASSERT_EQ(0, ferry_pages_diff(a, 0, b, total, ps, &l, &n));
+	ASSERT_EQ(0, n);
+	ASSERT_TRUE(l != NULL);
+	free(l);
+	free(a);
+	free(b);
+	s = ferry_pages_concat("/x/org.db", ".ferry-state");
+	ASSERT_STREQ("/x/org.db.ferry-state", s);
+	free(s);
+	ASSERT_TRUE(ferry_pages_parent_exists(tpath("no-such-file")));
+	ASSERT_TRUE(!ferry_pages_parent_exists("/no-such-dir-ferry/x.db"));
+	ASSERT_TRUE(ferry_pages_now_ms() > 0);
+}
+
 static void test_ferryfs_key(void)
 {
 	const char *mi = tpath("mountinfo");
@@ -556,6 +597,7 @@ int main(void)
 	test_undo();
 	test_hash_fd();
 	test_ferryfs_key();
+	test_diff();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", dir);
