@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -13,7 +14,7 @@
 #include "ferry_log.h"
 
 #define RA_MIN        (1ull << 20)          /* first read-ahead window */
-#define RANDOM_FETCH  (1ull << 20)          /* smallest GET for a random read */
+#define RANDOM_ALIGN  4096ull               /* a random read GETs its own pages, no more */
 #define SEQ_SLACK     (4ull << 20)          /* reordered kernel read-ahead still counts as sequential */
 #define MPU_THREADS   4
 
@@ -54,6 +55,156 @@ int s3_errno(int rc)
 	}
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Brings fs's cache_bytes in line with n's ranges (n->mu held). */
+static void held_sync(struct fs *fs, struct node *n)
+{
+	uint64_t now = n->clean.sum + n->dirty.sum, total, peak;
+
+	if (now == n->held)
+		return;
+	if (now > n->held) {
+		total = __atomic_add_fetch(&fs->stats.cache_bytes, now - n->held, __ATOMIC_RELAXED);
+		peak = __atomic_load_n(&fs->stats.cache_peak, __ATOMIC_RELAXED);
+		while (total > peak && !__atomic_compare_exchange_n(&fs->stats.cache_peak, &peak, total,
+								    true, __ATOMIC_RELAXED,
+								    __ATOMIC_RELAXED))
+			;
+	} else {
+		__atomic_sub_fetch(&fs->stats.cache_bytes, n->held - now, __ATOMIC_RELAXED);
+	}
+	n->held = now;
+}
+
+static bool cache_over(const struct fs *fs)
+{
+	return fs->cache_max &&
+	       __atomic_load_n(&fs->stats.cache_bytes, __ATOMIC_RELAXED) > fs->cache_max;
+}
+
+/* Drops clean bytes [a, b) from n's cache file (n->mu held). */
+static void evict_range(struct fs *fs, struct node *n, uint64_t a, uint64_t b)
+{
+	/* a hole gives the disk space back; if the filesystem cannot punch one the bytes stay
+	 * on disk, but they are no longer trusted either way */
+	if (fallocate(n->cache_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a,
+		      (off_t)(b - a)) != 0)
+		ferry_logf(FERRY_DEBUG, "ferryfs", "cannot punch a hole in a cache file", "err='%s'",
+			   strerror(errno));
+	ivl_del(&n->clean, a, b);
+	STAT_ADD(fs, cache_evicted, b - a);
+	held_sync(fs, n);
+}
+
+/* Evicts up to *need clean bytes of n (n->mu held): first what lies behind the last read
+ * (ascending), then what lies furthest ahead. Kept: ranges GETs in flight are filling, and
+ * one read-ahead window past the last read, which the reader is about to consume (without
+ * it, dirty data over the cap would make every fetched window go before it is read). */
+static void evict_node(struct fs *fs, struct node *n, uint64_t *need)
+{
+	struct ivl cand;
+
+	if (n->committing || n->cache_fd < 0 || !n->clean.sum)
+		return;                     /* a commit uploads from the cache file */
+	ivl_copy(&cand, &n->clean);
+	for (struct fetch *f = n->fetches; f; f = f->next)
+		ivl_del(&cand, f->a, f->b);
+	ivl_del(&cand, n->last_off, n->last_off + fs->ra_max);
+	for (size_t i = 0; i < cand.n && *need; i++) {
+		uint64_t a = cand.r[i].a, b = cand.r[i].b < n->last_off ? cand.r[i].b : n->last_off;
+
+		if (a >= b)
+			break;
+		if (b - a > *need)
+			b = a + *need;
+		evict_range(fs, n, a, b);
+		*need -= b - a;
+	}
+	for (size_t i = cand.n; i > 0 && *need; i--) {
+		uint64_t a = cand.r[i - 1].a, b = cand.r[i - 1].b;
+
+		if (a < n->last_off)
+			a = n->last_off;
+		if (a >= b)
+			continue;
+		if (b - a > *need)
+			a = b - *need;
+		evict_range(fs, n, a, b);
+		*need -= b - a;
+	}
+	ivl_release(&cand);
+}
+
+static int by_last_use(const void *x, const void *y)
+{
+	uint64_t a = __atomic_load_n(&(*(struct node *const *)x)->last_use, __ATOMIC_RELAXED);
+	uint64_t b = __atomic_load_n(&(*(struct node *const *)y)->last_use, __ATOMIC_RELAXED);
+
+	return a < b ? -1 : a > b;
+}
+
+/*
+ * Keeps the cache files under cache_max by dropping clean (downloaded, unchanged) bytes,
+ * least recently used files first, down to 7/8 of the cap so that it does not run on
+ * every chunk. Dirty bytes are never dropped: they are the only copy until a commit.
+ * No node lock may be held by the caller: the nodes' locks are only tried here (they are
+ * taken before fs->cache_mu elsewhere), and a busy node is skipped this round.
+ */
+static void cache_trim(struct fs *fs)
+{
+	struct node **v = NULL;
+	size_t nv = 0, cap = 0;
+	uint64_t total, need;
+
+	if (!cache_over(fs))
+		return;
+	pthread_mutex_lock(&fs->cache_mu);
+	total = __atomic_load_n(&fs->stats.cache_bytes, __ATOMIC_RELAXED);
+	if (total <= fs->cache_max)
+		goto out;
+	need = total - (fs->cache_max - fs->cache_max / 8);
+	for (struct node *n = fs->cached; n; n = n->cnext) {
+		if (nv == cap) {
+			struct node **nvv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
+
+			if (!nvv)
+				break;
+			v = nvv;
+			cap = cap ? cap * 2 : 16;
+		}
+		v[nv++] = n;
+	}
+	if (nv > 1)
+		qsort(v, nv, sizeof(*v), by_last_use);
+	for (size_t i = 0; i < nv && need; i++) {
+		if (pthread_mutex_trylock(&v[i]->mu) != 0)
+			continue;
+		evict_node(fs, v[i], &need);
+		pthread_mutex_unlock(&v[i]->mu);
+	}
+	if (cache_over(fs) && !fs->cache_over)
+		ferry_logf(FERRY_WARN, "ferryfs", "cache over its cap: what is left is dirty or in use",
+			   "cache_max=%llu cache_bytes=%llu", (unsigned long long)fs->cache_max,
+			   (unsigned long long)__atomic_load_n(&fs->stats.cache_bytes, __ATOMIC_RELAXED));
+	fs->cache_over = cache_over(fs);
+out:
+	pthread_mutex_unlock(&fs->cache_mu);
+	free(v);
+}
+
+static void touch(struct node *n, uint64_t end)
+{
+	n->last_off = end;
+	__atomic_store_n(&n->last_use, now_ns(), __ATOMIC_RELAXED);
+}
+
 static int cache_fd_ensure(struct fs *fs, struct node *n)
 {
 	char tmpl[4096];
@@ -76,6 +227,13 @@ static int cache_fd_ensure(struct fs *fs, struct node *n)
 		unlink(tmpl);
 	}
 	n->cache_fd = fd;
+	pthread_mutex_lock(&fs->cache_mu);
+	n->cprev = NULL;
+	n->cnext = fs->cached;
+	if (fs->cached)
+		fs->cached->cprev = n;
+	fs->cached = n;
+	pthread_mutex_unlock(&fs->cache_mu);
 	return 0;
 }
 
@@ -96,13 +254,24 @@ void data_quiesce(struct node *n)
 		pthread_cond_wait(&n->cv, &n->mu);
 }
 
-void data_close_state(struct node *n)
+void data_close_state(struct fs *fs, struct node *n)
 {
-	if (n->cache_fd >= 0)
+	if (n->cache_fd >= 0) {
+		pthread_mutex_lock(&fs->cache_mu);
+		if (n->cprev)
+			n->cprev->cnext = n->cnext;
+		else
+			fs->cached = n->cnext;
+		if (n->cnext)
+			n->cnext->cprev = n->cprev;
+		n->cprev = n->cnext = NULL;
+		pthread_mutex_unlock(&fs->cache_mu);
 		close(n->cache_fd);
+	}
 	n->cache_fd = -1;
 	ivl_release(&n->dirty);
 	ivl_release(&n->clean);
+	held_sync(fs, n);
 	n->changed = false;
 	n->stale = false;
 	n->fsync_only = false;
@@ -172,18 +341,19 @@ struct sink_ctx {
 	struct node *n;
 	struct fetch *f;
 	struct read_req *rr;
+	char *buf;                          /* arrived bytes not stored yet (NULL: unbuffered) */
+	size_t blen;                        /* bytes in buf */
+	size_t bcap;                        /* its size */
 	int err;                            /* local write error */
 	bool dropped;                       /* the last handle went away: stop */
 };
 
 /* Stores arriving base bytes, except where newer local writes or a truncation win. */
-static int fetch_sink(void *arg, const void *data, size_t len)
+static int sink_store(struct sink_ctx *sc, const void *data, size_t len)
 {
-	struct sink_ctx *sc = arg;
 	struct node *n = sc->n;
 	uint64_t pos, end, ga, gb;
 
-	STAT_ADD(sc->fs, bytes_down, len);
 	pthread_mutex_lock(&n->mu);
 	if (n->state_gen != sc->f->gen || n->cache_fd < 0) {
 		/* read-ahead for a file nobody has open any more */
@@ -221,9 +391,47 @@ static int fetch_sink(void *arg, const void *data, size_t len)
 		pos = gb;
 	}
 	sc->f->pos += len;
+	held_sync(sc->fs, n);
 	pthread_cond_broadcast(&n->cv);
 	try_reply(sc->fs, n, sc->rr, false);
 	pthread_mutex_unlock(&n->mu);
+	cache_trim(sc->fs);
+	return 0;
+}
+
+/*
+ * libcurl hands over a body in 16 KiB pieces; storing each one costs a lock, a pwrite and
+ * a wake-up of every waiter, which is most of a cold read's CPU. Pieces are gathered into
+ * SINK_BUF bytes first, and stored early when they complete the read this GET answers.
+ */
+#define SINK_BUF (256u << 10)
+
+static int fetch_sink(void *arg, const void *data, size_t len)
+{
+	struct sink_ctx *sc = arg;
+	const char *p = data;
+
+	STAT_ADD(sc->fs, bytes_down, len);
+	if (!sc->buf)
+		return sink_store(sc, data, len);
+	while (len) {
+		size_t take = sc->bcap - sc->blen < len ? sc->bcap - sc->blen : len;
+		bool answers;
+
+		memcpy(sc->buf + sc->blen, p, take);
+		sc->blen += take;
+		p += take;
+		len -= take;
+		/* rr and f->pos belong to this thread: the GET runs in the reader's thread */
+		answers = sc->rr && !sc->rr->replied && sc->f->pos + sc->blen >= sc->rr->end;
+		if (sc->blen == sc->bcap || answers) {
+			size_t n = sc->blen;
+
+			sc->blen = 0;
+			if (sink_store(sc, sc->buf, n))
+				return 1;
+		}
+	}
 	return 0;
 }
 
@@ -266,9 +474,16 @@ static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t 
 	n->fetches = &f;
 	pthread_mutex_unlock(&n->mu);
 
+	sc.bcap = b - a < SINK_BUF ? (size_t)(b - a) : SINK_BUF;
+	if (sc.bcap > 16384)
+		sc.buf = malloc(sc.bcap);   /* NULL: store piece by piece */
 	STAT_ADD(fs, get, 1);
 	STAT_ADD(fs, cache_misses, 1);
 	rc = ferry_s3_get(fs->s3, key, &cond, a, b - a, fetch_sink, &sc, &res);
+	/* bytes of the pinned version that arrived before an end or an error */
+	if (sc.blen && !sc.dropped && !sc.err)
+		sink_store(&sc, sc.buf, sc.blen);
+	free(sc.buf);
 
 	pthread_mutex_lock(&n->mu);
 	for (struct fetch **pp = &n->fetches; *pp; pp = &(*pp)->next) {
@@ -370,6 +585,7 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 	}
 	rr.off = off;
 	rr.end = end;
+	touch(n, end);
 	for (;;) {
 		uint64_t need = end < n->base_limit ? end : n->base_limit;
 		uint64_t fb, nf;
@@ -389,7 +605,8 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 			if (h->ra_win < fs->ra_max)
 				h->ra_win *= 2;
 		} else {
-			fb = ga + RANDOM_FETCH;
+			/* a random read: one small GET of just its pages */
+			fb = (end + RANDOM_ALIGN - 1) / RANDOM_ALIGN * RANDOM_ALIGN;
 		}
 		if (fb < end)
 			fb = end;
@@ -461,23 +678,27 @@ int data_write(struct fs *fs, struct node *n, const char *buf, size_t size, off_
 	}
 	ivl_add(&n->dirty, off, off + size);
 	ivl_del(&n->clean, off, off + size);
+	held_sync(fs, n);
+	touch(n, off + size);
 	if (off + size > n->size)
 		n->size = off + size;
 	n->changed = true;
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
 out:
 	pthread_mutex_unlock(&n->mu);
+	if (!e)
+		cache_trim(fs);
 	return e;
 }
 
 int data_truncate(struct fs *fs, struct node *n, uint64_t size)
 {
-	(void)fs;
 	while (n->committing)
 		pthread_cond_wait(&n->cv, &n->mu);
 	if (size < n->size) {
 		ivl_del(&n->dirty, size, UINT64_MAX);
 		ivl_del(&n->clean, size, UINT64_MAX);
+		held_sync(fs, n);
 		if (n->base_limit > size)
 			n->base_limit = size;
 		if (n->cache_fd >= 0 && ftruncate(n->cache_fd, (off_t)size) != 0)
@@ -584,6 +805,7 @@ static int commit_mpu(struct mpu_job *j, const struct ferry_s3_cond *cond,
 	struct fs *fs = j->fs;
 	pthread_t th[MPU_THREADS];
 	char *upload_id = NULL;
+	uint64_t t0 = now_ns(), t_parts;
 	int nth, started = 0, rc, e = 0;
 
 	STAT_ADD(fs, mpu_create, 1);
@@ -620,8 +842,12 @@ static int commit_mpu(struct mpu_job *j, const struct ferry_s3_cond *cond,
 	e = j->err;
 	if (e)
 		goto out_abort;
+	t_parts = now_ns();
 	STAT_ADD(fs, mpu_complete, 1);
 	rc = ferry_s3_mpu_complete(fs->s3, j->key, upload_id, j->etags, j->nparts, cond, res);
+	ferry_logf(FERRY_DEBUG, "ferryfs", "multipart commit", "key='%s' parts=%d parts_ms=%llu complete_ms=%llu",
+		   j->key, j->nparts, (unsigned long long)((t_parts - t0) / 1000000),
+		   (unsigned long long)((now_ns() - t_parts) / 1000000));
 	if (rc != FERRY_S3_OK) {
 		e = rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT ? ESTALE : s3_errno(rc);
 		if (e == ESTALE)
@@ -737,6 +963,7 @@ out:
 		/* bytes written in this commit are the new version's bytes */
 		ivl_union_into(&n->clean, &dirty);
 		ivl_clear(&n->dirty);
+		held_sync(fs, n);
 		n->changed = n->size != size;   /* cannot differ: writes waited */
 		n->is_new = false;
 		clock_gettime(CLOCK_MONOTONIC, &n->attr_time);
@@ -750,6 +977,7 @@ out:
 	n->committing = false;
 	pthread_cond_broadcast(&n->cv);
 	pthread_mutex_unlock(&n->mu);
+	cache_trim(fs);                     /* the bytes just committed are clean now */
 	ivl_release(&dirty);
 	free(key);
 	return e;

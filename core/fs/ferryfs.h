@@ -17,6 +17,7 @@
 #define FS_STATS_NAME    ".ferryfs-stats"
 #define FS_STATS_INO     2                 /* never a node address */
 #define FS_ETAG_MAX      80
+#define FS_COPY_MAX      (5ull << 30)      /* CopyObject's limit: larger renames copy in parts */
 
 /* A set of disjoint, non-adjacent byte ranges [a, b), kept sorted. */
 struct ivl_range {
@@ -27,6 +28,7 @@ struct ivl {
 	struct ivl_range *r;                /* sorted ranges */
 	size_t n;                           /* ranges in use */
 	size_t cap;                         /* ranges allocated */
+	uint64_t sum;                       /* bytes covered */
 };
 void ivl_add(struct ivl *s, uint64_t a, uint64_t b);
 void ivl_del(struct ivl *s, uint64_t a, uint64_t b);
@@ -48,10 +50,14 @@ struct fs_stats {
 	uint64_t bytes_down, bytes_up, bytes_copied;
 	uint64_t cache_hits, cache_misses;
 	uint64_t commits, conflicts, errors;
+	uint64_t cache_evicted;             /* clean bytes dropped to keep cache_max */
+	uint64_t cache_bytes;               /* bytes held in cache files now (clean + dirty) */
+	uint64_t cache_peak;                /* the most cache_bytes has been */
 };
 #define STAT_ADD(fs, field, v) __atomic_fetch_add(&(fs)->stats.field, (uint64_t)(v), __ATOMIC_RELAXED)
 
 struct fetch;
+struct dirh;
 
 /* One open file handle (fi->fh). */
 struct handle {
@@ -93,6 +99,11 @@ struct node {
 	bool committing;                    /* a commit is running: writes wait */
 	struct fetch *fetches;              /* GETs in flight into cache_fd */
 	uint64_t state_gen;                 /* +1 when the open state is dropped */
+	uint64_t held;                      /* clean.sum + dirty.sum, as counted in cache_bytes */
+	uint64_t last_off;                  /* end of the last read or write: eviction keeps
+					     * what lies ahead of it */
+	uint64_t last_use;                  /* CLOCK_MONOTONIC ns of the last read or write */
+	struct node *cprev, *cnext;         /* fs->cached, while cache_fd >= 0 (fs->cache_mu) */
 };
 
 struct fs {
@@ -104,6 +115,8 @@ struct fs {
 	double entry_timeout;
 	double neg_timeout;
 	uint64_t ra_max;                    /* largest read-ahead window */
+	uint64_t cache_max;                 /* cap on cache file bytes (clean + dirty), 0 none */
+	uint64_t copy_max;                  /* larger objects are renamed by multipart copy */
 	uid_t uid;
 	gid_t gid;
 	bool no_part_copy;                  /* the store answered UploadPartCopy with 501 */
@@ -114,6 +127,10 @@ struct fs {
 	size_t tab_count;
 	struct node root;
 	struct handle *handles;             /* open handles (fs->mu) */
+	struct dirh *dirs;                  /* open directory handles (fs->mu) */
+	pthread_mutex_t cache_mu;           /* fs->cached; taken after a node's mu, or by trylock */
+	struct node *cached;                /* nodes with a cache file */
+	bool cache_over;                    /* over cache_max with nothing left to evict (logged) */
 	struct fs_stats stats;
 };
 
@@ -128,7 +145,7 @@ int fs_stats_json(struct fs *fs, char *out, size_t len);
 
 /* data.c */
 void data_open_state(struct node *n);                            /* n->mu held */
-void data_close_state(struct node *n);                           /* n->mu held, quiesced */
+void data_close_state(struct fs *fs, struct node *n);            /* n->mu held, quiesced */
 void data_quiesce(struct node *n);      /* stop and wait for read-ahead (n->mu held) */
 /* Reply to a read request (n->mu not held). */
 void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off_t off);

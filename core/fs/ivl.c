@@ -46,6 +46,7 @@ void ivl_add(struct ivl *s, uint64_t a, uint64_t b)
 	i = ivl_lower(s, a);
 	j = i;
 	while (j < s->n && s->r[j].a <= b) {
+		s->sum -= s->r[j].b - s->r[j].a;
 		if (s->r[j].a < a)
 			a = s->r[j].a;
 		if (s->r[j].b > b)
@@ -62,6 +63,7 @@ void ivl_add(struct ivl *s, uint64_t a, uint64_t b)
 	}
 	s->r[i].a = a;
 	s->r[i].b = b;
+	s->sum += b - a;
 }
 
 void ivl_del(struct ivl *s, uint64_t a, uint64_t b)
@@ -80,6 +82,7 @@ void ivl_del(struct ivl *s, uint64_t a, uint64_t b)
 		}
 		if (cur.a < a && cur.b > b) {
 			/* split in two */
+			s->sum -= b - a;
 			ivl_reserve(s, s->n + 1);
 			memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof(*s->r));
 			s->n++;
@@ -88,12 +91,15 @@ void ivl_del(struct ivl *s, uint64_t a, uint64_t b)
 			return;
 		}
 		if (cur.a < a) {
+			s->sum -= cur.b - a;
 			s->r[i].b = a;
 			i++;
 		} else if (cur.b > b) {
+			s->sum -= b - cur.a;
 			s->r[i].a = b;
 			return;
 		} else {
+			s->sum -= cur.b - cur.a;
 			memmove(&s->r[i], &s->r[i + 1], (s->n - i - 1) * sizeof(*s->r));
 			s->n--;
 		}
@@ -183,6 +189,7 @@ int ivl_copy(struct ivl *dst, const struct ivl *src)
 {
 	dst->r = NULL;
 	dst->n = dst->cap = 0;
+	dst->sum = src->sum;
 	if (!src->n)
 		return 0;
 	ivl_reserve(dst, src->n);
@@ -194,6 +201,7 @@ int ivl_copy(struct ivl *dst, const struct ivl *src)
 void ivl_clear(struct ivl *s)
 {
 	s->n = 0;
+	s->sum = 0;
 }
 
 void ivl_release(struct ivl *s)
@@ -201,4 +209,5 @@ void ivl_release(struct ivl *s)
 	free(s->r);
 	s->r = NULL;
 	s->n = s->cap = 0;
+	s->sum = 0;
 }

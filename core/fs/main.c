@@ -36,6 +36,8 @@ static void usage(FILE *to)
 		"  -o entry_timeout=S seconds names are trusted (default 1)\n"
 		"  -o neg_timeout=S   seconds a missing name is trusted (default 1)\n"
 		"  -o readahead_max=N largest read-ahead window in bytes (default 64MiB)\n"
+		"  -o cache_max=N     cap on the cache dir's data; clean data is evicted beyond it\n"
+		"                     (default 1GiB, 0 = no cap; dirty data is never evicted)\n"
 		"  -o uid=N,gid=N     owner shown for every file (default: ours)\n"
 		"  other -o options go to FUSE (e.g. allow_other)\n"
 		"credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY only\n");
@@ -104,6 +106,20 @@ static int apply_opt(struct fs *fs, struct ferry_s3_conf *conf, struct opts *o, 
 		if (parse_size(v, &fs->ra_max) || fs->ra_max < (1u << 20)) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
 				   "option=readahead_max value='%s' want='>= 1MiB'", v);
+			return -1;
+		}
+	} else if (!strcmp(item, "cache_max") && eq) {
+		if (parse_size(v, &fs->cache_max) || (fs->cache_max && fs->cache_max < (4u << 20))) {
+			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
+				   "option=cache_max value='%s' want='0 (no cap) or >= 4MiB'", v);
+			return -1;
+		}
+	} else if (!strcmp(item, "copy_max") && eq) {
+		/* for tests: renames above this size take the multipart copy path */
+		if (parse_size(v, &fs->copy_max) || fs->copy_max < (5u << 20) ||
+		    fs->copy_max > FS_COPY_MAX) {
+			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
+				   "option=copy_max value='%s' want='5MiB .. 5GiB'", v);
 			return -1;
 		}
 	} else if ((!strcmp(item, "uid") || !strcmp(item, "gid")) && eq) {
@@ -291,12 +307,17 @@ int main(int argc, char **argv)
 	fs.entry_timeout = 1.0;
 	fs.neg_timeout = 1.0;
 	fs.ra_max = 64ull << 20;
+	fs.cache_max = 1ull << 30;
+	fs.copy_max = FS_COPY_MAX;
 	fs.uid = getuid();
 	fs.gid = getgid();
 	if (parse_args(argc, argv, &fs, &conf, &o))
 		goto out_conf;
 	if (o.debug)
 		ferry_log_setup(FERRY_DEBUG, FERRY_LOG_PLAIN);
+	/* a window must fit the cap with room for the one before it and for other files */
+	if (fs.cache_max && fs.ra_max > fs.cache_max / 4)
+		fs.ra_max = fs.cache_max / 4 < (1u << 20) ? 1u << 20 : fs.cache_max / 4;
 
 	colon = strchr(o.source, ':');
 	fs.bucket = colon ? strndup(o.source, (size_t)(colon - o.source)) : strdup(o.source);
@@ -364,8 +385,10 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
 	if (pthread_create(&st.th, NULL, stats_main, &st) != 0)
 		goto out_unmount;
-	ferry_logf(FERRY_INFO, "ferryfs", "mounted", "bucket=%s prefix='%s' mountpoint='%s' cache_dir='%s' pid=%d",
-		   fs.bucket, fs.prefix, o.mountpoint, fs.cache_dir, (int)getpid());
+	ferry_logf(FERRY_INFO, "ferryfs", "mounted",
+		   "bucket=%s prefix='%s' mountpoint='%s' cache_dir='%s' cache_max=%llu pid=%d",
+		   fs.bucket, fs.prefix, o.mountpoint, fs.cache_dir,
+		   (unsigned long long)fs.cache_max, (int)getpid());
 
 	lcfg = fuse_loop_cfg_create();
 	if (!lcfg)

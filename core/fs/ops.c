@@ -29,7 +29,10 @@ struct dent {
 struct dirh {
 	struct dent *e;
 	size_t n;
+	struct dirh *prev, *next;           /* fs->dirs: freed at exit if never released */
 };
+
+static void dirh_free(struct dirh *d);
 
 static struct fs *fs_of(fuse_req_t req)
 {
@@ -238,6 +241,7 @@ int fs_init_tables(struct fs *fs)
 	if (!fs->tab)
 		return -1;
 	pthread_mutex_init(&fs->mu, NULL);
+	pthread_mutex_init(&fs->cache_mu, NULL);
 	fs->root.path = strdup("");
 	if (!fs->root.path)
 		return -1;
@@ -260,6 +264,13 @@ void fs_release_tables(struct fs *fs)
 		free(h->text);
 		free(h);
 	}
+	/* and directories still open (an `ls` killed mid-listing, a shell cd'd into one) */
+	while (fs->dirs) {
+		struct dirh *d = fs->dirs;
+
+		fs->dirs = d->next;
+		dirh_free(d);
+	}
 	for (size_t i = 0; fs->tab && i < fs->tab_size; i++) {
 		struct node *n = fs->tab[i], *next;
 
@@ -273,6 +284,7 @@ void fs_release_tables(struct fs *fs)
 	free(fs->root.path);
 	pthread_mutex_destroy(&fs->root.mu);
 	pthread_cond_destroy(&fs->root.cv);
+	pthread_mutex_destroy(&fs->cache_mu);
 	pthread_mutex_destroy(&fs->mu);
 }
 
@@ -681,7 +693,7 @@ static void node_close(struct fs *fs, struct node *n)
 			n->discarded = true;
 			detach = true;
 		}
-		data_close_state(n);
+		data_close_state(fs, n);
 	}
 	pthread_mutex_unlock(&n->mu);
 	if (detach) {
@@ -980,13 +992,79 @@ out:
 	return err;
 }
 
+/*
+ * CopyObject stops at 5 GiB (copy_max lowers the limit for tests): a larger object is
+ * copied by a multipart upload of UploadPartCopy ranges of the source pinned by its ETag,
+ * completed under the same condition a CopyObject would carry. Returns an errno; a store
+ * without UploadPartCopy gives EXDEV, so mv(1) copies through the mount instead.
+ */
+static int copy_in_parts(struct fs *fs, const char *skey, const char *etag, const char *dkey,
+			 uint64_t size, const struct ferry_s3_cond *cond, struct ferry_s3_res *res)
+{
+	uint64_t part = fs->copy_max;
+	char *upload_id = NULL, **etags = NULL;
+	int nparts, rc, e = 0;
+
+	if ((size + part - 1) / part > 10000)
+		part = ((size + 9999) / 10000 + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+	if (part > FS_COPY_MAX)
+		return EFBIG;
+	nparts = (int)((size + part - 1) / part);
+	etags = calloc((size_t)nparts, sizeof(*etags));
+	if (!etags)
+		return ENOMEM;
+	STAT_ADD(fs, mpu_create, 1);
+	rc = ferry_s3_mpu_create(fs->s3, dkey, &upload_id, res);
+	if (rc != FERRY_S3_OK) {
+		e = s3_errno(rc);
+		goto out;
+	}
+	for (int i = 0; i < nparts && !e; i++) {
+		uint64_t off = (uint64_t)i * part, len = size - off < part ? size - off : part;
+
+		etags[i] = calloc(1, FS_ETAG_MAX);
+		if (!etags[i]) {
+			e = ENOMEM;
+			break;
+		}
+		STAT_ADD(fs, mpu_part_copy, 1);
+		rc = ferry_s3_mpu_part_copy(fs->s3, dkey, upload_id, i + 1, skey, etag, off, len,
+					    etags[i], res);
+		if (rc == FERRY_S3_OK)
+			STAT_ADD(fs, bytes_copied, len);
+		else if (rc == FERRY_S3_NOTIMPL)
+			e = EXDEV;
+		else
+			e = s3_errno(rc) == ENOENT ? ESTALE : s3_errno(rc);
+	}
+	if (!e) {
+		STAT_ADD(fs, mpu_complete, 1);
+		rc = ferry_s3_mpu_complete(fs->s3, dkey, upload_id, etags, nparts, cond, res);
+		if (rc != FERRY_S3_OK)
+			e = rc == FERRY_S3_PRECONDITION && cond->if_none_match ? EEXIST : s3_errno(rc);
+	}
+	if (e) {
+		struct ferry_s3_res ares;
+
+		STAT_ADD(fs, mpu_abort, 1);
+		ferry_s3_mpu_abort(fs->s3, dkey, upload_id, &ares);
+	}
+out:
+	for (int i = 0; i < nparts; i++)
+		free(etags[i]);
+	free(etags);
+	free(upload_id);
+	return e;
+}
+
 static int rename_file(struct fs *fs, struct node *n, const char *src, const char *dst,
 		       unsigned int flags, char *new_etag)
 {
 	struct ferry_s3_cond cond = { 0 }, dcond = { 0 };
-	struct ferry_s3_res res;
+	struct ferry_s3_res res = { 0 };
 	char etag[FS_ETAG_MAX] = "";
 	char *skey = NULL, *dkey = NULL;
+	uint64_t size = 0;
 	int err, rc;
 
 	if (n) {
@@ -996,6 +1074,7 @@ static int rename_file(struct fs *fs, struct node *n, const char *src, const cha
 			return err;
 		pthread_mutex_lock(&n->mu);
 		snprintf(etag, sizeof(etag), "%s", n->etag);
+		size = n->size;
 		pthread_mutex_unlock(&n->mu);
 	}
 	skey = fs_key(fs, src, false);
@@ -1003,17 +1082,34 @@ static int rename_file(struct fs *fs, struct node *n, const char *src, const cha
 	err = ENOMEM;
 	if (!skey || !dkey)
 		goto out;
+	if (!etag[0]) {
+		/* pin the version that gets copied, and learn its size */
+		STAT_ADD(fs, head, 1);
+		rc = ferry_s3_head(fs->s3, skey, NULL, &res);
+		if (rc != FERRY_S3_OK) {
+			err = s3_errno(rc);
+			goto out_log;
+		}
+		snprintf(etag, sizeof(etag), "%s", res.etag);
+		size = res.size;
+	}
 	if (flags & RENAME_NOREPLACE)
 		cond.if_none_match = "*";
-	STAT_ADD(fs, copy, 1);
-	rc = ferry_s3_copy(fs->s3, skey, etag[0] ? etag : NULL, dkey, &cond, &res);
-	if (rc != FERRY_S3_OK) {
-		err = rc == FERRY_S3_PRECONDITION && (flags & RENAME_NOREPLACE) ? EEXIST : s3_errno(rc);
-		ferry_logf(FERRY_ERROR, "ferryfs", "rename failed", "msg=\"%s\"", res.msg);
-		goto out;
+	if (size > fs->copy_max) {
+		err = copy_in_parts(fs, skey, etag, dkey, size, &cond, &res);
+		if (err)
+			goto out_log;
+	} else {
+		STAT_ADD(fs, copy, 1);
+		rc = ferry_s3_copy(fs->s3, skey, etag[0] ? etag : NULL, dkey, &cond, &res);
+		if (rc != FERRY_S3_OK) {
+			err = rc == FERRY_S3_PRECONDITION && (flags & RENAME_NOREPLACE) ? EEXIST :
+			      s3_errno(rc);
+			goto out_log;
+		}
+		STAT_ADD(fs, bytes_copied, res.size);
 	}
 	snprintf(new_etag, FS_ETAG_MAX, "%s", res.etag);
-	STAT_ADD(fs, bytes_copied, res.size);
 	/* delete only the version we copied; a newer one is someone else's */
 	dcond.if_match = etag[0] ? etag : NULL;
 	STAT_ADD(fs, delete, 1);
@@ -1022,6 +1118,11 @@ static int rename_file(struct fs *fs, struct node *n, const char *src, const cha
 		ferry_logf(FERRY_WARN, "ferryfs", "rename left the source in place", "msg=\"%s\"",
 			   res.msg);
 	err = 0;
+	goto out;
+out_log:
+	if (err != EEXIST)
+		ferry_logf(FERRY_ERROR, "ferryfs", "rename failed", "msg=\"%s\" err='%s'", res.msg,
+			   strerror(err));
 out:
 	free(skey);
 	free(dkey);
@@ -1389,6 +1490,29 @@ static void dirh_free(struct dirh *d)
 	free(d);
 }
 
+static void dirh_track(struct fs *fs, struct dirh *d)
+{
+	pthread_mutex_lock(&fs->mu);
+	d->prev = NULL;
+	d->next = fs->dirs;
+	if (fs->dirs)
+		fs->dirs->prev = d;
+	fs->dirs = d;
+	pthread_mutex_unlock(&fs->mu);
+}
+
+static void dirh_untrack(struct fs *fs, struct dirh *d)
+{
+	pthread_mutex_lock(&fs->mu);
+	if (d->prev)
+		d->prev->next = d->next;
+	else if (fs->dirs == d)
+		fs->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&fs->mu);
+}
+
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -1474,8 +1598,11 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	d->n = w;
 	fi->fh = (uintptr_t)d;
-	if (fuse_reply_open(req, fi) != 0)
+	dirh_track(fs, d);
+	if (fuse_reply_open(req, fi) != 0) {
+		dirh_untrack(fs, d);
 		dirh_free(d);
+	}
 	d = NULL;
 out:
 	if (err)
@@ -1561,8 +1688,11 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+
 	(void)ino;
-	dirh_free((struct dirh *)(uintptr_t)fi->fh);
+	dirh_untrack(fs_of(req), d);
+	dirh_free(d);
 	fuse_reply_err(req, 0);
 }
 
@@ -1720,11 +1850,14 @@ int fs_stats_json(struct fs *fs, char *out, size_t len)
 		     ",\"mpu_complete\":%" PRIu64 ",\"mpu_abort\":%" PRIu64
 		     ",\"bytes_down\":%" PRIu64 ",\"bytes_up\":%" PRIu64 ",\"bytes_copied\":%" PRIu64
 		     ",\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64 ",\"commits\":%" PRIu64
-		     ",\"conflicts\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"part_copy\":%s}\n",
+		     ",\"conflicts\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"part_copy\":%s"
+		     ",\"cache_bytes\":%" PRIu64 ",\"cache_peak\":%" PRIu64
+		     ",\"cache_evicted\":%" PRIu64 ",\"cache_max\":%" PRIu64 "}\n",
 		     s.get, s.put, s.head, s.list, s.delete, s.copy, s.mpu_create, s.mpu_part,
 		     s.mpu_part_copy, s.mpu_complete, s.mpu_abort, s.bytes_down, s.bytes_up,
 		     s.bytes_copied, s.cache_hits, s.cache_misses, s.commits, s.conflicts, s.errors,
-		     __atomic_load_n(&fs->no_part_copy, __ATOMIC_RELAXED) ? "false" : "true");
+		     __atomic_load_n(&fs->no_part_copy, __ATOMIC_RELAXED) ? "false" : "true",
+		     s.cache_bytes, s.cache_peak, s.cache_evicted, fs->cache_max);
 	if (n < 0)
 		return 0;
 	return (size_t)n >= len ? (int)len - 1 : n;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # tests/bench/fs.sh: ferryfs against s3fs, rclone mount and raw curl on one moto_server (or
-# s3rver with BENCH_SERVER=s3rver), in one run: sequential write + fsync, cold sequential
+# s3rver with FS_SERVER=s3rver, installed from npm on first use), in one run: sequential write + fsync, cold sequential
 # read, cold 4 KiB random reads, small-file creation; prints MiB/s (or ops/s) and ratios.
 #   BENCH_MB=256 BENCH_RAND=200 BENCH_FILES=1000 BENCH_PEERS="s3fs rclone" bash tests/bench/fs.sh
 #   BENCH_FSX_OPS=100000 also runs fsx for that many operations on ferryfs (0 = skip).
+#   BENCH_REPS=3: raw GET/PUT, cold reads and random reads are measured that many times
+#   (each cold read on a fresh mount) and the median is shown; writes and small files once.
 . "$(dirname "$0")/../lib.sh"
 need_fuse
 SIZE_MB=${BENCH_MB:-256}
@@ -11,35 +13,64 @@ NRAND=${BENCH_RAND:-200}
 NFILES=${BENCH_FILES:-1000}
 PEERS=${BENCH_PEERS:-s3fs rclone}
 FSX_OPS=${BENCH_FSX_OPS:-0}
+REPS=${BENCH_REPS:-3}
 
-if [ "${BENCH_SERVER:-moto}" = s3rver ]; then
-	command -v s3rver >/dev/null || skip "s3rver not installed (npm install -g s3rver@3.7.1)"
-	PORT=$(free_port)
+SERVER=${FS_SERVER:-${BENCH_SERVER:-moto}}
+if [ "$SERVER" = s3rver ]; then
+	# s3rver 3.7.1 from npm, installed outside the repo on first use (S3RVER_DIR to choose where)
+	S3RVER_DIR=${S3RVER_DIR:-/tmp/ferry-bench-s3rver}
+	S3RVER=$S3RVER_DIR/node_modules/.bin/s3rver
+	if [ ! -x "$S3RVER" ]; then
+		command -v npm >/dev/null || skip "npm missing (needed to install s3rver@3.7.1)"
+		note "installing s3rver@3.7.1 into $S3RVER_DIR"
+		mkdir -p "$S3RVER_DIR"
+		npm install --prefix "$S3RVER_DIR" --no-audit --no-fund s3rver@3.7.1 >"$T/npm.log" 2>&1 ||
+			{ cat "$T/npm.log" >&2; skip "cannot install s3rver@3.7.1"; }
+	fi
 	mkdir -p "$T/s3rver"
-	s3rver -d "$T/s3rver" -a 127.0.0.1 -p "$PORT" --silent --configure-bucket ferry-bench >"$T/s3rver.log" 2>&1 &
+	# s3rver's ListObjectsV2 continuation tokens use DES, which OpenSSL 3 (node >= 17) only
+	# has in its legacy provider: without it every truncated listing answers 500
+	NODE_OPTIONS=--openssl-legacy-provider "$S3RVER" -d "$T/s3rver" -a 127.0.0.1 -p 0 --silent \
+		--configure-bucket ferry-bench >"$T/s3rver.log" 2>&1 &
 	SPID=$!
 	at_exit "kill $SPID; wait $SPID"
+	PORT=
+	for _ in $(seq 200); do
+		PORT=$(sed -n 's|.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$T/s3rver.log" | head -n 1)
+		[ -n "$PORT" ] && curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+		kill -0 "$SPID" 2>/dev/null || { cat "$T/s3rver.log" >&2; fail "s3rver exited"; }
+		sleep 0.1
+	done
+	[ -n "$PORT" ] || fail "s3rver did not start"
 	export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
 	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$PORT BUCKET_NAME=ferry-bench
-	for _ in $(seq 100); do curl -s -o /dev/null "$AWS_ENDPOINT_URL_S3" && break; sleep 0.1; done
 else
 	moto_start ferry-bench
 fi
-SERVER=${BENCH_SERVER:-moto}
 
-sig() { curl -fs --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$@"; }
+# s3rver refuses any request without x-amz-content-sha256; moto ignores it
+sig() { curl -fs -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$@"; }
 now() { date +%s.%N; }
 rate() { python3 -c 'import sys; n, a, b = map(float, sys.argv[1:]); print("%.1f" % (n / max(b - a, 1e-9)))' "$@"; }
 
 head -c $((SIZE_MB * 1048576)) /dev/urandom >"$T/src"
 declare -A R                          # R[fs.metric] = figure
 
+median() { python3 -c 'import statistics, sys
+v = sys.argv[1:]
+print("ERR" if "ERR" in v else "%.1f" % statistics.median(map(float, v)))' "$@"; }
+
 # raw curl: the ceiling
-t0=$(now); sig -X PUT -H 'Content-Type: application/octet-stream' -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
-	--data-binary "@$T/src" "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/raw.bin" -o /dev/null || fail "raw PUT failed"
-t1=$(now); R[curl.write]=$(rate "$SIZE_MB" "$t0" "$t1")
-t0=$(now); sig "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/raw.bin" -o /dev/null || fail "raw GET failed"
-t1=$(now); R[curl.read]=$(rate "$SIZE_MB" "$t0" "$t1")
+puts=(); gets=()
+for _ in $(seq "$REPS"); do
+	t0=$(now); sig -X PUT -H 'Content-Type: application/octet-stream' \
+		--data-binary "@$T/src" "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/raw.bin" -o /dev/null || fail "raw PUT failed"
+	t1=$(now); puts+=("$(rate "$SIZE_MB" "$t0" "$t1")")
+	t0=$(now); sig "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/raw.bin" -o /dev/null || fail "raw GET failed"
+	t1=$(now); gets+=("$(rate "$SIZE_MB" "$t0" "$t1")")
+done
+R[curl.write]=$(median "${puts[@]}"); R[curl.read]=$(median "${gets[@]}")
+R[curl.write_all]="${puts[*]}"; R[curl.read_all]="${gets[*]}"
 
 M=$T/mnt
 mkdir -p "$M"
@@ -53,6 +84,7 @@ mount_fs() { # NAME SUBDIR
 	s3fs)
 		printf '%s:%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$T/s3fs.pass"
 		chmod 600 "$T/s3fs.pass"
+		secret_ok "$T/s3fs.pass"
 		s3fs "$BUCKET_NAME:/$2" "$M" -f -o "url=$AWS_ENDPOINT_URL_S3,use_path_request_style,passwd_file=$T/s3fs.pass,endpoint=$AWS_REGION" \
 			>>"$T/s3fs.log" 2>&1 &
 		FS_PID=$! ;;
@@ -106,23 +138,31 @@ for fs in ferryfs $PEERS; do
 	t1=$(now); R[$fs.write]=$(rate "$SIZE_MB" "$t0" "$t1")
 	[ "$fs" = ferryfs ] && R[ferryfs.rss_write]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
 	umount_fs
-	mount_fs "$fs" "$fs"
-	t0=$(now)
-	if cmp "$T/src" "$M/seq.bin"; then
-		t1=$(now); R[$fs.read]=$(rate "$SIZE_MB" "$t0" "$t1")
-	else
-		[ "$fs" = ferryfs ] && fail "ferryfs: read back differs"
-		R[$fs.read]=ERR; note "$fs: read back differs"
-	fi
-	[ "$fs" = ferryfs ] && R[ferryfs.rss]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
-	umount_fs
-	mount_fs "$fs" "$fs"
-	if secs=$(randread "$M/seq.bin" "$NRAND" 42); then
-		R[$fs.rand]=$(rate "$NRAND" 0 "$secs")
-	else
-		[ "$fs" = ferryfs ] && fail "ferryfs: random reads failed"
-		R[$fs.rand]=ERR; note "$fs: random reads failed"
-	fi
+	reads=(); rands=()
+	for r in $(seq "$REPS"); do
+		mount_fs "$fs" "$fs"
+		t0=$(now)
+		if cmp "$T/src" "$M/seq.bin"; then
+			t1=$(now); reads+=("$(rate "$SIZE_MB" "$t0" "$t1")")
+		else
+			[ "$fs" = ferryfs ] && fail "ferryfs: read back differs"
+			reads+=(ERR); note "$fs: read back differs"
+		fi
+		[ "$fs" = ferryfs ] && R[ferryfs.rss]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
+		umount_fs
+	done
+	for r in $(seq "$REPS"); do
+		mount_fs "$fs" "$fs"
+		if secs=$(randread "$M/seq.bin" "$NRAND" $((41 + r))); then
+			rands+=("$(rate "$NRAND" 0 "$secs")")
+		else
+			[ "$fs" = ferryfs ] && fail "ferryfs: random reads failed"
+			rands+=(ERR); note "$fs: random reads failed"
+		fi
+		[ "$r" = "$REPS" ] || umount_fs    # the last mount goes on to the small files
+	done
+	R[$fs.read]=$(median "${reads[@]}"); R[$fs.read_all]="${reads[*]}"
+	R[$fs.rand]=$(median "${rands[@]}"); R[$fs.rand_all]="${rands[*]}"
 	t0=$(now)
 	mkdir -p "$M/small"
 	python3 - "$M/small" "$NFILES" <<'PY' || fail "$fs: small files failed"
@@ -151,7 +191,7 @@ try:
 except (ValueError, ZeroDivisionError):
     print("-")' "${R[$1]:-}" "${R[$2]:-}"
 }
-echo "ferryfs benchmark: server=$SERVER size=${SIZE_MB}MiB random_reads=$NRAND small_files=$NFILES ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "ferryfs benchmark: server=$SERVER size=${SIZE_MB}MiB random_reads=$NRAND small_files=$NFILES reps=$REPS ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '| %-8s | %12s | %12s | %16s | %14s |\n' fs "write MiB/s" "read MiB/s" "4KiB rand rd/s" "small files/s"
 printf '|----------|--------------|--------------|------------------|----------------|\n'
 for fs in curl ferryfs $PEERS; do
@@ -162,6 +202,10 @@ echo
 echo "ferryfs/curl: write $(ratio ferryfs.write curl.write), read $(ratio ferryfs.read curl.read)"
 for p in $PEERS; do
 	echo "ferryfs/$p: write $(ratio ferryfs.write $p.write), read $(ratio ferryfs.read $p.read), rand $(ratio ferryfs.rand $p.rand), small $(ratio ferryfs.small $p.small)"
+done
+echo "runs (MiB/s or reads/s): curl write ${R[curl.write_all]}, read ${R[curl.read_all]}"
+for fs in ferryfs $PEERS; do
+	[ -n "${R[$fs.read_all]:-}" ] && echo "runs: $fs read ${R[$fs.read_all]}, rand ${R[$fs.rand_all]}"
 done
 echo "ferryfs peak RSS: ${R[ferryfs.rss_write]:-?} MiB after the write, ${R[ferryfs.rss]:-?} MiB after the cold read"
 [ -n "${R[ferryfs.fsx]:-}" ] && echo "fsx: ${R[ferryfs.fsx]}"
