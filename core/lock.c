@@ -674,12 +674,22 @@ int ferry_lock_release(struct ferry_s3 *s3, const char *key, const char *nonce,
 	int rc;
 
 	*outcome = FERRY_LOCK_GONE;
-	for (int round = 0; round < 2; round++) {
+	for (int round = 0, garbled = 0; round < 2; round++) {
 		if (ferry_lock_read(s3, key, &st, err, errlen) != 0)
 			return 1;
 		if (!st.exists) {
 			*outcome = FERRY_LOCK_GONE;
 			return 0;
+		}
+		/* A body that does not parse is more often a garbled answer (a proxy, a broken
+		 * connection) than someone's lock: read it again a few times before leaving it
+		 * to expire. (Ours is never released unless its nonce is read back.) */
+		if (!st.parsed && garbled++ < 3) {
+			struct timespec ts = { 0, 200000000L * garbled };
+
+			nanosleep(&ts, NULL);
+			round--;
+			continue;
 		}
 		if (!st.parsed || strcmp(st.body.nonce, nonce) != 0) {
 			*outcome = FERRY_LOCK_NOT_OURS;
