@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ferry_failpoint.h"
 #include "ferry_log.h"
 
 #define RA_MIN        (1ull << 20)          /* first read-ahead window */
@@ -843,6 +844,11 @@ static int commit_mpu(struct mpu_job *j, const struct ferry_s3_cond *cond,
 	if (e)
 		goto out_abort;
 	t_parts = now_ns();
+	/* crash matrix: every part is on S3, the object is not (FERRY_FAILPOINT=...:kill) */
+	if (ferry_failpoint("fs.before_complete")) {
+		e = EIO;
+		goto out_abort;
+	}
 	STAT_ADD(fs, mpu_complete, 1);
 	rc = ferry_s3_mpu_complete(fs->s3, j->key, upload_id, j->etags, j->nparts, cond, res);
 	ferry_logf(FERRY_DEBUG, "ferryfs", "multipart commit", "key='%s' parts=%d parts_ms=%llu complete_ms=%llu",
@@ -923,6 +929,11 @@ int data_commit(struct fs *fs, struct node *n)
 	else
 		cond.if_match = base_etag;
 	STAT_ADD(fs, commits, 1);
+	/* crash matrix: the commit is decided, nothing sent yet (FERRY_FAILPOINT=...:kill) */
+	if (ferry_failpoint("fs.before_commit")) {
+		e = EIO;
+		goto out;
+	}
 	if (size < FS_PART_SIZE) {
 		pthread_mutex_lock(&n->mu);
 		e = ensure_present(fs, n, key, 0, size < base_limit ? size : base_limit);

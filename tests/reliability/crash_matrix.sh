@@ -13,7 +13,9 @@
 # The crashing run holds its lock for CRASH_TTL (default 8s: the second run waits that out);
 # the second run takes a 10 minute lock so a loaded machine cannot run its lease out.
 # Every odd iteration starts with no local replica, every even one with last run's replica;
-# the points that need a replica to patch always keep it.
+# the points that need a replica to patch always keep it. fs.before_commit and
+# fs.before_complete kill ferryfs inside push's commit (the latter only for databases of
+# 8 MiB or more: CRASH_CONTACTS=20000).
 . "$(dirname "$0")/../lib.sh"
 . "$TESTS_DIR/e2e.sh"
 iters=${1:-10}
@@ -22,7 +24,8 @@ points=("$@")
 [ ${#points[@]} -gt 0 ] || points=(
 	lock.after_run mount.after_spawn mount.after_run pull.after_undo pull.mid_patch pull.before_commit
 	pull.after_commit schedule.before_run schedule.mid_write schedule.after_commit schedule.after_run
-	push.mid_write push.before_fsync push.after_commit push.before_manifest unlock.before_run)
+	push.mid_write push.before_fsync fs.before_commit push.after_commit push.before_manifest
+	unlock.before_run)
 e2e_setup "${CRASH_CONTACTS:-1500}"
 cp "$T/org.db" "$T/base.db"
 ov=(-o lock.margin=2s -o lock.max_wait=60s -o pipeline.deadline=0
@@ -46,6 +49,14 @@ for p in "${points[@]}"; do
 		[ $((i % 2)) = 1 ] && ! $keep_replica && rm -rf "$FERRY_STATE_DIR"
 		rc=0
 		FERRY_FAILPOINT=$p:kill ferry -c "$PIPE" "${ov_crash[@]}" run >"$T/crash.out" 2>"$T/crash.err" || rc=$?
+		# fs.* points kill ferryfs (it inherits FERRY_FAILPOINT), not ferry: push must fail
+		# and the run unwind (exit 1); the point was reached if ferryfs logged it
+		case $p in
+		fs.*) if grep -q "failpoint hit name=$p " "$T/crash.err"; then
+			[ "$rc" = 1 ] || why="ferryfs died at $p but ferry exited $rc"
+			rc=137
+		      fi ;;
+		esac
 		if [ -z "$why" ] && [ "$rc" != 137 ] && grep -q "lease of lock .* s needed" "$T/crash.err"; then
 			# a loaded machine ran the short CRASH_TTL lease out before the point: push
 			# refused, as it must; this iteration tested nothing
