@@ -25,7 +25,7 @@
 static const struct ferry_key mount_keys[] = {
 	{ "mountpoint", FERRY_KEY_PATH, NULL, FERRY_KEY_REQUIRED,
 	  "where to mount the bucket (created if missing)" },
-	{ "prefix", FERRY_KEY_STRING, NULL, 0, "mount only keys under this prefix" },
+	{ "prefix", FERRY_KEY_OBJKEY, NULL, 0, "mount only keys under this prefix" },
 	{ "ferryfs", FERRY_KEY_PATH, NULL, 0,
 	  "the ferryfs binary (default: ferryfs next to the running ferry)" },
 	{ "cache_dir", FERRY_KEY_PATH, NULL, 0,

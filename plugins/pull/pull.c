@@ -1282,7 +1282,7 @@ static const struct ferry_key pull_keys[] = {
 	  "quick|full|none: PRAGMA quick_check / integrity_check after the pull" },
 	{ "create_if_missing", FERRY_KEY_BOOL, "false", 0,
 	  "a missing origin starts an empty database (push then creates it)" },
-	{ "manifest", FERRY_KEY_STRING, ".ferry-manifest", 0,
+	{ "manifest", FERRY_KEY_OBJKEY, ".ferry-manifest", 0,
 	  "suffix of the page-hash sidecar next to the origin" },
 	{ "reads", FERRY_KEY_STRING, "auto", 0,
 	  "auto|ranged|sequential: with known hashes, read just the differing pages or the whole "

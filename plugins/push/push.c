@@ -606,7 +606,7 @@ static const struct ferry_key push_keys[] = {
 	{ "lease_need", FERRY_KEY_DURATION, "2m", 0, "lock lease that must be left to push" },
 	{ "verify", FERRY_KEY_STRING, "checksum", 0,
 	  "checksum|none: read the new object back and compare the database checksum" },
-	{ "manifest", FERRY_KEY_STRING, ".ferry-manifest", 0,
+	{ "manifest", FERRY_KEY_OBJKEY, ".ferry-manifest", 0,
 	  "suffix of the page-hash sidecar next to the origin (as in pull)" },
 	{ NULL, 0, NULL, 0, NULL },
 };

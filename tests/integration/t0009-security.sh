@@ -44,6 +44,8 @@ printf '[pipeline]\nstate_dir = %s/st\n[stage lock]\nplugin = lock\nkey = org-da
 check_refused key "bad object key 'org-data/../other.lock': '..' path segment"
 printf '[pipeline]\nstate_dir = %s/st\n[stage s]\nplugin = snapshot\nkey = db\ndest = ../x/{time}.db\n' "$T" >snap.ini
 check_refused snap "snap.ini:6: key 'dest': bad object key '../x/{time}.db'"
+printf '[pipeline]\nstate_dir = %s/st\n[stage m]\nplugin = mount\nmountpoint = %s/mnt\nprefix = org/../../other\n' "$T" "$T" >mnt.ini
+check_refused mnt "mnt.ini:6: key 'prefix': bad object key 'org/../../other'"
 
 # 4. TLS: verify_tls = false refused for a non-loopback endpoint (before any request)...
 printf '[s3]\nendpoint = https://s3.example.com\nbucket = b\nverify_tls = false\n' >tls.ini
