@@ -397,6 +397,8 @@ int sched_fp_load(const char *path, const unsigned char key[SCHED_FP_LEN], struc
 	    unhex(p + 7 + 2 * SCHED_FP_KEYLEN, fp->file, SCHED_FP_LEN))
 		goto out_bad;
 	p += 7 + 2 * SCHED_FP_KEYLEN + 2 * SCHED_FP_LEN;
+	used = 0;                       /* %n is not reached when "report" does not match
+					 * (fuzz_schedfp: a stale count walked p off the end) */
 	if (sscanf(p, " %" SCNu64 "\nreport%n", &fp->size, &used) != 1 || !used)
 		goto out_bad;
 	p += used;
