@@ -126,6 +126,10 @@ $(B)/tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(B)/libferry.
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay.c -L$(B) -lferry \
 		-Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
 
+# fuzz_schedfp.c includes the plugin source it fuzzes (gcc's -MMD records only the last
+# source of a multi-source link in the .d file)
+$(B)/tests/fuzz/replay_schedfp: plugins/schedule/sched_fp.c plugins/schedule/sched_core.h
+
 tests-build: $(patsubst %,$(B)/tests/%,$(UNIT)) $(B)/tests/plugins/test_abi \
 	     $(patsubst %,$(B)/tests/fuzz/replay_%,$(FUZZ)) \
 	     $(patsubst %,$(B)/tests/plugins/%.so,$(TPLUG)) $(patsubst %,$(B)/tests/tools/%,$(TOOLS))
