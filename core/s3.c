@@ -1624,7 +1624,8 @@ static int s3_do_cond(struct ferry_s3 *s3, struct req *rq, struct ferry_s3_res *
 				res->code[0] = '\0';
 				res->msg[0] = '\0';
 				ferry_logf(FERRY_INFO, "s3", "ambiguous write confirmed by read-back",
-					   "op=%s key=\"%s\" attempts=%d", rq->op, what_of(rq), res->attempts);
+					   "op=%s key=\"%s\" attempts=%d why=\"%s\"", rq->op, what_of(rq),
+					   res->attempts, msg);
 				return FERRY_S3_OK;
 			}
 			if (v == V_PRECOND) {

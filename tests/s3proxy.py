@@ -232,10 +232,13 @@ class Proxy(BaseHTTPRequestHandler):
             if k.lower() not in skip:
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(data) if length is None else length))
-        self.end_headers()
         out = data if send is None else send
+        # headers and body in one write, as a server answers: on a loaded machine a gap
+        # between two writes can outlast a client's 1 s low-speed window by itself
+        self._headers_buffer.append(b"\r\n")
         if not head and out:
-            self.wfile.write(out)
+            self._headers_buffer.append(out)
+        self.flush_headers()
         self.wfile.flush()
         count(self.command, 0, 0 if head else len(out))
 
