@@ -69,4 +69,7 @@ int64_t ferry_deadline_left_ms(const struct ferry_ctx *c); /* INT64_MAX when no 
  * first use; NULL with the reason set via ferry_fail when it cannot be opened. */
 struct ferry_s3 *ferry_s3(struct ferry_ctx *c);
 
+/* CLOCK_MONOTONIC milliseconds: durations, deadlines, the ms= of log lines. */
+int64_t ferry_mono_ms(void);
+
 #endif

@@ -163,8 +163,6 @@ int ferry_pages_fsync_dir(const char *path);
 bool ferry_pages_parent_exists(const char *path);
 /* a followed by b, malloc'd (NULL when out of memory): "REPLICA" + ".ferry-state". */
 char *ferry_pages_concat(const char *a, const char *b);
-/* Monotonic milliseconds, for the ms= of log lines. */
-uint64_t ferry_pages_now_ms(void);
 
 /* Counters from a ferryfs mount's .ferryfs-stats (JSON); false when not available. */
 struct ferry_fsstats {

@@ -410,14 +410,6 @@ void ferry_pages_cb_init(struct ferry_pages_cb *cb, struct ferry_ctx *c, const c
 	cb->progress = isatty(STDERR_FILENO);
 }
 
-uint64_t ferry_pages_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 char *ferry_pages_concat(const char *a, const char *b)
 {
 	size_t n = strlen(a) + strlen(b) + 1;

@@ -95,7 +95,6 @@ struct stage_rt *ferry_run_find(struct run *r, const char *stage_or_plugin);
 int ferry_fact_put(struct stage_rt *st, const char *key, const char *value);
 void ferry_run_release(struct run *r);
 int64_t ferry_now_ms(void);                 /* CLOCK_REALTIME ms */
-int64_t ferry_mono_ms(void);                /* CLOCK_MONOTONIC ms */
 bool ferry_run_cancelled(const struct run *r);
 /* Opens r->s3 from [s3] and the environment; NULL with r->s3_err set. */
 struct ferry_s3 *ferry_run_s3(struct run *r);

@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "cfg.h"
+#include "ferry_ctx.h"
 #include "ferry_log.h"
 #include "s3_internal.h"
 
@@ -719,14 +720,6 @@ static int on_seek(void *arg, curl_off_t off, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* How long the server may think after the whole request went out: a store computes its
  * checksums over a large PUT before answering, and a server-side copy or a multipart
  * completion takes time in proportion to the object (S3 itself trickles whitespace to keep
@@ -754,7 +747,7 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 {
 	struct xfer *x = arg;
 	const struct ferry_s3_conf *c = &x->s3->conf;
-	int64_t now = mono_ms(), limit_ms = (int64_t)c->low_speed_time_s * 1000;
+	int64_t now = ferry_mono_ms(), limit_ms = (int64_t)c->low_speed_time_s * 1000;
 	curl_off_t moved = dn + un;
 
 	(void)dt;

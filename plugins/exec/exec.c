@@ -184,14 +184,6 @@ static void take_lines(struct ferry_ctx *c, char *buf, size_t *held, size_t cap)
 	}
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Run one command line to completion (or timeout/cancel); FERRY_OK or a failure. */
 static int run_command(struct ferry_ctx *c, const char *key, const char *op)
 {
@@ -199,7 +191,7 @@ static int run_command(struct ferry_ctx *c, const char *key, const char *op)
 	const char *cwd_key = ferry_cfg(c, "cwd");
 	char *cwd = cwd_key ? ferry_cfg_path(c, "cwd") : NULL;
 	uint64_t timeout = ferry_cfg_ms(c, "timeout"), grace = ferry_cfg_ms(c, "kill_grace");
-	int64_t start = mono_ms(), term_at = 0;
+	int64_t start = ferry_mono_ms(), term_at = 0;
 	char buf[8192];
 	size_t held = 0;
 	int out[2], status = 0, rc = FERRY_OK;
@@ -245,7 +237,7 @@ static int run_command(struct ferry_ctx *c, const char *key, const char *op)
 	while (!exited) {
 		struct pollfd pf[2];
 		int nfd = 0, cfd = ferry_cancel_fd(c);
-		int64_t now = mono_ms();
+		int64_t now = ferry_mono_ms();
 
 		if (!eof) {
 			pf[nfd].fd = out[0];

@@ -47,14 +47,6 @@ struct mount_priv {
 	char *mountpoint;
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
@@ -324,7 +316,7 @@ static void priv_free(struct mount_priv *m)
 /* Stops ferryfs (already unmounted, so it should be leaving) and reaps it. */
 static void stop_child(struct ferry_ctx *c, pid_t pid)
 {
-	int64_t until = mono_ms() + GRACE_MS;
+	int64_t until = ferry_mono_ms() + GRACE_MS;
 	bool termed = false;
 	int st;
 
@@ -333,7 +325,7 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 
 		if (r == pid || (r < 0 && errno == ECHILD))
 			return;
-		if (mono_ms() >= until) {
+		if (ferry_mono_ms() >= until) {
 			if (termed) {
 				ferry_log(c, FERRY_WARN, "ferryfs ignored SIGTERM, killing", "pid=%d",
 					  (int)pid);
@@ -344,7 +336,7 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 			}
 			kill(-pid, SIGTERM);
 			termed = true;
-			until = mono_ms() + TERM_MS;
+			until = ferry_mono_ms() + TERM_MS;
 		}
 		sleep_ms(POLL_MS);
 	}
@@ -386,7 +378,7 @@ static int mount_run(struct ferry_ctx *c)
 		rc = ferry_fail(c, FERRY_FAIL, "out of memory");
 		goto out_plan;
 	}
-	start = mono_ms();
+	start = ferry_mono_ms();
 	pid = fork();
 	if (pid < 0) {
 		rc = ferry_fail(c, FERRY_FAIL, "cannot start ferryfs: %s", strerror(errno));
@@ -433,7 +425,7 @@ static int mount_run(struct ferry_ctx *c)
 			rc = ferry_fail(c, FERRY_FAIL, "cancelled while mounting '%s'", p.mountpoint);
 			goto out_plan;
 		}
-		if (mono_ms() >= until) {
+		if (ferry_mono_ms() >= until) {
 			rc = ferry_fail(c, FERRY_FAIL, "mount at '%s' did not answer within %" PRIu64 " ms",
 					p.mountpoint, p.wait_ms);
 			goto out_plan;
@@ -448,7 +440,7 @@ static int mount_run(struct ferry_ctx *c)
 	ferry_fact_set(c, "source", p.source);
 	ferry_fact_setf(c, "pid", "%d", (int)pid);
 	ferry_log(c, FERRY_INFO, "mounted", "source=%s mountpoint=%s pid=%d ms=%" PRId64, p.source,
-		  p.mountpoint, (int)pid, mono_ms() - start);
+		  p.mountpoint, (int)pid, ferry_mono_ms() - start);
 	rc = FERRY_OK;
 out_plan:
 	plan_release(&p);

@@ -1050,7 +1050,7 @@ int pull_prepare(struct pull_job *j, bool dry)
 static int pull_run(struct ferry_ctx *c)
 {
 	struct pull_job j;
-	uint64_t t0 = ferry_pages_now_ms();
+	uint64_t t0 = (uint64_t)ferry_mono_ms();
 	int rc;
 
 	if (pull_job_init(&j, c, ferry_cfg_path(c, "origin"), ferry_cfg_path(c, "replica"),
@@ -1080,7 +1080,7 @@ static int pull_run(struct ferry_ctx *c)
 		rc = ferry_fail(c, FERRY_FAIL, "failpoint pull.after_commit");
 		goto out;
 	}
-	publish(&j, ferry_pages_now_ms() - t0);
+	publish(&j, (uint64_t)ferry_mono_ms() - t0);
 out:
 	pull_job_release(&j);
 	return rc;

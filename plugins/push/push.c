@@ -468,7 +468,7 @@ static void publish(struct push_job *j, uint64_t ms, bool wrote)
 static int push_run(struct ferry_ctx *c)
 {
 	struct push_job j;
-	uint64_t t0 = ferry_pages_now_ms(), size;
+	uint64_t t0 = (uint64_t)ferry_mono_ms(), size;
 	bool verify;
 	int rc;
 
@@ -500,7 +500,7 @@ static int push_run(struct ferry_ctx *c)
 		if (j.etag_known && !manifest_current(&j))
 			rc = write_sidecars(&j);
 		if (!rc)
-			publish(&j, ferry_pages_now_ms() - t0, false);
+			publish(&j, (uint64_t)ferry_mono_ms() - t0, false);
 		goto out;
 	}
 	rc = check_replica(&j);
@@ -544,7 +544,7 @@ static int push_run(struct ferry_ctx *c)
 	rc = write_sidecars(&j);
 	if (rc)
 		goto out;
-	publish(&j, ferry_pages_now_ms() - t0, true);
+	publish(&j, (uint64_t)ferry_mono_ms() - t0, true);
 out:
 	job_release(&j);
 	return rc;

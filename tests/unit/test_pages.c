@@ -1,5 +1,6 @@
 /* test_pages.c: unit tests of the page engine (header checks, hashes, manifests, undo-file recovery). */
 #include "unit.h"
+#include "ferry_ctx.h"
 #include "ferry_pages.h"
 
 #include <errno.h>
@@ -554,7 +555,7 @@ static void test_diff(void)
 	free(s);
 	ASSERT_TRUE(ferry_pages_parent_exists(tpath("no-such-file")));
 	ASSERT_TRUE(!ferry_pages_parent_exists("/no-such-dir-ferry/x.db"));
-	ASSERT_TRUE(ferry_pages_now_ms() > 0);
+	ASSERT_TRUE(ferry_mono_ms() > 0);
 }
 
 static void test_ferryfs_key(void)
