@@ -187,4 +187,9 @@ char *ferry_pages_ferryfs_key(const char *mountinfo, const char *path, char *buc
 int ferry_pages_etag_fd(int fd, char *out, size_t outlen);
 int ferry_pages_etag_path(const char *path, char *out, size_t outlen);
 
+/* Asks ferryfs to fetch only the bytes read through fd (xattr user.ferry.fetch=ranged):
+ * no whole-file fetch after a random read. Only for an fd known to be on ferryfs (its
+ * ETag is known): a plain file would keep the xattr. 0, or -1 with errno. */
+int ferry_pages_ferryfs_ranged(int fd);
+
 #endif

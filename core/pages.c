@@ -1361,3 +1361,8 @@ int ferry_pages_etag_path(const char *path, char *out, size_t outlen)
 {
 	return etag_fix(getxattr(path, "user.ferry.etag", out, outlen - 1), out, outlen);
 }
+
+int ferry_pages_ferryfs_ranged(int fd)
+{
+	return fsetxattr(fd, "user.ferry.fetch", "ranged", 6, 0);
+}

@@ -18,6 +18,8 @@
 #define RANDOM_ALIGN  4096ull               /* a random read GETs its own pages, no more */
 #define SEQ_SLACK     (4ull << 20)          /* reordered kernel read-ahead still counts as sequential */
 #define MPU_THREADS   4
+#define WHOLE_THREADS 4                     /* parallel GETs of a whole-file fetch */
+#define WHOLE_CHUNK   (8ull << 20)          /* bytes per GET of a whole-file fetch */
 
 struct fetch {
 	uint64_t gen;                       /* node state_gen at start */
@@ -245,14 +247,18 @@ void data_open_state(struct node *n)
 	ivl_clear(&n->clean);
 	n->stale = false;
 	n->fetches = NULL;
+	n->fetch_ranged = false;
+	n->whole_started = false;
 }
 
 void data_quiesce(struct node *n)
 {
-	/* read-ahead still running writes into cache_fd: make it stop, then wait */
+	/* read-ahead and whole-file fetches still write into cache_fd: stop them, then wait */
 	n->state_gen++;
-	while (n->fetches)
+	while (n->fetches || n->bg)
 		pthread_cond_wait(&n->cv, &n->mu);
+	/* an open that came in while this waited keeps the state: it may fetch whole again */
+	n->whole_started = false;
 }
 
 void data_close_state(struct fs *fs, struct node *n)
@@ -276,6 +282,8 @@ void data_close_state(struct fs *fs, struct node *n)
 	n->changed = false;
 	n->stale = false;
 	n->fsync_only = false;
+	n->fetch_ranged = false;
+	n->whole_started = false;
 	n->base_etag[0] = '\0';
 }
 
@@ -356,8 +364,9 @@ static int sink_store(struct sink_ctx *sc, const void *data, size_t len)
 	uint64_t pos, end, ga, gb;
 
 	pthread_mutex_lock(&n->mu);
-	if (n->state_gen != sc->f->gen || n->cache_fd < 0) {
-		/* read-ahead for a file nobody has open any more */
+	if (n->state_gen != sc->f->gen || n->cache_fd < 0 ||
+	    __atomic_load_n(&sc->fs->stopping, __ATOMIC_RELAXED)) {
+		/* read-ahead for a file nobody has open any more, or unmounting */
 		sc->dropped = true;
 		pthread_cond_broadcast(&n->cv);
 		pthread_mutex_unlock(&n->mu);
@@ -552,6 +561,125 @@ static int ensure_present(struct fs *fs, struct node *n, const char *key, uint64
 	}
 }
 
+/*
+ * Whole-file fetch. A random read on a file of at most whole_max bytes means a reader that
+ * jumps around (SQLite, an index lookup): after answering it with its own small GET,
+ * WHOLE_THREADS threads fetch the rest of the pinned object in WHOLE_CHUNK GETs, in order,
+ * so that later reads are cache hits. Reads never wait for them: a read whose bytes are in
+ * a chunk in flight takes them as they arrive, any other read sends its own GET. The
+ * threads stop when the open state goes (last close, data_quiesce) or at unmount; a file
+ * marked user.ferry.fetch=ranged (pull and push know which pages they need) never starts one.
+ */
+struct whole_job {
+	struct fs *fs;
+	struct node *n;
+	uint64_t gen;                       /* n->state_gen when started */
+	char *key;
+};
+
+static void bg_done(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->bg_mu);
+	fs->bg_threads--;
+	pthread_cond_broadcast(&fs->bg_cv);
+	pthread_mutex_unlock(&fs->bg_mu);
+}
+
+static void *whole_worker(void *arg)
+{
+	struct whole_job *w = arg;
+	struct fs *fs = w->fs;
+	struct node *n = w->n;
+	uint64_t x = 0, ga, gb;
+
+	pthread_mutex_lock(&n->mu);
+	while (n->state_gen == w->gen && !n->stale &&
+	       !__atomic_load_n(&fs->stopping, __ATOMIC_RELAXED) &&
+	       ivl_first_gap2(&n->dirty, &n->clean, x, n->base_limit, &ga, &gb)) {
+		struct fetch *f = fetch_at(n, ga);
+		uint64_t end;
+
+		if (f) {
+			x = f->b;               /* another thread or a reader has it */
+			continue;
+		}
+		end = ga + WHOLE_CHUNK < gb ? ga + WHOLE_CHUNK : gb;
+		if (end > next_fetch_start(n, ga))
+			end = next_fetch_start(n, ga);
+		x = end;
+		if (fetch_range(fs, n, w->key, ga, end, NULL))
+			break;                  /* logged; a reader that needs it fails on its own */
+	}
+	n->bg--;
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+	free(w->key);
+	free(w);
+	bg_done(fs);
+	return NULL;
+}
+
+/* Starts the whole-file fetch of n if it qualifies (n->mu held). */
+static void whole_start(struct fs *fs, struct node *n, const char *key)
+{
+	pthread_attr_t attr;
+
+	if (n->whole_started || n->fetch_ranged || !fs->whole_max || !n->base_etag[0] ||
+	    n->base_limit > fs->whole_max || n->stale ||
+	    __atomic_load_n(&fs->stopping, __ATOMIC_RELAXED))
+		return;
+	n->whole_started = true;
+	if (pthread_attr_init(&attr) != 0)
+		return;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	for (int i = 0; i < WHOLE_THREADS; i++) {
+		struct whole_job *w = calloc(1, sizeof(*w));
+		pthread_t th;
+
+		if (!w || !(w->key = strdup(key))) {
+			free(w);
+			break;
+		}
+		w->fs = fs;
+		w->n = n;
+		w->gen = n->state_gen;
+		pthread_mutex_lock(&fs->bg_mu);
+		fs->bg_threads++;
+		pthread_mutex_unlock(&fs->bg_mu);
+		n->bg++;
+		if (pthread_create(&th, &attr, whole_worker, w) != 0) {
+			n->bg--;
+			bg_done(fs);
+			free(w->key);
+			free(w);
+			break;
+		}
+	}
+	pthread_attr_destroy(&attr);
+	if (n->bg)
+		STAT_ADD(fs, whole_fetches, 1);
+}
+
+bool data_stop_background(struct fs *fs)
+{
+	struct timespec until;
+	int left;
+
+	__atomic_store_n(&fs->stopping, true, __ATOMIC_RELAXED);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;                 /* a GET stops at its next piece of data */
+	pthread_mutex_lock(&fs->bg_mu);
+	while (fs->bg_threads &&
+	       pthread_cond_timedwait(&fs->bg_cv, &fs->bg_mu, &until) == 0)
+		;
+	left = fs->bg_threads;
+	pthread_mutex_unlock(&fs->bg_mu);
+	if (left)
+		ferry_logf(FERRY_WARN, "ferryfs", "whole-file fetches still running at exit",
+			   "threads=%d", left);
+	return left == 0;
+}
+
 static bool is_seq(const struct handle *h, uint64_t off)
 {
 	return off + SEQ_SLACK >= h->ra_next && off <= h->ra_next + SEQ_SLACK;
@@ -618,6 +746,8 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 			fb = nf;
 		fetched = true;
 		err = fetch_range(fs, n, key, ga, fb, &rr);
+		if (!seq && !err)
+			whole_start(fs, n, key);
 		if (err || rr.replied)
 			break;
 	}
@@ -727,6 +857,31 @@ struct mpu_job {
 	pthread_mutex_t mu;
 };
 
+/* Whether part [off, off + len) of a commit can be copied server-side from the base. */
+static bool part_copyable(const struct fs *fs, const char *base_etag, uint64_t base_limit,
+			  const struct ivl *dirty, uint64_t off, uint64_t len)
+{
+	return base_etag[0] && off + len <= base_limit && !ivl_overlaps(dirty, off, off + len) &&
+	       !__atomic_load_n(&fs->no_part_copy, __ATOMIC_RELAXED);
+}
+
+/* A commit with no part to copy uploads every byte anyway: up to put_max it is one PUT,
+ * which spares the multipart round trips and the store's CompleteMultipartUpload (which
+ * some stores pay for by reading every part again). */
+static bool commit_as_put(const struct fs *fs, const char *base_etag, uint64_t size,
+			  uint64_t base_limit, const struct ivl *dirty)
+{
+	if (size < FS_PART_SIZE)
+		return true;
+	if (size > fs->put_max)
+		return false;
+	for (uint64_t off = 0; off < size; off += FS_PART_SIZE)
+		if (part_copyable(fs, base_etag, base_limit, dirty, off,
+				  size - off < FS_PART_SIZE ? size - off : FS_PART_SIZE))
+			return false;
+	return true;
+}
+
 static int mpu_one(struct mpu_job *j, int i)
 {
 	struct fs *fs = j->fs;
@@ -736,8 +891,7 @@ static int mpu_one(struct mpu_job *j, int i)
 	struct ferry_s3_res res;
 	int rc, e;
 
-	if (j->base_etag[0] && off + len <= j->base_limit && !ivl_overlaps(j->dirty, off, off + len) &&
-	    !__atomic_load_n(&fs->no_part_copy, __ATOMIC_RELAXED)) {
+	if (part_copyable(fs, j->base_etag, j->base_limit, j->dirty, off, len)) {
 		STAT_ADD(fs, mpu_part_copy, 1);
 		rc = ferry_s3_mpu_part_copy(fs->s3, j->key, j->upload_id, i + 1, j->key, j->base_etag,
 					    off, len, j->etags[i], &res);
@@ -934,7 +1088,7 @@ int data_commit(struct fs *fs, struct node *n)
 		e = EIO;
 		goto out;
 	}
-	if (size < FS_PART_SIZE) {
+	if (commit_as_put(fs, is_new ? "" : base_etag, size, base_limit, &dirty)) {
 		pthread_mutex_lock(&n->mu);
 		e = ensure_present(fs, n, key, 0, size < base_limit ? size : base_limit);
 		pthread_mutex_unlock(&n->mu);

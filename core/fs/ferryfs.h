@@ -18,6 +18,7 @@
 #define FS_STATS_INO     2                 /* never a node address */
 #define FS_ETAG_MAX      80
 #define FS_COPY_MAX      (5ull << 30)      /* CopyObject's limit: larger renames copy in parts */
+#define FS_PUT_MAX       (5ull << 30)      /* PutObject's limit */
 
 /* A set of disjoint, non-adjacent byte ranges [a, b), kept sorted. */
 struct ivl_range {
@@ -53,6 +54,7 @@ struct fs_stats {
 	uint64_t cache_evicted;             /* clean bytes dropped to keep cache_max */
 	uint64_t cache_bytes;               /* bytes held in cache files now (clean + dirty) */
 	uint64_t cache_peak;                /* the most cache_bytes has been */
+	uint64_t whole_fetches;             /* files fetched whole after a random read */
 };
 #define STAT_ADD(fs, field, v) __atomic_fetch_add(&(fs)->stats.field, (uint64_t)(v), __ATOMIC_RELAXED)
 
@@ -103,6 +105,9 @@ struct node {
 	uint64_t last_off;                  /* end of the last read or write: eviction keeps
 					     * what lies ahead of it */
 	uint64_t last_use;                  /* CLOCK_MONOTONIC ns of the last read or write */
+	bool fetch_ranged;                  /* user.ferry.fetch=ranged: never fetch it whole */
+	bool whole_started;                 /* a whole-file fetch ran in this open state */
+	int bg;                             /* whole-file fetch threads on this node */
 	struct node *cprev, *cnext;         /* fs->cached, while cache_fd >= 0 (fs->cache_mu) */
 };
 
@@ -117,6 +122,8 @@ struct fs {
 	uint64_t ra_max;                    /* largest read-ahead window */
 	uint64_t cache_max;                 /* cap on cache file bytes (clean + dirty), 0 none */
 	uint64_t copy_max;                  /* larger objects are renamed by multipart copy */
+	uint64_t put_max;                   /* commits with no part to copy: one PUT up to this */
+	uint64_t whole_max;                 /* a random read fetches files up to this whole, 0 never */
 	uid_t uid;
 	gid_t gid;
 	bool no_part_copy;                  /* the store answered UploadPartCopy with 501 */
@@ -132,6 +139,10 @@ struct fs {
 	struct node *cached;                /* nodes with a cache file */
 	bool cache_over;                    /* over cache_max with nothing left to evict (logged) */
 	struct fs_stats stats;
+	pthread_mutex_t bg_mu;              /* bg_threads */
+	pthread_cond_t bg_cv;
+	int bg_threads;                     /* whole-file fetch threads running */
+	bool stopping;                      /* unmounting: background fetches stop */
 };
 
 /* node.c / ops.c */
@@ -147,6 +158,8 @@ int fs_stats_json(struct fs *fs, char *out, size_t len);
 void data_open_state(struct node *n);                            /* n->mu held */
 void data_close_state(struct fs *fs, struct node *n);            /* n->mu held, quiesced */
 void data_quiesce(struct node *n);      /* stop and wait for read-ahead (n->mu held) */
+/* At unmount: stops the whole-file fetches; false if some did not end within the wait. */
+bool data_stop_background(struct fs *fs);
 /* Reply to a read request (n->mu not held). */
 void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off_t off);
 int data_write(struct fs *fs, struct node *n, const char *buf, size_t size, off_t off);

@@ -38,6 +38,10 @@ static void usage(FILE *to)
 		"  -o readahead_max=N largest read-ahead window in bytes (default 64MiB)\n"
 		"  -o cache_max=N     cap on the cache dir's data; clean data is evicted beyond it\n"
 		"                     (default 1GiB, 0 = no cap; dirty data is never evicted)\n"
+		"  -o put_max=N       a commit with nothing to copy server-side is one PUT up to\n"
+		"                     this size, else a multipart upload (default 256MiB, >= 8MiB)\n"
+		"  -o fetch_whole=N   after a random read, fetch files up to this size whole in the\n"
+		"                     background (default 256MiB, at most cache_max/4; 0 = never)\n"
 		"  -o uid=N,gid=N     owner shown for every file (default: ours)\n"
 		"  other -o options go to FUSE (e.g. allow_other)\n"
 		"credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY only\n");
@@ -112,6 +116,19 @@ static int apply_opt(struct fs *fs, struct ferry_s3_conf *conf, struct opts *o, 
 		if (parse_size(v, &fs->cache_max) || (fs->cache_max && fs->cache_max < (4u << 20))) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
 				   "option=cache_max value='%s' want='0 (no cap) or >= 4MiB'", v);
+			return -1;
+		}
+	} else if (!strcmp(item, "put_max") && eq) {
+		if (parse_size(v, &fs->put_max) || fs->put_max < FS_PART_SIZE ||
+		    fs->put_max > FS_PUT_MAX) {
+			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
+				   "option=put_max value='%s' want='8MiB .. 5GiB'", v);
+			return -1;
+		}
+	} else if (!strcmp(item, "fetch_whole") && eq) {
+		if (parse_size(v, &fs->whole_max)) {
+			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
+				   "option=fetch_whole value='%s' want='a size, 0 = never'", v);
 			return -1;
 		}
 	} else if (!strcmp(item, "copy_max") && eq) {
@@ -297,6 +314,7 @@ int main(int argc, char **argv)
 	char err[512], *colon, *fsname = NULL, *mopts = NULL;
 	const char *tmp;
 	sigset_t usr1;
+	bool tables_busy = false;
 	int rc = 1, r;
 
 	ferry_log_setup(FERRY_INFO, FERRY_LOG_PLAIN);
@@ -309,6 +327,8 @@ int main(int argc, char **argv)
 	fs.ra_max = 64ull << 20;
 	fs.cache_max = 1ull << 30;
 	fs.copy_max = FS_COPY_MAX;
+	fs.put_max = 256ull << 20;
+	fs.whole_max = 256ull << 20;
 	fs.uid = getuid();
 	fs.gid = getgid();
 	if (parse_args(argc, argv, &fs, &conf, &o))
@@ -318,6 +338,9 @@ int main(int argc, char **argv)
 	/* a window must fit the cap with room for the one before it and for other files */
 	if (fs.cache_max && fs.ra_max > fs.cache_max / 4)
 		fs.ra_max = fs.cache_max / 4 < (1u << 20) ? 1u << 20 : fs.cache_max / 4;
+	/* and so must a file fetched whole */
+	if (fs.cache_max && fs.whole_max > fs.cache_max / 4)
+		fs.whole_max = fs.cache_max / 4;
 
 	colon = strchr(o.source, ':');
 	fs.bucket = colon ? strndup(o.source, (size_t)(colon - o.source)) : strdup(o.source);
@@ -403,6 +426,8 @@ int main(int argc, char **argv)
 	else
 		rc = 0;
 	fs_discard_dirty(&fs);
+	if (!data_stop_background(&fs))
+		tables_busy = true;
 	log_stats(&fs, "unmounting");
 	fuse_loop_cfg_destroy(lcfg);
 out_stats:
@@ -420,7 +445,9 @@ out_args:
 	free(mopts);
 	free(fsname);
 out_tables:
-	fs_release_tables(&fs);
+	/* a whole-file fetch that did not stop still uses its node: leave the tables */
+	if (!tables_busy)
+		fs_release_tables(&fs);
 out_s3:
 	ferry_s3_free(fs.s3);
 out_conf:

@@ -242,6 +242,8 @@ int fs_init_tables(struct fs *fs)
 		return -1;
 	pthread_mutex_init(&fs->mu, NULL);
 	pthread_mutex_init(&fs->cache_mu, NULL);
+	pthread_mutex_init(&fs->bg_mu, NULL);
+	pthread_cond_init(&fs->bg_cv, NULL);
 	fs->root.path = strdup("");
 	if (!fs->root.path)
 		return -1;
@@ -285,6 +287,8 @@ void fs_release_tables(struct fs *fs)
 	pthread_mutex_destroy(&fs->root.mu);
 	pthread_cond_destroy(&fs->root.cv);
 	pthread_mutex_destroy(&fs->cache_mu);
+	pthread_cond_destroy(&fs->bg_cv);
+	pthread_mutex_destroy(&fs->bg_mu);
 	pthread_mutex_destroy(&fs->mu);
 }
 
@@ -1783,26 +1787,35 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
  *                      is released are discarded.
  * A writer that patches a file in place (push) sets "fsync": if it dies half-way, the
  * kernel's close of its descriptors must not commit a half-written object. The setting
- * lasts until the last handle of the file is released. Other names: ENOTSUP.
+ * lasts until the last handle of the file is released.
+ * user.ferry.fetch on an open file chooses what a random read fetches:
+ *   "auto" (default)   its own pages, then (files up to fetch_whole) the rest of the file
+ *                      in the background;
+ *   "ranged"           its own pages only. pull and push set it: they know which pages
+ *                      they need, and bytes moved are what they report.
+ * It also lasts until the last handle is released. Other names: ENOTSUP.
  */
 #define XATTR_COMMIT "user.ferry.commit"
+#define XATTR_FETCH  "user.ferry.fetch"
 
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	struct fs *fs = fs_of(req);
 	struct node *n;
-	bool fsync_only;
+	bool commit = strcmp(name, XATTR_COMMIT) == 0, on;
 
 	(void)flags;
-	if (ino == FS_STATS_INO || strcmp(name, XATTR_COMMIT) != 0) {
+	if (ino == FS_STATS_INO || (!commit && strcmp(name, XATTR_FETCH) != 0)) {
 		fuse_reply_err(req, ENOTSUP);
 		return;
 	}
-	if (size == 5 && memcmp(value, "fsync", 5) == 0) {
-		fsync_only = true;
-	} else if (size == 5 && memcmp(value, "close", 5) == 0) {
-		fsync_only = false;
+	/* on: fsync-only commits, or ranged-only fetches */
+	if (commit && size == 5 && (!memcmp(value, "fsync", 5) || !memcmp(value, "close", 5))) {
+		on = value[0] == 'f';
+	} else if (!commit && ((size == 6 && !memcmp(value, "ranged", 6)) ||
+			       (size == 4 && !memcmp(value, "auto", 4)))) {
+		on = value[0] == 'r';
 	} else {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -1814,7 +1827,10 @@ static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		fuse_reply_err(req, n->is_dir ? EISDIR : EBADF);   /* only for an open file */
 		return;
 	}
-	n->fsync_only = fsync_only;
+	if (commit)
+		n->fsync_only = on;
+	else
+		n->fetch_ranged = on;
 	pthread_mutex_unlock(&n->mu);
 	fuse_reply_err(req, 0);
 }
@@ -1859,12 +1875,13 @@ int fs_stats_json(struct fs *fs, char *out, size_t len)
 		     ",\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64 ",\"commits\":%" PRIu64
 		     ",\"conflicts\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"part_copy\":%s"
 		     ",\"cache_bytes\":%" PRIu64 ",\"cache_peak\":%" PRIu64
-		     ",\"cache_evicted\":%" PRIu64 ",\"cache_max\":%" PRIu64 "}\n",
+		     ",\"cache_evicted\":%" PRIu64 ",\"cache_max\":%" PRIu64
+		     ",\"whole_fetches\":%" PRIu64 "}\n",
 		     s.get, s.put, s.head, s.list, s.delete, s.copy, s.mpu_create, s.mpu_part,
 		     s.mpu_part_copy, s.mpu_complete, s.mpu_abort, s.bytes_down, s.bytes_up,
 		     s.bytes_copied, s.cache_hits, s.cache_misses, s.commits, s.conflicts, s.errors,
 		     __atomic_load_n(&fs->no_part_copy, __ATOMIC_RELAXED) ? "false" : "true",
-		     s.cache_bytes, s.cache_peak, s.cache_evicted, fs->cache_max);
+		     s.cache_bytes, s.cache_peak, s.cache_evicted, fs->cache_max, s.whole_fetches);
 	if (n < 0)
 		return 0;
 	return (size_t)n >= len ? (int)len - 1 : n;

@@ -144,11 +144,16 @@ static int open_origin(struct pull_job *j)
 		return ferry_fail(j->c, FERRY_FAIL, "origin '%s' is not a regular file", j->origin);
 	j->origin_size = (uint64_t)st.st_size;
 	j->etag_known = ferry_pages_etag_fd(j->ofd, j->etag, sizeof(j->etag)) == 0;
-	if (!j->etag_known)
+	if (!j->etag_known) {
 		ferry_log(j->c, FERRY_DEBUG, "origin has no etag: comparing by hashes", "origin='%s'",
 			  j->origin);
-	else
+	} else {
+		/* pull reads only the pages it needs: no whole-file fetch by ferryfs */
+		if (ferry_pages_ferryfs_ranged(j->ofd) != 0)
+			ferry_log(j->c, FERRY_DEBUG, "cannot limit ferryfs fetches", "origin='%s' err='%s'",
+				  j->origin, strerror(errno));
 		direct_s3(j);
+	}
 	if (ferry_pages_has_hot_journal(j->origin))
 		return ferry_fail(j->c, FERRY_FAIL, "origin '%s' has a hot journal '%s-journal': "
 				  "refusing to copy a database with an unfinished transaction; nothing written",

@@ -272,6 +272,10 @@ static int open_origin(struct push_job *j)
 	j->origin_size = (uint64_t)st.st_size;
 	j->etag_known = ferry_pages_etag_fd(j->ofd, j->etag, sizeof(j->etag)) == 0;
 	if (j->etag_known) {
+		/* push reads through the mount only what it checks: no whole-file fetch */
+		if (ferry_pages_ferryfs_ranged(j->ofd) != 0)
+			ferry_log(j->c, FERRY_DEBUG, "cannot limit ferryfs fetches", "origin='%s' err='%s'",
+				  j->origin, strerror(errno));
 		if (strcmp(j->etag, j->state.etag) != 0)
 			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since pull (etag %s, "
 					  "pulled %s): someone else wrote it; nothing written",

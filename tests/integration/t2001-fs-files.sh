@@ -15,7 +15,7 @@ obj_exists() { sig -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" -o /dev/null; }
 obj_etag() { sig -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag" {print $2}'; }
 ffs_mount() {
 	mkdir -p "$M"
-	"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o "cache_dir=$T/cache" 2>>"$T/ffs.log" &
+	"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o "cache_dir=$T/cache${FFS_OPTS:+,$FFS_OPTS}" 2>>"$T/ffs.log" &
 	FFS_PID=$!
 	at_exit "fusermount3 -u $M; kill $FFS_PID; wait $FFS_PID"
 	local n=0
@@ -33,7 +33,8 @@ ffs_umount() {
 stats() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]])' "$M/.ferryfs-stats" "$1"; }
 
 M=$T/mnt
-ffs_mount
+# put_max at its floor: new files over 8 MiB take the multipart path (one PUT by default)
+FFS_OPTS=put_max=8MiB ffs_mount
 
 MiB=1048576
 sizes="0 1 $((5*MiB-1)) $((5*MiB)) $((5*MiB+1)) $((8*MiB-1)) $((8*MiB)) $((8*MiB+1)) $((40*MiB))"
@@ -47,9 +48,9 @@ for s in $sizes; do
 	get_obj "f.$s" "$T/obj.$s" || fail "object f.$s missing"
 	cmp "$T/src.$s" "$T/obj.$s" || fail "object f.$s differs from what was written"
 done
-assert_eq 1 "$(stats mpu_complete | awk '{print ($1 >= 3)}')" "files >= 8 MiB use multipart"
+assert_eq 2 "$(stats mpu_complete)" "new files over put_max (8 MiB + 1, 40 MiB) use multipart"
 
-# cold reads through a fresh mount: ranged GETs pinned to the ETag
+# cold reads through a fresh mount (default options): ranged GETs pinned to the ETag
 ffs_umount
 ffs_mount
 for s in $sizes; do
@@ -57,6 +58,16 @@ for s in $sizes; do
 done
 [ "$(stats get)" -ge 1 ] || fail "cold reads made no GET"
 [ "$(stats bytes_down)" -ge $((40*MiB)) ] || fail "bytes_down too small: $(stats bytes_down)"
+# by default a new file with nothing to copy server-side is one PUT up to put_max (256 MiB)
+puts=$(stats put)
+head -c $((24*MiB + 5)) /dev/urandom >"$T/src.new24"
+# one open, write, close (cp's O_EXCL open adds a conditional create, dd's dup2 an early
+# close: each commits the empty file first)
+python3 -c 'import sys; open(sys.argv[1], "wb").write(open(sys.argv[2], "rb").read())' \
+	"$M/f.new24" "$T/src.new24" || fail "write of the 24 MiB file failed"
+assert_eq $((puts + 1)) "$(stats put)" "a new 24 MiB file is one PUT"
+assert_eq 0 "$(stats mpu_complete)" "no multipart upload for it"
+get_obj f.new24 "$T/obj.new24" && cmp "$T/src.new24" "$T/obj.new24" || fail "object f.new24 differs"
 
 # objects written by others are seen
 printf 'from outside\n' >"$T/outside"
