@@ -20,6 +20,10 @@
 #define MPU_THREADS   4
 #define WHOLE_THREADS 4                     /* parallel GETs of a whole-file fetch */
 #define WHOLE_CHUNK   (8ull << 20)          /* bytes per GET of a whole-file fetch */
+#define RATE_MIN_GET  (4ull << 20)          /* GETs this large measure the transfer rate */
+#define RATE_GUESS    (100ull << 20)        /* bytes/s assumed before any is measured */
+#define WHOLE_RENT    2                     /* buy once random reads took 1/this of the fetch */
+#define RAND_GAP_MAX  (100ull * 1000000)    /* a longer pause between random reads is idleness */
 
 struct fetch {
 	uint64_t gen;                       /* node state_gen at start */
@@ -249,6 +253,8 @@ void data_open_state(struct node *n)
 	n->fetches = NULL;
 	n->fetch_ranged = false;
 	n->whole_started = false;
+	n->rand_ns = 0;
+	n->rand_last = 0;
 }
 
 void data_quiesce(struct node *n)
@@ -473,6 +479,7 @@ static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t 
 	struct ferry_s3_cond cond = { 0 };
 	struct ferry_s3_res res;
 	char etag[FS_ETAG_MAX];
+	uint64_t t0, dt;
 	int e, rc;
 
 	e = cache_fd_ensure(fs, n);
@@ -484,16 +491,27 @@ static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t 
 	n->fetches = &f;
 	pthread_mutex_unlock(&n->mu);
 
+	t0 = now_ns();
 	sc.bcap = b - a < SINK_BUF ? (size_t)(b - a) : SINK_BUF;
 	if (sc.bcap > 16384)
 		sc.buf = malloc(sc.bcap);   /* NULL: store piece by piece */
 	STAT_ADD(fs, get, 1);
 	STAT_ADD(fs, cache_misses, 1);
+	ferry_logf(FERRY_DEBUG, "ferryfs", "fetch", "key='%s' from=%llu to=%llu for=%s", key,
+		   (unsigned long long)a, (unsigned long long)b, rr ? "read" : "read-ahead");
 	rc = ferry_s3_get(fs->s3, key, &cond, a, b - a, fetch_sink, &sc, &res);
 	/* bytes of the pinned version that arrived before an end or an error */
 	if (sc.blen && !sc.dropped && !sc.err)
 		sink_store(&sc, sc.buf, sc.blen);
 	free(sc.buf);
+	dt = now_ns() - t0;
+	if (rc == FERRY_S3_OK && f.pos - a >= RATE_MIN_GET && dt) {
+		/* what a whole-file fetch would take: a moving average over large GETs */
+		uint64_t rate = (f.pos - a) * 1000000000ull / dt;
+		uint64_t old = __atomic_load_n(&fs->get_rate, __ATOMIC_RELAXED);
+
+		__atomic_store_n(&fs->get_rate, old ? (old * 3 + rate) / 4 : rate, __ATOMIC_RELAXED);
+	}
 
 	pthread_mutex_lock(&n->mu);
 	for (struct fetch **pp = &n->fetches; *pp; pp = &(*pp)->next) {
@@ -562,13 +580,18 @@ static int ensure_present(struct fs *fs, struct node *n, const char *key, uint64
 }
 
 /*
- * Whole-file fetch. A random read on a file of at most whole_max bytes means a reader that
- * jumps around (SQLite, an index lookup): after answering it with its own small GET,
- * WHOLE_THREADS threads fetch the rest of the pinned object in WHOLE_CHUNK GETs, in order,
- * so that later reads are cache hits. Reads never wait for them: a read whose bytes are in
- * a chunk in flight takes them as they arrive, any other read sends its own GET. The
- * threads stop when the open state goes (last close, data_quiesce) or at unmount; a file
- * marked user.ferry.fetch=ranged (pull and push know which pages they need) never starts one.
+ * Whole-file fetch. Random reads each cost a round trip. Once a reader has spent half as
+ * long reading a file of at most whole_max bytes at random (the time its random reads took
+ * and the time between them, pauses over RAND_GAP_MAX left out) as fetching the rest of
+ * the file would take (at the rate large GETs ran lately), WHOLE_THREADS threads fetch the
+ * rest of the pinned object in WHOLE_CHUNK GETs, in order, so that later reads are cache
+ * hits. This is ski rental: a reader that stops early paid no more than it would have
+ * anyway, a reader that goes on pays at most 1 + WHOLE_RENT times the better choice, and a
+ * few random reads (an index lookup) never compete with a background transfer. Reads never
+ * wait for the threads: a read whose bytes are in a chunk in flight takes them as they
+ * arrive, any other read sends its own GET. The threads stop when the open state goes
+ * (last close, data_quiesce) or at unmount; a file marked user.ferry.fetch=ranged (pull
+ * and push know which pages they need) never starts one.
  */
 struct whole_job {
 	struct fs *fs;
@@ -619,13 +642,22 @@ static void *whole_worker(void *arg)
 	return NULL;
 }
 
+/* Whether n's random readers have spent 1/WHOLE_RENT of what fetching the rest would take. */
+static bool whole_pays(const struct fs *fs, const struct node *n)
+{
+	uint64_t rate = __atomic_load_n(&fs->get_rate, __ATOMIC_RELAXED);
+	double left = n->base_limit > n->clean.sum ? (double)(n->base_limit - n->clean.sum) : 0;
+
+	return (double)n->rand_ns * WHOLE_RENT >= left * 1e9 / (double)(rate ? rate : RATE_GUESS);
+}
+
 /* Starts the whole-file fetch of n if it qualifies (n->mu held). */
 static void whole_start(struct fs *fs, struct node *n, const char *key)
 {
 	pthread_attr_t attr;
 
 	if (n->whole_started || n->fetch_ranged || !fs->whole_max || !n->base_etag[0] ||
-	    n->base_limit > fs->whole_max || n->stale ||
+	    n->base_limit > fs->whole_max || n->stale || !whole_pays(fs, n) ||
 	    __atomic_load_n(&fs->stopping, __ATOMIC_RELAXED))
 		return;
 	n->whole_started = true;
@@ -689,7 +721,7 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 {
 	struct node *n = h->n;
 	struct read_req rr = { .req = req };
-	uint64_t off = (uint64_t)off_, end, ga, gb;
+	uint64_t off = (uint64_t)off_, end, ga, gb, t_in = 0;
 	bool fetched = false, seq;
 	char *key;
 	int err = 0;
@@ -714,7 +746,16 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 	}
 	rr.off = off;
 	rr.end = end;
+	/* where the reader goes next, set now: the reply goes out as soon as the bytes are
+	 * in, and the reader's next read can arrive while this GET is still finishing */
+	h->ra_next = seq && h->ra_next > end ? h->ra_next : end;
 	touch(n, end);
+	if (!seq) {
+		/* the reader's time between random reads, pauses of idleness left out */
+		t_in = now_ns();
+		if (n->rand_last && t_in - n->rand_last < RAND_GAP_MAX)
+			n->rand_ns += t_in - n->rand_last;
+	}
 	for (;;) {
 		uint64_t need = end < n->base_limit ? end : n->base_limit;
 		uint64_t fb, nf;
@@ -746,8 +787,6 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 			fb = nf;
 		fetched = true;
 		err = fetch_range(fs, n, key, ga, fb, &rr);
-		if (!seq && !err)
-			whole_start(fs, n, key);
 		if (err || rr.replied)
 			break;
 	}
@@ -758,8 +797,14 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 			try_reply(fs, n, &rr, !fetched);
 		rr.replied = true;
 	}
+	if (!seq) {
+		/* and the time random reads take */
+		n->rand_last = now_ns();
+		n->rand_ns += n->rand_last - t_in;
+		if (!err && fetched)
+			whole_start(fs, n, key);
+	}
 	if (!err) {
-		h->ra_next = seq && h->ra_next > end ? h->ra_next : end;
 		/* keep the next window coming while the reader consumes this one */
 		if (seq && !n->stale) {
 			uint64_t ahead = end + h->ra_win / 2, stop;

@@ -107,6 +107,8 @@ struct node {
 	uint64_t last_use;                  /* CLOCK_MONOTONIC ns of the last read or write */
 	bool fetch_ranged;                  /* user.ferry.fetch=ranged: never fetch it whole */
 	bool whole_started;                 /* a whole-file fetch ran in this open state */
+	uint64_t rand_ns;                   /* time spent reading at random (see data.c) */
+	uint64_t rand_last;                 /* CLOCK_MONOTONIC ns of the last random read */
 	int bg;                             /* whole-file fetch threads on this node */
 	struct node *cprev, *cnext;         /* fs->cached, while cache_fd >= 0 (fs->cache_mu) */
 };
@@ -123,7 +125,8 @@ struct fs {
 	uint64_t cache_max;                 /* cap on cache file bytes (clean + dirty), 0 none */
 	uint64_t copy_max;                  /* larger objects are renamed by multipart copy */
 	uint64_t put_max;                   /* commits with no part to copy: one PUT up to this */
-	uint64_t whole_max;                 /* a random read fetches files up to this whole, 0 never */
+	uint64_t whole_max;                 /* random reads fetch files up to this whole, 0 never */
+	uint64_t get_rate;                  /* bytes/s of large GETs lately (atomic, 0 unknown) */
 	uid_t uid;
 	gid_t gid;
 	bool no_part_copy;                  /* the store answered UploadPartCopy with 501 */

@@ -620,6 +620,14 @@ static int node_open(struct fs *fs, struct node *n, bool trunc)
 	if (!key)
 		return ENOMEM;
 	pthread_mutex_lock(&n->mu);
+	if (n->nopen > 0 && n->stale && !n->is_new) {
+		/* Its pinned version is gone (a GET or a commit got 412) while other handles
+		 * are still open, e.g. the RELEASE of a close(2) not yet in. Sharing their
+		 * state would fail every read: ESTALE makes the kernel look the name up again,
+		 * and the detached node makes that lookup find the new version. */
+		err = ESTALE;
+		goto out_unlock;
+	}
 	if (n->nopen == 0 && !n->is_new) {
 		pthread_mutex_unlock(&n->mu);
 		STAT_ADD(fs, head, 1);
@@ -670,7 +678,7 @@ out_unlock:
 	pthread_mutex_unlock(&n->mu);
 	if (err == ESTALE || err == ENOENT) {
 		pthread_mutex_lock(&fs->mu);
-		if (n->nopen == 0)
+		if (n->nopen == 0 || err == ESTALE)
 			tab_detach(fs, n);
 		pthread_mutex_unlock(&fs->mu);
 	}

@@ -2,14 +2,17 @@
 # tests/bench/fs.sh: ferryfs against s3fs, rclone mount and raw curl on one moto_server (or
 # s3rver with FS_SERVER=s3rver, installed from npm on first use), in one run: sequential write + fsync, cold sequential
 # read, cold 4 KiB random reads, small-file creation; prints MiB/s (or ops/s) and ratios.
-#   BENCH_MB=256 BENCH_RAND=200 BENCH_FILES=1000 BENCH_PEERS="s3fs rclone" bash tests/bench/fs.sh
+#   BENCH_MB=256 BENCH_RAND="20 200 2000" BENCH_FILES=1000 BENCH_PEERS="s3fs rclone" bash tests/bench/fs.sh
+#   BENCH_RAND: random-read runs of that many 4 KiB reads each, one column per count (a
+#   reader that stops early and one that goes on are different cases: see ferryfs's
+#   whole-file fetch in core/fs/README.md)
 #   BENCH_FSX_OPS=100000 also runs fsx for that many operations on ferryfs (0 = skip).
 #   BENCH_REPS=3: raw GET/PUT, cold reads and random reads are measured that many times
 #   (each cold read on a fresh mount) and the median is shown; writes and small files once.
 . "$(dirname "$0")/../lib.sh"
 need_fuse
 SIZE_MB=${BENCH_MB:-256}
-NRAND=${BENCH_RAND:-200}
+RANDS=${BENCH_RAND:-20 200 2000}
 NFILES=${BENCH_FILES:-1000}
 PEERS=${BENCH_PEERS:-s3fs rclone}
 FSX_OPS=${BENCH_FSX_OPS:-0}
@@ -151,18 +154,22 @@ for fs in ferryfs $PEERS; do
 		[ "$fs" = ferryfs ] && R[ferryfs.rss]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
 		umount_fs
 	done
-	for r in $(seq "$REPS"); do
-		mount_fs "$fs" "$fs"
-		if secs=$(randread "$M/seq.bin" "$NRAND" $((41 + r))); then
-			rands+=("$(rate "$NRAND" 0 "$secs")")
-		else
-			[ "$fs" = ferryfs ] && fail "ferryfs: random reads failed"
-			rands+=(ERR); note "$fs: random reads failed"
-		fi
-		[ "$r" = "$REPS" ] || umount_fs    # the last mount goes on to the small files
-	done
 	R[$fs.read]=$(median "${reads[@]}"); R[$fs.read_all]="${reads[*]}"
-	R[$fs.rand]=$(median "${rands[@]}"); R[$fs.rand_all]="${rands[*]}"
+	for nr in $RANDS; do
+		rands=()
+		for r in $(seq "$REPS"); do
+			mount_fs "$fs" "$fs"
+			if secs=$(randread "$M/seq.bin" "$nr" $((41 + r))); then
+				rands+=("$(rate "$nr" 0 "$secs")")
+			else
+				[ "$fs" = ferryfs ] && fail "ferryfs: random reads failed"
+				rands+=(ERR); note "$fs: random reads failed"
+			fi
+			umount_fs
+		done
+		R[$fs.rand$nr]=$(median "${rands[@]}"); R[$fs.rand${nr}_all]="${rands[*]}"
+	done
+	mount_fs "$fs" "$fs"
 	t0=$(now)
 	mkdir -p "$M/small"
 	python3 - "$M/small" "$NFILES" <<'PY' || fail "$fs: small files failed"
@@ -191,21 +198,28 @@ try:
 except (ValueError, ZeroDivisionError):
     print("-")' "${R[$1]:-}" "${R[$2]:-}"
 }
-echo "ferryfs benchmark: server=$SERVER size=${SIZE_MB}MiB random_reads=$NRAND small_files=$NFILES reps=$REPS ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
-printf '| %-8s | %12s | %12s | %16s | %14s |\n' fs "write MiB/s" "read MiB/s" "4KiB rand rd/s" "small files/s"
-printf '|----------|--------------|--------------|------------------|----------------|\n'
+echo "ferryfs benchmark: server=$SERVER size=${SIZE_MB}MiB random_reads=${RANDS// /,} small_files=$NFILES reps=$REPS ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
+hdr="| fs       |  write MiB/s |   read MiB/s |"; sep="|----------|--------------|--------------|"
+for nr in $RANDS; do hdr+=$(printf ' %16s |' "rand x$nr rd/s"); sep+="------------------|"; done
+echo "$hdr  small files/s |"; echo "$sep----------------|"
 for fs in curl ferryfs $PEERS; do
-	printf '| %-8s | %12s | %12s | %16s | %14s |\n' "$fs" "${R[$fs.write]:--}" "${R[$fs.read]:--}" \
-		"${R[$fs.rand]:--}" "${R[$fs.small]:--}"
+	line=$(printf '| %-8s | %12s | %12s |' "$fs" "${R[$fs.write]:--}" "${R[$fs.read]:--}")
+	for nr in $RANDS; do line+=$(printf ' %16s |' "${R[$fs.rand$nr]:--}"); done
+	printf '%s %14s |\n' "$line" "${R[$fs.small]:--}"
 done
 echo
 echo "ferryfs/curl: write $(ratio ferryfs.write curl.write), read $(ratio ferryfs.read curl.read)"
 for p in $PEERS; do
-	echo "ferryfs/$p: write $(ratio ferryfs.write $p.write), read $(ratio ferryfs.read $p.read), rand $(ratio ferryfs.rand $p.rand), small $(ratio ferryfs.small $p.small)"
+	line="ferryfs/$p: write $(ratio ferryfs.write $p.write), read $(ratio ferryfs.read $p.read)"
+	for nr in $RANDS; do line+=", rand x$nr $(ratio ferryfs.rand$nr $p.rand$nr)"; done
+	echo "$line, small $(ratio ferryfs.small $p.small)"
 done
 echo "runs (MiB/s or reads/s): curl write ${R[curl.write_all]}, read ${R[curl.read_all]}"
 for fs in ferryfs $PEERS; do
-	[ -n "${R[$fs.read_all]:-}" ] && echo "runs: $fs read ${R[$fs.read_all]}, rand ${R[$fs.rand_all]}"
+	[ -n "${R[$fs.read_all]:-}" ] || continue
+	line="runs: $fs read ${R[$fs.read_all]}"
+	for nr in $RANDS; do line+=", rand x$nr ${R[$fs.rand${nr}_all]}"; done
+	echo "$line"
 done
 echo "ferryfs peak RSS: ${R[ferryfs.rss_write]:-?} MiB after the write, ${R[ferryfs.rss]:-?} MiB after the cold read"
 [ -n "${R[ferryfs.fsx]:-}" ] && echo "fsx: ${R[ferryfs.fsx]}"

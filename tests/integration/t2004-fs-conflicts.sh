@@ -62,15 +62,22 @@ else:
     raise SystemExit("read after replacement returned data (%s)" %
                      ("version 2" if data == new[off:off + 65536] else
                       "version 1" if data == old[off:off + 65536] else "garbage"))
+def read_all(fd):
+    got = b""
+    while True:
+        b = os.read(fd, 1 << 20)
+        if not b:
+            return got
+        got += b
+# an open while the stale handle is still open (as when the kernel's RELEASE of a close
+# is not in yet) sees the new version whole
+fd2 = os.open(path, os.O_RDONLY)
+assert read_all(fd2) == new, "open beside a stale handle does not see version 2"
+os.close(fd2)
 os.close(fd)
-# a new open sees the new version whole
+# and so does a new open after it
 fd = os.open(path, os.O_RDONLY)
-got = b""
-while True:
-    b = os.read(fd, 1 << 20)
-    if not b:
-        break
-    got += b
+got = read_all(fd)
 os.close(fd)
 assert got == new, "re-open does not see version 2"
 PY
