@@ -41,7 +41,44 @@ struct read_req {
 	bool replied;
 };
 
+/* A thread waiting for a GET in flight to bring byte `need` (on n->waiters). */
+struct waiter {
+	pthread_cond_t cv;
+	uint64_t need;
+	struct waiter *next;
+};
+
 static const struct ivl empty_ivl;
+
+/*
+ * Waits until the GET in flight that covers byte `need` has stored it, or any GET ended
+ * (n->mu held). Each waiter has its own condition: a cold sequential read has dozens of
+ * kernel read requests waiting at once, and waking all of them for every 256 KiB that
+ * arrives cost more CPU than moving the bytes.
+ */
+static void wait_progress(struct node *n, uint64_t need)
+{
+	struct waiter w = { .need = need, .next = n->waiters };
+
+	pthread_cond_init(&w.cv, NULL);
+	n->waiters = &w;
+	pthread_cond_wait(&w.cv, &n->mu);
+	for (struct waiter **pp = &n->waiters; *pp; pp = &(*pp)->next) {
+		if (*pp == &w) {
+			*pp = w.next;
+			break;
+		}
+	}
+	pthread_cond_destroy(&w.cv);
+}
+
+/* Wakes the waiters whose byte is in [a, b) (n->mu held); all of them when all is set. */
+static void wake_progress(struct node *n, uint64_t a, uint64_t b, bool all)
+{
+	for (struct waiter *w = n->waiters; w; w = w->next)
+		if (all || (w->need >= a && w->need < b))
+			pthread_cond_signal(&w->cv);
+}
 
 int s3_errno(int rc)
 {
@@ -374,6 +411,7 @@ static int sink_store(struct sink_ctx *sc, const void *data, size_t len)
 	    __atomic_load_n(&sc->fs->stopping, __ATOMIC_RELAXED)) {
 		/* read-ahead for a file nobody has open any more, or unmounting */
 		sc->dropped = true;
+		wake_progress(n, 0, 0, true);
 		pthread_cond_broadcast(&n->cv);
 		pthread_mutex_unlock(&n->mu);
 		return 1;
@@ -406,9 +444,9 @@ static int sink_store(struct sink_ctx *sc, const void *data, size_t len)
 		ivl_add(&n->clean, ga, gb);
 		pos = gb;
 	}
+	wake_progress(n, sc->f->a, sc->f->pos + len, false);
 	sc->f->pos += len;
 	held_sync(sc->fs, n);
-	pthread_cond_broadcast(&n->cv);
 	try_reply(sc->fs, n, sc->rr, false);
 	pthread_mutex_unlock(&n->mu);
 	cache_trim(sc->fs);
@@ -520,6 +558,7 @@ static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t 
 			break;
 		}
 	}
+	wake_progress(n, 0, 0, true);       /* waiters look again: more to fetch, or an error */
 	pthread_cond_broadcast(&n->cv);
 	if (sc.dropped)
 		return EINTR;
@@ -565,7 +604,7 @@ static int ensure_present(struct fs *fs, struct node *n, const char *key, uint64
 		if (n->stale)
 			return ESTALE;
 		if (fetch_at(n, ga)) {
-			pthread_cond_wait(&n->cv, &n->mu);
+			wait_progress(n, ga);
 			continue;
 		}
 		/* one GET for the whole span: the sink skips what is already here */
@@ -767,7 +806,7 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 			break;
 		}
 		if (fetch_at(n, ga)) {
-			pthread_cond_wait(&n->cv, &n->mu);
+			wait_progress(n, ga);
 			continue;
 		}
 		if (seq) {

@@ -60,6 +60,7 @@ struct fs_stats {
 
 struct fetch;
 struct dirh;
+struct waiter;
 
 /* One open file handle (fi->fh). */
 struct handle {
@@ -100,6 +101,7 @@ struct node {
 	bool stale;                         /* the base object was replaced underneath */
 	bool committing;                    /* a commit is running: writes wait */
 	struct fetch *fetches;              /* GETs in flight into cache_fd */
+	struct waiter *waiters;             /* readers waiting for bytes of those GETs */
 	uint64_t state_gen;                 /* +1 when the open state is dropped */
 	uint64_t held;                      /* clean.sum + dirty.sum, as counted in cache_bytes */
 	uint64_t last_off;                  /* end of the last read or write: eviction keeps

@@ -40,8 +40,9 @@ static void usage(FILE *to)
 		"                     (default 1GiB, 0 = no cap; dirty data is never evicted)\n"
 		"  -o put_max=N       a commit with nothing to copy server-side is one PUT up to\n"
 		"                     this size, else a multipart upload (default 256MiB, >= 8MiB)\n"
-		"  -o fetch_whole=N   after a random read, fetch files up to this size whole in the\n"
-		"                     background (default 256MiB, at most cache_max/4; 0 = never)\n"
+		"  -o fetch_whole=N   files up to this size that are read at random long enough are\n"
+		"                     fetched whole in the background (default 256MiB, at most\n"
+		"                     cache_max/4; 0 = never)\n"
 		"  -o uid=N,gid=N     owner shown for every file (default: ours)\n"
 		"  other -o options go to FUSE (e.g. allow_other)\n"
 		"credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY only\n");
