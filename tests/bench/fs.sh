@@ -7,6 +7,7 @@
 #   reader that stops early and one that goes on are different cases: see ferryfs's
 #   whole-file fetch in core/fs/README.md)
 #   BENCH_FSX_OPS=100000 also runs fsx for that many operations on ferryfs (0 = skip).
+#   FFS_OPTS=fetch_whole=0 adds -o options to ferryfs's mounts (BENCH_PEERS= for ferryfs alone).
 #   BENCH_REPS=3: raw GET/PUT, cold reads and random reads are measured that many times
 #   (each cold read on a fresh mount) and the median is shown; writes and small files once.
 . "$(dirname "$0")/../lib.sh"
@@ -14,7 +15,7 @@ need_fuse
 SIZE_MB=${BENCH_MB:-256}
 RANDS=${BENCH_RAND:-20 200 2000}
 NFILES=${BENCH_FILES:-1000}
-PEERS=${BENCH_PEERS:-s3fs rclone}
+PEERS=${BENCH_PEERS-s3fs rclone}         # set and empty: ferryfs alone
 FSX_OPS=${BENCH_FSX_OPS:-0}
 REPS=${BENCH_REPS:-3}
 
@@ -82,7 +83,7 @@ mount_fs() { # NAME SUBDIR
 	local n=0
 	case $1 in
 	ferryfs)
-		"$FERRYFS_BIN" "$BUCKET_NAME:$2" "$M" -f -o "cache_dir=$T/ffcache" 2>>"$T/ferryfs.log" &
+		"$FERRYFS_BIN" "$BUCKET_NAME:$2" "$M" -f -o "cache_dir=$T/ffcache${FFS_OPTS:+,$FFS_OPTS}" 2>>"$T/ferryfs.log" &
 		FS_PID=$! ;;
 	s3fs)
 		printf '%s:%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$T/s3fs.pass"
@@ -199,7 +200,7 @@ try:
 except (ValueError, ZeroDivisionError):
     print("-")' "${R[$1]:-}" "${R[$2]:-}"
 }
-echo "ferryfs benchmark: server=$SERVER size=${SIZE_MB}MiB random_reads=${RANDS// /,} small_files=$NFILES reps=$REPS ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "ferryfs benchmark: server=$SERVER ${FFS_OPTS:+ferryfs -o $FFS_OPTS }size=${SIZE_MB}MiB random_reads=${RANDS// /,} small_files=$NFILES reps=$REPS ($(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
 hdr="| fs       |  write MiB/s |   read MiB/s |"; sep="|----------|--------------|--------------|"
 for nr in $RANDS; do hdr+=$(printf ' %16s |' "rand x$nr rd/s"); sep+="------------------|"; done
 echo "$hdr  small files/s |"; echo "$sep----------------|"
