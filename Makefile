@@ -146,9 +146,10 @@ test: deps
 check: deps
 	$(MAKE) --no-print-directory B=build/asan SANITIZE=address,undefined OPT='-g -O1' test
 
-# valgrind makes ferry ~20x slower: by default the supervisor's tests, a lock, a schedule
+# valgrind makes ferry ~20x slower: by default the supervisor's tests, a lock, ferryfs (its
+# conflicts and its background whole-file fetch, ferryfs itself under valgrind), a schedule
 # and an end-to-end pipeline; `make valgrind VALGRIND_TESTS=integration` runs them all.
-VALGRIND_TESTS ?= t0 t1101 t1106 t4001 t5101 t5102
+VALGRIND_TESTS ?= t0 t1101 t1106 t2004 t2011 t4001 t5101 t5102
 valgrind: deps
 	@bash tests/deps.sh check
 	@$(MAKE) --no-print-directory all

@@ -49,6 +49,14 @@ _lib_exit() {
 		echo "FAIL: test credentials found in: $leaks" >&2
 		[ $rc -eq 0 ] && rc=1
 	fi
+	# valgrind's verdict on every wrapped process, the ones stopped by the cleanup too
+	local f
+	for f in "$VG_LOGS"/valgrind.*.log; do
+		[ -s "$f" ] || continue
+		cat "$f" >&2
+		echo "FAIL: valgrind reported errors ($f)" >&2
+		[ $rc -eq 0 ] && rc=1
+	done
 	if [ -n "${KEEP_TMP:-}" ]; then
 		echo "kept $T" >&2
 	else
@@ -84,44 +92,39 @@ assert_exit() { # assert_exit CODE CMD...: runs CMD, checks its exit status
 	[ "$got" = "$want" ] || fail "'$*' exited $got, expected $want"
 }
 
-# The ferry binary, under valgrind when FERRY_VALGRIND=1 (make valgrind).
-ferry() {
-	if [ -n "${FERRY_VALGRIND:-}" ]; then
-		mkdir -p "$VG_LOGS"
-		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-			--error-exitcode=97 --log-file="$VG_LOGS/valgrind.%p.log" "$FERRY_BIN" "$@"
-	else
-		"$FERRY_BIN" "$@"
-	fi
-}
-# ferry_on_path: a `ferry` command in $T/bin, first on PATH, for scripts that run ferry
-# themselves (entrypoint.sh): valgrind-wrapped under make valgrind, like ferry() above.
-ferry_on_path() {
-	mkdir -p "$T/bin"
-	if [ -n "${FERRY_VALGRIND:-}" ]; then
-		mkdir -p "$VG_LOGS"
-		cat >"$T/bin/ferry" <<SH
+# Under make valgrind (FERRY_VALGRIND=1): $T/bin/ferry and $T/bin/ferryfs run the real
+# binaries under valgrind (exec'd, so a pid is the program's own), logging to $VG_LOGS, and
+# FERRYFS_BIN is that ferryfs; valgrind_verdict (also run at exit) fails on any log.
+_vg_wrapper() { # NAME BINARY: prints the wrapper's path
+	mkdir -p "$T/bin" "$VG_LOGS"
+	cat >"$T/bin/$1" <<SH
 #!/bin/sh
 exec valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \\
-	--error-exitcode=97 --log-file="$VG_LOGS/valgrind.%p.log" "$FERRY_BIN" "\$@"
+	--error-exitcode=97 --log-file="$VG_LOGS/valgrind.%p.log" "$2" "\$@"
 SH
-		chmod +x "$T/bin/ferry"
-	else
-		ln -sf "$FERRY_BIN" "$T/bin/ferry"
-	fi
+	chmod +x "$T/bin/$1"
+	echo "$T/bin/$1"
+}
+_FERRY_RUN=$FERRY_BIN
+if [ -n "${FERRY_VALGRIND:-}" ]; then
+	_FERRY_RUN=$(_vg_wrapper ferry "$FERRY_BIN")
+	FERRYFS_BIN=$(_vg_wrapper ferryfs "$FERRYFS_BIN")
+fi
+
+# The ferry binary (under valgrind when FERRY_VALGRIND=1).
+ferry() { "$_FERRY_RUN" "$@"; }
+# ferry_on_path: a `ferry` command in $T/bin, first on PATH, for scripts that run ferry
+# themselves (entrypoint.sh), valgrind-wrapped like ferry() above.
+ferry_on_path() {
+	mkdir -p "$T/bin"
+	[ -n "${FERRY_VALGRIND:-}" ] || ln -sf "$FERRY_BIN" "$T/bin/ferry"
 	export PATH="$T/bin:$PATH"
 }
 
 # ferry_bg ARGS...: start ferry in the background (FERRY_PID is the ferry process itself,
 # so signals reach it, not a wrapper shell).
 ferry_bg() {
-	if [ -n "${FERRY_VALGRIND:-}" ]; then
-		mkdir -p "$VG_LOGS"
-		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-			--error-exitcode=97 --log-file="$VG_LOGS/valgrind.%p.log" "$FERRY_BIN" "$@" &
-	else
-		"$FERRY_BIN" "$@" &
-	fi
+	"$_FERRY_RUN" "$@" &
 	FERRY_PID=$!
 }
 # Fails the test when any valgrind log has content (call at the end of a test).

@@ -54,7 +54,7 @@ struct fs_stats {
 	uint64_t cache_evicted;             /* clean bytes dropped to keep cache_max */
 	uint64_t cache_bytes;               /* bytes held in cache files now (clean + dirty) */
 	uint64_t cache_peak;                /* the most cache_bytes has been */
-	uint64_t whole_fetches;             /* files fetched whole after a random read */
+	uint64_t whole_fetches;             /* files fetched whole after random reads */
 };
 #define STAT_ADD(fs, field, v) __atomic_fetch_add(&(fs)->stats.field, (uint64_t)(v), __ATOMIC_RELAXED)
 
