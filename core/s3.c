@@ -23,7 +23,6 @@
 #define ERR_BODY_MAX   (256 * 1024)     /* error bodies and XML results kept in memory */
 #define XML_BODY_MAX   (32 * 1024 * 1024)
 #define POOL_MAX       64               /* idle easy handles kept for keep-alive reuse */
-#define HASH_CHUNK     (256 * 1024)
 
 /* Copy with truncation (no format machinery, so no truncation warnings either). */
 static void scopy(char *dst, size_t n, const char *src)
@@ -239,6 +238,7 @@ struct ferry_s3 {
 	char *host;                         /* Host header: host[:port], bucket. prefix if vhost */
 	char *base_path;                    /* endpoint path without trailing '/', often "" */
 	bool https;
+	bool loopback;                      /* 127.0.0.0/8, ::1 or localhost */
 	bool path_style;                    /* resolved from conf->path_style */
 	char *sign_region;                  /* region used in the credential scope */
 	CURLSH *share;                      /* DNS, connections, TLS sessions */
@@ -339,6 +339,7 @@ static int s3_endpoint(struct ferry_s3 *s3, char *err, size_t errlen)
 	if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
 		path = NULL;
 	s3->https = !strcmp(scheme, "https");
+	s3->loopback = is_loopback(host);
 	s3->scheme = strdup(scheme);
 	if (!c->verify_tls && !is_loopback(host)) {
 		snprintf(err, errlen, "verify_tls = false is allowed only for a loopback endpoint "
@@ -896,15 +897,9 @@ static char *object_path(struct ferry_s3 *s3, const char *key)
 /* The body's SHA-256 (hex) for x-amz-content-sha256. */
 static int payload_hash(struct ferry_s3 *s3, const struct req *rq, char hex[65], char *why, size_t wl)
 {
-	EVP_MD_CTX *md;
-	unsigned char dig[32];
-	unsigned int dlen = 0;
-	char *chunk = NULL;
-	uint64_t pos = 0;
-	int rc = -1;
-
-	if (s3->https && rq->body_len) {
-		/* TLS protects the body in transit; skip a second pass over big files */
+	if ((s3->https || s3->loopback) && rq->body_len) {
+		/* TLS protects the body in transit, and a loopback body never leaves the
+		 * machine: skip a second pass over big files */
 		snprintf(hex, 65, "UNSIGNED-PAYLOAD");
 		return 0;
 	}
@@ -912,33 +907,7 @@ static int payload_hash(struct ferry_s3 *s3, const struct req *rq, char hex[65],
 		ferry_sigv4_sha256_hex(rq->body ? rq->body : "", (size_t)rq->body_len, hex);
 		return 0;
 	}
-	md = EVP_MD_CTX_new();
-	chunk = malloc(HASH_CHUNK);
-	if (!md || !chunk || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-		snprintf(why, wl, "out of memory");
-		goto out;
-	}
-	while (pos < rq->body_len) {
-		size_t want = rq->body_len - pos < HASH_CHUNK ? (size_t)(rq->body_len - pos) : HASH_CHUNK;
-		ssize_t got = pread(rq->fd, chunk, want, rq->fd_off + (off_t)pos);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0) {
-			snprintf(why, wl, "cannot read the body: %s", got < 0 ? strerror(errno) : "file shrank");
-			goto out;
-		}
-		EVP_DigestUpdate(md, chunk, (size_t)got);
-		pos += (uint64_t)got;
-	}
-	EVP_DigestFinal_ex(md, dig, &dlen);
-	for (unsigned int i = 0; i < dlen; i++)
-		sprintf(hex + 2 * i, "%02x", dig[i]);
-	rc = 0;
-out:
-	free(chunk);
-	EVP_MD_CTX_free(md);
-	return rc;
+	return ferry_sigv4_sha256_fd_hex(rq->fd, rq->fd_off, rq->body_len, hex, why, wl);
 }
 
 static struct curl_slist *add_hdr(struct curl_slist *l, bool *oom, const char *name, const char *value)

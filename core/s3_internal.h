@@ -42,6 +42,8 @@ char *ferry_sigv4_uri_encode(const char *s, bool keep_slash);
 /* The canonical query string of n raw parameters: encoded, sorted by name then value. */
 char *ferry_sigv4_query(const struct ferry_sigv4_kv *params, size_t n);
 void ferry_sigv4_sha256_hex(const void *data, size_t len, char hex[65]);
+/* SHA-256 (hex) of len bytes of fd from off, read in chunks: 0, or -1 with why filled. */
+int ferry_sigv4_sha256_fd_hex(int fd, off_t off, uint64_t len, char hex[65], char *why, size_t wl);
 
 /* XML readers over S3 response bodies (expat). Each returns 0, or -1 when the text is
  * not well-formed XML or not the expected document. */

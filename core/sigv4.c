@@ -1,10 +1,11 @@
 /* sigv4.c: AWS Signature Version 4 for S3 requests, over OpenSSL's SHA-256 and HMAC.
  *
  * Why our own signer and not libcurl's CURLOPT_AWS_SIGV4 (libcurl 7.88 here):
- *  - the payload hash. Over plain http we must send the real SHA-256 of the body in
- *    x-amz-content-sha256 (moto and s3rver want it); libcurl only hashes POSTFIELDS
- *    bodies, not bodies streamed from a read callback (our PUTs from fds), and falls
- *    back to UNSIGNED-PAYLOAD, which is only acceptable over TLS.
+ *  - the payload hash. Over plain http to another machine we must send the real SHA-256
+ *    of the body in x-amz-content-sha256; libcurl only hashes POSTFIELDS bodies, not
+ *    bodies streamed from a read callback (our PUTs from fds), and falls back to
+ *    UNSIGNED-PAYLOAD, which is only acceptable over TLS (or on loopback, where the body
+ *    never crosses a network: see payload_hash in s3.c).
  *  - testability: the signer has to match AWS's published vectors byte for byte in a
  *    unit test with no network; libcurl's signer cannot be called on its own, and we
  *    want to compare the canonical request and string-to-sign, not just the result.
@@ -15,9 +16,11 @@
 #include "s3_internal.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -41,6 +44,43 @@ void ferry_sigv4_sha256_hex(const void *data, size_t len, char out[65])
 
 	SHA256(data, len, md);
 	hex(md, sizeof(md), out);
+}
+
+#define HASH_CHUNK (256 * 1024)
+
+int ferry_sigv4_sha256_fd_hex(int fd, off_t off, uint64_t len, char out[65], char *why, size_t wl)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+	char *chunk = malloc(HASH_CHUNK);
+	uint64_t pos = 0;
+	int rc = -1;
+
+	if (!md || !chunk || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+		snprintf(why, wl, "out of memory");
+		goto out;
+	}
+	while (pos < len) {
+		size_t want = len - pos < HASH_CHUNK ? (size_t)(len - pos) : HASH_CHUNK;
+		ssize_t got = pread(fd, chunk, want, off + (off_t)pos);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			snprintf(why, wl, "cannot read the body: %s", got < 0 ? strerror(errno) : "file shrank");
+			goto out;
+		}
+		EVP_DigestUpdate(md, chunk, (size_t)got);
+		pos += (uint64_t)got;
+	}
+	EVP_DigestFinal_ex(md, dig, &dlen);
+	hex(dig, dlen, out);
+	rc = 0;
+out:
+	free(chunk);
+	EVP_MD_CTX_free(md);
+	return rc;
 }
 
 static void hmac(const void *key, size_t keylen, const char *msg, unsigned char out[32])

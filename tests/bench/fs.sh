@@ -8,8 +8,8 @@
 #   whole-file fetch in core/fs/README.md)
 #   BENCH_FSX_OPS=100000 also runs fsx for that many operations on ferryfs (0 = skip).
 #   FFS_OPTS=fetch_whole=0 adds -o options to ferryfs's mounts (BENCH_PEERS= for ferryfs alone).
-#   BENCH_REPS=3: raw GET/PUT, cold reads and random reads are measured that many times
-#   (each cold read on a fresh mount) and the median is shown; writes and small files once.
+#   BENCH_REPS=3: raw GET/PUT, writes, cold reads and random reads are measured that many
+#   times (each on a fresh mount) and the median is shown; small files once.
 . "$(dirname "$0")/../lib.sh"
 need_fuse
 SIZE_MB=${BENCH_MB:-256}
@@ -133,15 +133,21 @@ PY
 
 for fs in ferryfs $PEERS; do
 	command -v "$fs" >/dev/null || [ "$fs" = ferryfs ] || { note "skipping $fs (not installed)"; continue; }
-	mount_fs "$fs" "$fs"
-	t0=$(now)
-	dd if="$T/src" of="$M/seq.bin" bs=1M conv=fsync status=none || fail "$fs: sequential write failed"
-	# rclone uploads after close, in the background: the write is done once S3 has it
-	until sig -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$fs/seq.bin" 2>/dev/null | tr -d '\r' |
-		grep -qi "^content-length: $((SIZE_MB * 1048576))$"; do sleep 0.2; done
-	t1=$(now); R[$fs.write]=$(rate "$SIZE_MB" "$t0" "$t1")
-	[ "$fs" = ferryfs ] && R[ferryfs.rss_write]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
-	umount_fs
+	writes=()
+	for r in $(seq "$REPS"); do
+		# a new object each time (so rclone's background upload cannot be mistaken for done)
+		sig -X DELETE "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$fs/seq.bin" -o /dev/null || true
+		mount_fs "$fs" "$fs"
+		t0=$(now)
+		dd if="$T/src" of="$M/seq.bin" bs=1M conv=fsync status=none || fail "$fs: sequential write failed"
+		# rclone uploads after close, in the background: the write is done once S3 has it
+		until sig -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$fs/seq.bin" 2>/dev/null | tr -d '\r' |
+			grep -qi "^content-length: $((SIZE_MB * 1048576))$"; do sleep 0.2; done
+		t1=$(now); writes+=("$(rate "$SIZE_MB" "$t0" "$t1")")
+		[ "$fs" = ferryfs ] && R[ferryfs.rss_write]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$FS_PID/status")
+		umount_fs
+	done
+	R[$fs.write]=$(median "${writes[@]}"); R[$fs.write_all]="${writes[*]}"
 	reads=(); rands=()
 	for r in $(seq "$REPS"); do
 		mount_fs "$fs" "$fs"
@@ -219,7 +225,7 @@ done
 echo "runs (MiB/s or reads/s): curl write ${R[curl.write_all]}, read ${R[curl.read_all]}"
 for fs in ferryfs $PEERS; do
 	[ -n "${R[$fs.read_all]:-}" ] || continue
-	line="runs: $fs read ${R[$fs.read_all]}"
+	line="runs: $fs write ${R[$fs.write_all]}, read ${R[$fs.read_all]}"
 	for nr in $RANDS; do line+=", rand x$nr ${R[$fs.rand${nr}_all]}"; done
 	echo "$line"
 done

@@ -1,6 +1,8 @@
 /* test_sigv4.c: the SigV4 signer and S3 XML readers against AWS's published examples. */
 #include "unit.h"
 
+#include <unistd.h>
+
 #include "s3_internal.h"
 
 #define EMPTY_SHA "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -263,6 +265,32 @@ static void test_xml(void)
 	ASSERT_STREQ(f, "CopyObjectResult");
 }
 
+/* The payload hash of a body read from a file (PUTs over plain http to another machine):
+ * the same digest as of the bytes in memory, across read chunks, and a clear error when
+ * the file is shorter than the body. */
+static void test_sha256_fd(void)
+{
+	char tmpl[] = "/tmp/ferry-test-sha-XXXXXX", want[65], got[65], why[128] = "";
+	size_t n = 600000, off = 1000;
+	unsigned char *buf = malloc(n + off);
+	int fd = mkstemp(tmpl);
+
+	ASSERT_TRUE(buf != NULL && fd >= 0);
+	unlink(tmpl);
+	for (size_t i = 0; i < n + off; i++)
+		buf[i] = (unsigned char)(i * 131 + i / 7);
+	ASSERT_EQ(write(fd, buf, n + off), (ssize_t)(n + off));
+	ferry_sigv4_sha256_hex(buf + off, n, want);
+	ASSERT_EQ(ferry_sigv4_sha256_fd_hex(fd, (off_t)off, n, got, why, sizeof(why)), 0);
+	ASSERT_STREQ(got, want);
+	ASSERT_EQ(ferry_sigv4_sha256_fd_hex(fd, 0, 0, got, why, sizeof(why)), 0);
+	ASSERT_STREQ(got, EMPTY_SHA);
+	ASSERT_EQ(ferry_sigv4_sha256_fd_hex(fd, (off_t)off, n + 1, got, why, sizeof(why)), -1);
+	ASSERT_CONTAINS(why, "file shrank");
+	close(fd);
+	free(buf);
+}
+
 int main(void)
 {
 	test_get_vanilla();
@@ -274,5 +302,6 @@ int main(void)
 	test_encoding();
 	test_header_trim();
 	test_xml();
+	test_sha256_fd();
 	return UNIT_DONE();
 }
