@@ -508,9 +508,10 @@ static uint64_t next_fetch_start(const struct node *n, uint64_t x)
 }
 
 /* GETs [a, b) of the pinned base into the cache file. Called and returns with n->mu
- * held; drops it for the transfer. Returns an errno. */
+ * held; drops it for the transfer. Returns an errno; EAGAIN (not for a commit's own
+ * fetch) when this mount's commit replaced the pinned version meanwhile: fetch again. */
 static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t a, uint64_t b,
-		       struct read_req *rr)
+		       struct read_req *rr, bool for_commit)
 {
 	struct fetch f = { .gen = n->state_gen, .a = a, .b = b, .pos = a };
 	struct sink_ctx sc = { .fs = fs, .n = n, .f = &f, .rr = rr };
@@ -567,6 +568,20 @@ static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t 
 			   key, strerror(sc.err));
 		return sc.err;
 	}
+	if (rc == FERRY_S3_PRECONDITION && !for_commit) {
+		/* A commit through this mount may have replaced the pinned version while the
+		 * GET was on its way. The new version holds the same bytes wherever nothing
+		 * was written, so that is no conflict: fetch again, pinned to the new ETag. */
+		while (n->committing)
+			pthread_cond_wait(&n->cv, &n->mu);
+		if (n->state_gen != f.gen)
+			return EINTR;
+		if (strcmp(etag, n->base_etag) != 0) {
+			ferry_logf(FERRY_DEBUG, "ferryfs", "fetching again after our own commit",
+				   "key='%s' was=%s now=%s", key, etag, n->base_etag);
+			return EAGAIN;
+		}
+	}
 	if (rc == FERRY_S3_PRECONDITION) {
 		/* pinned version gone: never mix two versions in one open */
 		n->stale = true;
@@ -612,7 +627,7 @@ static int ensure_present(struct fs *fs, struct node *n, const char *key, uint64
 		nf = next_fetch_start(n, ga);
 		if (end > nf)
 			end = nf;
-		e = fetch_range(fs, n, key, ga, end, NULL);
+		e = fetch_range(fs, n, key, ga, end, NULL, true);
 		if (e)
 			return e;
 	}
@@ -653,6 +668,7 @@ static void *whole_worker(void *arg)
 	struct fs *fs = w->fs;
 	struct node *n = w->n;
 	uint64_t x = 0, ga, gb;
+	int e;
 
 	pthread_mutex_lock(&n->mu);
 	while (n->state_gen == w->gen && !n->stale &&
@@ -669,7 +685,10 @@ static void *whole_worker(void *arg)
 		if (end > next_fetch_start(n, ga))
 			end = next_fetch_start(n, ga);
 		x = end;
-		if (fetch_range(fs, n, w->key, ga, end, NULL))
+		e = fetch_range(fs, n, w->key, ga, end, NULL, false);
+		if (e == EAGAIN)
+			x = ga;                 /* again, pinned to our own commit's version */
+		else if (e)
 			break;                  /* logged; a reader that needs it fails on its own */
 	}
 	n->bg--;
@@ -825,7 +844,11 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 		if (fb > nf)
 			fb = nf;
 		fetched = true;
-		err = fetch_range(fs, n, key, ga, fb, &rr);
+		err = fetch_range(fs, n, key, ga, fb, &rr, false);
+		if (err == EAGAIN) {
+			err = 0;                /* pinned to our own commit's version now */
+			continue;
+		}
 		if (err || rr.replied)
 			break;
 	}
@@ -860,7 +883,7 @@ void data_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, off
 				if (h->ra_win < fs->ra_max)
 					h->ra_win *= 2;
 				if (stop > ga)
-					fetch_range(fs, n, key, ga, stop, NULL);
+					fetch_range(fs, n, key, ga, stop, NULL, false);
 			}
 		}
 	}
