@@ -341,7 +341,7 @@ static int s3_endpoint(struct ferry_s3 *s3, char *err, size_t errlen)
 	s3->https = !strcmp(scheme, "https");
 	s3->loopback = is_loopback(host);
 	s3->scheme = strdup(scheme);
-	if (!c->verify_tls && !is_loopback(host)) {
+	if (!c->verify_tls && !s3->loopback) {
 		snprintf(err, errlen, "verify_tls = false is allowed only for a loopback endpoint "
 			 "(127.0.0.0/8, ::1, localhost), not '%s'", host);
 		goto out;
@@ -349,7 +349,7 @@ static int s3_endpoint(struct ferry_s3 *s3, char *err, size_t errlen)
 	if (!c->verify_tls)
 		ferry_logf(FERRY_WARN, "s3", "TLS certificate verification is disabled "
 			   "(verify_tls = false)", "host=%s", host);
-	else if (!s3->https && !is_loopback(host))
+	else if (!s3->https && !s3->loopback)
 		ferry_logf(FERRY_WARN, "s3", "endpoint is plain http: object data crosses the "
 			   "network unencrypted (requests are still signed)", "host=%s", host);
 	aws = !c->endpoint || ends_with(host, ".amazonaws.com");

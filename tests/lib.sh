@@ -246,6 +246,13 @@ ferryfs_mount() {
 	done
 }
 
+# ferryfs_umount MOUNTPOINT: unmounts what ferryfs_mount mounted; ferryfs must exit 0.
+ferryfs_umount() {
+	fusermount3 -u "$1" || fail "unmount of $1 failed"
+	local rc=0; wait "$FFS_PID" || rc=$?
+	assert_eq 0 "$rc" "ferryfs exit status after unmount"
+}
+
 # Requires /dev/fuse and fusermount3 (else the test is skipped).
 need_fuse() {
 	[ -c /dev/fuse ] || skip "no /dev/fuse"

@@ -13,28 +13,11 @@ put_obj() { sig -X PUT -H 'Content-Type: application/octet-stream' --data-binary
 get_obj() { rm -f "$2"; sig "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" -o "$2" && touch "$2"; }
 obj_exists() { sig -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" -o /dev/null; }
 obj_etag() { sig -I "$AWS_ENDPOINT_URL_S3/$BUCKET_NAME/$1" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag" {print $2}'; }
-ffs_mount() {
-	mkdir -p "$M"
-	"$FERRYFS_BIN" "$BUCKET_NAME" "$M" -f -o "cache_dir=$T/cache${FFS_OPTS:+,$FFS_OPTS}" 2>>"$T/ffs.log" &
-	FFS_PID=$!
-	at_exit "fusermount3 -u $M; kill $FFS_PID; wait $FFS_PID"
-	local n=0
-	until mountpoint -q "$M"; do
-		n=$((n + 1)); [ $n -lt 100 ] || fail "ferryfs did not mount: $(cat "$T/ffs.log")"
-		kill -0 $FFS_PID 2>/dev/null || fail "ferryfs died: $(cat "$T/ffs.log")"
-		sleep 0.1
-	done
-}
-ffs_umount() {
-	fusermount3 -u "$M" || fail "unmount failed"
-	local rc=0; wait $FFS_PID || rc=$?
-	assert_eq 0 $rc "ferryfs exit status after unmount"
-}
 stats() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]])' "$M/.ferryfs-stats" "$1"; }
 
 M=$T/mnt
 # put_max at its floor: new files over 8 MiB take the multipart path (one PUT by default)
-FFS_OPTS=put_max=8MiB ffs_mount
+ferryfs_mount "$M" "$BUCKET_NAME" put_max=8MiB
 
 MiB=1048576
 sizes="0 1 $((5*MiB-1)) $((5*MiB)) $((5*MiB+1)) $((8*MiB-1)) $((8*MiB)) $((8*MiB+1)) $((40*MiB))"
@@ -51,8 +34,8 @@ done
 assert_eq 2 "$(stats mpu_complete)" "new files over put_max (8 MiB + 1, 40 MiB) use multipart"
 
 # cold reads through a fresh mount (default options): ranged GETs pinned to the ETag
-ffs_umount
-ffs_mount
+ferryfs_umount "$M"
+ferryfs_mount "$M" "$BUCKET_NAME"
 for s in $sizes; do
 	cmp "$T/src.$s" "$M/f.$s" || fail "cold read of $s bytes differs"
 done
@@ -150,7 +133,7 @@ for k in ("get", "put", "head", "list", "delete", "copy", "mpu_part", "mpu_part_
 PY
 statfs=$(stat -f -c '%b %a' "$M")
 [ "${statfs%% *}" -gt 0 ] || fail "statfs reports no blocks"
-ffs_umount
+ferryfs_umount "$M"
 assert_contains "$T/ffs.log" "unmounting stats="
 assert_no_secrets "$T"
 exit 0

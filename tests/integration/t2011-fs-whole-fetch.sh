@@ -104,12 +104,7 @@ assert a["whole_fetches"] == b["whole_fetches"], (b, a)
 # 60 pages; now and then the kernel reads around one and a read-ahead window follows
 assert a["bytes_down"] - b["bytes_down"] < 4 << 20, (b, a)
 PY
-ferryfs_umount_check() {
-	fusermount3 -u "$M" || fail "unmount failed"
-	local rc=0; wait "$FFS_PID" || rc=$?
-	assert_eq 0 "$rc" "ferryfs exit status"
-}
-ferryfs_umount_check
+ferryfs_umount "$M"
 
 # a file over fetch_whole: no whole fetch
 ferryfs_mount "$M" "$BUCKET_NAME" "fetch_whole=8MiB"
@@ -123,7 +118,7 @@ time.sleep(1)
 s = r.st()
 assert s["whole_fetches"] == 0 and s["bytes_down"] < 4 << 20, s
 PY
-ferryfs_umount_check
+ferryfs_umount "$M"
 
 # replaced during the fetch: every read gives the old bytes or fails, never new or mixed
 ferryfs_mount "$M" "$BUCKET_NAME"
@@ -147,7 +142,7 @@ for o in random.Random(5).sample(range(0, len(r.ref), 4096), 400):
     ok += 1
 print("# after the replacement: %d reads gave the pinned version, %d failed" % (ok, bad), file=sys.stderr)
 PY
-ferryfs_umount_check
+ferryfs_umount "$M"
 
 # a close during a fetch stops it with the open state; SIGTERM while a file is held open
 # with its fetch running stops it at exit: clean exits
