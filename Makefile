@@ -29,7 +29,7 @@ endif
 
 OPT     ?= -g -O2
 CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wstrict-prototypes -Wvla -Wshadow \
-           -Wno-missing-field-initializers -fPIC -MMD -MP -Icore \
+           -Wno-missing-field-initializers -fPIC -MMD -MP -Icore/lib \
            -DFERRY_VERSION='"$(VERSION)"' -DFERRY_PLUGIN_DIR='"$(PREFIX)/lib/ferry"' \
            $(shell pkg-config --cflags $(PKGS))
 ifdef SANITIZE
@@ -39,9 +39,12 @@ endif
 LIBS_LIB = $(shell pkg-config --libs libcurl openssl sqlite3 inih expat jansson) -lm -lpthread -ldl
 LIBS_FS  = $(shell pkg-config --libs fuse3)
 
-# Supervisor-only sources; every other core/*.c is libferry.
-SUP_SRC  = core/main.c core/pipeline.c core/plugin.c $(wildcard core/cmd_*.c)
-LIB_SRC  = $(filter-out $(SUP_SRC),$(wildcard core/*.c))
+# The parts (README.md, "Source map"): libferry in core/lib/ (its public headers are
+# core/lib/ferry_*.h), the supervisor in core/, ferryfs in core/fs/. Include paths say who
+# may include what: everything sees core/lib/ and nothing else; the supervisor also sees
+# core/, ferryfs core/fs/, a plugin its own directory.
+LIB_SRC  = $(wildcard core/lib/*.c)
+SUP_SRC  = $(wildcard core/*.c)
 FS_SRC   = $(wildcard core/fs/*.c)
 PLUGINS  = $(patsubst plugins/%/,%,$(sort $(dir $(wildcard plugins/*/*.c))))
 UNIT     = $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
@@ -69,20 +72,51 @@ $(B)/obj/%.o: %.c
 	$(call say,CC)
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
+$(B)/obj/core/%.o: core/%.c
+	@mkdir -p $(dir $@)
+	$(call say,CC)
+	$(Q)$(CC) $(CFLAGS) -Icore -c -o $@ $<
+
+$(B)/obj/core/fs/%.o: core/fs/%.c
+	@mkdir -p $(dir $@)
+	$(call say,CC)
+	$(Q)$(CC) $(CFLAGS) -Icore/fs -c -o $@ $<
+
+$(B)/obj/core/lib/%.o: core/lib/%.c
+	@mkdir -p $(dir $@)
+	$(call say,CC)
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
 # Plugin objects hide everything but the descriptor (plugins/stage.map too).
 $(B)/obj/plugins/%.o: plugins/%.c
 	@mkdir -p $(dir $@)
 	$(call say,CC)
-	$(Q)$(CC) $(CFLAGS) -fvisibility=hidden -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS) -I$(dir $<) -fvisibility=hidden -c -o $@ $<
 
-$(B)/libferry.so: $(call obj,$(LIB_SRC))
+# libferry exports exactly the functions its public headers declare, listed in
+# core/lib/libferry.map (tests/plugins/exports.sh holds the two lists to each other), and
+# leaves nothing undefined: it never calls up into the supervisor.
+$(B)/libferry.so: $(call obj,$(LIB_SRC)) core/lib/libferry.map
 	$(call say,LD)
-	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libferry.so -o $@ $^ $(LIBS_LIB)
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libferry.so -Wl,--version-script=core/lib/libferry.map \
+		-Wl,--no-undefined -o $@ $(call obj,$(LIB_SRC)) $(LIBS_LIB)
 
-$(B)/ferry: $(call obj,$(SUP_SRC)) $(B)/libferry.so
+# Every libferry object, internals included, for unit tests, fuzz replayers and tools.
+$(B)/libferry.a: $(call obj,$(LIB_SRC))
+	$(call say,AR)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The supervisor without main(), for tests of what it implements (the stage API, config).
+SUP_LIB_SRC = $(filter-out core/main.c,$(SUP_SRC))
+$(B)/libsup.a: $(call obj,$(SUP_LIB_SRC))
+	$(call say,AR)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# ferry exports the stage API (ferry_ctx.h) to the plugins it loads, and nothing else.
+$(B)/ferry: $(call obj,$(SUP_SRC)) $(B)/libferry.so core/ferry.dynlist
 	$(call say,LD)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SUP_SRC)) -L$(B) -lferry \
-		-Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_LIB)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SUP_SRC)) -Wl,--dynamic-list=core/ferry.dynlist \
+		-L$(B) -lferry -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_LIB)
 
 $(B)/ferryfs: $(call obj,$(FS_SRC)) $(B)/libferry.so
 	$(call say,LD)
@@ -96,35 +130,39 @@ $(B)/plugins/%.so: $$(call obj,$$(wildcard plugins/%/*.c)) $(B)/libferry.so plug
 	$(Q)$(CC) $(LDFLAGS) -shared -Wl,--version-script=plugins/stage.map -o $@ \
 		$(call obj,$(wildcard plugins/$*/*.c)) -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN' $(LIBS_LIB)
 
-# A unit test links libferry and, for tests/unit/test_NAME.c, the sources of plugins/NAME/
-# (plain visibility objects, so static functions stay static but the rest is reachable).
-$(B)/tests/test_%: tests/unit/test_%.c $$(call obj,$$(wildcard plugins/%/*.c)) $(B)/libferry.so tests/unit/unit.h
+# A unit test links libferry and the supervisor statically (internals reachable) and, for
+# tests/unit/test_NAME.c, the objects of plugins/NAME/ (their non-static functions are
+# reachable in a static link).
+TEST_LIBS = $(B)/libsup.a $(B)/libferry.a
+$(B)/tests/test_%: tests/unit/test_%.c $$(call obj,$$(wildcard plugins/%/*.c)) $(TEST_LIBS) tests/unit/unit.h
 	@mkdir -p $(dir $@)
 	$(call say,LD)
-	$(Q)$(CC) $(CFLAGS) -Itests/unit -Iplugins/$* $(LDFLAGS) -o $@ $< \
-		$(call obj,$(wildcard plugins/$*/*.c)) -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/..' $(LIBS_LIB)
+	$(Q)$(CC) $(CFLAGS) -Icore -Itests/unit -Iplugins/$* $(LDFLAGS) -o $@ $< \
+		$(call obj,$(wildcard plugins/$*/*.c)) $(TEST_LIBS) $(LIBS_LIB)
 
-$(B)/tests/plugins/test_abi: tests/plugins/test_abi.c $(B)/libferry.so
+# test_abi dlopens the plugins RTLD_NOW the way ferry does: it exports the same stage API.
+$(B)/tests/plugins/test_abi: tests/plugins/test_abi.c $(B)/libsup.a $(B)/libferry.so core/ferry.dynlist
 	@mkdir -p $(dir $@)
 	$(call say,LD)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -Wl,--dynamic-list=core/ferry.dynlist \
+		-Wl,--whole-archive $(B)/libsup.a -Wl,--no-whole-archive -L$(B) -lferry \
+		-Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB) -ldl
 
 $(B)/tests/plugins/%.so: tests/plugins/%.c $(B)/libferry.so
 	@mkdir -p $(dir $@)
 	$(call say,LD)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..'
 
-$(B)/tests/tools/%: tests/tools/%.c $(B)/libferry.so
+$(B)/tests/tools/%: tests/tools/%.c $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(call say,LD)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lferry -Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
+	$(Q)$(CC) $(CFLAGS) -Icore $(LDFLAGS) -o $@ $< $(TEST_LIBS) $(LIBS_LIB)
 
 # Each fuzz target also builds as a corpus replayer that `make test` runs.
-$(B)/tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(B)/libferry.so
+$(B)/tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(call say,LD)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay.c -L$(B) -lferry \
-		-Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB)
+	$(Q)$(CC) $(CFLAGS) -Icore $(LDFLAGS) -o $@ $< tests/fuzz/replay.c $(TEST_LIBS) $(LIBS_LIB)
 
 # fuzz_schedfp.c includes the plugin source it fuzzes (gcc's -MMD records only the last
 # source of a multi-source link in the .d file)

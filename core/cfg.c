@@ -13,6 +13,7 @@
 #include <ini.h>
 
 #include "ferry_log.h"
+#include "ferry_parse.h"
 #include "ferry_s3.h"
 
 #define MAX_EXPAND_DEPTH 16
@@ -60,7 +61,7 @@ static char *xstrdup(const char *s)
 	return d;
 }
 
-const struct ferry_key *ferry_key_find(const struct ferry_key *keys, const char *name)
+const struct ferry_key *cfg_key_find(const struct ferry_key *keys, const char *name)
 {
 	for (; keys && keys->name; keys++)
 		if (strcmp(keys->name, name) == 0)
@@ -68,7 +69,7 @@ const struct ferry_key *ferry_key_find(const struct ferry_key *keys, const char 
 	return NULL;
 }
 
-struct cfg_section *ferry_config_section(const struct config *cfg, const char *name)
+struct cfg_section *cfg_find_section(const struct config *cfg, const char *name)
 {
 	size_t i;
 
@@ -78,7 +79,7 @@ struct cfg_section *ferry_config_section(const struct config *cfg, const char *n
 	return NULL;
 }
 
-struct cfg_entry *ferry_config_entry(const struct cfg_section *sec, const char *key)
+struct cfg_entry *cfg_find_entry(const struct cfg_section *sec, const char *key)
 {
 	size_t i;
 
@@ -88,14 +89,14 @@ struct cfg_entry *ferry_config_entry(const struct cfg_section *sec, const char *
 	return NULL;
 }
 
-const char *ferry_config_get(const struct config *cfg, const char *section, const char *key)
+const char *cfg_get(const struct config *cfg, const char *section, const char *key)
 {
-	struct cfg_entry *e = ferry_config_entry(ferry_config_section(cfg, section), key);
+	struct cfg_entry *e = cfg_find_entry(cfg_find_section(cfg, section), key);
 
 	return e ? e->value : NULL;
 }
 
-void ferry_config_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
+void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
 			size_t len)
 {
 	if (e && e->file)
@@ -196,7 +197,7 @@ static struct cfg_section *open_section(struct parse *p, const char *section)
 		perr(p, "unknown section [%s] (expected [pipeline], [s3] or [stage NAME])", section);
 		return NULL;
 	}
-	old = ferry_config_section(cfg, name);
+	old = cfg_find_section(cfg, name);
 	if (old) {
 		if (kind == CFG_STAGE)
 			perr(p, "duplicate stage name '%s' (first at line %d)", name, old->line);
@@ -226,7 +227,7 @@ static int on_entry(void *user, const char *section, const char *key, const char
 		perr(p, "key '%s' outside any section", key);
 		return 0;
 	}
-	e = ferry_config_entry(p->cur, key);
+	e = cfg_find_entry(p->cur, key);
 	if (e && p->line_started_blank && e == &p->cur->e[p->cur->n - 1]) {
 		/* a continuation line (inih multi-line value): append with one space */
 		size_t a = strlen(e->raw), b = strlen(value);
@@ -342,7 +343,7 @@ static int expand_var(struct expand *x, const char *name, size_t nlen, const cha
 	}
 	memcpy(nm, name, nlen);
 	nm[nlen] = '\0';
-	pe = ferry_config_entry(ferry_config_section(x->cfg, "pipeline"), nm);
+	pe = cfg_find_entry(cfg_find_section(x->cfg, "pipeline"), nm);
 	if (pe)
 		return expand_into(x, pe->raw, strlen(pe->raw), out, depth + 1);
 	env = getenv(nm);
@@ -423,7 +424,7 @@ static int expand_entry(const struct config *cfg, const struct cfg_section *sec,
 	struct expand x = { cfg, err, errlen, where, e->key };
 	struct sbuf b = { NULL, 0, 0 };
 
-	ferry_config_where(sec, e, where, sizeof(where));
+	cfg_where(sec, e, where, sizeof(where));
 	sb_add(&b, "", 0);
 	if (expand_into(&x, e->raw, strlen(e->raw), &b, 0) != 0) {
 		free(b.s);
@@ -435,120 +436,6 @@ static int expand_entry(const struct config *cfg, const struct cfg_section *sec,
 }
 
 /* ---------- value parsers ---------- */
-
-int ferry_parse_int(const char *s, int64_t *v)
-{
-	char *end;
-	long long x;
-
-	if (!s || !*s || isspace((unsigned char)*s))
-		return -1;
-	errno = 0;
-	x = strtoll(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*v = x;
-	return 0;
-}
-
-int ferry_parse_bool(const char *s, bool *b)
-{
-	static const char *const yes[] = { "true", "yes", "on", "1" };
-	static const char *const no[] = { "false", "no", "off", "0" };
-	size_t i;
-
-	for (i = 0; s && i < 4; i++) {
-		if (strcasecmp(s, yes[i]) == 0) {
-			*b = true;
-			return 0;
-		}
-		if (strcasecmp(s, no[i]) == 0) {
-			*b = false;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-/* "250ms", "30s", "5m", "1h", "2d", "1h30m"; a bare number is seconds. */
-int ferry_parse_duration_ms(const char *s, uint64_t *ms)
-{
-	uint64_t total = 0;
-	const char *p = s;
-
-	if (!s || !*s)
-		return -1;
-	while (*p) {
-		uint64_t n = 0, mul;
-		const char *start = p;
-
-		while (isdigit((unsigned char)*p)) {
-			if (n > UINT64_MAX / 10 - 10)
-				return -1;
-			n = n * 10 + (uint64_t)(*p++ - '0');
-		}
-		if (p == start)
-			return -1;
-		if (strncmp(p, "ms", 2) == 0) {
-			mul = 1;
-			p += 2;
-		} else if (*p == 's') {
-			mul = 1000;
-			p++;
-		} else if (*p == 'm') {
-			mul = 60000;
-			p++;
-		} else if (*p == 'h') {
-			mul = 3600000;
-			p++;
-		} else if (*p == 'd') {
-			mul = 86400000;
-			p++;
-		} else if (*p == '\0' && start == s) {
-			mul = 1000;             /* bare number: seconds */
-		} else {
-			return -1;
-		}
-		if (n > (UINT64_MAX - total) / mul)
-			return -1;
-		total += n * mul;
-	}
-	*ms = total;
-	return 0;
-}
-
-/* "512", "64KiB", "8MiB", "1GiB", "1KB" (decimal), "8M" (binary). */
-int ferry_parse_size(const char *s, uint64_t *bytes)
-{
-	static const struct { const char *sfx; uint64_t mul; } units[] = {
-		{ "", 1 }, { "B", 1 },
-		{ "KiB", 1ULL << 10 }, { "MiB", 1ULL << 20 }, { "GiB", 1ULL << 30 }, { "TiB", 1ULL << 40 },
-		{ "K", 1ULL << 10 }, { "M", 1ULL << 20 }, { "G", 1ULL << 30 }, { "T", 1ULL << 40 },
-		{ "k", 1ULL << 10 },
-		{ "KB", 1000ULL }, { "MB", 1000000ULL }, { "GB", 1000000000ULL }, { "TB", 1000000000000ULL },
-		{ "kB", 1000ULL },
-	};
-	uint64_t n = 0;
-	const char *p = s;
-	size_t i;
-
-	if (!s || !isdigit((unsigned char)*s))
-		return -1;
-	while (isdigit((unsigned char)*p)) {
-		if (n > UINT64_MAX / 10 - 10)
-			return -1;
-		n = n * 10 + (uint64_t)(*p++ - '0');
-	}
-	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(p, units[i].sfx) == 0) {
-			if (units[i].mul > 1 && n > UINT64_MAX / units[i].mul)
-				return -1;
-			*bytes = n * units[i].mul;
-			return 0;
-		}
-	}
-	return -1;
-}
 
 /* The first bad segment of a '/'-separated value, or NULL. A '..' after a normal segment
  * ("a/../b") is how a value expanded from the environment (ORG_ID=../../etc) climbs out of
@@ -578,7 +465,7 @@ static const char *bad_segment(const char *v, bool is_path)
 	return NULL;
 }
 
-int ferry_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen)
+int cfg_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen)
 {
 	const char *bad;
 	uint64_t u;
@@ -689,13 +576,13 @@ static int check_typed(const struct cfg_section *sec, const struct ferry_key *ke
 
 	for (i = 0; i < sec->n; i++) {
 		const struct cfg_entry *e = &sec->e[i];
-		const struct ferry_key *k = ferry_key_find(keys, e->key);
+		const struct ferry_key *k = cfg_key_find(keys, e->key);
 		const char *const *x;
 		bool known = k != NULL;
 
 		for (x = extra; !known && x && *x; x++)
 			known = strcmp(*x, e->key) == 0;
-		ferry_config_where(sec, e, where, sizeof(where));
+		cfg_where(sec, e, where, sizeof(where));
 		if (!known) {
 			snprintf(err, errlen, "%s: key '%s': unknown key in [%s%s]", where, e->key,
 				 sec->kind == CFG_STAGE ? "stage " : "", sec->name);
@@ -703,7 +590,7 @@ static int check_typed(const struct cfg_section *sec, const struct ferry_key *ke
 		}
 		if (k && (k->flags & FERRY_KEY_SECRET) && e->raw[0])
 			warn_readable(e);
-		if (k && ferry_value_check(k->type, e->value, why, sizeof(why)) != 0) {
+		if (k && cfg_value_check(k->type, e->value, why, sizeof(why)) != 0) {
 			if (k->flags & FERRY_KEY_SECRET)
 				snprintf(why, sizeof(why), "bad value");
 			snprintf(err, errlen, "%s: key '%s': %s", where, e->key, why);
@@ -711,7 +598,7 @@ static int check_typed(const struct cfg_section *sec, const struct ferry_key *ke
 		}
 	}
 	for (; keys && keys->name; keys++) {
-		if ((keys->flags & FERRY_KEY_REQUIRED) && !ferry_config_entry(sec, keys->name)) {
+		if ((keys->flags & FERRY_KEY_REQUIRED) && !cfg_find_entry(sec, keys->name)) {
 			if (sec->file)
 				snprintf(err, errlen, "%s:%d: key '%s': missing required key in [%s%s]",
 					 sec->file, sec->line, keys->name,
@@ -725,7 +612,7 @@ static int check_typed(const struct cfg_section *sec, const struct ferry_key *ke
 	return 0;
 }
 
-int ferry_config_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
+int cfg_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
 			    char *err, size_t errlen)
 {
 	static const char *const base[] = { "plugin", "enabled", NULL };
@@ -763,7 +650,7 @@ static int check_structure(const struct config *cfg, char *err, size_t errlen)
 			for (j = 0; j < s->n; j++) {
 				const struct cfg_entry *e = &s->e[j];
 
-				ferry_config_where(s, e, where, sizeof(where));
+				cfg_where(s, e, where, sizeof(where));
 				if (!ferry_s3_conf_is_key(e->key)) {
 					snprintf(err, errlen, "%s: key '%s': unknown key in [s3]%s", where,
 						 e->key,
@@ -785,14 +672,14 @@ static int check_structure(const struct config *cfg, char *err, size_t errlen)
 			break;
 		}
 		case CFG_STAGE: {
-			const struct cfg_entry *pe = ferry_config_entry(s, "plugin");
+			const struct cfg_entry *pe = cfg_find_entry(s, "plugin");
 
 			for (j = 0; j < s->n; j++) {
-				const struct ferry_key *k = ferry_key_find(stage_base, s->e[j].key);
+				const struct ferry_key *k = cfg_key_find(stage_base, s->e[j].key);
 				char why[256];
 
-				if (k && ferry_value_check(k->type, s->e[j].value, why, sizeof(why))) {
-					ferry_config_where(s, &s->e[j], where, sizeof(where));
+				if (k && cfg_value_check(k->type, s->e[j].value, why, sizeof(why))) {
+					cfg_where(s, &s->e[j], where, sizeof(where));
 					snprintf(err, errlen, "%s: key '%s': %s", where, k->name, why);
 					return FERRY_USAGE;
 				}
@@ -806,14 +693,14 @@ static int check_structure(const struct config *cfg, char *err, size_t errlen)
 				char ch = pe->value[j];
 
 				if (!islower((unsigned char)ch) && !isdigit((unsigned char)ch) && ch != '_') {
-					ferry_config_where(s, pe, where, sizeof(where));
+					cfg_where(s, pe, where, sizeof(where));
 					snprintf(err, errlen, "%s: key 'plugin': bad plugin name '%s' "
 						 "(lower-case letters, digits and '_')", where, pe->value);
 					return FERRY_USAGE;
 				}
 			}
 			if (!pe->value[0]) {
-				ferry_config_where(s, pe, where, sizeof(where));
+				cfg_where(s, pe, where, sizeof(where));
 				snprintf(err, errlen, "%s: key 'plugin': empty plugin name", where);
 				return FERRY_USAGE;
 			}
@@ -834,7 +721,7 @@ static int check_controls(const struct cfg_section *sec, const struct cfg_entry 
 
 	for (p = (const unsigned char *)e->value; *p; p++) {
 		if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
-			ferry_config_where(sec, e, where, sizeof(where));
+			cfg_where(sec, e, where, sizeof(where));
 			snprintf(err, errlen, "%s: key '%s': control character 0x%02x in the value "
 				 "(after ${...} expansion)", where, e->key, *p);
 			return -1;
@@ -864,7 +751,7 @@ static int apply_override(struct config *cfg, const char *ov, char *err, size_t 
 		snprintf(err, errlen, "-o %s.%s: bad key name", sec_name, key);
 		return FERRY_USAGE;
 	}
-	s = ferry_config_section(cfg, sec_name);
+	s = cfg_find_section(cfg, sec_name);
 	if (!s && (strcmp(sec_name, "pipeline") == 0 || strcmp(sec_name, "s3") == 0))
 		s = section_add(cfg, sec_name, sec_name[0] == 'p' ? CFG_PIPELINE : CFG_S3, 0);
 	if (!s) {
@@ -872,7 +759,7 @@ static int apply_override(struct config *cfg, const char *ov, char *err, size_t 
 			 cfg->path);
 		return FERRY_USAGE;
 	}
-	e = ferry_config_entry(s, key);
+	e = cfg_find_entry(s, key);
 	if (!e) {
 		entry_add(s, key, eq + 1, NULL, 0);
 		return 0;
@@ -884,7 +771,7 @@ static int apply_override(struct config *cfg, const char *ov, char *err, size_t 
 	return 0;
 }
 
-int ferry_config_load(struct config **out, const char *path, char *const *overrides,
+int cfg_load(struct config **out, const char *path, char *const *overrides,
 		      int n_overrides, char *err, size_t errlen)
 {
 	struct config *cfg;
@@ -903,7 +790,7 @@ int ferry_config_load(struct config **out, const char *path, char *const *overri
 	p.fp = fopen(path, "r");
 	if (!p.fp) {
 		snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
-		ferry_config_free(cfg);
+		cfg_free(cfg);
 		return FERRY_USAGE;
 	}
 	abs = realpath(path, NULL);
@@ -951,11 +838,11 @@ int ferry_config_load(struct config **out, const char *path, char *const *overri
 	*out = cfg;
 	return 0;
 fail:
-	ferry_config_free(cfg);
+	cfg_free(cfg);
 	return FERRY_USAGE;
 }
 
-void ferry_config_free(struct config *cfg)
+void cfg_free(struct config *cfg)
 {
 	size_t i, j;
 
@@ -974,4 +861,28 @@ void ferry_config_free(struct config *cfg)
 	free(cfg->path);
 	free(cfg->dir);
 	free(cfg);
+}
+
+int cfg_s3_conf(const struct config *cfg, struct ferry_s3_conf *sc, char *err,
+			      size_t errlen)
+{
+	const struct cfg_section *s = cfg_find_section(cfg, "s3");
+	size_t i;
+
+	ferry_s3_conf_init(sc);
+	ferry_s3_conf_from_env(sc);
+	for (i = 0; s && i < s->n; i++) {
+		char why[256] = "";
+
+		if (!s->e[i].value[0])
+			continue;           /* "${AWS_REGION:-}" left empty: keep env/default */
+		if (ferry_s3_conf_set(sc, s->e[i].key, s->e[i].value, why, sizeof(why)) != 0) {
+			char where[512];
+
+			cfg_where(s, &s->e[i], where, sizeof(where));
+			snprintf(err, errlen, "%s: key '%s': %s", where, s->e[i].key, why);
+			return FERRY_USAGE;
+		}
+	}
+	return 0;
 }

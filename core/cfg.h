@@ -38,31 +38,30 @@ struct config {
 /* Parse path, apply overrides ("section.key=value"), expand variables and check the
  * structure (sections, [pipeline] and [s3] keys, stage names, `plugin`, `enabled`).
  * Returns 0, or FERRY_USAGE with "FILE:LINE: ..." in err. */
-int ferry_config_load(struct config **out, const char *path, char *const *overrides,
+int cfg_load(struct config **out, const char *path, char *const *overrides,
 		      int n_overrides, char *err, size_t errlen);
-void ferry_config_free(struct config *cfg);
+void cfg_free(struct config *cfg);
 
-struct cfg_section *ferry_config_section(const struct config *cfg, const char *name);
-struct cfg_entry *ferry_config_entry(const struct cfg_section *sec, const char *key);
+struct cfg_section *cfg_find_section(const struct config *cfg, const char *name);
+struct cfg_entry *cfg_find_entry(const struct cfg_section *sec, const char *key);
 /* Expanded value of section.key, or NULL. */
-const char *ferry_config_get(const struct config *cfg, const char *section, const char *key);
+const char *cfg_get(const struct config *cfg, const char *section, const char *key);
 /* "FILE:LINE" or "-o SECTION.KEY" for messages. */
-void ferry_config_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
+void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
 			size_t len);
 
 /* Check a stage section against its plugin's key table: unknown keys, required keys,
  * typed values. Returns 0 or FERRY_USAGE with the located message in err. */
-int ferry_config_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
+int cfg_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
 			    char *err, size_t errlen);
 /* The declared key of a table, or NULL. */
-const struct ferry_key *ferry_key_find(const struct ferry_key *keys, const char *name);
+const struct ferry_key *cfg_key_find(const struct ferry_key *keys, const char *name);
 /* Validate text against a key type; 0 or -1 with a reason ("bad duration 'x'"). */
-int ferry_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen);
+int cfg_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen);
 
-/* Value parsers shared by the supervisor, libferry and plugins; 0 or -1. */
-int ferry_parse_duration_ms(const char *s, uint64_t *ms);
-int ferry_parse_size(const char *s, uint64_t *bytes);
-int ferry_parse_bool(const char *s, bool *b);
-int ferry_parse_int(const char *s, int64_t *v);
+/* Fill an S3 client config from [s3] of cfg (may be NULL) and the environment: 0, or
+ * FERRY_USAGE with "FILE:LINE: key 'K': why" in err. */
+struct ferry_s3_conf;
+int cfg_s3_conf(const struct config *cfg, struct ferry_s3_conf *sc, char *err, size_t errlen);
 
 #endif

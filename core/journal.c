@@ -1,6 +1,7 @@
 /* journal.c: the run journal in state_dir (JSON), written atomically at each transition. */
+#include "journal.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,30 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ferry_file.h"
 #include "ferry_log.h"
 #include "run.h"
 
-static const char *const result_names[] = {
-	[SR_NONE] = "none", [SR_RUNNING] = "running", [SR_OK] = "ok", [SR_FAILED] = "failed",
-	[SR_UNDONE] = "undone", [SR_UNDO_FAILED] = "undo-failed", [SR_DRY] = "dry-run",
-};
-
-const char *ferry_result_name(enum stage_result r)
-{
-	return (unsigned)r < sizeof(result_names) / sizeof(result_names[0]) ? result_names[r] : "?";
-}
-
-static enum stage_result result_parse(const char *s)
-{
-	size_t i;
-
-	for (i = 0; s && i < sizeof(result_names) / sizeof(result_names[0]); i++)
-		if (strcmp(result_names[i], s) == 0)
-			return (enum stage_result)i;
-	return SR_NONE;
-}
-
-int ferry_journal_path(const struct run *r, char *buf, size_t len)
+int journal_path(const struct run *r, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s/journal.json", r->state_dir);
 
@@ -51,25 +33,6 @@ static void iso_ms(int64_t ms, char *out, size_t len)
 	gmtime_r(&t, &tm);
 	strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(out + strlen(out), len - strlen(out), ".%03dZ", (int)(ms % 1000));
-}
-
-void ferry_run_event(struct run *r, const char *stage, const char *op, const char *result,
-		     const char *error)
-{
-	struct event *e;
-
-	if (r->n_ev == r->cap_ev) {
-		r->cap_ev = r->cap_ev ? r->cap_ev * 2 : 16;
-		r->ev = realloc(r->ev, r->cap_ev * sizeof(*r->ev));
-		if (!r->ev)
-			abort();
-	}
-	e = &r->ev[r->n_ev++];
-	e->ts = ferry_now_ms();
-	e->stage = strdup(stage);
-	e->op = strdup(op);
-	e->result = strdup(result);
-	e->error = error ? strdup(error) : NULL;
 }
 
 static json_t *journal_json(const struct run *r)
@@ -95,7 +58,7 @@ static json_t *journal_json(const struct run *r)
 
 		json_object_set_new(s, "name", json_string(st->name));
 		json_object_set_new(s, "plugin", json_string(st->plugin ? st->plugin : ""));
-		json_object_set_new(s, "result", json_string(ferry_result_name(st->result)));
+		json_object_set_new(s, "result", json_string(run_result_name(st->result)));
 		json_object_set_new(s, "in_this_run", json_boolean(st->started));
 		iso_ms(st->started_at, ts, sizeof(ts));
 		json_object_set_new(s, "started_at", json_string(ts));
@@ -127,87 +90,46 @@ static json_t *journal_json(const struct run *r)
 	return root;
 }
 
-static int fsync_dir(const char *dir)
+/* Temporary file, fsync, rename, fsync of the directory: a crash leaves the old or the new
+ * journal, never a torn one. */
+int journal_write(struct run *r)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
-/* temp file, fsync, rename, fsync dir: a crash leaves the old or the new journal. */
-int ferry_journal_write(struct run *r)
-{
-	char path[4096], tmp[4200];
+	char path[4096], err[8192];
 	json_t *root;
 	char *text;
-	int fd = -1, rc = -1;
-	size_t len, off = 0;
+	int rc;
 
 	if (!r->journal || r->dry_run)
 		return 0;
-	if (ferry_journal_path(r, path, sizeof(path)) != 0)
+	if (journal_path(r, path, sizeof(path)) != 0)
 		return -1;
 	if (mkdir(r->state_dir, 0700) != 0 && errno != EEXIST) {
 		ferry_logf(FERRY_ERROR, "ferry", "cannot create state dir", "path='%s' error='%s'",
 			   r->state_dir, strerror(errno));
 		return -1;
 	}
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
 	root = journal_json(r);
 	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (!text)
 		return -1;
-	len = strlen(text);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		goto out;
-	while (off < len) {
-		ssize_t n = write(fd, text + off, len - off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			goto out;
-		}
-		off += (size_t)n;
-	}
-	if (write(fd, "\n", 1) != 1 || fsync(fd) != 0)
-		goto out;
-	if (close(fd) != 0) {
-		fd = -1;
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0)
-		goto out;
-	fsync_dir(r->state_dir);
-	rc = 0;
-out:
-	if (rc != 0) {
+	rc = ferry_file_replace(path, text, strlen(text), 0600, FERRY_FILE_DURABLE, err,
+				sizeof(err));
+	if (rc != 0)
 		ferry_logf(FERRY_ERROR, "ferry", "cannot write journal", "path='%s' error='%s'", path,
-			   strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		unlink(tmp);
-	}
+			   err);
 	free(text);
 	return rc;
 }
 
-int ferry_journal_load(struct run *r, char *err, size_t errlen)
+int journal_load(struct run *r, char *err, size_t errlen)
 {
 	char path[4096];
 	json_error_t je;
 	json_t *root, *stages, *s;
 	size_t i;
 
-	if (ferry_journal_path(r, path, sizeof(path)) != 0)
+	if (journal_path(r, path, sizeof(path)) != 0)
 		return -1;
 	if (access(path, F_OK) != 0)
 		return -1;
@@ -230,14 +152,14 @@ int ferry_journal_load(struct run *r, char *err, size_t errlen)
 				st = &r->st[j];
 		if (!st)
 			continue;
-		st->result = result_parse(json_string_value(json_object_get(s, "result")));
+		st->result = run_result_parse(json_string_value(json_object_get(s, "result")));
 		free(st->error);
 		st->error = NULL;
 		if (json_string_value(json_object_get(s, "error")))
 			st->error = strdup(json_string_value(json_object_get(s, "error")));
 		json_object_foreach(facts, k, v)
 			if (json_is_string(v))
-				ferry_fact_put(st, k, json_string_value(v));
+				run_fact_put(st, k, json_string_value(v));
 		st->facts_from_journal = st->n_facts > 0;
 	}
 	json_decref(root);

@@ -13,7 +13,9 @@
 #include "cfg.h"
 #include "cli.h"
 #include "ferry_log.h"
+#include "ferry_parse.h"
 #include "ferry_s3.h"
+#include "journal.h"
 #include "pipeline.h"
 #include "plugin.h"
 
@@ -102,63 +104,6 @@ static void add_override(struct cli *cli, const char *ov)
 	cli->overrides[cli->n_overrides++] = strdup(ov);
 }
 
-struct config *cli_config(struct cli *cli)
-{
-	char err[2048];
-
-	if (cli->cfg)
-		return cli->cfg;
-	if (ferry_config_load(&cli->cfg, cli->config_path, cli->overrides, cli->n_overrides, err,
-			      sizeof(err)) != 0) {
-		ferry_logf(FERRY_ERROR, "ferry", err, NULL);
-		return NULL;
-	}
-	return cli->cfg;
-}
-
-const char *cli_stage_key(struct cli *cli, const char *plugin, const char *key)
-{
-	struct config *cfg = cli_config(cli);
-	size_t i;
-
-	for (i = 0; cfg && i < cfg->n; i++) {
-		const char *p, *en;
-		bool enabled = true;
-
-		if (cfg->s[i].kind != CFG_STAGE)
-			continue;
-		p = ferry_config_get(cfg, cfg->s[i].name, "plugin");
-		en = ferry_config_get(cfg, cfg->s[i].name, "enabled");
-		if (en)
-			ferry_parse_bool(en, &enabled);
-		if (p && enabled && strcmp(p, plugin) == 0)
-			return ferry_config_get(cfg, cfg->s[i].name, key);
-	}
-	return NULL;
-}
-
-struct ferry_s3 *cli_s3(struct cli *cli)
-{
-	struct ferry_s3_conf sc;
-	struct config *cfg = NULL;
-	char err[1024] = "";
-
-	if (cli->s3)
-		return cli->s3;
-	if (cli->config_given || access(cli->config_path, F_OK) == 0) {
-		cfg = cli_config(cli);
-		if (!cfg)
-			return NULL;
-	}
-	if (ferry_s3_conf_from_config(cfg, &sc, err, sizeof(err)) == 0)
-		cli->s3 = ferry_s3_new(&sc, err, sizeof(err));
-	ferry_s3_conf_release(&sc);
-	if (!cli->s3)
-		errorf(0, "cannot open the S3 client: %s", err);
-	return cli->s3;
-}
-
-/* ferry run [--dry-run] [--from STAGE] [STAGE...] [-o ...] [--KEY VALUE after one STAGE] */
 static int cmd_run(struct cli *cli)
 {
 	struct pipeline_opts o = { 0 };
@@ -227,7 +172,7 @@ static int cmd_run(struct cli *cli)
 		r.cancel_fd = signal_pipe[0];
 		rc = pipeline_run(&r);
 	}
-	ferry_run_release(&r);
+	run_release(&r);
 	free(names);
 	return rc;
 }
@@ -260,25 +205,25 @@ static int cmd_list(struct cli *cli)
 		if (cfg->s[i].kind != CFG_STAGE)
 			continue;
 		r.st[r.n].name = strdup(cfg->s[i].name);
-		r.st[r.n].plugin = strdup(ferry_config_get(cfg, cfg->s[i].name, "plugin"));
-		en = ferry_config_get(cfg, cfg->s[i].name, "enabled");
+		r.st[r.n].plugin = strdup(cfg_get(cfg, cfg->s[i].name, "plugin"));
+		en = cfg_get(cfg, cfg->s[i].name, "enabled");
 		if (en)
 			ferry_parse_bool(en, &enabled);
 		r.st[r.n].enabled = enabled;
 		r.n++;
 	}
 	{
-		const char *sd = ferry_config_get(cfg, "pipeline", "state_dir");
+		const char *sd = cfg_get(cfg, "pipeline", "state_dir");
 
 		r.state_dir = strdup(sd ? sd : "/var/lib/ferry");
 	}
-	if (ferry_journal_load(&r, err, sizeof(err)) == -2)
+	if (journal_load(&r, err, sizeof(err)) == -2)
 		ferry_logf(FERRY_WARN, "ferry", err, NULL);
 	printf("%-4s %-16s %-10s %-8s %s\n", "#", "stage", "plugin", "enabled", "last result");
 	for (i = 0; i < r.n; i++)
 		printf("%-4zu %-16s %-10s %-8s %s\n", i + 1, r.st[i].name, r.st[i].plugin,
-		       r.st[i].enabled ? "yes" : "no", ferry_result_name(r.st[i].result));
-	ferry_run_release(&r);
+		       r.st[i].enabled ? "yes" : "no", run_result_name(r.st[i].result));
+	run_release(&r);
 	return 0;
 }
 
@@ -295,7 +240,7 @@ static int cmd_status(struct cli *cli)
 
 	if (!cfg)
 		return FERRY_USAGE;
-	sd = ferry_config_get(cfg, "pipeline", "state_dir");
+	sd = cfg_get(cfg, "pipeline", "state_dir");
 	snprintf(path, sizeof(path), "%s/journal.json", sd ? sd : "/var/lib/ferry");
 	root = json_load_file(path, 0, &je);
 	if (!root) {
@@ -360,22 +305,22 @@ static int cmd_check(struct cli *cli)
 	for (i = 0; i < r.n; i++)
 		printf("stage %-16s plugin %-10s %s\n", r.st[i].name, r.st[i].plugin,
 		       !r.st[i].enabled ? "disabled" : r.st[i].invalid ? "NOT OK (see above)" : "ok");
-	if (!ferry_config_section(cfg, "s3")) {
+	if (!cfg_find_section(cfg, "s3")) {
 		printf("s3: no [s3] section; endpoint not probed\n");
-		ferry_run_release(&r);
+		run_release(&r);
 		return rc;
 	}
-	s3 = ferry_run_s3(&r);
+	s3 = run_s3(&r);
 	if (!s3) {
 		printf("s3: cannot open client: %s\n", r.s3_err);
-		ferry_run_release(&r);
+		run_release(&r);
 		return FERRY_USAGE;
 	}
 	memset(&res, 0, sizeof(res));
 	prc = ferry_s3_probe(s3, ".ferry-probe/", &f, &res);
 	if (prc != FERRY_S3_OK) {
 		printf("s3: probe of bucket '%s' failed: %s\n", ferry_s3_bucket(s3), res.msg);
-		ferry_run_release(&r);
+		run_release(&r);
 		return rc ? rc : FERRY_FAIL;
 	}
 	printf("s3: bucket '%s' reachable\n", ferry_s3_bucket(s3));
@@ -389,7 +334,7 @@ static int cmd_check(struct cli *cli)
 		if (!rc)
 			rc = FERRY_FAIL;
 	}
-	ferry_run_release(&r);
+	run_release(&r);
 	return rc;
 }
 
@@ -471,7 +416,7 @@ int main(int argc, char **argv)
 	rc = cmd->fn(&cli);
 	if (cli.s3)
 		ferry_s3_free(cli.s3);
-	ferry_config_free(cli.cfg);
+	cfg_free(cli.cfg);
 	for (i = 0; i < cli.n_overrides; i++)
 		free(cli.overrides[i]);
 	free(cli.overrides);

@@ -16,6 +16,9 @@
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
 #include "ferry_log.h"
+#include "ferry_parse.h"
+#include "ferry_time.h"
+#include "journal.h"
 #include "plugin.h"
 
 static char *xstrdup(const char *s)
@@ -108,17 +111,17 @@ static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 	st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
 	if (!st->desc)
 		return usage_error("stage '%s': %s", st->name, err);
-	if (ferry_config_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
+	if (cfg_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
 		return usage_error("%s", err);
-	st->ctx = ferry_ctx_new(r, st);
+	st->ctx = run_ctx_new(r, st);
 	if (!st->desc->check)
 		return 0;
 	rc = st->desc->check(st->ctx);
 	if (rc == FERRY_OK)
 		return 0;
 	usage_error("stage '%s': %s", st->name,
-		    ferry_ctx_error(st->ctx) ? ferry_ctx_error(st->ctx) : "check failed");
-	ferry_ctx_clear_error(st->ctx);
+		    run_ctx_error(st->ctx) ? run_ctx_error(st->ctx) : "check failed");
+	run_ctx_clear_error(st->ctx);
 	return FERRY_USAGE;
 }
 
@@ -137,12 +140,12 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	r->dry_run = o->dry_run;
 	r->journal = !o->dry_run && !o->check_all;
 	r->result = "running";
-	r->pipeline = ferry_config_get(cfg, "pipeline", "name");
+	r->pipeline = cfg_get(cfg, "pipeline", "name");
 	if (!r->pipeline)
 		r->pipeline = "ferry";
-	sd = ferry_config_get(cfg, "pipeline", "state_dir");
+	sd = cfg_get(cfg, "pipeline", "state_dir");
 	r->state_dir = abs_path(sd ? sd : "/var/lib/ferry");
-	dl = ferry_config_get(cfg, "pipeline", "deadline");
+	dl = cfg_get(cfg, "pipeline", "deadline");
 	if (dl)
 		ferry_parse_duration_ms(dl, &deadline);
 	if (deadline)
@@ -164,16 +167,16 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 			continue;
 		st = &r->st[r->n++];
 		st->name = xstrdup(cfg->s[i].name);
-		st->plugin = xstrdup(ferry_config_get(cfg, cfg->s[i].name, "plugin"));
+		st->plugin = xstrdup(cfg_get(cfg, cfg->s[i].name, "plugin"));
 		st->sec = &cfg->s[i];
-		en = ferry_config_get(cfg, cfg->s[i].name, "enabled");
+		en = cfg_get(cfg, cfg->s[i].name, "enabled");
 		if (en)
 			ferry_parse_bool(en, &enabled);
 		st->enabled = enabled;
 	}
 	if (select_stages(r, o) != 0)
 		return FERRY_USAGE;
-	dir = plugin_dir(ferry_config_get(cfg, "pipeline", "plugin_dir"));
+	dir = plugin_dir(cfg_get(cfg, "pipeline", "plugin_dir"));
 	for (i = 0; i < r->n; i++) {
 		struct stage_rt *st = &r->st[i];
 
@@ -191,19 +194,19 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	if (o->from || o->n_only) {
 		char err[1024];
 
-		if (ferry_journal_load(r, err, sizeof(err)) == -2)
+		if (journal_load(r, err, sizeof(err)) == -2)
 			ferry_logf(FERRY_WARN, "ferry", "journal unreadable; facts of earlier stages "
 				   "are not available", "error='%s'", err);
 	}
 	for (i = 0; i < r->n; i++)
 		if (!r->st[i].ctx)
-			r->st[i].ctx = ferry_ctx_new(r, &r->st[i]);
+			r->st[i].ctx = run_ctx_new(r, &r->st[i]);
 	return rc;
 }
 
 static const char *stage_error(const struct stage_rt *st, const char *fallback)
 {
-	const char *e = ferry_ctx_error(st->ctx);
+	const char *e = run_ctx_error(st->ctx);
 
 	return e ? e : fallback;
 }
@@ -217,7 +220,7 @@ static int call(struct run *r, struct stage_rt *st, const char *op,
 	char msg[2300];
 	int rc;
 
-	ferry_ctx_clear_error(st->ctx);
+	run_ctx_clear_error(st->ctx);
 	ferry_logf(FERRY_DEBUG, st->name, op, "plugin=%s", st->plugin);
 	/* STAGE.before_OP / STAGE.after_OP fault points of the crash matrix (tests only) */
 	snprintf(msg, sizeof(msg), "%s.before_%s", st->name, op);
@@ -229,17 +232,17 @@ static int call(struct run *r, struct stage_rt *st, const char *op,
 	if (rc == FERRY_OK && ferry_failpoint(msg))
 		rc = ferry_fail(st->ctx, FERRY_FAIL, "failpoint %s", msg);
 	ms = ferry_mono_ms() - t0;
-	if (rc == FERRY_OK && ferry_ctx_error(st->ctx))
-		rc = ferry_ctx_error_rc(st->ctx);   /* ferry_fail without returning it */
+	if (rc == FERRY_OK && run_ctx_error(st->ctx))
+		rc = run_ctx_error_rc(st->ctx);   /* ferry_fail without returning it */
 	if (rc == FERRY_OK) {
 		snprintf(msg, sizeof(msg), "%s ok", op);
 		ferry_logf(FERRY_INFO, st->name, msg, "ms=%" PRId64, ms);
-		ferry_run_event(r, st->name, op, "ok", NULL);
+		run_event(r, st->name, op, "ok", NULL);
 	} else {
 		err = stage_error(st, "failed without a message");
 		snprintf(msg, sizeof(msg), "%s failed: %s", op, err);
 		ferry_logf(FERRY_ERROR, st->name, msg, "rc=%d ms=%" PRId64, rc, ms);
-		ferry_run_event(r, st->name, op, "failed", err);
+		run_event(r, st->name, op, "failed", err);
 	}
 	if (strcmp(op, "run") == 0 || strcmp(op, "dry-run") == 0)
 		st->ms = ms;
@@ -301,7 +304,7 @@ static void summary(struct run *r)
 		for (i = 0; i < r->n; i++)
 			if (r->st[i].started || r->st[i].result == SR_DRY)
 				ferry_logf(FERRY_INFO, r->st[i].name, "summary",
-					   "result=%s ms=%" PRId64, ferry_result_name(r->st[i].result),
+					   "result=%s ms=%" PRId64, run_result_name(r->st[i].result),
 					   r->st[i].ms);
 		return;
 	}
@@ -325,7 +328,7 @@ static void summary(struct run *r)
 		}
 		snprintf(t, sizeof(t), "%.3fs", (double)st->ms / 1000.0);
 		snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s\n", st->name, st->plugin,
-			 ferry_result_name(st->result), t, bytes ? bytes : "-");
+			 run_result_name(st->result), t, bytes ? bytes : "-");
 		ferry_log_text(line);
 	}
 }
@@ -352,13 +355,13 @@ int pipeline_run(struct run *r)
 	lockfd = local_lock(r);
 	if (lockfd < 0)
 		return lockfd == -1 ? FERRY_FAIL : FERRY_USAGE;
-	ferry_journal_write(r);
+	journal_write(r);
 	for (i = 0; i < r->n; i++) {
 		struct stage_rt *st = &r->st[i];
 
 		if (!st->selected)
 			continue;
-		if (ferry_run_cancelled(r))
+		if (run_cancelled(r))
 			break;
 		st->started = true;
 		st->result = SR_RUNNING;
@@ -366,7 +369,7 @@ int pipeline_run(struct run *r)
 		free(st->error);
 		st->error = NULL;
 		started = i + 1;
-		ferry_journal_write(r);
+		journal_write(r);
 		rc = call(r, st, "run", st->desc->run);
 		st->rc = rc;
 		st->ended_at = ferry_now_ms();
@@ -375,7 +378,7 @@ int pipeline_run(struct run *r)
 			st->error = xstrdup(stage_error(st, "failed"));
 			failed = st;
 		}
-		ferry_journal_write(r);
+		journal_write(r);
 		if (failed)
 			break;
 	}
@@ -385,7 +388,7 @@ int pipeline_run(struct run *r)
 	else if (!failed && r->deadline_ms && ferry_mono_ms() >= r->deadline_ms) {
 		r->deadline_hit = true;
 		ferry_logf(FERRY_ERROR, "ferry", "pipeline deadline exceeded; unwinding",
-			   "deadline='%s'", ferry_config_get(r->cfg, "pipeline", "deadline"));
+			   "deadline='%s'", cfg_get(r->cfg, "pipeline", "deadline"));
 	}
 	/* Unwinding: the started stages in reverse; undo (if its run succeeded and the
 	 * pipeline failed) then cleanup. Signals no longer cancel anything. */
@@ -408,13 +411,13 @@ int pipeline_run(struct run *r)
 				st->result = u == FERRY_OK ? SR_UNDONE : SR_UNDO_FAILED;
 				if (u)
 					unwind_rc = FERRY_FAIL;
-				ferry_journal_write(r);
+				journal_write(r);
 			}
 			if (st->desc->cleanup) {
 				if (call(r, st, "cleanup", st->desc->cleanup) != FERRY_OK)
 					unwind_rc = FERRY_FAIL;
 				st->cleaned = true;
-				ferry_journal_write(r);
+				journal_write(r);
 			}
 		}
 		if (r->signo && *r->signo)
@@ -429,7 +432,7 @@ int pipeline_run(struct run *r)
 	}
 	r->exit_code = exit_code;
 	r->ended_at = ferry_now_ms();
-	ferry_journal_write(r);
+	journal_write(r);
 	summary(r);
 	ferry_logf(exit_code ? FERRY_ERROR : FERRY_INFO, "ferry", "run end",
 		   "result=%s exit=%d ms=%" PRId64, r->result, exit_code, r->ended_at - r->started_at);

@@ -1,4 +1,5 @@
-/* run.h: the state of one pipeline run, shared by the supervisor, ctx.c and journal.c. */
+/* run.h: the state of one pipeline run; run.c owns it, pipeline.c drives it, journal.c
+ * saves and loads it. Supervisor-internal: plugins see only ferry_ctx.h. */
 #ifndef FERRY_RUN_H
 #define FERRY_RUN_H
 
@@ -85,31 +86,23 @@ struct run {
 	char s3_err[512];
 };
 
-/* ctx.c */
-struct ferry_ctx *ferry_ctx_new(struct run *r, struct stage_rt *st);
-void ferry_ctx_free(struct ferry_ctx *c);
-const char *ferry_ctx_error(const struct ferry_ctx *c);   /* NULL if none */
-int ferry_ctx_error_rc(const struct ferry_ctx *c);
-void ferry_ctx_clear_error(struct ferry_ctx *c);
-struct stage_rt *ferry_run_find(struct run *r, const char *stage_or_plugin);
-int ferry_fact_put(struct stage_rt *st, const char *key, const char *value);
-void ferry_run_release(struct run *r);
-int64_t ferry_now_ms(void);                 /* CLOCK_REALTIME ms */
-bool ferry_run_cancelled(const struct run *r);
+/* The stage contexts of a run (the opaque struct ferry_ctx of ferry_ctx.h). */
+struct ferry_ctx *run_ctx_new(struct run *r, struct stage_rt *st);
+void run_ctx_free(struct ferry_ctx *c);
+const char *run_ctx_error(const struct ferry_ctx *c);     /* NULL if none */
+int run_ctx_error_rc(const struct ferry_ctx *c);
+void run_ctx_clear_error(struct ferry_ctx *c);
+/* The stage named stage_or_plugin, else the first enabled stage of that plugin; NULL. */
+struct stage_rt *run_find(struct run *r, const char *stage_or_plugin);
+int run_fact_put(struct stage_rt *st, const char *key, const char *value);
+void run_release(struct run *r);
+bool run_cancelled(const struct run *r);
 /* Opens r->s3 from [s3] and the environment; NULL with r->s3_err set. */
-struct ferry_s3 *ferry_run_s3(struct run *r);
-/* Fill an S3 client config from [s3] of cfg (may be NULL) and the environment. */
-int ferry_s3_conf_from_config(const struct config *cfg, struct ferry_s3_conf *sc, char *err,
-			      size_t errlen);
-
-/* journal.c */
-const char *ferry_result_name(enum stage_result r);
-int ferry_journal_path(const struct run *r, char *buf, size_t len);
-int ferry_journal_write(struct run *r);     /* atomic; logs and returns -1 on failure */
-/* Load facts and last results of the previous journal into r's stages; 0, or -1 if
- * there is none (not an error), -2 if it is unreadable (message in err). */
-int ferry_journal_load(struct run *r, char *err, size_t errlen);
-void ferry_run_event(struct run *r, const char *stage, const char *op, const char *result,
-		     const char *error);
+struct ferry_s3 *run_s3(struct run *r);
+/* Record one stage event (run, undo, cleanup, dry_run) for the journal. */
+void run_event(struct run *r, const char *stage, const char *op, const char *result,
+	       const char *error);
+const char *run_result_name(enum stage_result r);
+enum stage_result run_result_parse(const char *s);  /* SR_NONE when unknown */
 
 #endif

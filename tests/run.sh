@@ -83,6 +83,7 @@ for t in "$FERRY_BUILD"/tests/test_*; do
 	[ -x "$t" ] || continue
 	run_one unit "unit/$(basename "$t")" "$t"
 done
+run_one plugins "plugins/exports" bash tests/plugins/exports.sh "$FERRY_BUILD"
 if [ -x "$FERRY_BUILD/tests/plugins/test_abi" ]; then
 	run_one plugins "plugins/test_abi" "$FERRY_BUILD/tests/plugins/test_abi" "$FERRY_BUILD/plugins"
 fi

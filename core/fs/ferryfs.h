@@ -10,11 +10,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "ferry_fsproto.h"
 #include "ferry_s3.h"
+#include "ferry_fsproto.h"
 
 #define FS_PART_SIZE     (8ull << 20)      /* multipart part size, and the PUT/MPU threshold */
 #define FS_MAX_IO        (1u << 20)        /* max_read / max_write */
-#define FS_STATS_NAME    ".ferryfs-stats"
 #define FS_STATS_INO     2                 /* never a node address */
 #define FS_ETAG_MAX      80
 #define FS_COPY_MAX      (5ull << 30)      /* CopyObject's limit: larger renames copy in parts */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ferry_log.h"
+#include "ferry_fsproto.h"
 
 struct opts {
 	char *source;                       /* BUCKET[:PREFIX] */
@@ -385,7 +386,7 @@ int main(int argc, char **argv)
 	if (fs_init_tables(&fs))
 		goto out_s3;
 
-	if (asprintf(&fsname, "fsname=ferryfs#%s", o.source) < 0 ||
+	if (asprintf(&fsname, "fsname=" FERRY_FS_SOURCE "%s", o.source) < 0 ||
 	    asprintf(&mopts, "%s,subtype=ferryfs,max_read=%u,default_permissions%s%s", fsname,
 		     FS_MAX_IO, o.fuse_opts ? "," : "", o.fuse_opts ? o.fuse_opts : "") < 0)
 		goto out_tables;

@@ -363,7 +363,7 @@ static bool attrs_usable(struct fs *fs, const struct node *n)
 
 static bool is_stats(struct fs *fs, fuse_ino_t parent, const char *name)
 {
-	return node_of(fs, parent) == &fs->root && strcmp(name, FS_STATS_NAME) == 0;
+	return node_of(fs, parent) == &fs->root && strcmp(name, FERRY_FS_STATS_NAME) == 0;
 }
 
 /* HEAD the file key, else LIST under "path/" for a directory. Returns an errno. */
@@ -1578,7 +1578,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 		if (!name[0] || strchr(name, '/'))
 			continue;           /* the directory's own marker */
-		if (!dirpath[0] && strcmp(name, FS_STATS_NAME) == 0)
+		if (!dirpath[0] && strcmp(name, FERRY_FS_STATS_NAME) == 0)
 			continue;           /* shadowed by the virtual file */
 		snprintf(pr.etag, sizeof(pr.etag), "%s", l.entries[i].etag ? l.entries[i].etag : "");
 		err = dirh_add(d, &cap, name, strlen(name), &pr);
@@ -1736,7 +1736,6 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- extended attributes: user.ferry.etag (read-only), user.ferry.commit (write-only) ---- */
 
-#define XATTR_ETAG "user.ferry.etag"
 
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
@@ -1745,7 +1744,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	struct node *n;
 	size_t len;
 
-	if (ino == FS_STATS_INO || strcmp(name, XATTR_ETAG) != 0) {
+	if (ino == FS_STATS_INO || strcmp(name, FERRY_XATTR_ETAG) != 0) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
@@ -1768,7 +1767,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct fs *fs = fs_of(req);
-	static const char list[] = XATTR_ETAG;
+	static const char list[] = FERRY_XATTR_ETAG;
 	bool has = false;
 	struct node *n;
 
@@ -1803,27 +1802,32 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
  *                      they need, and bytes moved are what they report.
  * It also lasts until the last handle is released. Other names: ENOTSUP.
  */
-#define XATTR_COMMIT "user.ferry.commit"
-#define XATTR_FETCH  "user.ferry.fetch"
+
+/* An xattr value (not NUL-terminated, size bytes) equals the protocol word w. */
+static bool value_is(const char *value, size_t size, const char *w)
+{
+	return size == strlen(w) && memcmp(value, w, size) == 0;
+}
 
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	struct fs *fs = fs_of(req);
 	struct node *n;
-	bool commit = strcmp(name, XATTR_COMMIT) == 0, on;
+	bool commit = strcmp(name, FERRY_XATTR_COMMIT) == 0, on;
 
 	(void)flags;
-	if (ino == FS_STATS_INO || (!commit && strcmp(name, XATTR_FETCH) != 0)) {
+	if (ino == FS_STATS_INO || (!commit && strcmp(name, FERRY_XATTR_FETCH) != 0)) {
 		fuse_reply_err(req, ENOTSUP);
 		return;
 	}
 	/* on: fsync-only commits, or ranged-only fetches */
-	if (commit && size == 5 && (!memcmp(value, "fsync", 5) || !memcmp(value, "close", 5))) {
-		on = value[0] == 'f';
-	} else if (!commit && ((size == 6 && !memcmp(value, "ranged", 6)) ||
-			       (size == 4 && !memcmp(value, "auto", 4)))) {
-		on = value[0] == 'r';
+	if (commit && (value_is(value, size, FERRY_COMMIT_FSYNC) ||
+		       value_is(value, size, FERRY_COMMIT_CLOSE))) {
+		on = value_is(value, size, FERRY_COMMIT_FSYNC);
+	} else if (!commit && (value_is(value, size, FERRY_FETCH_RANGED) ||
+			       value_is(value, size, FERRY_FETCH_AUTO))) {
+		on = value_is(value, size, FERRY_FETCH_RANGED);
 	} else {
 		fuse_reply_err(req, EINVAL);
 		return;

@@ -13,6 +13,7 @@
 
 #include "ferry_ctx.h"
 #include "ferry_stage.h"
+#include "ferry_time.h"
 #include "exec_split.h"
 
 extern char **environ;

@@ -12,8 +12,10 @@
 
 #include "ferry_ctx.h"
 #include "ferry_lock.h"
+#include "ferry_parse.h"
 #include "ferry_s3.h"
 #include "ferry_stage.h"
+#include "ferry_time.h"
 
 /* A positive endpoint probe is remembered this long (per endpoint and bucket) so an
  * uncontended acquire stays one request; a negative one is never cached. */
@@ -230,7 +232,7 @@ static int lock_run(struct ferry_ctx *c)
 	struct lock_priv *p;
 	struct ferry_s3 *s3;
 	char owner[128], err[1024], exp[32];
-	int64_t t0 = ferry_lock_boot_ms();
+	int64_t t0 = ferry_boot_ms();
 	int rc;
 
 	s3 = ferry_s3(c);
@@ -263,8 +265,21 @@ static int lock_run(struct ferry_ctx *c)
 	ferry_log(c, FERRY_INFO, "acquired lock",
 		  "key=%s generation=%" PRIu64 " expires_at=%s lease_s=%" PRId64
 		  " requests=%u waited_polls=%u took_over=%s ms=%" PRId64,
-		  h.key, h.body.generation, exp, (h.lease_until_boot_ms - ferry_lock_boot_ms()) / 1000,
-		  h.requests, h.polls, h.took_over ? "yes" : "no", ferry_lock_boot_ms() - t0);
+		  h.key, h.body.generation, exp, (h.lease_until_boot_ms - ferry_boot_ms()) / 1000,
+		  h.requests, h.polls, h.took_over ? "yes" : "no", ferry_boot_ms() - t0);
+	return FERRY_OK;
+}
+
+/* Release the lock with this nonce if it is still ours, logging what happened. */
+static int release(struct ferry_ctx *c, const char *key, const char *nonce)
+{
+	struct ferry_s3 *s3 = ferry_s3(c);
+	char err[1024];
+
+	if (!s3)
+		return FERRY_FAIL;
+	if (ferry_lock_release_report(s3, ferry_stage_name(c), key, nonce, err, sizeof(err)) != 0)
+		return ferry_fail(c, FERRY_FAIL, "%s", err);
 	return FERRY_OK;
 }
 
@@ -279,7 +294,7 @@ static int lock_undo(struct ferry_ctx *c)
 		ferry_log(c, FERRY_WARN, "no lock recorded, nothing to release", NULL);
 		return FERRY_OK;
 	}
-	return ferry_lock_release_ctx(c, key, nonce);
+	return release(c, key, nonce);
 }
 
 static int lock_cleanup(struct ferry_ctx *c)

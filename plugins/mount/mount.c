@@ -16,6 +16,7 @@
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
 #include "ferry_stage.h"
+#include "ferry_time.h"
 #include "mount.h"
 
 #define POLL_MS      50

@@ -14,9 +14,11 @@
 
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
+#include "ferry_file.h"
 #include "ferry_pages.h"
 #include "ferry_s3.h"
 #include "ferry_stage.h"
+#include "ferry_time.h"
 
 /*
  * About pull.
@@ -84,6 +86,11 @@ void pull_job_release(struct pull_job *j)
 	j->ofd = j->rfd = j->tfd = -1;
 }
 
+static bool stage_cancelled(void *c)
+{
+	return ferry_cancelled(c);
+}
+
 int pull_job_init(struct pull_job *j, struct ferry_ctx *c, char *origin, char *replica,
 		  const char *suffix)
 {
@@ -95,7 +102,7 @@ int pull_job_init(struct pull_job *j, struct ferry_ctx *c, char *origin, char *r
 	j->state_path = ferry_pages_concat(replica, ".ferry-state");
 	j->mf_path = ferry_pages_concat(origin, suffix);
 	j->tmp_path = ferry_pages_concat(replica, ".ferry-tmp");
-	ferry_pages_cb_init(&j->cb, c, "pull");
+	ferry_pages_cb_init(&j->cb, stage_cancelled, c, "pull");
 	return j->state_path && j->mf_path && j->tmp_path ? 0 : -1;
 }
 
@@ -878,7 +885,7 @@ static int do_copy(struct pull_job *j)
 	if (rename(j->tmp_path, j->replica) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot rename '%s' to '%s': %s", j->tmp_path,
 				  j->replica, strerror(errno));
-	ferry_pages_fsync_dir(j->replica);
+	ferry_fsync_dir(j->replica);
 	close(j->tfd);
 	j->tfd = -1;
 	/* a replaced replica makes the old undo/state meaningless: state is rewritten below */
@@ -967,7 +974,7 @@ static int do_create(struct pull_job *j)
 	if (rename(j->tmp_path, j->replica) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot create replica '%s': %s", j->replica,
 				  strerror(errno));
-	ferry_pages_fsync_dir(j->replica);
+	ferry_fsync_dir(j->replica);
 	ferry_manifest_release(&j->want);
 	if (ferry_manifest_alloc(&j->want, 0, 0) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
@@ -1056,6 +1063,7 @@ static int pull_run(struct ferry_ctx *c)
 {
 	struct pull_job j;
 	uint64_t t0 = (uint64_t)ferry_mono_ms();
+	char err[512];
 	int rc;
 
 	if (pull_job_init(&j, c, ferry_cfg_path(c, "origin"), ferry_cfg_path(c, "replica"),
@@ -1066,9 +1074,10 @@ static int pull_run(struct ferry_ctx *c)
 	j.verify = pull_verify_mode(ferry_cfg(c, "verify"));
 	j.reads = pull_reads_mode(ferry_cfg(c, "reads"));
 	j.create = ferry_cfg_bool(c, "create_if_missing");
-	rc = ferry_pages_recover(c, j.replica);
-	if (rc)
+	if (ferry_pages_recover(ferry_stage_name(c), j.replica, err, sizeof(err)) != 0) {
+		rc = ferry_fail(c, FERRY_FAIL, "%s", err);
 		goto out;
+	}
 	unlink(j.tmp_path);
 	rc = pull_prepare(&j, false);
 	if (rc)

@@ -15,6 +15,8 @@
 #include "ferry_lock.h"
 #include "ferry_pages.h"
 #include "ferry_stage.h"
+#include "ferry_fsproto.h"
+#include "ferry_time.h"
 
 /*
  * About push.
@@ -98,6 +100,11 @@ static char *key_or_fact(struct ferry_ctx *c, const char *key, const char *fact)
 	return f && *f ? strdup(f) : NULL;
 }
 
+static bool stage_cancelled(void *c)
+{
+	return ferry_cancelled(c);
+}
+
 static int job_init(struct push_job *j, struct ferry_ctx *c)
 {
 	const char *suffix = ferry_cfg(c, "manifest");
@@ -105,7 +112,7 @@ static int job_init(struct push_job *j, struct ferry_ctx *c)
 	memset(j, 0, sizeof(*j));
 	j->rfd = j->ofd = -1;
 	j->c = c;
-	ferry_pages_cb_init(&j->cb, c, "push");
+	ferry_pages_cb_init(&j->cb, stage_cancelled, c, "push");
 	j->origin = key_or_fact(c, "origin", "origin");
 	j->replica = key_or_fact(c, "replica", "replica");
 	if (!j->origin || !j->replica)
@@ -469,23 +476,45 @@ static void publish(struct push_job *j, uint64_t ms, bool wrote)
 		  up, copied, j->etag_known ? j->etag : "-", ms);
 }
 
+/* Is the lock stage's lease (its facts, from this run or the journal) still ours, with
+ * need_s seconds left? FERRY_OK, or FERRY_FENCED / FERRY_FAIL after ferry_fail. */
+static int assert_lock_held(struct ferry_ctx *c, int64_t need_s)
+{
+	const struct ferry_lock_lease l = {
+		.key = ferry_fact(c, "lock", "key"),
+		.nonce = ferry_fact(c, "lock", "nonce"),
+		.until = ferry_fact(c, "lock", "lease_until_boot_ms"),
+		.boot_id = ferry_fact(c, "lock", "boot_id"),
+	};
+	struct ferry_s3 *s3 = l.key ? ferry_s3(c) : NULL;
+	char err[1024];
+	int rc;
+
+	if (l.key && !s3)
+		return FERRY_FAIL;
+	rc = ferry_lock_check_lease(s3, &l, need_s, err, sizeof(err));
+	return rc ? ferry_fail(c, rc, "%s", err) : FERRY_OK;
+}
+
 static int push_run(struct ferry_ctx *c)
 {
 	struct push_job j;
 	uint64_t t0 = (uint64_t)ferry_mono_ms(), size;
+	char err[512];
 	bool verify;
 	int rc;
 
-	rc = ferry_lock_assert_held(c, (int64_t)(ferry_cfg_ms(c, "lease_need") / 1000));
+	rc = assert_lock_held(c, (int64_t)(ferry_cfg_ms(c, "lease_need") / 1000));
 	if (rc)
 		return rc;
 	rc = job_init(&j, c);
 	if (rc)
 		goto out;
 	verify = strcmp(ferry_cfg(c, "verify"), "none") != 0;
-	rc = ferry_pages_recover(c, j.replica);
-	if (rc)
+	if (ferry_pages_recover(ferry_stage_name(c), j.replica, err, sizeof(err)) != 0) {
+		rc = ferry_fail(c, FERRY_FAIL, "%s", err);
 		goto out;
+	}
 	rc = load_state(&j, false);
 	if (!rc)
 		rc = freeze_replica(&j, false);
@@ -513,7 +542,7 @@ static int push_run(struct ferry_ctx *c)
 	/* ferryfs commits on close as well as on fsync, and the kernel closes our fd when we
 	 * die: a crash mid-write would commit a torn database. This asks ferryfs to commit
 	 * only on fsync and to drop uncommitted writes on release. */
-	if ((j.etag_known || j.create) && fsetxattr(j.ofd, "user.ferry.commit", "fsync", 5, 0) != 0)
+	if ((j.etag_known || j.create) && fsetxattr(j.ofd, FERRY_XATTR_COMMIT, FERRY_COMMIT_FSYNC, strlen(FERRY_COMMIT_FSYNC), 0) != 0)
 		ferry_log(c, FERRY_WARN, "ferryfs would commit a partial write on a crash",
 			  "origin='%s' reason='setxattr user.ferry.commit: %s'", j.origin, strerror(errno));
 	rc = write_pages(&j);

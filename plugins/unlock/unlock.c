@@ -31,13 +31,20 @@ static int unlock_run(struct ferry_ctx *c)
 	const char *st = lock_stage(c);
 	const char *key = ferry_fact(c, st, "key");
 	const char *nonce = ferry_fact(c, st, "nonce");
+	struct ferry_s3 *s3;
+	char err[1024];
 
 	if (!key || !nonce) {
 		ferry_log(c, FERRY_WARN, "no lock recorded by the lock stage, nothing to release",
 			  "lock_stage=%s", st);
 		return FERRY_OK;
 	}
-	return ferry_lock_release_ctx(c, key, nonce);
+	s3 = ferry_s3(c);
+	if (!s3)
+		return FERRY_FAIL;
+	if (ferry_lock_release_report(s3, ferry_stage_name(c), key, nonce, err, sizeof(err)) != 0)
+		return ferry_fail(c, FERRY_FAIL, "%s", err);
+	return FERRY_OK;
 }
 
 static int unlock_dry_run(struct ferry_ctx *c)

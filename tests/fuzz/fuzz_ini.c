@@ -34,11 +34,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	setenv("ORG_ID", "42", 0);
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	if (ferry_config_load(&cfg, path, ov, (int)(size % 3), err, sizeof(err)) == 0) {
+	if (cfg_load(&cfg, path, ov, (int)(size % 3), err, sizeof(err)) == 0) {
 		for (i = 0; i < cfg->n; i++)
 			if (cfg->s[i].kind == CFG_STAGE)
-				ferry_config_check_keys(&cfg->s[i], keys, err, sizeof(err));
-		ferry_config_free(cfg);
+				cfg_check_keys(&cfg->s[i], keys, err, sizeof(err));
+		cfg_free(cfg);
 	} else if (!strstr(err, path) && !strstr(err, "-o ")) {
 		abort();                    /* every error names the file or the override */
 	}

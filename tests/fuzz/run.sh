@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh SECONDS: builds each tests/fuzz/fuzz_NAME.c with libFuzzer (clang,
-# ASan+UBSan) together with libferry's sources, runs it SECONDS on a copy of
+# ASan+UBSan) together with libferry's sources and the supervisor's INI parser, runs it SECONDS on a copy of
 # tests/fuzz/corpus/NAME, and prints executions and findings. New crashes are saved under
 # build/fuzz/ and fail the run; add them to the corpus once fixed.
 set -u
@@ -10,14 +10,14 @@ out=build/fuzz
 mkdir -p "$out"
 command -v clang >/dev/null || { echo "fuzz: clang missing (apt-get install clang)"; exit 1; }
 pkgs="libcurl openssl sqlite3 inih expat jansson"
-lib_src=$(ls core/*.c | grep -vE 'core/(main|pipeline|plugin|cmd_[a-z0-9_]*)\.c$')
+lib_src="$(ls core/lib/*.c) core/cfg.c"
 pass=0 failn=0
 for t in tests/fuzz/fuzz_*.c; do
 	name=$(basename "$t" .c)
 	short=${name#fuzz_}
 	echo "== $name"
 	if ! clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=undefined -Icore $(pkg-config --cflags $pkgs) \
+		-fno-sanitize-recover=undefined -Icore -Icore/lib $(pkg-config --cflags $pkgs) \
 		-o "$out/$name" "$t" $lib_src $(pkg-config --libs $pkgs) -lm -lpthread -ldl 2>"$out/$name.build.log"; then
 		cat "$out/$name.build.log"; failn=$((failn + 1)); continue
 	fi

@@ -1,5 +1,5 @@
 #!/bin/bash
-# t1107: lock race through core/lock.c (tests/tools/lockrace): one holder per round, no overlaps.
+# t1107: lock race through core/lib/lock.c (tests/tools/lockrace): one holder per round, no overlaps.
 . "$(dirname "$0")/../lib.sh"
 
 LOCK=org-data/42.db.lock

@@ -1,5 +1,5 @@
 #!/bin/bash
-# t1111: core/lock.c against moto through the unit binary: acquire, NOLOCK, assert_held (ok, fenced, gone), release outcomes.
+# t1111: core/lib/lock.c against moto through the unit binary: acquire, NOLOCK, check_lease (ok, fenced, gone), release outcomes.
 . "$(dirname "$0")/../lib.sh"
 
 UNIT=$FERRY_BUILD/tests/test_lock

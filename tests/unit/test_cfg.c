@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "ferry_parse.h"
 #include "unit.h"
 
 static char path[64];
@@ -15,7 +16,7 @@ static int load(const char *text, char *const *ov, int n_ov, struct config **cfg
 	fputs(text, f);
 	fclose(f);
 	err[0] = '\0';
-	return ferry_config_load(cfg, path, ov, n_ov, err, errlen);
+	return cfg_load(cfg, path, ov, n_ov, err, errlen);
 }
 
 static void test_values(void)
@@ -78,17 +79,17 @@ static void test_expand(void)
 		       "d = ${FERRY_UNSET_VAR:-fallback} ${FERRY_EMPTY_VAR:-e} $${ORG} $5\n"
 		       "long = one\n  two\n  three\n", NULL, 0, &cfg, err, sizeof(err)), 0);
 	ASSERT_STREQ(err, "");
-	ASSERT_STREQ(ferry_config_get(cfg, "pipeline", "name"), "org-42");
-	ASSERT_STREQ(ferry_config_get(cfg, "a", "cmd"), "/tmp/x/org-42/db");
-	ASSERT_STREQ(ferry_config_get(cfg, "a", "d"), "fallback e ${ORG} $5");
-	ASSERT_STREQ(ferry_config_get(cfg, "a", "long"), "one two three");
-	ASSERT_EQ(ferry_config_entry(ferry_config_section(cfg, "a"), "cmd")->line, 6);
-	ferry_config_free(cfg);
+	ASSERT_STREQ(cfg_get(cfg, "pipeline", "name"), "org-42");
+	ASSERT_STREQ(cfg_get(cfg, "a", "cmd"), "/tmp/x/org-42/db");
+	ASSERT_STREQ(cfg_get(cfg, "a", "d"), "fallback e ${ORG} $5");
+	ASSERT_STREQ(cfg_get(cfg, "a", "long"), "one two three");
+	ASSERT_EQ(cfg_find_entry(cfg_find_section(cfg, "a"), "cmd")->line, 6);
+	cfg_free(cfg);
 	ASSERT_EQ(load("[pipeline]\nname = n1\n[stage a]\nplugin = exec\ncmd = x\n", ov, 2, &cfg,
 		       err, sizeof(err)), 0);
-	ASSERT_STREQ(ferry_config_get(cfg, "a", "cmd"), "over 42");
-	ASSERT_STREQ(ferry_config_get(cfg, "pipeline", "name"), "n2");
-	ferry_config_free(cfg);
+	ASSERT_STREQ(cfg_get(cfg, "a", "cmd"), "over 42");
+	ASSERT_STREQ(cfg_get(cfg, "pipeline", "name"), "n2");
+	cfg_free(cfg);
 }
 
 /* Every error names file and line (or the -o) and the key. */
@@ -130,7 +131,7 @@ static void test_errors(void)
 		ASSERT_EQ(load("[stage a]\nplugin = exec\n", bad, 1, &cfg, err, sizeof(err)), FERRY_USAGE);
 		ASSERT_CONTAINS(err, "-o 'novalue': expected STAGE.KEY=VALUE");
 	}
-	ASSERT_EQ(ferry_config_load(&cfg, "/nonexistent/ferry.ini", NULL, 0, err, sizeof(err)),
+	ASSERT_EQ(cfg_load(&cfg, "/nonexistent/ferry.ini", NULL, 0, err, sizeof(err)),
 		  FERRY_USAGE);
 	ASSERT_CONTAINS(err, "cannot open '/nonexistent/ferry.ini': No such file or directory");
 }
@@ -148,25 +149,25 @@ static void test_keys(void)
 
 	ASSERT_EQ(load("[stage l]\nplugin = lock\nkey = k\nttl = 5m\nsize = 8MiB\n", NULL, 0, &cfg,
 		       err, sizeof(err)), 0);
-	ASSERT_EQ(ferry_config_check_keys(ferry_config_section(cfg, "l"), keys, err, sizeof(err)), 0);
-	ferry_config_free(cfg);
+	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)), 0);
+	cfg_free(cfg);
 	ASSERT_EQ(load("[stage l]\nplugin = lock\nkey = k\nttl = 5 minutes\n", NULL, 0, &cfg, err,
 		       sizeof(err)), 0);
-	ASSERT_EQ(ferry_config_check_keys(ferry_config_section(cfg, "l"), keys, err, sizeof(err)),
+	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)),
 		  FERRY_USAGE);
 	ASSERT_CONTAINS(err, ":4: key 'ttl': bad duration '5 minutes'");
-	ferry_config_free(cfg);
+	cfg_free(cfg);
 	ASSERT_EQ(load("[stage l]\nplugin = lock\nttl = 5m\n", NULL, 0, &cfg, err, sizeof(err)), 0);
-	ASSERT_EQ(ferry_config_check_keys(ferry_config_section(cfg, "l"), keys, err, sizeof(err)),
+	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)),
 		  FERRY_USAGE);
 	ASSERT_CONTAINS(err, ":1: key 'key': missing required key in [stage l]");
-	ferry_config_free(cfg);
+	cfg_free(cfg);
 	ASSERT_EQ(load("[stage l]\nplugin = lock\nkey = k\nkye = typo\n", NULL, 0, &cfg, err,
 		       sizeof(err)), 0);
-	ASSERT_EQ(ferry_config_check_keys(ferry_config_section(cfg, "l"), keys, err, sizeof(err)),
+	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)),
 		  FERRY_USAGE);
 	ASSERT_CONTAINS(err, ":4: key 'kye': unknown key in [stage l]");
-	ferry_config_free(cfg);
+	cfg_free(cfg);
 }
 
 int main(void)

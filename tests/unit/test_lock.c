@@ -4,11 +4,10 @@
 #include <jansson.h>
 #include <inttypes.h>
 
-#include "ferry_ctx.h"
 #include "ferry_lock.h"
 #include "ferry_log.h"
 #include "ferry_s3.h"
-#include "run.h"
+#include "ferry_time.h"
 
 static void test_time(void)
 {
@@ -208,7 +207,7 @@ static void test_misc(void)
 	ASSERT_TRUE(strcmp(a, b) != 0);
 	ferry_lock_boot_id(id);
 	ASSERT_EQ(strlen(id), 36);
-	ASSERT_TRUE(ferry_lock_boot_ms() > 0);
+	ASSERT_TRUE(ferry_boot_ms() > 0);
 	setenv("FLY_MACHINE_ID", "148ed193b95e89", 1);
 	ferry_lock_instance_id(inst);
 	ASSERT_STREQ(inst, "148ed193b95e89");
@@ -220,59 +219,46 @@ static void test_misc(void)
 			"2025-01-21T15:30:22Z");
 }
 
-/* ---- ferry_lock_assert_held through a real stage context (supervisor's run.h) ---------- */
+/* ---- the lease question (ferry_lock_check_lease) over the lock stage's facts ------------ */
 
 struct fake_run {
-	struct run r;                       /* [stage mylock] plugin lock, then [stage push] */
+	struct ferry_s3 *s3;                /* NULL: no client (the local checks need none) */
+	char key[256], nonce[80], until[32], boot[40];
+	struct ferry_lock_lease l;          /* what push reads from the lock stage's facts */
+	char err[1024];
 };
 
 static void fake_init(struct fake_run *f, struct ferry_s3 *s3)
 {
 	memset(f, 0, sizeof(*f));
-	f->r.st = calloc(2, sizeof(*f->r.st));
-	f->r.n = 2;
-	f->r.st[0].name = strdup("mylock");
-	f->r.st[0].plugin = strdup("lock");
-	f->r.st[0].enabled = true;
-	f->r.st[1].name = strdup("push");
-	f->r.st[1].plugin = strdup("push");
-	f->r.st[1].enabled = true;
-	f->r.st[1].ctx = ferry_ctx_new(&f->r, &f->r.st[1]);
-	f->r.s3 = s3;
+	f->s3 = s3;
 }
 
-static struct ferry_ctx *fake_ctx(struct fake_run *f)
-{
-	return f->r.st[1].ctx;
-}
-
-/* What the lock stage would have published ("lock" resolves to stage mylock by plugin). */
+/* What the lock stage would have published. */
 static void fake_facts(struct fake_run *f, const char *key, const char *nonce, int64_t until,
 		       const char *boot)
 {
-	char b[32];
-
-	snprintf(b, sizeof(b), "%" PRId64, until);
-	ferry_fact_put(&f->r.st[0], "key", key);
-	ferry_fact_put(&f->r.st[0], "nonce", nonce);
-	ferry_fact_put(&f->r.st[0], "lease_until_boot_ms", b);
-	ferry_fact_put(&f->r.st[0], "boot_id", boot);
+	snprintf(f->key, sizeof(f->key), "%s", key);
+	snprintf(f->nonce, sizeof(f->nonce), "%s", nonce);
+	snprintf(f->until, sizeof(f->until), "%" PRId64, until);
+	snprintf(f->boot, sizeof(f->boot), "%s", boot);
+	f->l = (struct ferry_lock_lease){ .key = f->key, .nonce = f->nonce, .until = f->until,
+					  .boot_id = f->boot };
 }
 
 static void fake_release(struct fake_run *f)
 {
-	f->r.s3 = NULL;                     /* the test frees its own client */
-	ferry_run_release(&f->r);
+	f->s3 = NULL;                       /* the test frees its own client */
 }
 
-/* A fresh context error state for each question. */
+/* A fresh error for each question. */
 static int ask(struct fake_run *f, int64_t need_s, const char **msg)
 {
 	int rc;
 
-	ferry_ctx_clear_error(fake_ctx(f));
-	rc = ferry_lock_assert_held(fake_ctx(f), need_s);
-	*msg = ferry_ctx_error(fake_ctx(f));
+	f->err[0] = '\0';
+	rc = ferry_lock_check_lease(f->s3, &f->l, need_s, f->err, sizeof(f->err));
+	*msg = f->err;
 	return rc;
 }
 
@@ -281,7 +267,7 @@ static void test_assert_held_local(void)
 	struct fake_run f;
 	char boot[40];
 	const char *msg;
-	int64_t now = ferry_lock_boot_ms();
+	int64_t now = ferry_boot_ms();
 
 	ferry_lock_boot_id(boot);
 	fake_init(&f, NULL);
@@ -330,7 +316,7 @@ static void test_s3(void)
 		return;
 
 	/* uncontended: one request, lease ~ ttl - margin */
-	t0 = ferry_lock_boot_ms();
+	t0 = ferry_boot_ms();
 	ASSERT_EQ(ferry_lock_acquire(s3, &o, &h, err, sizeof(err)), FERRY_OK);
 	ASSERT_EQ(h.requests, 1);
 	ASSERT_EQ(h.body.generation, 1);
@@ -347,7 +333,7 @@ static void test_s3(void)
 	ASSERT_CONTAINS(err, "held by 'unit'");
 	ASSERT_CONTAINS(err, "until ");
 
-	/* the lease question, through a stage context */
+	/* the lease question, over the facts the lock stage publishes */
 	fake_init(&f, s3);
 	ferry_lock_boot_id(boot);
 	fake_facts(&f, h.key, h.body.nonce, h.lease_until_boot_ms, boot);

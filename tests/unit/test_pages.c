@@ -1,7 +1,7 @@
 /* test_pages.c: unit tests of the page engine (header checks, hashes, manifests, undo-file recovery). */
 #include "unit.h"
-#include "ferry_ctx.h"
 #include "ferry_pages.h"
+#include "ferry_time.h"
 
 #include <errno.h>
 #include <fcntl.h>

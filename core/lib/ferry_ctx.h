@@ -1,4 +1,6 @@
-/* ferry_ctx.h: what libferry offers a stage through its (opaque) context. */
+/* ferry_ctx.h: what ferry offers a stage through its (opaque) context. These functions
+ * are implemented by the supervisor (core/run.c) and exported by the ferry binary to the
+ * plugins it loads (core/ferry.dynlist); libferry never calls them. */
 #ifndef FERRY_CTX_H
 #define FERRY_CTX_H
 
@@ -24,15 +26,6 @@ const char *ferry_cfg_global(const struct ferry_ctx *c, const char *section, con
  * Returns FERRY_USAGE; for use in check(). */
 int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-
-/* The value parsers the supervisor validates keys with (0, or -1 on a bad value), for
- * values outside the stage's own keys (e.g. [pipeline] deadline) and for tools:
- * durations "250ms", "30s", "5m", "1h30m", "2d" (bare number = seconds); sizes "4096",
- * "64KiB", "8MiB", "1GB"; booleans true/false, yes/no, on/off, 1/0; decimal integers. */
-int ferry_parse_duration_ms(const char *s, uint64_t *ms);
-int ferry_parse_size(const char *s, uint64_t *bytes);
-int ferry_parse_bool(const char *s, bool *b);
-int ferry_parse_int(const char *s, int64_t *v);
 
 /* Facts: small key/value outputs a stage publishes; journaled after each stage so a
  * later `ferry run STAGE` sees them. `stage` is a stage name, or a plugin name (the
@@ -68,8 +61,5 @@ int64_t ferry_deadline_left_ms(const struct ferry_ctx *c); /* INT64_MAX when no 
 /* The process-wide S3 client built from [s3] and the AWS_* environment, opened on
  * first use; NULL with the reason set via ferry_fail when it cannot be opened. */
 struct ferry_s3 *ferry_s3(struct ferry_ctx *c);
-
-/* CLOCK_MONOTONIC milliseconds: durations, deadlines, the ms= of log lines. */
-int64_t ferry_mono_ms(void);
 
 #endif

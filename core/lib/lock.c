@@ -11,9 +11,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "ferry_ctx.h"
 #include "ferry_log.h"
 #include "ferry_s3.h"
+#include "ferry_time.h"
 
 /* Lock bodies are a few hundred bytes; anything far bigger is not a lock. */
 #define LOCK_BODY_MAX (64 * 1024)
@@ -348,14 +348,6 @@ int ferry_lock_nonce(char out[65])
 	return 0;
 }
 
-int64_t ferry_lock_boot_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void ferry_lock_boot_id(char out[40])
 {
 	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
@@ -431,7 +423,7 @@ static void srvclock_note(struct srvclock *sc, time_t date)
 {
 	if (date) {
 		sc->date = date;
-		sc->boot_ms = ferry_lock_boot_ms();
+		sc->boot_ms = ferry_boot_ms();
 	}
 }
 
@@ -439,7 +431,7 @@ static time_t srvclock_now(const struct srvclock *sc)
 {
 	if (!sc->date)
 		return time(NULL);
-	return sc->date + (time_t)((ferry_lock_boot_ms() - sc->boot_ms) / 1000);
+	return sc->date + (time_t)((ferry_boot_ms() - sc->boot_ms) / 1000);
 }
 
 struct acq {
@@ -480,7 +472,7 @@ static int put_body(struct acq *a, const struct ferry_lock_body *b, const struct
 		snprintf(a->err, a->errlen, "cannot format the lock body");
 		return FERRY_S3_ERROR;
 	}
-	*sent = ferry_lock_boot_ms();
+	*sent = ferry_boot_ms();
 	rc = ferry_s3_put(a->s3, a->o->key, text, strlen(text), cond, res);
 	a->h->requests += res->attempts > 0 ? (unsigned int)res->attempts : 1;
 	srvclock_note(&a->sc, res->date);
@@ -491,7 +483,7 @@ static int put_body(struct acq *a, const struct ferry_lock_body *b, const struct
 /* We won with body b: make sure the body's times are the server's, then note the lease. */
 static int won(struct acq *a, struct ferry_lock_body *b, struct ferry_s3_res *res, int64_t sent)
 {
-	int64_t recv = ferry_lock_boot_ms();
+	int64_t recv = ferry_boot_ms();
 	struct ferry_s3_cond cond = { 0 };
 	struct ferry_s3_res res2;
 	int64_t lease;
@@ -511,7 +503,7 @@ static int won(struct acq *a, struct ferry_lock_body *b, struct ferry_s3_res *re
 			*res = res2;
 			return rc;
 		}
-		recv = ferry_lock_boot_ms();
+		recv = ferry_boot_ms();
 		copy_str(etag, sizeof(etag), res2.etag);
 		res = &res2;
 	}
@@ -545,7 +537,7 @@ static uint32_t rnd32(void)
 	uint32_t r = 0;
 
 	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
-		r = (uint32_t)ferry_lock_boot_ms() * 2654435761u;
+		r = (uint32_t)ferry_boot_ms() * 2654435761u;
 	return r;
 }
 
@@ -554,7 +546,7 @@ int ferry_lock_acquire(struct ferry_s3 *s3, const struct ferry_lock_opts *o,
 {
 	struct acq a = { .s3 = s3, .o = o, .h = out, .who = o->log_who ? o->log_who : "lock",
 			 .err = err, .errlen = errlen };
-	int64_t start = ferry_lock_boot_ms(), deadline = start + (int64_t)o->max_wait_ms, now;
+	int64_t start = ferry_boot_ms(), deadline = start + (int64_t)o->max_wait_ms, now;
 	struct ferry_s3_cond create = { .if_none_match = "*" };
 	struct ferry_lock_state st;
 	struct ferry_lock_body b;
@@ -642,7 +634,7 @@ int ferry_lock_acquire(struct ferry_s3 *s3, const struct ferry_lock_opts *o,
 					   holder, o->max_wait_ms);
 		}
 		quick = 0;
-		now = ferry_lock_boot_ms();
+		now = ferry_boot_ms();
 		if (now >= deadline) {
 			if (!holder[0])
 				snprintf(holder, sizeof(holder), "others (it kept changing hands)");
@@ -719,77 +711,83 @@ int ferry_lock_release(struct ferry_s3 *s3, const char *key, const char *nonce,
 
 /* ---- the lease question of later stages ----------------------------------------------- */
 
-int ferry_lock_assert_held(struct ferry_ctx *c, int64_t need_s)
+int ferry_lock_check_lease(struct ferry_s3 *s3, const struct ferry_lock_lease *l, int64_t need_s,
+			   char *err, size_t errlen)
 {
-	const char *key = ferry_fact(c, "lock", "key");
-	const char *nonce = ferry_fact(c, "lock", "nonce");
-	const char *until = ferry_fact(c, "lock", "lease_until_boot_ms");
-	const char *boot = ferry_fact(c, "lock", "boot_id");
 	struct ferry_lock_state st;
-	struct ferry_s3 *s3;
-	char my_boot[40], who[400], err[700];
+	char my_boot[40], who[400];
 	int64_t now, end;
 
-	if (!key || !nonce || !until)
-		return ferry_fail(c, FERRY_FAIL,
-				  "no lock held: the lock stage left no facts (did it run?)");
-	ferry_lock_boot_id(my_boot);
-	if (!boot || strcmp(boot, my_boot) != 0)
-		return ferry_fail(c, FERRY_FENCED,
-				  "lease of lock '%s' was measured before a reboot; it cannot be trusted",
-				  key);
-	end = strtoll(until, NULL, 10);
-	now = ferry_lock_boot_ms();
-	if (now >= end)
-		return ferry_fail(c, FERRY_FENCED, "lease of lock '%s' ran out %" PRId64 " s ago",
-				  key, (now - end) / 1000);
-	if (now + need_s * 1000 > end)
-		return ferry_fail(c, FERRY_FAIL,
-				  "lease of lock '%s' has %" PRId64 " s left, %" PRId64 " s needed",
-				  key, (end - now) / 1000, need_s);
-	s3 = ferry_s3(c);
-	if (!s3)
+	if (!l->key || !l->nonce || !l->until) {
+		snprintf(err, errlen, "no lock held: the lock stage left no facts (did it run?)");
 		return FERRY_FAIL;
-	if (ferry_lock_read(s3, key, &st, err, sizeof(err)) != 0)
-		return ferry_fail(c, FERRY_FAIL, "%s", err);
-	if (!st.exists)
-		return ferry_fail(c, FERRY_FENCED, "lock '%s' is gone: this run no longer holds it",
-				  key);
-	if (!st.parsed)
-		return ferry_fail(c, FERRY_FENCED, "lock '%s' was replaced by an unreadable one: %s",
-				  key, st.parse_err);
-	if (strcmp(st.body.nonce, nonce) != 0) {
+	}
+	ferry_lock_boot_id(my_boot);
+	if (!l->boot_id || strcmp(l->boot_id, my_boot) != 0) {
+		snprintf(err, errlen,
+			 "lease of lock '%s' was measured before a reboot; it cannot be trusted",
+			 l->key);
+		return FERRY_FENCED;
+	}
+	end = strtoll(l->until, NULL, 10);
+	now = ferry_boot_ms();
+	if (now >= end) {
+		snprintf(err, errlen, "lease of lock '%s' ran out %" PRId64 " s ago", l->key,
+			 (now - end) / 1000);
+		return FERRY_FENCED;
+	}
+	if (now + need_s * 1000 > end) {
+		snprintf(err, errlen, "lease of lock '%s' has %" PRId64 " s left, %" PRId64
+			 " s needed", l->key, (end - now) / 1000, need_s);
+		return FERRY_FAIL;
+	}
+	if (!s3) {
+		snprintf(err, errlen, "no S3 client to read lock '%s' back", l->key);
+		return FERRY_FAIL;
+	}
+	if (ferry_lock_read(s3, l->key, &st, err, errlen) != 0)
+		return FERRY_FAIL;
+	if (!st.exists) {
+		snprintf(err, errlen, "lock '%s' is gone: this run no longer holds it", l->key);
+		return FERRY_FENCED;
+	}
+	if (!st.parsed) {
+		snprintf(err, errlen, "lock '%s' was replaced by an unreadable one: %s", l->key,
+			 st.parse_err);
+		return FERRY_FENCED;
+	}
+	if (strcmp(st.body.nonce, l->nonce) != 0) {
 		ferry_lock_describe(&st.body, who, sizeof(who));
-		return ferry_fail(c, FERRY_FENCED, "lock '%s' is now held by %s", key, who);
+		snprintf(err, errlen, "lock '%s' is now held by %s", l->key, who);
+		return FERRY_FENCED;
 	}
 	return FERRY_OK;
 }
 
-int ferry_lock_release_ctx(struct ferry_ctx *c, const char *key, const char *nonce)
+int ferry_lock_release_report(struct ferry_s3 *s3, const char *who_logs, const char *key,
+			      const char *nonce, char *err, size_t errlen)
 {
 	enum ferry_lock_outcome out;
 	struct ferry_lock_body holder;
-	struct ferry_s3 *s3 = ferry_s3(c);
-	char err[700], who[400];
+	char who[400];
 
-	if (!s3)
+	if (ferry_lock_release(s3, key, nonce, &out, &holder, err, errlen) != 0)
 		return FERRY_FAIL;
-	if (ferry_lock_release(s3, key, nonce, &out, &holder, err, sizeof(err)) != 0)
-		return ferry_fail(c, FERRY_FAIL, "%s", err);
 	switch (out) {
 	case FERRY_LOCK_RELEASED:
-		ferry_log(c, FERRY_INFO, "released lock", "key=%s", key);
+		ferry_logf(FERRY_INFO, who_logs, "released lock", "key=%s", key);
 		break;
 	case FERRY_LOCK_GONE:
-		ferry_log(c, FERRY_WARN, "lock already gone, nothing to release", "key=%s", key);
+		ferry_logf(FERRY_WARN, who_logs, "lock already gone, nothing to release", "key=%s",
+			   key);
 		break;
 	case FERRY_LOCK_NOT_OURS:
 		if (holder.expires_at || holder.instance_id[0])
 			ferry_lock_describe(&holder, who, sizeof(who));
 		else
 			snprintf(who, sizeof(who), "an unreadable lock");
-		ferry_log(c, FERRY_WARN, "lock was taken over by someone else; left untouched",
-			  "key=%s holder=\"%s\"", key, who);
+		ferry_logf(FERRY_WARN, who_logs, "lock was taken over by someone else; left untouched",
+			   "key=%s holder=\"%s\"", key, who);
 		break;
 	}
 	return FERRY_OK;

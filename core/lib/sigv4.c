@@ -38,7 +38,7 @@ static void hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-void ferry_sigv4_sha256_hex(const void *data, size_t len, char out[65])
+void sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
 	unsigned char md[SHA256_DIGEST_LENGTH];
 
@@ -48,7 +48,7 @@ void ferry_sigv4_sha256_hex(const void *data, size_t len, char out[65])
 
 #define HASH_CHUNK (256 * 1024)
 
-int ferry_sigv4_sha256_fd_hex(int fd, off_t off, uint64_t len, char out[65], char *why, size_t wl)
+int sigv4_sha256_fd_hex(int fd, off_t off, uint64_t len, char out[65], char *why, size_t wl)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char dig[EVP_MAX_MD_SIZE];
@@ -95,7 +95,7 @@ static bool unreserved(unsigned char ch)
 	return isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~';
 }
 
-char *ferry_sigv4_uri_encode(const char *s, bool keep_slash)
+char *sigv4_uri_encode(const char *s, bool keep_slash)
 {
 	static const char digits[] = "0123456789ABCDEF";
 	size_t n = strlen(s);
@@ -131,7 +131,7 @@ static int cmp_enc_kv(const void *a, const void *b)
 	return d ? d : strcmp(x->value, y->value);
 }
 
-char *ferry_sigv4_query(const struct ferry_sigv4_kv *params, size_t n)
+char *sigv4_query(const struct sigv4_kv *params, size_t n)
 {
 	struct enc_kv *kv = calloc(n ? n : 1, sizeof(*kv));
 	size_t i, total = 1;
@@ -140,8 +140,8 @@ char *ferry_sigv4_query(const struct ferry_sigv4_kv *params, size_t n)
 	if (!kv)
 		return NULL;
 	for (i = 0; i < n; i++) {
-		kv[i].name = ferry_sigv4_uri_encode(params[i].name, false);
-		kv[i].value = ferry_sigv4_uri_encode(params[i].value ? params[i].value : "", false);
+		kv[i].name = sigv4_uri_encode(params[i].name, false);
+		kv[i].value = sigv4_uri_encode(params[i].value ? params[i].value : "", false);
 		if (!kv[i].name || !kv[i].value)
 			goto out_free;
 		total += strlen(kv[i].name) + strlen(kv[i].value) + 2;
@@ -241,7 +241,7 @@ static void sb_add(struct sb *b, const char *t)
 	b->len += n;
 }
 
-int ferry_sigv4_sign(const struct ferry_sigv4_req *r, struct ferry_sigv4_out *out)
+int sigv4_sign(const struct sigv4_req *r, struct sigv4_out *out)
 {
 	struct canon_hdr *h;
 	struct sb canon = {0}, signed_hdrs = {0}, sts = {0}, auth = {0};
@@ -287,7 +287,7 @@ int ferry_sigv4_sign(const struct ferry_sigv4_req *r, struct ferry_sigv4_out *ou
 
 	snprintf(date, sizeof(date), "%.8s", r->amz_date);
 	snprintf(scope, sizeof(scope), "%s/%s/%s/aws4_request", date, r->region, r->service);
-	ferry_sigv4_sha256_hex(canon.s, canon.len, hash);
+	sigv4_sha256_hex(canon.s, canon.len, hash);
 	sb_add(&sts, "AWS4-HMAC-SHA256\n");
 	sb_add(&sts, r->amz_date);
 	sb_add(&sts, "\n");
@@ -343,7 +343,7 @@ out_free:
 	return rc;
 }
 
-void ferry_sigv4_out_release(struct ferry_sigv4_out *out)
+void sigv4_out_release(struct sigv4_out *out)
 {
 	free(out->canonical_request);
 	free(out->string_to_sign);

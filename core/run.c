@@ -1,5 +1,7 @@
-/* ctx.c: the stage context: config accessors, facts, errors, cancellation (ferry_ctx.h). */
-#include "ferry_ctx.h"
+/* run.c: the state of one pipeline run, and the stage API (ferry_ctx.h) over it: config
+ * accessors, facts, errors, cancellation. ferry exports the ferry_* functions of this file
+ * to its plugins (core/ferry.dynlist); libferry never calls them. */
+#include "run.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -10,9 +12,12 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "ferry_ctx.h"
 #include "ferry_log.h"
+#include "ferry_parse.h"
 #include "ferry_s3.h"
-#include "run.h"
+#include "ferry_time.h"
+#include "journal.h"
 
 #define CTX_ERR_MAX 2048
 
@@ -24,23 +29,46 @@ struct ferry_ctx {
 	char err[CTX_ERR_MAX];              /* message of the first ferry_fail */
 };
 
-int64_t ferry_now_ms(void)
-{
-	struct timespec ts;
+static const char *const result_names[] = {
+	[SR_NONE] = "none", [SR_RUNNING] = "running", [SR_OK] = "ok", [SR_FAILED] = "failed",
+	[SR_UNDONE] = "undone", [SR_UNDO_FAILED] = "undo-failed", [SR_DRY] = "dry-run",
+};
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+const char *run_result_name(enum stage_result r)
+{
+	return (unsigned)r < sizeof(result_names) / sizeof(result_names[0]) ? result_names[r] : "?";
 }
 
-int64_t ferry_mono_ms(void)
+enum stage_result run_result_parse(const char *s)
 {
-	struct timespec ts;
+	size_t i;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	for (i = 0; s && i < sizeof(result_names) / sizeof(result_names[0]); i++)
+		if (strcmp(result_names[i], s) == 0)
+			return (enum stage_result)i;
+	return SR_NONE;
 }
 
-struct ferry_ctx *ferry_ctx_new(struct run *r, struct stage_rt *st)
+void run_event(struct run *r, const char *stage, const char *op, const char *result,
+		     const char *error)
+{
+	struct event *e;
+
+	if (r->n_ev == r->cap_ev) {
+		r->cap_ev = r->cap_ev ? r->cap_ev * 2 : 16;
+		r->ev = realloc(r->ev, r->cap_ev * sizeof(*r->ev));
+		if (!r->ev)
+			abort();
+	}
+	e = &r->ev[r->n_ev++];
+	e->ts = ferry_now_ms();
+	e->stage = strdup(stage);
+	e->op = strdup(op);
+	e->result = strdup(result);
+	e->error = error ? strdup(error) : NULL;
+}
+
+struct ferry_ctx *run_ctx_new(struct run *r, struct stage_rt *st)
 {
 	struct ferry_ctx *c = calloc(1, sizeof(*c));
 
@@ -51,22 +79,22 @@ struct ferry_ctx *ferry_ctx_new(struct run *r, struct stage_rt *st)
 	return c;
 }
 
-void ferry_ctx_free(struct ferry_ctx *c)
+void run_ctx_free(struct ferry_ctx *c)
 {
 	free(c);
 }
 
-const char *ferry_ctx_error(const struct ferry_ctx *c)
+const char *run_ctx_error(const struct ferry_ctx *c)
 {
 	return c->err_rc ? c->err : NULL;
 }
 
-int ferry_ctx_error_rc(const struct ferry_ctx *c)
+int run_ctx_error_rc(const struct ferry_ctx *c)
 {
 	return c->err_rc;
 }
 
-void ferry_ctx_clear_error(struct ferry_ctx *c)
+void run_ctx_clear_error(struct ferry_ctx *c)
 {
 	c->err_rc = 0;
 	c->err[0] = '\0';
@@ -74,12 +102,12 @@ void ferry_ctx_clear_error(struct ferry_ctx *c)
 
 static const struct cfg_entry *stage_entry(const struct ferry_ctx *c, const char *key)
 {
-	return ferry_config_entry(c->st->sec, key);
+	return cfg_find_entry(c->st->sec, key);
 }
 
 static const struct ferry_key *stage_key(const struct ferry_ctx *c, const char *key)
 {
-	return c->st->desc ? ferry_key_find(c->st->desc->keys, key) : NULL;
+	return c->st->desc ? cfg_key_find(c->st->desc->keys, key) : NULL;
 }
 
 const char *ferry_cfg(const struct ferry_ctx *c, const char *key)
@@ -147,7 +175,7 @@ char *ferry_cfg_path(const struct ferry_ctx *c, const char *key)
 
 const char *ferry_cfg_global(const struct ferry_ctx *c, const char *section, const char *key)
 {
-	return ferry_config_get(c->run->cfg, section, key);
+	return cfg_get(c->run->cfg, section, key);
 }
 
 static int vfail(struct ferry_ctx *c, int rc, const char *fmt, va_list ap)
@@ -180,7 +208,7 @@ int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	if (e)
-		ferry_config_where(c->st->sec, e, where, sizeof(where));
+		cfg_where(c->st->sec, e, where, sizeof(where));
 	else if (c->st->sec && c->st->sec->file)
 		snprintf(where, sizeof(where), "%s:%d", c->st->sec->file, c->st->sec->line);
 	else
@@ -188,7 +216,7 @@ int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
 	return ferry_fail(c, FERRY_USAGE, "%s: key '%s': %s", where, key, why);
 }
 
-struct stage_rt *ferry_run_find(struct run *r, const char *stage_or_plugin)
+struct stage_rt *run_find(struct run *r, const char *stage_or_plugin)
 {
 	size_t i;
 
@@ -203,7 +231,7 @@ struct stage_rt *ferry_run_find(struct run *r, const char *stage_or_plugin)
 
 const char *ferry_fact(const struct ferry_ctx *c, const char *stage, const char *key)
 {
-	const struct stage_rt *st = stage ? ferry_run_find(c->run, stage) : c->st;
+	const struct stage_rt *st = stage ? run_find(c->run, stage) : c->st;
 	size_t i;
 
 	for (i = 0; st && i < st->n_facts; i++)
@@ -231,7 +259,7 @@ int ferry_fact_each(const struct ferry_ctx *c,
 	return 0;
 }
 
-int ferry_fact_put(struct stage_rt *st, const char *key, const char *value)
+int run_fact_put(struct stage_rt *st, const char *key, const char *value)
 {
 	size_t i;
 	char *v = strdup(value ? value : "");
@@ -267,11 +295,11 @@ int ferry_fact_set(struct ferry_ctx *c, const char *key, const char *value)
 		c->st->n_facts = 0;
 		c->st->facts_from_journal = false;
 	}
-	if (ferry_fact_put(c->st, key, value) != 0)
+	if (run_fact_put(c->st, key, value) != 0)
 		return -1;
 	ferry_logf(FERRY_DEBUG, c->st->name, "fact", "%s=%s", key, value ? value : "");
 	if (c->run->journal && !c->run->dry_run)
-		ferry_journal_write(c->run);
+		journal_write(c->run);
 	return 0;
 }
 
@@ -316,7 +344,7 @@ const char *ferry_config_file(const struct ferry_ctx *c)
 	return c->run->config_path;
 }
 
-bool ferry_run_cancelled(const struct run *r)
+bool run_cancelled(const struct run *r)
 {
 	if (r->unwinding)
 		return false;               /* unwinding must finish whatever arrives */
@@ -327,7 +355,7 @@ bool ferry_run_cancelled(const struct run *r)
 
 bool ferry_cancelled(const struct ferry_ctx *c)
 {
-	return ferry_run_cancelled(c->run);
+	return run_cancelled(c->run);
 }
 
 int ferry_cancel_fd(const struct ferry_ctx *c)
@@ -345,42 +373,18 @@ int64_t ferry_deadline_left_ms(const struct ferry_ctx *c)
 	return left > 0 ? left : 0;
 }
 
-int ferry_s3_conf_from_config(const struct config *cfg, struct ferry_s3_conf *sc, char *err,
-			      size_t errlen)
-{
-	const struct cfg_section *s = ferry_config_section(cfg, "s3");
-	size_t i;
-
-	ferry_s3_conf_init(sc);
-	ferry_s3_conf_from_env(sc);
-	for (i = 0; s && i < s->n; i++) {
-		char why[256] = "";
-
-		if (!s->e[i].value[0])
-			continue;           /* "${AWS_REGION:-}" left empty: keep env/default */
-		if (ferry_s3_conf_set(sc, s->e[i].key, s->e[i].value, why, sizeof(why)) != 0) {
-			char where[512];
-
-			ferry_config_where(s, &s->e[i], where, sizeof(where));
-			snprintf(err, errlen, "%s: key '%s': %s", where, s->e[i].key, why);
-			return FERRY_USAGE;
-		}
-	}
-	return 0;
-}
-
 static bool s3_cancel_cb(void *arg)
 {
-	return ferry_run_cancelled(arg);
+	return run_cancelled(arg);
 }
 
-struct ferry_s3 *ferry_run_s3(struct run *r)
+struct ferry_s3 *run_s3(struct run *r)
 {
 	struct ferry_s3_conf sc;
 
 	if (r->s3)
 		return r->s3;
-	if (ferry_s3_conf_from_config(r->cfg, &sc, r->s3_err, sizeof(r->s3_err)) == 0) {
+	if (cfg_s3_conf(r->cfg, &sc, r->s3_err, sizeof(r->s3_err)) == 0) {
 		r->s3 = ferry_s3_new(&sc, r->s3_err, sizeof(r->s3_err));
 		if (r->s3)
 			ferry_s3_set_cancel(r->s3, s3_cancel_cb, r);
@@ -392,14 +396,14 @@ struct ferry_s3 *ferry_run_s3(struct run *r)
 
 struct ferry_s3 *ferry_s3(struct ferry_ctx *c)
 {
-	struct ferry_s3 *s3 = ferry_run_s3(c->run);
+	struct ferry_s3 *s3 = run_s3(c->run);
 
 	if (!s3)
 		ferry_fail(c, FERRY_USAGE, "cannot open the S3 client: %s", c->run->s3_err);
 	return s3;
 }
 
-void ferry_run_release(struct run *r)
+void run_release(struct run *r)
 {
 	size_t i, j;
 
@@ -414,7 +418,7 @@ void ferry_run_release(struct run *r)
 		free(st->name);
 		free(st->plugin);
 		free(st->error);
-		ferry_ctx_free(st->ctx);
+		run_ctx_free(st->ctx);
 	}
 	free(r->st);
 	for (i = 0; i < r->n_ev; i++) {

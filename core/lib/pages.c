@@ -17,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ferry_ctx.h"
+#include "ferry_file.h"
+#include "ferry_log.h"
+#include "ferry_fsproto.h"
 
 /*
  * About the formats (all integers little-endian).
@@ -397,15 +399,11 @@ int ferry_pages_diff(const unsigned char *new_hashes, uint64_t new_count,
 	return 0;
 }
 
-static bool ctx_cancelled(void *arg)
+void ferry_pages_cb_init(struct ferry_pages_cb *cb, bool (*cancelled)(void *arg), void *arg,
+			 const char *what)
 {
-	return ferry_cancelled(arg);
-}
-
-void ferry_pages_cb_init(struct ferry_pages_cb *cb, struct ferry_ctx *c, const char *what)
-{
-	cb->cancelled = ctx_cancelled;
-	cb->arg = c;
+	cb->cancelled = cancelled;
+	cb->arg = arg;
 	cb->what = what;
 	cb->progress = isatty(STDERR_FILENO);
 }
@@ -780,26 +778,6 @@ out_close:
 	return rc;
 }
 
-int ferry_pages_fsync_dir(const char *path)
-{
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	int fd, rc;
-
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == path)
-		snprintf(dir, sizeof(dir), "/");
-	else
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 int ferry_manifest_save(const char *path, const struct ferry_manifest *m, char *err, size_t errlen)
 {
 	char tmp[PATH_MAX];
@@ -832,7 +810,7 @@ int ferry_manifest_save(const char *path, const struct ferry_manifest *m, char *
 		unlink(tmp);
 		goto out_buf;
 	}
-	ferry_pages_fsync_dir(path);
+	ferry_fsync_dir(path);
 	rc = 0;
 out_buf:
 	free(buf);
@@ -931,7 +909,7 @@ struct ferry_patch *ferry_patch_begin(int fd, const char *path, uint32_t page_si
 	put64(hdr + 12, p->old_size);
 	sha256(hdr, 20, hdr + 20);
 	if (write_full(p->ufd, hdr, sizeof(hdr)) != 0 || fsync(p->ufd) != 0 ||
-	    ferry_pages_fsync_dir(p->upath) != 0) {
+	    ferry_fsync_dir(p->upath) != 0) {
 		seterr(err, errlen, "cannot write undo file '%s': %s", p->upath, strerror(errno));
 		close(p->ufd);
 		unlink(p->upath);
@@ -1046,7 +1024,7 @@ int ferry_patch_commit(struct ferry_patch *p)
 {
 	int rc = 0;
 
-	if (unlink(p->upath) != 0 || ferry_pages_fsync_dir(p->upath) != 0)
+	if (unlink(p->upath) != 0 || ferry_fsync_dir(p->upath) != 0)
 		rc = -1;                    /* a leftover undo file would roll back a good replica */
 	patch_free(p);
 	return rc;
@@ -1170,7 +1148,7 @@ int ferry_patch_recover(const char *path, bool *rolled_back, char *err, size_t e
 	}
 	if (undo_apply(fd, ufd, upath, rolled_back, err, errlen) != 0)
 		goto out_fd;
-	if (unlink(upath) != 0 || ferry_pages_fsync_dir(upath) != 0) {
+	if (unlink(upath) != 0 || ferry_fsync_dir(upath) != 0) {
 		seterr(err, errlen, "cannot remove undo file '%s': %s", upath, strerror(errno));
 		goto out_fd;
 	}
@@ -1184,17 +1162,20 @@ out_path:
 	return rc;
 }
 
-int ferry_pages_recover(struct ferry_ctx *c, const char *replica)
+int ferry_pages_recover(const char *who, const char *replica, char *err, size_t errlen)
 {
-	char err[256];
+	char why[256];
 	bool rolled = false;
 
-	if (ferry_patch_recover(replica, &rolled, err, sizeof(err)) != 0)
-		return ferry_fail(c, FERRY_FAIL, "cannot roll back the interrupted pull of '%s': %s",
-				  replica, err);
+	if (ferry_patch_recover(replica, &rolled, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "cannot roll back the interrupted pull of '%s': %s", replica,
+			 why);
+		return -1;
+	}
 	if (rolled)
-		ferry_log(c, FERRY_WARN, "rolled back an interrupted pull", "replica='%s'", replica);
-	return FERRY_OK;
+		ferry_logf(FERRY_WARN, who, "rolled back an interrupted pull", "replica='%s'",
+			   replica);
+	return 0;
 }
 
 int ferry_patch_abort(struct ferry_patch *p)
@@ -1218,7 +1199,7 @@ bool ferry_fsstats_read(const char *mount_root, struct ferry_fsstats *out)
 
 	memset(out, 0, sizeof(*out));
 	if (!mount_root ||
-	    (size_t)snprintf(path, sizeof(path), "%s/.ferryfs-stats", mount_root) >= sizeof(path))
+	    (size_t)snprintf(path, sizeof(path), "%s/" FERRY_FS_STATS_NAME, mount_root) >= sizeof(path))
 		return false;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -1245,7 +1226,7 @@ char *ferry_fsstats_root(const char *path, const char *mountpoint_fact)
 	char *slash;
 
 	if (mountpoint_fact && *mountpoint_fact) {
-		snprintf(probe, sizeof(probe), "%s/.ferryfs-stats", mountpoint_fact);
+		snprintf(probe, sizeof(probe), "%s/" FERRY_FS_STATS_NAME, mountpoint_fact);
 		return stat(probe, &st) == 0 ? strdup(mountpoint_fact) : NULL;
 	}
 	if (!path || path[0] != '/' || strlen(path) >= sizeof(dir))
@@ -1256,7 +1237,7 @@ char *ferry_fsstats_root(const char *path, const char *mountpoint_fact)
 		if (!slash)
 			return NULL;
 		*slash = '\0';
-		snprintf(probe, sizeof(probe), "%s/.ferryfs-stats", *dir ? dir : "");
+		snprintf(probe, sizeof(probe), "%s/" FERRY_FS_STATS_NAME, *dir ? dir : "");
 		if (stat(probe, &st) == 0 && S_ISREG(st.st_mode))
 			return strdup(*dir ? dir : "/");
 		if (!*dir)
@@ -1305,10 +1286,10 @@ char *ferry_pages_ferryfs_key(const char *mountinfo, const char *path, char *buc
 			fld[k++] = t;
 		fstype = strtok_r(sep + 3, " \n", &save);
 		src = strtok_r(NULL, " \n", &save);
-		if (k < 5 || !fstype || !src || strcmp(fstype, "fuse.ferryfs") != 0)
+		if (k < 5 || !fstype || !src || strcmp(fstype, FERRY_FS_TYPE) != 0)
 			continue;
 		unescape_octal(src);            /* '#' itself arrives as \043 */
-		if (strncmp(src, "ferryfs#", 8) != 0)
+		if (strncmp(src, FERRY_FS_SOURCE, strlen(FERRY_FS_SOURCE)) != 0)
 			continue;
 		unescape_octal(fld[4]);
 		ml = strlen(fld[4]);
@@ -1354,15 +1335,15 @@ static int etag_fix(ssize_t n, char *out, size_t outlen)
 
 int ferry_pages_etag_fd(int fd, char *out, size_t outlen)
 {
-	return etag_fix(fgetxattr(fd, "user.ferry.etag", out, outlen - 1), out, outlen);
+	return etag_fix(fgetxattr(fd, FERRY_XATTR_ETAG, out, outlen - 1), out, outlen);
 }
 
 int ferry_pages_etag_path(const char *path, char *out, size_t outlen)
 {
-	return etag_fix(getxattr(path, "user.ferry.etag", out, outlen - 1), out, outlen);
+	return etag_fix(getxattr(path, FERRY_XATTR_ETAG, out, outlen - 1), out, outlen);
 }
 
 int ferry_pages_ferryfs_ranged(int fd)
 {
-	return fsetxattr(fd, "user.ferry.fetch", "ranged", 6, 0);
+	return fsetxattr(fd, FERRY_XATTR_FETCH, FERRY_FETCH_RANGED, strlen(FERRY_FETCH_RANGED), 0);
 }

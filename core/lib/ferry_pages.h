@@ -59,9 +59,10 @@ struct ferry_pages_cb {
 	const char *what;                   /* "pull", "push": prefix of the progress line */
 	bool progress;                      /* draw a progress line on stderr (a TTY) */
 };
-struct ferry_ctx;
-/* A stage's callbacks: cancelled = ferry_cancelled(c), progress when stderr is a TTY. */
-void ferry_pages_cb_init(struct ferry_pages_cb *cb, struct ferry_ctx *c, const char *what);
+/* Callbacks of a stage: cancelled(arg) (e.g. ferry_cancelled of its context), and a
+ * progress line when stderr is a TTY. */
+void ferry_pages_cb_init(struct ferry_pages_cb *cb, bool (*cancelled)(void *arg), void *arg,
+			 const char *what);
 /* Progress line: "\rWHAT: pages D/T, X.Y MiB, R MiB/s"; at most ~5 times a second. */
 struct ferry_progress {
 	const struct ferry_pages_cb *cb;
@@ -147,9 +148,9 @@ uint64_t ferry_patch_undo_bytes(const struct ferry_patch *p);
 /* At start: roll back PATH from PATH.ferry-undo if present. *rolled_back tells whether
  * pages were restored (a torn undo file is just removed). 0, or -1 with err. */
 int ferry_patch_recover(const char *path, bool *rolled_back, char *err, size_t errlen);
-/* The same for a stage (pull and push both start with it): logs a rollback, and returns
- * FERRY_OK or ferry_fail's code. */
-int ferry_pages_recover(struct ferry_ctx *c, const char *replica);
+/* The same for a stage (pull and push both start with it): logs a rollback as who; 0, or
+ * -1 with "cannot roll back the interrupted pull of 'REPLICA': why" in err. */
+int ferry_pages_recover(const char *who, const char *replica, char *err, size_t errlen);
 
 /* PRAGMA quick_check (full: integrity_check) on a local database file, opened read-only
  * and immutable (no -wal/-shm/-journal files appear). 0, or -1 with the first complaint. */
@@ -157,8 +158,6 @@ int ferry_pages_sqlite_check(const char *path, bool full, char *err, size_t errl
 /* Merge a WAL into the database file: PRAGMA wal_checkpoint(TRUNCATE); -1 when busy. */
 int ferry_pages_checkpoint(const char *path, char *err, size_t errlen);
 
-/* fsync the directory holding path. */
-int ferry_pages_fsync_dir(const char *path);
 /* The directory holding path exists (a missing one usually means: no mount). */
 bool ferry_pages_parent_exists(const char *path);
 /* a followed by b, malloc'd (NULL when out of memory): "REPLICA" + ".ferry-state". */

@@ -15,9 +15,9 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
-#include "cfg.h"
-#include "ferry_ctx.h"
 #include "ferry_log.h"
+#include "ferry_parse.h"
+#include "ferry_time.h"
 #include "s3_internal.h"
 
 #define ERR_BODY_MAX   (256 * 1024)     /* error bodies and XML results kept in memory */
@@ -534,9 +534,9 @@ struct req {
 	const char *method;                 /* HTTP method */
 	const char *op;                     /* for messages: "PUT", "GET", "LIST", ... */
 	const char *key;                    /* object key, NULL for bucket-level requests */
-	const struct ferry_sigv4_kv *query; /* raw query parameters */
+	const struct sigv4_kv *query; /* raw query parameters */
 	size_t n_query;
-	struct ferry_sigv4_kv hdrs[MAX_HDRS]; /* extra headers, all signed */
+	struct sigv4_kv hdrs[MAX_HDRS]; /* extra headers, all signed */
 	size_t n_hdrs;
 	const char *body;                   /* request body from memory, or */
 	int fd;                             /* from fd (fd >= 0) at fd_off */
@@ -880,7 +880,7 @@ static bool transient_curl(CURLcode cc)
 
 static char *object_path(struct ferry_s3 *s3, const char *key)
 {
-	char *enc = ferry_sigv4_uri_encode(key ? key : "", true), *path = NULL;
+	char *enc = sigv4_uri_encode(key ? key : "", true), *path = NULL;
 
 	if (!enc)
 		return NULL;
@@ -904,10 +904,10 @@ static int payload_hash(struct ferry_s3 *s3, const struct req *rq, char hex[65],
 		return 0;
 	}
 	if (rq->fd < 0) {
-		ferry_sigv4_sha256_hex(rq->body ? rq->body : "", (size_t)rq->body_len, hex);
+		sigv4_sha256_hex(rq->body ? rq->body : "", (size_t)rq->body_len, hex);
 		return 0;
 	}
-	return ferry_sigv4_sha256_fd_hex(rq->fd, rq->fd_off, rq->body_len, hex, why, wl);
+	return sigv4_sha256_fd_hex(rq->fd, rq->fd_off, rq->body_len, hex, why, wl);
 }
 
 static struct curl_slist *add_hdr(struct curl_slist *l, bool *oom, const char *name, const char *value)
@@ -1000,9 +1000,9 @@ static int perform_once(struct ferry_s3 *s3, struct xfer *x, bool *transient)
 {
 	struct req *rq = x->rq;
 	struct ferry_s3_res *res = x->res;
-	struct ferry_sigv4_kv sh[MAX_HDRS + 6];
-	struct ferry_sigv4_out sig = { 0 };
-	struct ferry_sigv4_req sr;
+	struct sigv4_kv sh[MAX_HDRS + 6];
+	struct sigv4_out sig = { 0 };
+	struct sigv4_req sr;
 	struct curl_slist *hl = NULL;
 	char amz_date[17], hash[65], range[64], why[256] = "";
 	char *path = NULL, *query = NULL, *url = NULL;
@@ -1036,18 +1036,18 @@ static int perform_once(struct ferry_s3 *s3, struct xfer *x, bool *transient)
 		return FERRY_S3_ERROR;
 	}
 	path = object_path(s3, rq->key);
-	query = ferry_sigv4_query(rq->query, rq->n_query);
+	query = sigv4_query(rq->query, rq->n_query);
 	if (!path || !query)
 		goto out_oom;
 	if (asprintf(&url, "%s://%s%s%s%s", s3->scheme, s3->host, path, *query ? "?" : "", query) < 0) {
 		url = NULL;
 		goto out_oom;
 	}
-	sh[nh++] = (struct ferry_sigv4_kv){ "host", s3->host };
-	sh[nh++] = (struct ferry_sigv4_kv){ "x-amz-date", amz_date };
-	sh[nh++] = (struct ferry_sigv4_kv){ "x-amz-content-sha256", hash };
+	sh[nh++] = (struct sigv4_kv){ "host", s3->host };
+	sh[nh++] = (struct sigv4_kv){ "x-amz-date", amz_date };
+	sh[nh++] = (struct sigv4_kv){ "x-amz-content-sha256", hash };
 	if (s3->conf.session_token)
-		sh[nh++] = (struct ferry_sigv4_kv){ "x-amz-security-token", s3->conf.session_token };
+		sh[nh++] = (struct sigv4_kv){ "x-amz-security-token", s3->conf.session_token };
 	if (rq->ranged && (rq->range_off + x->delivered || rq->range_len)) {
 		uint64_t from = rq->range_off + x->delivered;
 
@@ -1056,21 +1056,21 @@ static int perform_once(struct ferry_s3 *s3, struct xfer *x, bool *transient)
 				 rq->range_off + rq->range_len - 1);
 		else
 			snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", from);
-		sh[nh++] = (struct ferry_sigv4_kv){ "range", range };
+		sh[nh++] = (struct sigv4_kv){ "range", range };
 	}
 	/* a resumed GET is pinned to the version it started on: never a torn mix */
 	if (rq->sink && x->delivered && !pin && res->etag[0])
 		pin = res->etag;
 	if (pin)
-		sh[nh++] = (struct ferry_sigv4_kv){ "if-match", pin };
+		sh[nh++] = (struct sigv4_kv){ "if-match", pin };
 	for (i = 0; i < rq->n_hdrs && nh < sizeof(sh) / sizeof(sh[0]); i++)
 		sh[nh++] = rq->hdrs[i];
-	sr = (struct ferry_sigv4_req){
+	sr = (struct sigv4_req){
 		.method = rq->method, .path = path, .query = query, .hdrs = sh, .n_hdrs = nh,
 		.payload_hash = hash, .amz_date = amz_date, .region = s3->sign_region,
 		.service = "s3", .access_key = s3->conf.access_key, .secret_key = s3->conf.secret_key,
 	};
-	if (ferry_sigv4_sign(&sr, &sig) != 0)
+	if (sigv4_sign(&sr, &sig) != 0)
 		goto out_oom;
 	for (i = 0; i < nh; i++)
 		hl = add_hdr(hl, &oom, sh[i].name, sh[i].value);
@@ -1184,7 +1184,7 @@ static int perform_once(struct ferry_s3 *s3, struct xfer *x, bool *transient)
 		char reqid[80] = "";
 
 		if (x->body.len &&
-		    ferry_s3xml_error(x->body.data, x->body.len, res->code, sizeof(res->code),
+		    s3xml_error(x->body.data, x->body.len, res->code, sizeof(res->code),
 				      message, sizeof(message), reqid, sizeof(reqid)) == 0) {
 			if (reqid[0])
 				scopy(res->request_id, sizeof(res->request_id), reqid);
@@ -1213,7 +1213,7 @@ out:
 		pool_put(s3, h);
 	}
 	curl_slist_free_all(hl);
-	ferry_sigv4_out_release(&sig);
+	sigv4_out_release(&sig);
 	free(url);
 	free(query);
 	free(path);
@@ -1337,7 +1337,7 @@ static struct ferry_s3_res *req_begin(struct req *rq, const char *method, const 
 static void req_hdr(struct req *rq, const char *name, const char *value)
 {
 	if (value && rq->n_hdrs < MAX_HDRS)
-		rq->hdrs[rq->n_hdrs++] = (struct ferry_sigv4_kv){ name, value };
+		rq->hdrs[rq->n_hdrs++] = (struct sigv4_kv){ name, value };
 }
 
 static void req_cond(struct req *rq, const struct ferry_s3_cond *cond)
@@ -1696,11 +1696,11 @@ static int check_200_error(struct ferry_s3 *s3, struct req *rq, struct ferry_buf
 {
 	char root[64] = "", message[256] = "";
 
-	if (!body->len || ferry_s3xml_root(body->data, body->len, root, sizeof(root)) != 0)
+	if (!body->len || s3xml_root(body->data, body->len, root, sizeof(root)) != 0)
 		return FERRY_S3_OK;
 	if (strcmp(root, "Error"))
 		return FERRY_S3_OK;
-	ferry_s3xml_error(body->data, body->len, res->code, sizeof(res->code), message,
+	s3xml_error(body->data, body->len, res->code, sizeof(res->code), message,
 			  sizeof(message), res->request_id, sizeof(res->request_id));
 	set_msg(s3, rq, res, "200 with error %s: %s%s%s%s", res->code, message,
 		res->request_id[0] ? " (request id " : "", res->request_id,
@@ -1710,7 +1710,7 @@ static int check_200_error(struct ferry_s3 *s3, struct req *rq, struct ferry_buf
 
 static char *copy_source(struct ferry_s3 *s3, const char *src_key)
 {
-	char *enc = ferry_sigv4_uri_encode(src_key, true), *out = NULL;
+	char *enc = sigv4_uri_encode(src_key, true), *out = NULL;
 
 	if (enc && asprintf(&out, "/%s/%s", s3->conf.bucket, enc) < 0)
 		out = NULL;
@@ -1773,7 +1773,7 @@ int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_m
 	if (rc == FERRY_S3_OK && body.len)
 		rc = check_200_error(s3, &rq, &body, res);
 	if (rc == FERRY_S3_OK && body.len &&
-	    ferry_s3xml_field(body.data, body.len, "CopyObjectResult/ETag", etag, sizeof(etag)) == 0)
+	    s3xml_field(body.data, body.len, "CopyObjectResult/ETag", etag, sizeof(etag)) == 0)
 		scopy(res->etag, sizeof(res->etag), etag);
 	/* a failed source condition is a 412 too; name the source so nobody hunts the target */
 	if (rc == FERRY_S3_PRECONDITION && src_if_match && !is_conditional(cond)) {
@@ -1809,7 +1809,7 @@ static int list_into(struct ferry_s3 *s3, const char *prefix, const char *delimi
 		     const char *token, int max_keys, struct ferry_s3_list *out,
 		     struct ferry_s3_res *res)
 {
-	struct ferry_sigv4_kv q[6];
+	struct sigv4_kv q[6];
 	struct ferry_buf body = { 0 };
 	struct req rq;
 	char mk[16];
@@ -1817,18 +1817,18 @@ static int list_into(struct ferry_s3 *s3, const char *prefix, const char *delimi
 	int rc;
 
 	/* keys may hold bytes XML 1.0 cannot carry (control characters): ask for them
-	 * URL-encoded; ferry_s3xml_list decodes them when the answer says it did */
-	q[n++] = (struct ferry_sigv4_kv){ "encoding-type", "url" };
-	q[n++] = (struct ferry_sigv4_kv){ "list-type", "2" };
+	 * URL-encoded; s3xml_list decodes them when the answer says it did */
+	q[n++] = (struct sigv4_kv){ "encoding-type", "url" };
+	q[n++] = (struct sigv4_kv){ "list-type", "2" };
 	if (prefix && *prefix)
-		q[n++] = (struct ferry_sigv4_kv){ "prefix", prefix };
+		q[n++] = (struct sigv4_kv){ "prefix", prefix };
 	if (delimiter && *delimiter)
-		q[n++] = (struct ferry_sigv4_kv){ "delimiter", delimiter };
+		q[n++] = (struct sigv4_kv){ "delimiter", delimiter };
 	if (token)
-		q[n++] = (struct ferry_sigv4_kv){ "continuation-token", token };
+		q[n++] = (struct sigv4_kv){ "continuation-token", token };
 	if (max_keys > 0) {
 		snprintf(mk, sizeof(mk), "%d", max_keys);
-		q[n++] = (struct ferry_sigv4_kv){ "max-keys", mk };
+		q[n++] = (struct sigv4_kv){ "max-keys", mk };
 	}
 	req_init(&rq, "GET", "LIST", NULL);
 	rq.query = q;
@@ -1837,7 +1837,7 @@ static int list_into(struct ferry_s3 *s3, const char *prefix, const char *delimi
 	rc = s3_do(s3, &rq, res, &body);
 	if (rc != FERRY_S3_OK)
 		return rc;
-	if (ferry_s3xml_list(body.data ? body.data : "", body.len, out) != 0) {
+	if (s3xml_list(body.data ? body.data : "", body.len, out) != 0) {
 		set_msg(s3, &rq, res, "malformed ListObjectsV2 response (%zu bytes)", body.len);
 		rc = FERRY_S3_ERROR;
 	} else if (out->truncated && !out->next_token) {
@@ -1899,7 +1899,7 @@ int ferry_s3_list_all(struct ferry_s3 *s3, const char *prefix, const char *delim
 int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
 			struct ferry_s3_res *res)
 {
-	static const struct ferry_sigv4_kv q[] = { { "uploads", "" } };
+	static const struct sigv4_kv q[] = { { "uploads", "" } };
 	struct ferry_s3_res local;
 	struct ferry_buf body = { 0 };
 	struct req rq;
@@ -1918,7 +1918,7 @@ int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
 	rc = s3_do(s3, &rq, res, &body);
 	if (rc != FERRY_S3_OK)
 		return rc;
-	if (ferry_s3xml_field(body.data ? body.data : "", body.len,
+	if (s3xml_field(body.data ? body.data : "", body.len,
 			      "InitiateMultipartUploadResult/UploadId", id, sizeof(id)) != 0 || !id[0]) {
 		set_msg(s3, &rq, res, "no UploadId in the response");
 		rc = FERRY_S3_ERROR;
@@ -1934,13 +1934,13 @@ int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
 static int part_common(struct ferry_s3 *s3, struct req *rq, const char *upload_id, int part,
 		       char *etag_out, struct ferry_s3_res *res)
 {
-	struct ferry_sigv4_kv q[2];
+	struct sigv4_kv q[2];
 	char pn[16];
 	int rc;
 
 	snprintf(pn, sizeof(pn), "%d", part);
-	q[0] = (struct ferry_sigv4_kv){ "partNumber", pn };
-	q[1] = (struct ferry_sigv4_kv){ "uploadId", upload_id };
+	q[0] = (struct sigv4_kv){ "partNumber", pn };
+	q[1] = (struct sigv4_kv){ "uploadId", upload_id };
 	rq->query = q;
 	rq->n_query = 2;
 	rc = s3_do(s3, rq, res, NULL);
@@ -1985,7 +1985,7 @@ int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upl
 			   uint64_t off, uint64_t len, char *etag_out, struct ferry_s3_res *res)
 {
 	struct ferry_s3_res local;
-	struct ferry_sigv4_kv q[2];
+	struct sigv4_kv q[2];
 	struct ferry_buf body = { 0 };
 	struct req rq;
 	char range[64], pn[16], etag[80];
@@ -2007,8 +2007,8 @@ int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upl
 	req_hdr(&rq, "x-amz-copy-source-range", range);
 	req_hdr(&rq, "x-amz-copy-source-if-match", src_if_match);
 	snprintf(pn, sizeof(pn), "%d", part);
-	q[0] = (struct ferry_sigv4_kv){ "partNumber", pn };
-	q[1] = (struct ferry_sigv4_kv){ "uploadId", upload_id };
+	q[0] = (struct sigv4_kv){ "partNumber", pn };
+	q[1] = (struct sigv4_kv){ "uploadId", upload_id };
 	rq.query = q;
 	rq.n_query = 2;
 	rq.keep_max = ERR_BODY_MAX;
@@ -2016,7 +2016,7 @@ int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upl
 	if (rc == FERRY_S3_OK)
 		rc = check_200_error(s3, &rq, &body, res);
 	if (rc == FERRY_S3_OK) {
-		if (ferry_s3xml_field(body.data ? body.data : "", body.len, "CopyPartResult/ETag",
+		if (s3xml_field(body.data ? body.data : "", body.len, "CopyPartResult/ETag",
 				      etag, sizeof(etag)) != 0) {
 			set_msg(s3, &rq, res, "no ETag in the UploadPartCopy response for part %d", part);
 			rc = FERRY_S3_ERROR;
@@ -2097,7 +2097,7 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 			  struct ferry_s3_res *res)
 {
 	struct ferry_s3_res local;
-	struct ferry_sigv4_kv q[1];
+	struct sigv4_kv q[1];
 	struct ferry_buf xml = { 0 }, body = { 0 };
 	struct req rq;
 	char want[80] = "", etag[80], line[160];
@@ -2118,7 +2118,7 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 		set_msg(s3, &rq, res, "out of memory");
 		return FERRY_S3_ERROR;
 	}
-	q[0] = (struct ferry_sigv4_kv){ "uploadId", upload_id };
+	q[0] = (struct sigv4_kv){ "uploadId", upload_id };
 	rq.query = q;
 	rq.n_query = 1;
 	rq.body = xml.data;
@@ -2134,7 +2134,7 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 	if (rc == FERRY_S3_OK && body.len)
 		rc = check_200_error(s3, &rq, &body, res);
 	if (rc == FERRY_S3_OK && body.len &&
-	    ferry_s3xml_field(body.data, body.len, "*/ETag", etag,
+	    s3xml_field(body.data, body.len, "*/ETag", etag,
 			      sizeof(etag)) == 0)
 		scopy(res->etag, sizeof(res->etag), etag);
 	ferry_buf_release(&body);
@@ -2146,12 +2146,12 @@ int ferry_s3_mpu_abort(struct ferry_s3 *s3, const char *key, const char *upload_
 		       struct ferry_s3_res *res)
 {
 	struct ferry_s3_res local;
-	struct ferry_sigv4_kv q[1];
+	struct sigv4_kv q[1];
 	struct req rq;
 	int rc;
 
 	res = req_begin(&rq, "DELETE", "ABORT-MULTIPART", key, res, &local);
-	q[0] = (struct ferry_sigv4_kv){ "uploadId", upload_id };
+	q[0] = (struct sigv4_kv){ "uploadId", upload_id };
 	rq.query = q;
 	rq.n_query = 1;
 	rc = s3_do(s3, &rq, res, NULL);

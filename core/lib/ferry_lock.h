@@ -7,7 +7,6 @@
 #include <stdint.h>
 #include <time.h>
 
-struct ferry_ctx;
 struct ferry_s3;
 
 /* The lock body; also understands the older shell locker's {instance_id, timestamp, timeout}. */
@@ -51,8 +50,6 @@ int64_t ferry_lock_lease_until(int64_t sent_ms, int64_t recv_ms, uint64_t ttl_ms
 void ferry_lock_describe(const struct ferry_lock_body *b, char *out, size_t n);
 /* A fresh 64-hex-digit nonce from the OS random source; -1 if none is available. */
 int ferry_lock_nonce(char out[65]);
-/* CLOCK_BOOTTIME in ms: monotonic, and shared by every process of this boot. */
-int64_t ferry_lock_boot_ms(void);
 /* /proc/sys/kernel/random/boot_id (a boot-time lease means nothing on another boot). */
 void ferry_lock_boot_id(char out[40]);
 /* FLY_MACHINE_ID, else the hostname. */
@@ -121,15 +118,25 @@ int ferry_lock_release(struct ferry_s3 *s3, const char *key, const char *nonce,
 		       enum ferry_lock_outcome *outcome, struct ferry_lock_body *holder,
 		       char *err, size_t errlen);
 
-/* ferry_lock_release for a stage: logs what happened through the stage's context
- * (released; already gone: warning; taken over: warning naming the new holder, left
- * untouched). FERRY_OK, or FERRY_FAIL after ferry_fail on an S3 error. */
-int ferry_lock_release_ctx(struct ferry_ctx *c, const char *key, const char *nonce);
+/* ferry_lock_release for a stage: logs what happened as who_logs (the stage's name):
+ * released; already gone: warning; taken over: warning naming the new holder, left
+ * untouched. FERRY_OK, or FERRY_FAIL with the S3 error in err. */
+int ferry_lock_release_report(struct ferry_s3 *s3, const char *who_logs, const char *key,
+			      const char *nonce, char *err, size_t errlen);
 
+/* What the lock stage published about the lease it took (its facts, from this run or
+ * the journal); NULL members when a fact is missing. */
+struct ferry_lock_lease {
+	const char *key;                    /* fact "key": the lock object */
+	const char *nonce;                  /* fact "nonce": ours, in the lock body */
+	const char *until;                  /* fact "lease_until_boot_ms": CLOCK_BOOTTIME ms */
+	const char *boot_id;                /* fact "boot_id": the boot `until` belongs to */
+};
 /* For stages after `lock` (push, ...): is the lock still ours, with at least need_s
- * seconds of lease left? Uses the lock stage's facts (from this run or the journal),
- * judges the lease on CLOCK_BOOTTIME, and reads the lock object back to compare the
- * nonce. Returns FERRY_OK, or FERRY_FENCED / FERRY_FAIL after ferry_fail(c, ...). */
-int ferry_lock_assert_held(struct ferry_ctx *c, int64_t need_s);
+ * seconds of lease left? Judges the lease on CLOCK_BOOTTIME, then reads the lock object
+ * back to compare the nonce (s3 may be NULL when no fact names a lock). FERRY_OK, or
+ * FERRY_FENCED / FERRY_FAIL with why in err. */
+int ferry_lock_check_lease(struct ferry_s3 *s3, const struct ferry_lock_lease *l, int64_t need_s,
+			   char *err, size_t errlen);
 
 #endif

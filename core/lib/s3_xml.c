@@ -143,7 +143,7 @@ static void err_end(struct xml_walk *w, const char *path, const char *text)
 		copy_to(o->reqid, o->reqidlen, text);
 }
 
-int ferry_s3xml_error(const char *xml, size_t len, char *code, size_t codelen,
+int s3xml_error(const char *xml, size_t len, char *code, size_t codelen,
 		      char *msg, size_t msglen, char *reqid, size_t reqidlen)
 {
 	struct err_out o = { code, msg, reqid, codelen, msglen, reqidlen };
@@ -287,7 +287,7 @@ static int url_decode(char *s)
 	return 0;
 }
 
-int ferry_s3xml_list(const char *xml, size_t len, struct ferry_s3_list *out)
+int s3xml_list(const char *xml, size_t len, struct ferry_s3_list *out)
 {
 	struct list_state st = { .out = out };
 	struct xml_walk w = { .on_start = list_start, .on_end = list_end, .arg = &st };
@@ -331,7 +331,7 @@ static void field_end(struct xml_walk *w, const char *path, const char *text)
 	}
 }
 
-int ferry_s3xml_field(const char *xml, size_t len, const char *path, char *out, size_t outlen)
+int s3xml_field(const char *xml, size_t len, const char *path, char *out, size_t outlen)
 {
 	struct field_state st = { path, out, outlen, false };
 	struct xml_walk w = { .on_end = field_end, .arg = &st };
@@ -341,7 +341,7 @@ int ferry_s3xml_field(const char *xml, size_t len, const char *path, char *out, 
 	return 0;
 }
 
-int ferry_s3xml_root(const char *xml, size_t len, char *out, size_t outlen)
+int s3xml_root(const char *xml, size_t len, char *out, size_t outlen)
 {
 	struct xml_walk w = { 0 };
 

@@ -1,0 +1,75 @@
+/* cli.c: what the subcommands share: the config and the S3 client, loaded on demand. */
+#include "cli.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "ferry_log.h"
+#include "ferry_parse.h"
+#include "ferry_s3.h"
+
+struct config *cli_config(struct cli *cli)
+{
+	char err[2048];
+
+	if (cli->cfg)
+		return cli->cfg;
+	if (cfg_load(&cli->cfg, cli->config_path, cli->overrides, cli->n_overrides, err,
+			      sizeof(err)) != 0) {
+		ferry_logf(FERRY_ERROR, "ferry", err, NULL);
+		return NULL;
+	}
+	return cli->cfg;
+}
+
+const char *cli_stage_key(struct cli *cli, const char *plugin, const char *key)
+{
+	struct config *cfg = cli_config(cli);
+	size_t i;
+
+	for (i = 0; cfg && i < cfg->n; i++) {
+		const char *p, *en;
+		bool enabled = true;
+
+		if (cfg->s[i].kind != CFG_STAGE)
+			continue;
+		p = cfg_get(cfg, cfg->s[i].name, "plugin");
+		en = cfg_get(cfg, cfg->s[i].name, "enabled");
+		if (en)
+			ferry_parse_bool(en, &enabled);
+		if (p && enabled && strcmp(p, plugin) == 0)
+			return cfg_get(cfg, cfg->s[i].name, key);
+	}
+	return NULL;
+}
+
+struct ferry_s3 *cli_s3(struct cli *cli)
+{
+	struct ferry_s3_conf sc;
+	struct config *cfg = NULL;
+	char err[1024] = "";
+
+	if (cli->s3)
+		return cli->s3;
+	if (cli->config_given || access(cli->config_path, F_OK) == 0) {
+		cfg = cli_config(cli);
+		if (!cfg)
+			return NULL;
+	}
+	if (cfg_s3_conf(cfg, &sc, err, sizeof(err)) == 0)
+		cli->s3 = ferry_s3_new(&sc, err, sizeof(err));
+	ferry_s3_conf_release(&sc);
+	if (!cli->s3) {
+		char msg[1200];
+
+		snprintf(msg, sizeof(msg), "cannot open the S3 client: %s", err);
+		ferry_logf(FERRY_ERROR, "ferry", msg, NULL);
+	}
+	return cli->s3;
+}
+
+/* ferry run [--dry-run] [--from STAGE] [STAGE...] [-o ...] [--KEY VALUE after one STAGE] */
