@@ -465,14 +465,51 @@ static const char *bad_segment(const char *v, bool is_path)
 	return NULL;
 }
 
-int cfg_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen)
+/* Is value one of the '|'-separated words of choices? */
+static bool is_choice(const char *choices, const char *value)
+{
+	size_t n = strlen(value);
+	const char *p, *e;
+
+	for (p = choices; n && p && *p; p = *e ? e + 1 : e) {
+		e = strchrnul(p, '|');
+		if ((size_t)(e - p) == n && memcmp(p, value, n) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* "'x' is not a, b or c" */
+static void not_a_choice(const char *choices, const char *value, char *err, size_t errlen)
+{
+	const char *p, *e;
+	size_t len;
+
+	snprintf(err, errlen, "'%s' is not ", value);
+	for (p = choices; *p; p = *e ? e + 1 : e) {
+		e = strchrnul(p, '|');
+		len = strlen(err);
+		snprintf(err + len, errlen - len, "%s%.*s", p == choices ? "" : *e ? ", " : " or ",
+			 (int)(e - p), p);
+	}
+}
+
+int cfg_value_check(const struct ferry_key *k, const char *value, char *err, size_t errlen)
 {
 	const char *bad;
 	uint64_t u;
 	int64_t i;
 	bool b;
 
-	switch (type) {
+	switch (k->type) {
+	case FERRY_KEY_ENUM:
+		if (k->choices && is_choice(k->choices, value))
+			return 0;
+		if (!k->choices)
+			snprintf(err, errlen, "key declares no choices");
+		else
+			not_a_choice(k->choices, value, err, errlen);
+		return -1;
 	case FERRY_KEY_STRING:
 		return 0;
 	case FERRY_KEY_PATH:
@@ -590,7 +627,7 @@ static int check_typed(const struct cfg_section *sec, const struct ferry_key *ke
 		}
 		if (k && (k->flags & FERRY_KEY_SECRET) && e->raw[0])
 			warn_readable(e);
-		if (k && cfg_value_check(k->type, e->value, why, sizeof(why)) != 0) {
+		if (k && cfg_value_check(k, e->value, why, sizeof(why)) != 0) {
 			if (k->flags & FERRY_KEY_SECRET)
 				snprintf(why, sizeof(why), "bad value");
 			snprintf(err, errlen, "%s: key '%s': %s", where, e->key, why);
@@ -678,7 +715,7 @@ static int check_structure(const struct config *cfg, char *err, size_t errlen)
 				const struct ferry_key *k = cfg_key_find(stage_base, s->e[j].key);
 				char why[256];
 
-				if (k && cfg_value_check(k->type, s->e[j].value, why, sizeof(why))) {
+				if (k && cfg_value_check(k, s->e[j].value, why, sizeof(why))) {
 					cfg_where(s, &s->e[j], where, sizeof(where));
 					snprintf(err, errlen, "%s: key '%s': %s", where, k->name, why);
 					return FERRY_USAGE;

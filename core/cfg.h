@@ -56,8 +56,9 @@ int cfg_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
 			    char *err, size_t errlen);
 /* The declared key of a table, or NULL. */
 const struct ferry_key *cfg_key_find(const struct ferry_key *keys, const char *name);
-/* Validate text against a key type; 0 or -1 with a reason ("bad duration 'x'"). */
-int cfg_value_check(enum ferry_key_type type, const char *value, char *err, size_t errlen);
+/* Validate text against a declared key's type (and choices); 0 or -1 with a reason
+ * ("bad duration 'x'", "'x' is not quick, full or none"). */
+int cfg_value_check(const struct ferry_key *k, const char *value, char *err, size_t errlen);
 
 /* Fill an S3 client config from [s3] of cfg (may be NULL) and the environment: 0, or
  * FERRY_USAGE with "FILE:LINE: key 'K': why" in err. */

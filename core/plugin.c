@@ -97,7 +97,7 @@ const struct ferry_stage *plugin_load(const char *dir, const char *name, char *e
 		goto out_close;
 	}
 	if (d->size < sizeof(struct ferry_stage)) {
-		/* ABI 1 grows by appending; today every field is needed */
+		/* the ABI grows by appending; today every field is needed */
 		snprintf(err, errlen, "plugin '%s' has a descriptor of %zu bytes, expected %zu; rebuild "
 			 "the plugin", path, d->size, sizeof(struct ferry_stage));
 		goto out_close;

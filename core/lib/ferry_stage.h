@@ -4,7 +4,8 @@
 
 #include <stddef.h>
 
-#define FERRY_STAGE_ABI 1                   /* bump on any incompatible change */
+#define FERRY_STAGE_ABI 2                   /* bump on any incompatible change (2: struct
+					     * ferry_key grew `choices`) */
 #define FERRY_EXPORT    __attribute__((visibility("default")))
 
 /* Return codes of stage callbacks; they are also ferry's exit codes (DESIGN §4). */
@@ -31,8 +32,9 @@ enum ferry_key_type {
 	FERRY_KEY_OBJKEY,                   /* S3 key or prefix inside the bucket: no leading '/',
 					     * no '', '.' or '..' segment (added within ABI 1:
 					     * an older supervisor reports "unknown key type") */
+	FERRY_KEY_ENUM,                     /* one of the words of `choices` ("quick|full|none") */
 };
-#define FERRY_KEY_TYPE_LAST FERRY_KEY_OBJKEY
+#define FERRY_KEY_TYPE_LAST FERRY_KEY_ENUM
 
 #define FERRY_KEY_REQUIRED 0x1u             /* the key must be set (by INI or -o) */
 #define FERRY_KEY_SECRET   0x2u             /* never echo the value (logs, dry-run, errors) */
@@ -43,6 +45,7 @@ struct ferry_key {
 	const char *def;                    /* default value as text, or NULL for none */
 	unsigned int flags;                 /* FERRY_KEY_* */
 	const char *help;                   /* one line for `ferry list -v` and the README */
+	const char *choices;                /* FERRY_KEY_ENUM: the allowed words, '|'-separated */
 };
 
 struct ferry_ctx;                           /* opaque; one per stage per run */

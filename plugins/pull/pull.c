@@ -1276,13 +1276,7 @@ static int pull_check(struct ferry_ctx *c)
 {
 	const char *m = ferry_cfg(c, "manifest");
 
-	if (pull_reads_mode(ferry_cfg(c, "reads")) == READS_BAD)
-		return ferry_cfg_error(c, "reads", "must be auto, ranged or sequential, not '%s'",
-				       ferry_cfg(c, "reads"));
-
-	if (pull_verify_mode(ferry_cfg(c, "verify")) == VERIFY_BAD)
-		return ferry_cfg_error(c, "verify", "must be quick, full or none, not '%s'",
-				       ferry_cfg(c, "verify"));
+	/* verify and reads are FERRY_KEY_ENUM: the supervisor checked them at load */
 	if (!m || !*m || strchr(m, '/'))
 		return ferry_cfg_error(c, "manifest", "must be a file name suffix without '/'");
 	return FERRY_OK;
@@ -1292,15 +1286,16 @@ static const struct ferry_key pull_keys[] = {
 	{ "origin", FERRY_KEY_PATH, NULL, FERRY_KEY_REQUIRED,
 	  "the database file on the ferryfs mount" },
 	{ "replica", FERRY_KEY_PATH, NULL, FERRY_KEY_REQUIRED, "the local copy" },
-	{ "verify", FERRY_KEY_STRING, "quick", 0,
-	  "quick|full|none: PRAGMA quick_check / integrity_check after the pull" },
+	{ "verify", FERRY_KEY_ENUM, "quick", 0,
+	  "quick|full|none: PRAGMA quick_check / integrity_check after the pull",
+	  "quick|full|none" },
 	{ "create_if_missing", FERRY_KEY_BOOL, "false", 0,
 	  "a missing origin starts an empty database (push then creates it)" },
 	{ "manifest", FERRY_KEY_OBJKEY, ".ferry-manifest", 0,
 	  "suffix of the page-hash sidecar next to the origin" },
-	{ "reads", FERRY_KEY_STRING, "auto", 0,
+	{ "reads", FERRY_KEY_ENUM, "auto", 0,
 	  "auto|ranged|sequential: with known hashes, read just the differing pages or the whole "
-	  "origin in order (auto: in order once they cover half of it)" },
+	  "origin in order (auto: in order once they cover half of it)", "auto|ranged|sequential" },
 	{ NULL, 0, NULL, 0, NULL },
 };
 

@@ -623,10 +623,9 @@ out:
 
 static int push_check(struct ferry_ctx *c)
 {
-	const char *v = ferry_cfg(c, "verify"), *m = ferry_cfg(c, "manifest");
+	const char *m = ferry_cfg(c, "manifest");
 
-	if (!v || (strcmp(v, "checksum") != 0 && strcmp(v, "none") != 0))
-		return ferry_cfg_error(c, "verify", "must be checksum or none, not '%s'", v ? v : "");
+	/* verify is a FERRY_KEY_ENUM: the supervisor checked it at load */
 	if (!m || !*m || strchr(m, '/'))
 		return ferry_cfg_error(c, "manifest", "must be a file name suffix without '/'");
 	return FERRY_OK;
@@ -637,8 +636,9 @@ static const struct ferry_key push_keys[] = {
 	{ "origin", FERRY_KEY_PATH, NULL, 0,
 	  "the database on the ferryfs mount (default: the pull stage's origin)" },
 	{ "lease_need", FERRY_KEY_DURATION, "2m", 0, "lock lease that must be left to push" },
-	{ "verify", FERRY_KEY_STRING, "checksum", 0,
-	  "checksum|none: read the new object back and compare the database checksum" },
+	{ "verify", FERRY_KEY_ENUM, "checksum", 0,
+	  "checksum|none: read the new object back and compare the database checksum",
+	  "checksum|none" },
 	{ "manifest", FERRY_KEY_OBJKEY, ".ferry-manifest", 0,
 	  "suffix of the page-hash sidecar next to the origin (as in pull)" },
 	{ NULL, 0, NULL, 0, NULL },

@@ -23,10 +23,12 @@ static const struct ferry_key schedule_keys[] = {
 	{ "aep_date", FERRY_KEY_STRING, "09-15", 0, "MM-DD of the AEP email (not 02-29)" },
 	{ "post_window_enabled", FERRY_KEY_INT, "1", 0, "0/1: post-window catch-up emails" },
 	{ "exclude_failed_underwriting", FERRY_KEY_INT, "0", 0, "0/1: read contact_events (§7.7)" },
-	{ "unknown_state_policy", FERRY_KEY_STRING, "no_rules", 0, "no_rules or skip" },
+	{ "unknown_state_policy", FERRY_KEY_ENUM, "no_rules", 0, "no_rules or skip",
+	  "no_rules|skip" },
 	{ "max_emails_per_period", FERRY_KEY_INT, "3", 0, "frequency limit, >= 1" },
 	{ "period_days", FERRY_KEY_INT, "30", 0, "frequency window in days, >= 1" },
-	{ "size_profile", FERRY_KEY_STRING, "auto", 0, "auto, small, medium, large, enterprise" },
+	{ "size_profile", FERRY_KEY_ENUM, "auto", 0, "auto, small, medium, large, enterprise",
+	  "auto|small|medium|large|enterprise" },
 	{ "daily_cap_percent", FERRY_KEY_INT, NULL, 0, "1-100; default from size_profile" },
 	{ "ed_soft_limit", FERRY_KEY_INT, NULL, 0, ">= 0; default from size_profile" },
 	{ "ed_smoothing_window", FERRY_KEY_INT, NULL, 0, "1-31; default from size_profile" },
@@ -145,20 +147,15 @@ static int load_config(struct ferry_ctx *c, struct sched_priv *p)
 	if (o->aep_month < 1 || o->aep_month > 12 || o->aep_day < 1 ||
 	    o->aep_day > sched_mdays(2001, o->aep_month))
 		return ferry_cfg_error(c, "aep_date", "'%s' is not a date MM-DD (02-29 is not allowed)", v);
+	/* unknown_state_policy and size_profile are FERRY_KEY_ENUM, checked at load */
 	v = ferry_cfg(c, "unknown_state_policy");
-	if (!v || (strcmp(v, "no_rules") && strcmp(v, "skip")))
-		return ferry_cfg_error(c, "unknown_state_policy", "'%s' is not no_rules or skip",
-				       v ? v : "");
-	o->unknown_skip = !strcmp(v, "skip");
+	o->unknown_skip = v && !strcmp(v, "skip");
 	v = ferry_cfg(c, "size_profile");
 	static const char *const profiles[] = { "auto", "small", "medium", "large", "enterprise" };
-	o->profile = -1;
+	o->profile = 0;
 	for (int i = 0; v && i < 5; i++)
 		if (!strcmp(v, profiles[i]))
 			o->profile = i;
-	if (o->profile < 0)
-		return ferry_cfg_error(c, "size_profile",
-				       "'%s' is not auto, small, medium, large or enterprise", v ? v : "");
 	if (int_key(c, "birthday_days_before", 0, 180, &o->bday_lead) ||
 	    int_key(c, "effective_date_days_before", 0, 180, &o->ed_lead) ||
 	    int_key(c, "effective_date_min_months", 0, 120, &o->ed_min_months) ||

@@ -15,7 +15,7 @@ plugin = badabi
 INI
 rc=0; ferry -c "$T/p.ini" run 2>"$T/err" || rc=$?
 assert_eq 2 $rc "wrong ABI"
-assert_contains "$T/err" "stage 'x': plugin '$tp/badabi.so' was built for stage ABI 99, this ferry speaks ABI 1; rebuild the plugin"
+assert_contains "$T/err" "stage 'x': plugin '$tp/badabi.so' was built for stage ABI 99, this ferry speaks ABI 2; rebuild the plugin"
 
 sed -i 's/plugin = badabi/plugin = nosym/' "$T/p.ini"
 rc=0; ferry -c "$T/p.ini" run 2>"$T/err" || rc=$?

@@ -7,7 +7,7 @@ ferry --help >"$T/help" || fail "--help failed"
 for w in "run [--dry-run] [--from STAGE]" list status check "s3 ls|head|get|put|rm|cp" "lock status|break"; do
 	assert_contains "$T/help" "$w"
 done
-ferry --version | grep -qE '^ferry [0-9]+\.[0-9]+\.[0-9]+ \(stage ABI 1\)$' || fail "--version"
+ferry --version | grep -qE '^ferry [0-9]+\.[0-9]+\.[0-9]+ \(stage ABI 2\)$' || fail "--version"
 rc=0; ferry frobnicate 2>"$T/err" || rc=$?
 assert_eq 2 $rc "unknown command"
 assert_contains "$T/err" "unknown command 'frobnicate'"

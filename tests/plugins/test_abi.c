@@ -7,10 +7,31 @@
 
 #include "ferry_stage.h"
 
-/* ABI 1's layout: appending fields is allowed, changing these is an ABI bump. */
+/* The descriptor's layout: appending fields is allowed, changing these is an ABI bump. */
 static_assert(sizeof(struct ferry_stage) == 72, "struct ferry_stage changed size");
 static_assert(offsetof(struct ferry_stage, run) == 40, "struct ferry_stage changed layout");
 static_assert(offsetof(struct ferry_stage, keys) == 64, "struct ferry_stage changed layout");
+/* ABI 2 appended `choices` to struct ferry_key. */
+static_assert(sizeof(struct ferry_key) == 48, "struct ferry_key changed size");
+static_assert(offsetof(struct ferry_key, choices) == 40, "struct ferry_key changed layout");
+
+/* Is w one of the '|'-separated words of list? */
+static int has_word(const char *list, const char *w)
+{
+	size_t n = strlen(w);
+	const char *p = list;
+
+	for (;;) {
+		const char *e = strchr(p, '|');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+
+		if (len == n && memcmp(p, w, n) == 0)
+			return 1;
+		if (!e)
+			return 0;
+		p = e + 1;
+	}
+}
 
 int main(int argc, char **argv)
 {
@@ -52,6 +73,13 @@ int main(int argc, char **argv)
 				if (k->type > FERRY_KEY_TYPE_LAST || !k->help) {
 					fprintf(stderr, "FAIL %s: key '%s' has a bad type or no help\n", path,
 						k->name);
+					failed++;
+				}
+				/* a choice key lists its words, and its default is one of them */
+				if ((k->type == FERRY_KEY_ENUM) != (k->choices != NULL) ||
+				    (k->choices && k->def && !has_word(k->choices, k->def))) {
+					fprintf(stderr, "FAIL %s: key '%s': choices and type disagree\n",
+						path, k->name);
 					failed++;
 				}
 			}

@@ -54,6 +54,25 @@ static void test_values(void)
 	ASSERT_EQ(ferry_parse_size("8 MiB", &u), -1);
 	ASSERT_EQ(ferry_parse_size("MiB", &u), -1);
 	ASSERT_EQ(ferry_parse_size("1PiB", &u), -1);
+	/* one parser for the INI and ferryfs -o: any case, decimal units, fractions */
+	ASSERT_EQ(ferry_parse_size("1GB", &u), 0);
+	ASSERT_EQ(u, 1000000000);
+	ASSERT_EQ(ferry_parse_size("1.5g", &u), 0);
+	ASSERT_EQ(u, 3ULL << 29);
+	ASSERT_EQ(ferry_parse_size("8m", &u), 0);
+	ASSERT_EQ(u, 8 << 20);
+	ASSERT_EQ(ferry_parse_size("64kib", &u), 0);
+	ASSERT_EQ(u, 64 << 10);
+	ASSERT_EQ(ferry_parse_size("0.5KiB", &u), 0);
+	ASSERT_EQ(u, 512);
+	ASSERT_EQ(ferry_parse_size("1.7", &u), 0);       /* whole bytes, rounded down */
+	ASSERT_EQ(u, 1);
+	ASSERT_EQ(ferry_parse_size("1.", &u), -1);
+	ASSERT_EQ(ferry_parse_size(".5M", &u), -1);
+	ASSERT_EQ(ferry_parse_size("-1M", &u), -1);
+	ASSERT_EQ(ferry_parse_size("16777215.5T", &u), 0);  /* 2^64 - 2^39 */
+	ASSERT_EQ(u, (16777215ULL << 40) + (1ULL << 39));
+	ASSERT_EQ(ferry_parse_size("16777216T", &u), -1);    /* 2^64: too big */
 	ASSERT_EQ(ferry_parse_bool("yes", &b), 0);
 	ASSERT_TRUE(b);
 	ASSERT_EQ(ferry_parse_bool("Off", &b), 0);
@@ -142,6 +161,7 @@ static void test_keys(void)
 		{ "ttl", FERRY_KEY_DURATION, "1h", 0, "t" },
 		{ "size", FERRY_KEY_SIZE, NULL, 0, "s" },
 		{ "key", FERRY_KEY_STRING, NULL, FERRY_KEY_REQUIRED, "k" },
+		{ "verify", FERRY_KEY_ENUM, "quick", 0, "v", "quick|full|none" },
 		{ NULL, 0, NULL, 0, NULL },
 	};
 	struct config *cfg;
@@ -167,6 +187,23 @@ static void test_keys(void)
 	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)),
 		  FERRY_USAGE);
 	ASSERT_CONTAINS(err, ":4: key 'kye': unknown key in [stage l]");
+	cfg_free(cfg);
+	/* a choice key: one of its words, checked at load with file:line */
+	ASSERT_EQ(load("[stage l]\nplugin = lock\nkey = k\nverify = full\n", NULL, 0, &cfg, err,
+		       sizeof(err)), 0);
+	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)), 0);
+	cfg_free(cfg);
+	ASSERT_EQ(load("[stage l]\nplugin = lock\nkey = k\nverify = fulll\n", NULL, 0, &cfg, err,
+		       sizeof(err)), 0);
+	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)),
+		  FERRY_USAGE);
+	ASSERT_CONTAINS(err, ":4: key 'verify': 'fulll' is not quick, full or none");
+	cfg_free(cfg);
+	ASSERT_EQ(load("[stage l]\nplugin = lock\nkey = k\nverify = \n", NULL, 0, &cfg, err,
+		       sizeof(err)), 0);
+	ASSERT_EQ(cfg_check_keys(cfg_find_section(cfg, "l"), keys, err, sizeof(err)),
+		  FERRY_USAGE);
+	ASSERT_CONTAINS(err, ":4: key 'verify': '' is not quick, full or none");
 	cfg_free(cfg);
 }
 
