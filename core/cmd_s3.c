@@ -1,5 +1,7 @@
 /* cmd_s3.c: `ferry s3 ls|head|get|put|rm|cp`: the operator's view of the bucket, with
  * the pipeline's [s3] config and the AWS_* credentials. */
+#include "cli.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -11,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
 #include "ferry_log.h"
 #include "ferry_s3.h"
 #include "ferry_stage.h"

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "cli.h"
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
 #include "ferry_log.h"
@@ -28,19 +29,6 @@ static char *xstrdup(const char *s)
 	if (!d)
 		abort();
 	return d;
-}
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-	char buf[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	ferry_logf(FERRY_ERROR, "ferry", buf, NULL);
-	return FERRY_USAGE;
 }
 
 static char *abs_path(const char *p)
@@ -72,7 +60,7 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 	int k;
 
 	if (o->from && o->n_only)
-		return usage_error("--from and stage names cannot be combined");
+		return cli_usage_error("--from and stage names cannot be combined");
 	for (k = 0; k < o->n_only; k++) {
 		struct stage_rt *st = NULL;
 
@@ -80,10 +68,10 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 			if (strcmp(r->st[i].name, o->only[k]) == 0)
 				st = &r->st[i];
 		if (!st)
-			return usage_error("no stage '%s' in '%s'", o->only[k], r->config_path);
+			return cli_usage_error("no stage '%s' in '%s'", o->only[k], r->config_path);
 		if (!st->enabled)
-			return usage_error("stage '%s' is disabled (enabled = false); enable it with "
-					   "-o %s.enabled=true", st->name, st->name);
+			return cli_usage_error("stage '%s' is disabled (enabled = false); enable "
+					       "it with -o %s.enabled=true", st->name, st->name);
 		st->selected = true;
 	}
 	if (o->n_only)
@@ -91,12 +79,12 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 	for (i = 0; i < r->n; i++) {
 		if (o->from && strcmp(r->st[i].name, o->from) == 0) {
 			if (!r->st[i].enabled)
-				return usage_error("stage '%s' is disabled (enabled = false)", o->from);
+				return cli_usage_error("stage '%s' is disabled (enabled = false)", o->from);
 			break;
 		}
 	}
 	if (o->from && i == r->n)
-		return usage_error("no stage '%s' in '%s'", o->from, r->config_path);
+		return cli_usage_error("no stage '%s' in '%s'", o->from, r->config_path);
 	for (i = o->from ? i : 0; i < r->n; i++)
 		r->st[i].selected = r->st[i].enabled;
 	return 0;
@@ -110,17 +98,17 @@ static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 
 	st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
 	if (!st->desc)
-		return usage_error("stage '%s': %s", st->name, err);
+		return cli_usage_error("stage '%s': %s", st->name, err);
 	if (cfg_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
-		return usage_error("%s", err);
+		return cli_usage_error("%s", err);
 	st->ctx = run_ctx_new(r, st);
 	if (!st->desc->check)
 		return 0;
 	rc = st->desc->check(st->ctx);
 	if (rc == FERRY_OK)
 		return 0;
-	usage_error("stage '%s': %s", st->name,
-		    run_ctx_error(st->ctx) ? run_ctx_error(st->ctx) : "check failed");
+	cli_usage_error("stage '%s': %s", st->name,
+			run_ctx_error(st->ctx) ? run_ctx_error(st->ctx) : "check failed");
 	run_ctx_clear_error(st->ctx);
 	return FERRY_USAGE;
 }
@@ -279,11 +267,11 @@ static int local_lock(struct run *r)
 	int fd;
 
 	if (mkdir(r->state_dir, 0700) != 0 && errno != EEXIST)
-		return usage_error("cannot create state_dir '%s': %s", r->state_dir, strerror(errno));
+		return cli_usage_error("cannot create state_dir '%s': %s", r->state_dir, strerror(errno));
 	snprintf(path, sizeof(path), "%s/run.lock", r->state_dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return usage_error("cannot open '%s': %s", path, strerror(errno));
+		return cli_usage_error("cannot open '%s': %s", path, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		close(fd);
 		ferry_logf(FERRY_ERROR, "ferry", "another ferry run is using this state_dir",

@@ -1,0 +1,61 @@
+/* cmd_list.c: `ferry list`: the stages in order with their last result from the journal. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "ferry_log.h"
+#include "ferry_parse.h"
+#include "journal.h"
+#include "run.h"
+
+int cmd_list(struct cli *cli)
+{
+	struct config *cfg = cli_config(cli);
+	struct run r;
+	char err[1024];
+	size_t i;
+
+	if (!cfg)
+		return FERRY_USAGE;
+	if (cli->argc)
+		return cli_usage_error("list takes no arguments");
+	/* no plugins are loaded: list must work even when one is missing */
+	memset(&r, 0, sizeof(r));
+	r.cfg = cfg;
+	r.config_path = cli->config_path;
+	for (i = 0; i < cfg->n; i++)
+		if (cfg->s[i].kind == CFG_STAGE)
+			r.n++;
+	r.st = calloc(r.n ? r.n : 1, sizeof(*r.st));
+	r.n = 0;
+	for (i = 0; i < cfg->n; i++) {
+		const char *en;
+		bool enabled = true;
+
+		if (cfg->s[i].kind != CFG_STAGE)
+			continue;
+		r.st[r.n].name = strdup(cfg->s[i].name);
+		r.st[r.n].plugin = strdup(cfg_get(cfg, cfg->s[i].name, "plugin"));
+		en = cfg_get(cfg, cfg->s[i].name, "enabled");
+		if (en)
+			ferry_parse_bool(en, &enabled);
+		r.st[r.n].enabled = enabled;
+		r.n++;
+	}
+	{
+		const char *sd = cfg_get(cfg, "pipeline", "state_dir");
+
+		r.state_dir = strdup(sd ? sd : "/var/lib/ferry");
+	}
+	if (journal_load(&r, err, sizeof(err)) == -2)
+		ferry_logf(FERRY_WARN, "ferry", err, NULL);
+	printf("%-4s %-16s %-10s %-8s %s\n", "#", "stage", "plugin", "enabled", "last result");
+	for (i = 0; i < r.n; i++)
+		printf("%-4zu %-16s %-10s %-8s %s\n", i + 1, r.st[i].name, r.st[i].plugin,
+		       r.st[i].enabled ? "yes" : "no", run_result_name(r.st[i].result));
+	run_release(&r);
+	return 0;
+}
