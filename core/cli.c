@@ -11,8 +11,8 @@
 
 #include "cfg.h"
 #include "ferry_log.h"
-#include "ferry_parse.h"
 #include "ferry_s3.h"
+#include "run.h"
 
 struct config *cli_config(struct cli *cli)
 {
@@ -31,22 +31,21 @@ struct config *cli_config(struct cli *cli)
 const char *cli_stage_key(struct cli *cli, const char *plugin, const char *key)
 {
 	struct config *cfg = cli_config(cli);
+	const char *value = NULL;
+	struct run r = { 0 };
 	size_t i;
 
-	for (i = 0; cfg && i < cfg->n; i++) {
-		const char *p, *en;
-		bool enabled = true;
-
-		if (cfg->s[i].kind != CFG_STAGE)
-			continue;
-		p = cfg_get(cfg, cfg->s[i].name, "plugin");
-		en = cfg_get(cfg, cfg->s[i].name, "enabled");
-		if (en)
-			ferry_parse_bool(en, &enabled);
-		if (p && enabled && strcmp(p, plugin) == 0)
-			return cfg_get(cfg, cfg->s[i].name, key);
+	if (!cfg)
+		return NULL;
+	run_stages_from_config(&r, cfg);
+	for (i = 0; i < r.n; i++) {
+		if (r.st[i].enabled && strcmp(r.st[i].plugin, plugin) == 0) {
+			value = cfg_get(cfg, r.st[i].name, key);
+			break;
+		}
 	}
-	return NULL;
+	run_release(&r);
+	return value;
 }
 
 struct ferry_s3 *cli_s3(struct cli *cli)

@@ -7,7 +7,6 @@
 
 #include "cfg.h"
 #include "ferry_log.h"
-#include "ferry_parse.h"
 #include "journal.h"
 #include "run.h"
 
@@ -24,27 +23,7 @@ int cmd_list(struct cli *cli)
 		return cli_usage_error("list takes no arguments");
 	/* no plugins are loaded: list must work even when one is missing */
 	memset(&r, 0, sizeof(r));
-	r.cfg = cfg;
-	r.config_path = cli->config_path;
-	for (i = 0; i < cfg->n; i++)
-		if (cfg->s[i].kind == CFG_STAGE)
-			r.n++;
-	r.st = calloc(r.n ? r.n : 1, sizeof(*r.st));
-	r.n = 0;
-	for (i = 0; i < cfg->n; i++) {
-		const char *en;
-		bool enabled = true;
-
-		if (cfg->s[i].kind != CFG_STAGE)
-			continue;
-		r.st[r.n].name = strdup(cfg->s[i].name);
-		r.st[r.n].plugin = strdup(cfg_get(cfg, cfg->s[i].name, "plugin"));
-		en = cfg_get(cfg, cfg->s[i].name, "enabled");
-		if (en)
-			ferry_parse_bool(en, &enabled);
-		r.st[r.n].enabled = enabled;
-		r.n++;
-	}
+	run_stages_from_config(&r, cfg);
 	{
 		const char *sd = cfg_get(cfg, "pipeline", "state_dir");
 

@@ -62,11 +62,8 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 	if (o->from && o->n_only)
 		return cli_usage_error("--from and stage names cannot be combined");
 	for (k = 0; k < o->n_only; k++) {
-		struct stage_rt *st = NULL;
+		struct stage_rt *st = run_stage(r, o->only[k]);
 
-		for (i = 0; i < r->n; i++)
-			if (strcmp(r->st[i].name, o->only[k]) == 0)
-				st = &r->st[i];
 		if (!st)
 			return cli_usage_error("no stage '%s' in '%s'", o->only[k], r->config_path);
 		if (!st->enabled)
@@ -139,29 +136,7 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	if (deadline)
 		r->deadline_ms = ferry_mono_ms() + (int64_t)deadline;
 	r->run_id = make_run_id();
-	for (i = 0; i < cfg->n; i++)
-		if (cfg->s[i].kind == CFG_STAGE)
-			r->n++;
-	r->st = calloc(r->n ? r->n : 1, sizeof(*r->st));
-	if (!r->st)
-		abort();
-	r->n = 0;
-	for (i = 0; i < cfg->n; i++) {
-		struct stage_rt *st;
-		const char *en;
-		bool enabled = true;
-
-		if (cfg->s[i].kind != CFG_STAGE)
-			continue;
-		st = &r->st[r->n++];
-		st->name = xstrdup(cfg->s[i].name);
-		st->plugin = xstrdup(cfg_get(cfg, cfg->s[i].name, "plugin"));
-		st->sec = &cfg->s[i];
-		en = cfg_get(cfg, cfg->s[i].name, "enabled");
-		if (en)
-			ferry_parse_bool(en, &enabled);
-		st->enabled = enabled;
-	}
+	run_stages_from_config(r, cfg);
 	if (select_stages(r, o) != 0)
 		return FERRY_USAGE;
 	dir = plugin_dir(cfg_get(cfg, "pipeline", "plugin_dir"));

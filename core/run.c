@@ -216,13 +216,56 @@ int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
 	return ferry_fail(c, FERRY_USAGE, "%s: key '%s': %s", where, key, why);
 }
 
-struct stage_rt *run_find(struct run *r, const char *stage_or_plugin)
+void run_stages_from_config(struct run *r, const struct config *cfg)
+{
+	size_t i;
+
+	r->n = 0;
+	for (i = 0; i < cfg->n; i++)
+		if (cfg->s[i].kind == CFG_STAGE)
+			r->n++;
+	r->st = calloc(r->n ? r->n : 1, sizeof(*r->st));
+	if (!r->st)
+		abort();
+	r->n = 0;
+	for (i = 0; i < cfg->n; i++) {
+		const struct cfg_section *sec = &cfg->s[i];
+		struct stage_rt *st;
+		const char *en;
+		bool enabled = true;
+
+		if (sec->kind != CFG_STAGE)
+			continue;
+		st = &r->st[r->n++];
+		st->name = strdup(sec->name);
+		st->plugin = strdup(cfg_get(cfg, sec->name, "plugin"));
+		if (!st->name || !st->plugin)
+			abort();
+		st->sec = sec;
+		en = cfg_get(cfg, sec->name, "enabled");
+		if (en)
+			ferry_parse_bool(en, &enabled);
+		st->enabled = enabled;
+	}
+}
+
+struct stage_rt *run_stage(struct run *r, const char *name)
 {
 	size_t i;
 
 	for (i = 0; i < r->n; i++)
-		if (strcmp(r->st[i].name, stage_or_plugin) == 0)
+		if (strcmp(r->st[i].name, name) == 0)
 			return &r->st[i];
+	return NULL;
+}
+
+struct stage_rt *run_find(struct run *r, const char *stage_or_plugin)
+{
+	struct stage_rt *st = run_stage(r, stage_or_plugin);
+	size_t i;
+
+	if (st)
+		return st;
 	for (i = 0; i < r->n; i++)
 		if (r->st[i].enabled && r->st[i].plugin && strcmp(r->st[i].plugin, stage_or_plugin) == 0)
 			return &r->st[i];

@@ -33,7 +33,7 @@ enum stage_result {
 struct stage_rt {
 	char *name;                         /* [stage NAME] */
 	char *plugin;                       /* plugin = ... */
-	struct cfg_section *sec;            /* its config */
+	const struct cfg_section *sec;      /* its config */
 	const struct ferry_stage *desc;     /* loaded descriptor, NULL if not loaded */
 	bool enabled;
 	bool selected;                      /* part of this run */
@@ -92,6 +92,11 @@ void run_ctx_free(struct ferry_ctx *c);
 const char *run_ctx_error(const struct ferry_ctx *c);     /* NULL if none */
 int run_ctx_error_rc(const struct ferry_ctx *c);
 void run_ctx_clear_error(struct ferry_ctx *c);
+/* Fill r's stages from the [stage] sections of cfg, in file order: name, plugin, enabled
+ * (unless `enabled` says no) and section. Loads no plugin: list works without them. */
+void run_stages_from_config(struct run *r, const struct config *cfg);
+/* The stage named name, or NULL. */
+struct stage_rt *run_stage(struct run *r, const char *name);
 /* The stage named stage_or_plugin, else the first enabled stage of that plugin; NULL. */
 struct stage_rt *run_find(struct run *r, const char *stage_or_plugin);
 int run_fact_put(struct stage_rt *st, const char *key, const char *value);
