@@ -96,6 +96,17 @@ const char *cfg_get(const struct config *cfg, const char *section, const char *k
 	return e ? e->value : NULL;
 }
 
+const char *cfg_pipeline(const struct config *cfg, const char *key)
+{
+	const char *v = cfg_get(cfg, "pipeline", key);
+	const struct ferry_key *k;
+
+	if (v)
+		return v;
+	k = cfg_key_find(pipeline_keys, key);
+	return k ? k->def : NULL;
+}
+
 void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
 			size_t len)
 {

@@ -46,6 +46,9 @@ struct cfg_section *cfg_find_section(const struct config *cfg, const char *name)
 struct cfg_entry *cfg_find_entry(const struct cfg_section *sec, const char *key);
 /* Expanded value of section.key, or NULL. */
 const char *cfg_get(const struct config *cfg, const char *section, const char *key);
+/* [pipeline] key as set, else its default from the [pipeline] key table (state_dir,
+ * name, deadline); NULL when neither (plugin_dir). The defaults live in that table only. */
+const char *cfg_pipeline(const struct config *cfg, const char *key);
 /* "FILE:LINE" or "-o SECTION.KEY" for messages. */
 void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
 			size_t len);

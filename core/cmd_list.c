@@ -24,11 +24,7 @@ int cmd_list(struct cli *cli)
 	/* no plugins are loaded: list must work even when one is missing */
 	memset(&r, 0, sizeof(r));
 	run_stages_from_config(&r, cfg);
-	{
-		const char *sd = cfg_get(cfg, "pipeline", "state_dir");
-
-		r.state_dir = strdup(sd ? sd : "/var/lib/ferry");
-	}
+	r.state_dir = strdup(cfg_pipeline(cfg, "state_dir"));
 	if (journal_load(&r, err, sizeof(err)) == -2)
 		ferry_logf(FERRY_WARN, "ferry", err, NULL);
 	printf("%-4s %-16s %-10s %-8s %s\n", "#", "stage", "plugin", "enabled", "last result");

@@ -11,7 +11,6 @@
 int cmd_status(struct cli *cli)
 {
 	struct config *cfg = cli_config(cli);
-	const char *sd;
 	char path[4200];
 	json_error_t je;
 	json_t *root, *stages, *s, *facts, *v;
@@ -20,8 +19,7 @@ int cmd_status(struct cli *cli)
 
 	if (!cfg)
 		return FERRY_USAGE;
-	sd = cfg_get(cfg, "pipeline", "state_dir");
-	snprintf(path, sizeof(path), "%s/journal.json", sd ? sd : "/var/lib/ferry");
+	snprintf(path, sizeof(path), "%s/journal.json", cfg_pipeline(cfg, "state_dir"));
 	root = json_load_file(path, 0, &je);
 	if (!root) {
 		printf("no run journal at '%s'\n", path);

@@ -113,7 +113,7 @@ static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 		     const struct pipeline_opts *o)
 {
-	const char *dir, *sd, *dl;
+	const char *dir;
 	uint64_t deadline = 0;
 	size_t i;
 	int rc = 0;
@@ -125,21 +125,16 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	r->dry_run = o->dry_run;
 	r->journal = !o->dry_run && !o->check_all;
 	r->result = "running";
-	r->pipeline = cfg_get(cfg, "pipeline", "name");
-	if (!r->pipeline)
-		r->pipeline = "ferry";
-	sd = cfg_get(cfg, "pipeline", "state_dir");
-	r->state_dir = abs_path(sd ? sd : "/var/lib/ferry");
-	dl = cfg_get(cfg, "pipeline", "deadline");
-	if (dl)
-		ferry_parse_duration_ms(dl, &deadline);
+	r->pipeline = cfg_pipeline(cfg, "name");
+	r->state_dir = abs_path(cfg_pipeline(cfg, "state_dir"));
+	ferry_parse_duration_ms(cfg_pipeline(cfg, "deadline"), &deadline);
 	if (deadline)
 		r->deadline_ms = ferry_mono_ms() + (int64_t)deadline;
 	r->run_id = make_run_id();
 	run_stages_from_config(r, cfg);
 	if (select_stages(r, o) != 0)
 		return FERRY_USAGE;
-	dir = plugin_dir(cfg_get(cfg, "pipeline", "plugin_dir"));
+	dir = plugin_dir(cfg_pipeline(cfg, "plugin_dir"));
 	for (i = 0; i < r->n; i++) {
 		struct stage_rt *st = &r->st[i];
 
@@ -351,7 +346,7 @@ int pipeline_run(struct run *r)
 	else if (!failed && r->deadline_ms && ferry_mono_ms() >= r->deadline_ms) {
 		r->deadline_hit = true;
 		ferry_logf(FERRY_ERROR, "ferry", "pipeline deadline exceeded; unwinding",
-			   "deadline='%s'", cfg_get(r->cfg, "pipeline", "deadline"));
+			   "deadline='%s'", cfg_pipeline(r->cfg, "deadline"));
 	}
 	/* Unwinding: the started stages in reverse; undo (if its run succeeded and the
 	 * pipeline failed) then cleanup. Signals no longer cancel anything. */
