@@ -25,12 +25,12 @@ int cmd_list(struct cli *cli)
 	memset(&r, 0, sizeof(r));
 	run_stages_from_config(&r, cfg);
 	r.state_dir = strdup(cfg_pipeline(cfg, "state_dir"));
-	if (journal_load(&r, err, sizeof(err)) == -2)
+	if (run_journal_load(&r, err, sizeof(err)) == -2)
 		ferry_logf(FERRY_WARN, "ferry", err, NULL);
 	printf("%-4s %-16s %-10s %-8s %s\n", "#", "stage", "plugin", "enabled", "last result");
 	for (i = 0; i < r.n; i++)
 		printf("%-4zu %-16s %-10s %-8s %s\n", i + 1, r.st[i].name, r.st[i].plugin,
-		       r.st[i].enabled ? "yes" : "no", run_result_name(r.st[i].result));
+		       r.st[i].enabled ? "yes" : "no", journal_result_name(r.st[i].result));
 	run_release(&r);
 	return 0;
 }

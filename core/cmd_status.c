@@ -2,57 +2,51 @@
  * `ferry lock status` shows) when the pipeline has a lock stage. */
 #include "cli.h"
 
-#include <jansson.h>
+#include <inttypes.h>
 #include <stdio.h>
 
 #include "cfg.h"
+#include "journal.h"
 #include "plugin.h"
+
+static void show(const struct journal_view *v)
+{
+	size_t i, j;
+
+	printf("pipeline  %s\nrun       %s\nconfig    %s\nstarted   %s\nended     %s\n"
+	       "result    %s (exit %" PRId64 ")\n\n", v->pipeline, v->run_id, v->config,
+	       v->started_at, v->ended_at, v->result, v->exit_code);
+	printf("%-16s %-10s %-12s %8s  %s\n", "stage", "plugin", "result", "ms", "facts");
+	for (i = 0; i < v->n; i++) {
+		const struct journal_stage *st = &v->st[i];
+
+		printf("%-16s %-10s %-12s %8" PRId64 "  ", st->name, st->plugin, st->result,
+		       st->ms);
+		for (j = 0; j < st->n_facts; j++)
+			printf("%s=%s ", st->facts[j].key, st->facts[j].value);
+		printf("\n");
+		if (st->error)
+			printf("%-16s error: %s\n", "", st->error);
+	}
+}
 
 int cmd_status(struct cli *cli)
 {
 	struct config *cfg = cli_config(cli);
-	char path[4200];
-	json_error_t je;
-	json_t *root, *stages, *s, *facts, *v;
-	size_t i;
-	const char *k;
+	struct journal_view v;
+	char path[4200], err[1024];
 
 	if (!cfg)
 		return FERRY_USAGE;
-	snprintf(path, sizeof(path), "%s/journal.json", cfg_pipeline(cfg, "state_dir"));
-	root = json_load_file(path, 0, &je);
-	if (!root) {
+	journal_path(cfg_pipeline(cfg, "state_dir"), path, sizeof(path));
+	if (journal_view_load(&v, path, err, sizeof(err)) < 0)
 		printf("no run journal at '%s'\n", path);
-	} else {
-		printf("pipeline  %s\nrun       %s\nconfig    %s\nstarted   %s\nended     %s\n"
-		       "result    %s (exit %" JSON_INTEGER_FORMAT ")\n\n",
-		       json_string_value(json_object_get(root, "pipeline")),
-		       json_string_value(json_object_get(root, "run_id")),
-		       json_string_value(json_object_get(root, "config")),
-		       json_string_value(json_object_get(root, "started_at")),
-		       json_string_value(json_object_get(root, "ended_at")),
-		       json_string_value(json_object_get(root, "result")),
-		       json_integer_value(json_object_get(root, "exit")));
-		printf("%-16s %-10s %-12s %8s  %s\n", "stage", "plugin", "result", "ms", "facts");
-		stages = json_object_get(root, "stages");
-		json_array_foreach(stages, i, s) {
-			printf("%-16s %-10s %-12s %8" JSON_INTEGER_FORMAT "  ",
-			       json_string_value(json_object_get(s, "name")),
-			       json_string_value(json_object_get(s, "plugin")),
-			       json_string_value(json_object_get(s, "result")),
-			       json_integer_value(json_object_get(s, "ms")));
-			facts = json_object_get(s, "facts");
-			json_object_foreach(facts, k, v)
-				printf("%s=%s ", k, json_string_value(v));
-			printf("\n");
-			if (json_string_value(json_object_get(s, "error")))
-				printf("%-16s error: %s\n", "", json_string_value(json_object_get(s, "error")));
-		}
-		json_decref(root);
-	}
+	else
+		show(&v);
+	journal_view_release(&v);
 	fflush(stdout);
-	if (cli_stage_key(cli, "lock", "key") && plugin_load(plugin_dir(NULL), "lock", path,
-							     sizeof(path))) {
+	if (cli_stage_key(cli, "lock", "key") && plugin_load(plugin_dir(NULL), "lock", err,
+							     sizeof(err))) {
 		char *argv[] = { (char *)"status", NULL };
 		struct cli sub = *cli;
 

@@ -152,7 +152,7 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	if (o->from || o->n_only) {
 		char err[1024];
 
-		if (journal_load(r, err, sizeof(err)) == -2)
+		if (run_journal_load(r, err, sizeof(err)) == -2)
 			ferry_logf(FERRY_WARN, "ferry", "journal unreadable; facts of earlier stages "
 				   "are not available", "error='%s'", err);
 	}
@@ -262,7 +262,7 @@ static void summary(struct run *r)
 		for (i = 0; i < r->n; i++)
 			if (r->st[i].started || r->st[i].result == SR_DRY)
 				ferry_logf(FERRY_INFO, r->st[i].name, "summary",
-					   "result=%s ms=%" PRId64, run_result_name(r->st[i].result),
+					   "result=%s ms=%" PRId64, journal_result_name(r->st[i].result),
 					   r->st[i].ms);
 		return;
 	}
@@ -286,7 +286,7 @@ static void summary(struct run *r)
 		}
 		snprintf(t, sizeof(t), "%.3fs", (double)st->ms / 1000.0);
 		snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s\n", st->name, st->plugin,
-			 run_result_name(st->result), t, bytes ? bytes : "-");
+			 journal_result_name(st->result), t, bytes ? bytes : "-");
 		ferry_log_text(line);
 	}
 }
