@@ -45,7 +45,7 @@ static char *abs_path(const char *p)
 static char *make_run_id(void)
 {
 	char buf[64];
-	time_t t = time(NULL);
+	time_t t = (time_t)(ferry_now_ms() / 1000);
 	struct tm tm;
 
 	gmtime_r(&t, &tm);
