@@ -49,12 +49,15 @@ int cmd_status(struct cli *cli)
 							     sizeof(err))) {
 		char *argv[] = { (char *)"status", NULL };
 		struct cli sub = *cli;
+		int rc;
 
 		printf("\nlock\n");
 		fflush(stdout);
 		sub.argc = 1;
 		sub.argv = argv;
-		return cmd_lock(&sub) == 0 ? 0 : FERRY_FAIL;
+		rc = cmd_lock(&sub);
+		cli->s3 = sub.s3;                   /* opened for the lock, closed at exit */
+		return rc == 0 ? 0 : FERRY_FAIL;
 	}
 	return 0;
 }
