@@ -31,7 +31,7 @@ struct ferry_ctx {
 };
 
 void run_event(struct run *r, const char *stage, const char *op, const char *result,
-		     const char *error)
+	       const char *error)
 {
 	struct event *e;
 
