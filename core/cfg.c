@@ -96,8 +96,18 @@ const char *cfg_get(const struct config *cfg, const char *section, const char *k
 	return e ? e->value : NULL;
 }
 
-void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
-			size_t len)
+const char *cfg_pipeline(const struct config *cfg, const char *key)
+{
+	const char *v = cfg_get(cfg, "pipeline", key);
+	const struct ferry_key *k;
+
+	if (v)
+		return v;
+	k = cfg_key_find(pipeline_keys, key);
+	return k ? k->def : NULL;
+}
+
+void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf, size_t len)
 {
 	if (e && e->file)
 		snprintf(buf, len, "%s:%d", e->file, e->line);
@@ -649,8 +659,8 @@ static int check_typed(const struct cfg_section *sec, const struct ferry_key *ke
 	return 0;
 }
 
-int cfg_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
-			    char *err, size_t errlen)
+int cfg_check_keys(const struct cfg_section *sec, const struct ferry_key *keys, char *err,
+		   size_t errlen)
 {
 	static const char *const base[] = { "plugin", "enabled", NULL };
 
@@ -808,8 +818,8 @@ static int apply_override(struct config *cfg, const char *ov, char *err, size_t 
 	return 0;
 }
 
-int cfg_load(struct config **out, const char *path, char *const *overrides,
-		      int n_overrides, char *err, size_t errlen)
+int cfg_load(struct config **out, const char *path, char *const *overrides, int n_overrides,
+	     char *err, size_t errlen)
 {
 	struct config *cfg;
 	struct parse p;
@@ -900,8 +910,7 @@ void cfg_free(struct config *cfg)
 	free(cfg);
 }
 
-int cfg_s3_conf(const struct config *cfg, struct ferry_s3_conf *sc, char *err,
-			      size_t errlen)
+int cfg_s3_conf(const struct config *cfg, struct ferry_s3_conf *sc, char *err, size_t errlen)
 {
 	const struct cfg_section *s = cfg_find_section(cfg, "s3");
 	size_t i;

@@ -38,22 +38,24 @@ struct config {
 /* Parse path, apply overrides ("section.key=value"), expand variables and check the
  * structure (sections, [pipeline] and [s3] keys, stage names, `plugin`, `enabled`).
  * Returns 0, or FERRY_USAGE with "FILE:LINE: ..." in err. */
-int cfg_load(struct config **out, const char *path, char *const *overrides,
-		      int n_overrides, char *err, size_t errlen);
+int cfg_load(struct config **out, const char *path, char *const *overrides, int n_overrides,
+	     char *err, size_t errlen);
 void cfg_free(struct config *cfg);
 
 struct cfg_section *cfg_find_section(const struct config *cfg, const char *name);
 struct cfg_entry *cfg_find_entry(const struct cfg_section *sec, const char *key);
 /* Expanded value of section.key, or NULL. */
 const char *cfg_get(const struct config *cfg, const char *section, const char *key);
+/* [pipeline] key as set, else its default from the [pipeline] key table (state_dir,
+ * name, deadline); NULL when neither (plugin_dir). The defaults live in that table only. */
+const char *cfg_pipeline(const struct config *cfg, const char *key);
 /* "FILE:LINE" or "-o SECTION.KEY" for messages. */
-void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf,
-			size_t len);
+void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf, size_t len);
 
 /* Check a stage section against its plugin's key table: unknown keys, required keys,
  * typed values. Returns 0 or FERRY_USAGE with the located message in err. */
-int cfg_check_keys(const struct cfg_section *sec, const struct ferry_key *keys,
-			    char *err, size_t errlen);
+int cfg_check_keys(const struct cfg_section *sec, const struct ferry_key *keys, char *err,
+		   size_t errlen);
 /* The declared key of a table, or NULL. */
 const struct ferry_key *cfg_key_find(const struct ferry_key *keys, const char *name);
 /* Validate text against a declared key's type (and choices); 0 or -1 with a reason

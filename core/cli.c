@@ -1,6 +1,8 @@
-/* cli.c: what the subcommands share: the config and the S3 client, loaded on demand. */
+/* cli.c: what the subcommands share: the config and the S3 client, loaded on demand, the
+ * -o overrides, and how a usage error is told. */
 #include "cli.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,8 +11,8 @@
 
 #include "cfg.h"
 #include "ferry_log.h"
-#include "ferry_parse.h"
 #include "ferry_s3.h"
+#include "run.h"
 
 struct config *cli_config(struct cli *cli)
 {
@@ -19,7 +21,7 @@ struct config *cli_config(struct cli *cli)
 	if (cli->cfg)
 		return cli->cfg;
 	if (cfg_load(&cli->cfg, cli->config_path, cli->overrides, cli->n_overrides, err,
-			      sizeof(err)) != 0) {
+		     sizeof(err)) != 0) {
 		ferry_logf(FERRY_ERROR, "ferry", err, NULL);
 		return NULL;
 	}
@@ -29,22 +31,21 @@ struct config *cli_config(struct cli *cli)
 const char *cli_stage_key(struct cli *cli, const char *plugin, const char *key)
 {
 	struct config *cfg = cli_config(cli);
+	const char *value = NULL;
+	struct run r = { 0 };
 	size_t i;
 
-	for (i = 0; cfg && i < cfg->n; i++) {
-		const char *p, *en;
-		bool enabled = true;
-
-		if (cfg->s[i].kind != CFG_STAGE)
-			continue;
-		p = cfg_get(cfg, cfg->s[i].name, "plugin");
-		en = cfg_get(cfg, cfg->s[i].name, "enabled");
-		if (en)
-			ferry_parse_bool(en, &enabled);
-		if (p && enabled && strcmp(p, plugin) == 0)
-			return cfg_get(cfg, cfg->s[i].name, key);
+	if (!cfg)
+		return NULL;
+	run_stages_from_config(&r, cfg);
+	for (i = 0; i < r.n; i++) {
+		if (r.st[i].enabled && strcmp(r.st[i].plugin, plugin) == 0) {
+			value = cfg_get(cfg, r.st[i].name, key);
+			break;
+		}
 	}
-	return NULL;
+	run_release(&r);
+	return value;
 }
 
 struct ferry_s3 *cli_s3(struct cli *cli)
@@ -72,4 +73,38 @@ struct ferry_s3 *cli_s3(struct cli *cli)
 	return cli->s3;
 }
 
-/* ferry run [--dry-run] [--from STAGE] [STAGE...] [-o ...] [--KEY VALUE after one STAGE] */
+void cli_add_override(struct cli *cli, const char *ov)
+{
+	cli->overrides = realloc(cli->overrides, (size_t)(cli->n_overrides + 1) * sizeof(char *));
+	if (!cli->overrides)
+		abort();
+	cli->overrides[cli->n_overrides++] = strdup(ov);
+}
+
+void cli_release(struct cli *cli)
+{
+	int i;
+
+	if (cli->s3)
+		ferry_s3_free(cli->s3);
+	cfg_free(cli->cfg);
+	for (i = 0; i < cli->n_overrides; i++)
+		free(cli->overrides[i]);
+	free(cli->overrides);
+	cli->s3 = NULL;
+	cli->cfg = NULL;
+	cli->overrides = NULL;
+	cli->n_overrides = 0;
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	ferry_logf(FERRY_ERROR, "ferry", buf, NULL);
+	return FERRY_USAGE;
+}

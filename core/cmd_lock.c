@@ -1,10 +1,11 @@
 /* cmd_lock.c: `ferry lock status|break --yes`: the operator's view of the S3 lock object. */
+#include "cli.h"
+
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
 #include "ferry_lock.h"
 #include "ferry_log.h"
 #include "ferry_s3.h"

@@ -1,5 +1,7 @@
 /* cmd_s3.c: `ferry s3 ls|head|get|put|rm|cp`: the operator's view of the bucket, with
  * the pipeline's [s3] config and the AWS_* credentials. */
+#include "cli.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -11,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "ferry_file.h"
 #include "ferry_log.h"
 #include "ferry_s3.h"
 #include "ferry_stage.h"
@@ -182,19 +184,10 @@ struct fd_sink {
 static int fd_sink(void *arg, const void *data, size_t len)
 {
 	struct fd_sink *s = arg;
-	const char *p = data;
 
-	while (len) {
-		ssize_t w = write(s->fd, p, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			s->err = w < 0 ? errno : EIO;
-			return -1;
-		}
-		p += w;
-		len -= (size_t)w;
+	if (ferry_write_full(s->fd, data, len) != 0) {
+		s->err = errno;
+		return -1;
 	}
 	return 0;
 }
@@ -234,6 +227,8 @@ static int do_get(struct ferry_s3 *s3, struct opts *o)
 			s.err = errno;
 		if (rc != FERRY_S3_OK || s.err)
 			unlink(tmp);
+		else
+			ferry_fsync_dir(path);      /* the rename survives a crash, as the data did */
 		free(tmp);
 	}
 	if (s.err) {

@@ -1,4 +1,5 @@
-/* journal.c: the run journal in state_dir (JSON), written atomically at each transition. */
+/* journal.c: the run journal in state_dir (JSON), written atomically at each transition
+ * and read back for reruns, `ferry list` and `ferry status`. */
 #include "journal.h"
 
 #include <errno.h>
@@ -12,11 +13,30 @@
 
 #include "ferry_file.h"
 #include "ferry_log.h"
-#include "run.h"
 
-int journal_path(const struct run *r, char *buf, size_t len)
+static const char *const result_names[] = {
+	[SR_NONE] = "none", [SR_RUNNING] = "running", [SR_OK] = "ok", [SR_FAILED] = "failed",
+	[SR_UNDONE] = "undone", [SR_UNDO_FAILED] = "undo-failed", [SR_DRY] = "dry-run",
+};
+
+const char *journal_result_name(enum stage_result r)
 {
-	int n = snprintf(buf, len, "%s/journal.json", r->state_dir);
+	return (unsigned)r < sizeof(result_names) / sizeof(result_names[0]) ? result_names[r] : "?";
+}
+
+enum stage_result journal_result_parse(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s && i < sizeof(result_names) / sizeof(result_names[0]); i++)
+		if (strcmp(result_names[i], s) == 0)
+			return (enum stage_result)i;
+	return SR_NONE;
+}
+
+int journal_path(const char *state_dir, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/journal.json", state_dir);
 
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
@@ -58,7 +78,7 @@ static json_t *journal_json(const struct run *r)
 
 		json_object_set_new(s, "name", json_string(st->name));
 		json_object_set_new(s, "plugin", json_string(st->plugin ? st->plugin : ""));
-		json_object_set_new(s, "result", json_string(run_result_name(st->result)));
+		json_object_set_new(s, "result", json_string(journal_result_name(st->result)));
 		json_object_set_new(s, "in_this_run", json_boolean(st->started));
 		iso_ms(st->started_at, ts, sizeof(ts));
 		json_object_set_new(s, "started_at", json_string(ts));
@@ -101,7 +121,7 @@ int journal_write(struct run *r)
 
 	if (!r->journal || r->dry_run)
 		return 0;
-	if (journal_path(r, path, sizeof(path)) != 0)
+	if (journal_path(r->state_dir, path, sizeof(path)) != 0)
 		return -1;
 	if (mkdir(r->state_dir, 0700) != 0 && errno != EEXIST) {
 		ferry_logf(FERRY_ERROR, "ferry", "cannot create state dir", "path='%s' error='%s'",
@@ -122,46 +142,73 @@ int journal_write(struct run *r)
 	return rc;
 }
 
-int journal_load(struct run *r, char *err, size_t errlen)
+static const char *str(const json_t *o, const char *key)
 {
-	char path[4096];
+	return json_string_value(json_object_get(o, key));
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+int journal_view_load(struct journal_view *v, const char *path, char *err, size_t errlen)
+{
 	json_error_t je;
-	json_t *root, *stages, *s;
+	json_t *root, *stages, *s, *facts, *val;
+	const char *k;
 	size_t i;
 
-	if (journal_path(r, path, sizeof(path)) != 0)
-		return -1;
+	memset(v, 0, sizeof(*v));
 	if (access(path, F_OK) != 0)
 		return -1;
 	root = json_load_file(path, 0, &je);
 	if (!root || !json_is_object(root)) {
-		snprintf(err, errlen, "cannot read journal '%s': line %d: %s", path, je.line, je.text);
-		json_decref(root);
-		return -2;
+		snprintf(err, errlen, "cannot read journal '%s': line %d: %s", path, je.line,
+			 je.text);
+		v->doc = root;
+		return root ? 1 : -2;
 	}
+	v->doc = root;
+	v->pipeline = str(root, "pipeline");
+	v->run_id = str(root, "run_id");
+	v->config = str(root, "config");
+	v->started_at = str(root, "started_at");
+	v->ended_at = str(root, "ended_at");
+	v->result = str(root, "result");
+	v->exit_code = json_integer_value(json_object_get(root, "exit"));
 	stages = json_object_get(root, "stages");
+	v->st = xcalloc(json_array_size(stages), sizeof(*v->st));
 	json_array_foreach(stages, i, s) {
-		const char *name = json_string_value(json_object_get(s, "name"));
-		json_t *facts = json_object_get(s, "facts"), *v;
-		const char *k;
-		struct stage_rt *st = NULL;
-		size_t j;
+		struct journal_stage *st = &v->st[v->n++];
 
-		for (j = 0; name && j < r->n; j++)
-			if (strcmp(r->st[j].name, name) == 0)
-				st = &r->st[j];
-		if (!st)
-			continue;
-		st->result = run_result_parse(json_string_value(json_object_get(s, "result")));
-		free(st->error);
-		st->error = NULL;
-		if (json_string_value(json_object_get(s, "error")))
-			st->error = strdup(json_string_value(json_object_get(s, "error")));
-		json_object_foreach(facts, k, v)
-			if (json_is_string(v))
-				run_fact_put(st, k, json_string_value(v));
-		st->facts_from_journal = st->n_facts > 0;
+		st->name = str(s, "name");
+		st->plugin = str(s, "plugin");
+		st->result = str(s, "result");
+		st->ms = json_integer_value(json_object_get(s, "ms"));
+		st->error = str(s, "error");
+		facts = json_object_get(s, "facts");
+		st->facts = xcalloc(json_object_size(facts), sizeof(*st->facts));
+		json_object_foreach(facts, k, val) {
+			st->facts[st->n_facts].key = k;
+			st->facts[st->n_facts].value = json_string_value(val);
+			st->n_facts++;
+		}
 	}
-	json_decref(root);
 	return 0;
+}
+
+void journal_view_release(struct journal_view *v)
+{
+	size_t i;
+
+	for (i = 0; i < v->n; i++)
+		free(v->st[i].facts);
+	free(v->st);
+	json_decref(v->doc);
+	memset(v, 0, sizeof(*v));
 }

@@ -1,16 +1,58 @@
 /* journal.h: the run journal (STATE_DIR/journal.json): what ran, its facts and results, so
- * that a later `ferry run STAGE` and `ferry status` see them. Supervisor-internal. */
+ * that a later `ferry run STAGE` and `ferry status` see them. Supervisor-internal. The
+ * journal depends on run.h's types; run.c writes and reads it through this header. */
 #ifndef FERRY_JOURNAL_H
 #define FERRY_JOURNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include "run.h"
 
-struct run;
+struct json_t;
 
-int journal_path(const struct run *r, char *buf, size_t len);
+/* One fact of a journaled stage. */
+struct journal_fact {
+	const char *key;                    /* fact name */
+	const char *value;                  /* its value, NULL if the journal holds no string */
+};
+
+/* A stage as the journal holds it; a string is NULL where the journal has none. */
+struct journal_stage {
+	const char *name;                   /* [stage NAME] */
+	const char *plugin;                 /* plugin = ... */
+	const char *result;                 /* a journal_result_name() word, as written */
+	int64_t ms;                         /* duration of run() */
+	const char *error;                  /* run()'s message */
+	struct journal_fact *facts;         /* in journal order */
+	size_t n_facts;
+};
+
+/* A journal read back; a string is NULL where the journal has none. Everything points
+ * into doc and lives until journal_view_release(). */
+struct journal_view {
+	const char *pipeline;               /* [pipeline] name */
+	const char *run_id;
+	const char *config;                 /* the INI path of that run */
+	const char *started_at;             /* ISO 8601 UTC, "" if not reached */
+	const char *ended_at;
+	const char *result;                 /* running, ok, failed, cancelled */
+	int64_t exit_code;
+	struct journal_stage *st;           /* every stage of that run, in its order */
+	size_t n;
+	struct json_t *doc;                 /* the parsed file */
+};
+
+/* STATE_DIR/journal.json into buf (cut short if it does not fit): 0, or -1 if it did not. */
+int journal_path(const char *state_dir, char *buf, size_t len);
 int journal_write(struct run *r);           /* atomic; logs and returns -1 on failure */
-/* Load facts and last results of the previous journal into r's stages; 0, or -1 if
- * there is none (not an error), -2 if it is unreadable (message in err). */
-int journal_load(struct run *r, char *err, size_t errlen);
+/* Read the journal at path: 0; 1 when it is JSON but no object (v holds no field and no
+ * stage; err says why: `ferry status` shows the empty fields, a run treats it as
+ * unreadable); -1 when there is no journal (not an error); -2 when it is not JSON (err). */
+int journal_view_load(struct journal_view *v, const char *path, char *err, size_t errlen);
+void journal_view_release(struct journal_view *v);
+
+/* A stage result's word as journaled and listed, and back (SR_NONE when unknown). */
+const char *journal_result_name(enum stage_result r);
+enum stage_result journal_result_parse(const char *s);
 
 #endif

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "cli.h"
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
 #include "ferry_log.h"
@@ -30,19 +31,6 @@ static char *xstrdup(const char *s)
 	return d;
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-	char buf[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	ferry_logf(FERRY_ERROR, "ferry", buf, NULL);
-	return FERRY_USAGE;
-}
-
 static char *abs_path(const char *p)
 {
 	char cwd[4096], *out;
@@ -57,7 +45,7 @@ static char *abs_path(const char *p)
 static char *make_run_id(void)
 {
 	char buf[64];
-	time_t t = time(NULL);
+	time_t t = (time_t)(ferry_now_ms() / 1000);
 	struct tm tm;
 
 	gmtime_r(&t, &tm);
@@ -72,18 +60,15 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 	int k;
 
 	if (o->from && o->n_only)
-		return usage_error("--from and stage names cannot be combined");
+		return cli_usage_error("--from and stage names cannot be combined");
 	for (k = 0; k < o->n_only; k++) {
-		struct stage_rt *st = NULL;
+		struct stage_rt *st = run_stage(r, o->only[k]);
 
-		for (i = 0; i < r->n; i++)
-			if (strcmp(r->st[i].name, o->only[k]) == 0)
-				st = &r->st[i];
 		if (!st)
-			return usage_error("no stage '%s' in '%s'", o->only[k], r->config_path);
+			return cli_usage_error("no stage '%s' in '%s'", o->only[k], r->config_path);
 		if (!st->enabled)
-			return usage_error("stage '%s' is disabled (enabled = false); enable it with "
-					   "-o %s.enabled=true", st->name, st->name);
+			return cli_usage_error("stage '%s' is disabled (enabled = false); enable "
+					       "it with -o %s.enabled=true", st->name, st->name);
 		st->selected = true;
 	}
 	if (o->n_only)
@@ -91,12 +76,12 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 	for (i = 0; i < r->n; i++) {
 		if (o->from && strcmp(r->st[i].name, o->from) == 0) {
 			if (!r->st[i].enabled)
-				return usage_error("stage '%s' is disabled (enabled = false)", o->from);
+				return cli_usage_error("stage '%s' is disabled (enabled = false)", o->from);
 			break;
 		}
 	}
 	if (o->from && i == r->n)
-		return usage_error("no stage '%s' in '%s'", o->from, r->config_path);
+		return cli_usage_error("no stage '%s' in '%s'", o->from, r->config_path);
 	for (i = o->from ? i : 0; i < r->n; i++)
 		r->st[i].selected = r->st[i].enabled;
 	return 0;
@@ -110,17 +95,17 @@ static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 
 	st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
 	if (!st->desc)
-		return usage_error("stage '%s': %s", st->name, err);
+		return cli_usage_error("stage '%s': %s", st->name, err);
 	if (cfg_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
-		return usage_error("%s", err);
+		return cli_usage_error("%s", err);
 	st->ctx = run_ctx_new(r, st);
 	if (!st->desc->check)
 		return 0;
 	rc = st->desc->check(st->ctx);
 	if (rc == FERRY_OK)
 		return 0;
-	usage_error("stage '%s': %s", st->name,
-		    run_ctx_error(st->ctx) ? run_ctx_error(st->ctx) : "check failed");
+	cli_usage_error("stage '%s': %s", st->name,
+			run_ctx_error(st->ctx) ? run_ctx_error(st->ctx) : "check failed");
 	run_ctx_clear_error(st->ctx);
 	return FERRY_USAGE;
 }
@@ -128,7 +113,7 @@ static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 		     const struct pipeline_opts *o)
 {
-	const char *dir, *sd, *dl;
+	const char *dir;
 	uint64_t deadline = 0;
 	size_t i;
 	int rc = 0;
@@ -140,43 +125,16 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	r->dry_run = o->dry_run;
 	r->journal = !o->dry_run && !o->check_all;
 	r->result = "running";
-	r->pipeline = cfg_get(cfg, "pipeline", "name");
-	if (!r->pipeline)
-		r->pipeline = "ferry";
-	sd = cfg_get(cfg, "pipeline", "state_dir");
-	r->state_dir = abs_path(sd ? sd : "/var/lib/ferry");
-	dl = cfg_get(cfg, "pipeline", "deadline");
-	if (dl)
-		ferry_parse_duration_ms(dl, &deadline);
+	r->pipeline = cfg_pipeline(cfg, "name");
+	r->state_dir = abs_path(cfg_pipeline(cfg, "state_dir"));
+	ferry_parse_duration_ms(cfg_pipeline(cfg, "deadline"), &deadline);
 	if (deadline)
 		r->deadline_ms = ferry_mono_ms() + (int64_t)deadline;
 	r->run_id = make_run_id();
-	for (i = 0; i < cfg->n; i++)
-		if (cfg->s[i].kind == CFG_STAGE)
-			r->n++;
-	r->st = calloc(r->n ? r->n : 1, sizeof(*r->st));
-	if (!r->st)
-		abort();
-	r->n = 0;
-	for (i = 0; i < cfg->n; i++) {
-		struct stage_rt *st;
-		const char *en;
-		bool enabled = true;
-
-		if (cfg->s[i].kind != CFG_STAGE)
-			continue;
-		st = &r->st[r->n++];
-		st->name = xstrdup(cfg->s[i].name);
-		st->plugin = xstrdup(cfg_get(cfg, cfg->s[i].name, "plugin"));
-		st->sec = &cfg->s[i];
-		en = cfg_get(cfg, cfg->s[i].name, "enabled");
-		if (en)
-			ferry_parse_bool(en, &enabled);
-		st->enabled = enabled;
-	}
+	run_stages_from_config(r, cfg);
 	if (select_stages(r, o) != 0)
 		return FERRY_USAGE;
-	dir = plugin_dir(cfg_get(cfg, "pipeline", "plugin_dir"));
+	dir = plugin_dir(cfg_pipeline(cfg, "plugin_dir"));
 	for (i = 0; i < r->n; i++) {
 		struct stage_rt *st = &r->st[i];
 
@@ -194,7 +152,7 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	if (o->from || o->n_only) {
 		char err[1024];
 
-		if (journal_load(r, err, sizeof(err)) == -2)
+		if (run_journal_load(r, err, sizeof(err)) == -2)
 			ferry_logf(FERRY_WARN, "ferry", "journal unreadable; facts of earlier stages "
 				   "are not available", "error='%s'", err);
 	}
@@ -279,11 +237,11 @@ static int local_lock(struct run *r)
 	int fd;
 
 	if (mkdir(r->state_dir, 0700) != 0 && errno != EEXIST)
-		return usage_error("cannot create state_dir '%s': %s", r->state_dir, strerror(errno));
+		return cli_usage_error("cannot create state_dir '%s': %s", r->state_dir, strerror(errno));
 	snprintf(path, sizeof(path), "%s/run.lock", r->state_dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return usage_error("cannot open '%s': %s", path, strerror(errno));
+		return cli_usage_error("cannot open '%s': %s", path, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		close(fd);
 		ferry_logf(FERRY_ERROR, "ferry", "another ferry run is using this state_dir",
@@ -304,7 +262,7 @@ static void summary(struct run *r)
 		for (i = 0; i < r->n; i++)
 			if (r->st[i].started || r->st[i].result == SR_DRY)
 				ferry_logf(FERRY_INFO, r->st[i].name, "summary",
-					   "result=%s ms=%" PRId64, run_result_name(r->st[i].result),
+					   "result=%s ms=%" PRId64, journal_result_name(r->st[i].result),
 					   r->st[i].ms);
 		return;
 	}
@@ -328,7 +286,7 @@ static void summary(struct run *r)
 		}
 		snprintf(t, sizeof(t), "%.3fs", (double)st->ms / 1000.0);
 		snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s\n", st->name, st->plugin,
-			 run_result_name(st->result), t, bytes ? bytes : "-");
+			 journal_result_name(st->result), t, bytes ? bytes : "-");
 		ferry_log_text(line);
 	}
 }
@@ -388,7 +346,7 @@ int pipeline_run(struct run *r)
 	else if (!failed && r->deadline_ms && ferry_mono_ms() >= r->deadline_ms) {
 		r->deadline_hit = true;
 		ferry_logf(FERRY_ERROR, "ferry", "pipeline deadline exceeded; unwinding",
-			   "deadline='%s'", cfg_get(r->cfg, "pipeline", "deadline"));
+			   "deadline='%s'", cfg_pipeline(r->cfg, "deadline"));
 	}
 	/* Unwinding: the started stages in reverse; undo (if its run succeeded and the
 	 * pipeline failed) then cleanup. Signals no longer cancel anything. */

@@ -1,6 +1,7 @@
-/* run.c: the state of one pipeline run, and the stage API (ferry_ctx.h) over it: config
- * accessors, facts, errors, cancellation. ferry exports the ferry_* functions of this file
- * to its plugins (core/ferry.dynlist); libferry never calls them. */
+/* run.c: the state of one pipeline run (its stages from the config, their facts and last
+ * results from the journal), and the stage API (ferry_ctx.h) over it: config accessors,
+ * facts, errors, cancellation. ferry exports the ferry_* functions of this file to its
+ * plugins (core/ferry.dynlist); libferry never calls them. */
 #include "run.h"
 
 #include <errno.h>
@@ -29,28 +30,8 @@ struct ferry_ctx {
 	char err[CTX_ERR_MAX];              /* message of the first ferry_fail */
 };
 
-static const char *const result_names[] = {
-	[SR_NONE] = "none", [SR_RUNNING] = "running", [SR_OK] = "ok", [SR_FAILED] = "failed",
-	[SR_UNDONE] = "undone", [SR_UNDO_FAILED] = "undo-failed", [SR_DRY] = "dry-run",
-};
-
-const char *run_result_name(enum stage_result r)
-{
-	return (unsigned)r < sizeof(result_names) / sizeof(result_names[0]) ? result_names[r] : "?";
-}
-
-enum stage_result run_result_parse(const char *s)
-{
-	size_t i;
-
-	for (i = 0; s && i < sizeof(result_names) / sizeof(result_names[0]); i++)
-		if (strcmp(result_names[i], s) == 0)
-			return (enum stage_result)i;
-	return SR_NONE;
-}
-
 void run_event(struct run *r, const char *stage, const char *op, const char *result,
-		     const char *error)
+	       const char *error)
 {
 	struct event *e;
 
@@ -79,7 +60,7 @@ struct ferry_ctx *run_ctx_new(struct run *r, struct stage_rt *st)
 	return c;
 }
 
-void run_ctx_free(struct ferry_ctx *c)
+static void run_ctx_free(struct ferry_ctx *c)
 {
 	free(c);
 }
@@ -216,13 +197,57 @@ int ferry_cfg_error(struct ferry_ctx *c, const char *key, const char *fmt, ...)
 	return ferry_fail(c, FERRY_USAGE, "%s: key '%s': %s", where, key, why);
 }
 
-struct stage_rt *run_find(struct run *r, const char *stage_or_plugin)
+void run_stages_from_config(struct run *r, const struct config *cfg)
+{
+	size_t i;
+
+	r->n = 0;
+	for (i = 0; i < cfg->n; i++)
+		if (cfg->s[i].kind == CFG_STAGE)
+			r->n++;
+	r->st = calloc(r->n ? r->n : 1, sizeof(*r->st));
+	if (!r->st)
+		abort();
+	r->n = 0;
+	for (i = 0; i < cfg->n; i++) {
+		const struct cfg_section *sec = &cfg->s[i];
+		struct stage_rt *st;
+		const char *en;
+		bool enabled = true;
+
+		if (sec->kind != CFG_STAGE)
+			continue;
+		st = &r->st[r->n++];
+		st->name = strdup(sec->name);
+		st->plugin = strdup(cfg_get(cfg, sec->name, "plugin"));
+		if (!st->name || !st->plugin)
+			abort();
+		st->sec = sec;
+		en = cfg_get(cfg, sec->name, "enabled");
+		if (en)
+			ferry_parse_bool(en, &enabled);
+		st->enabled = enabled;
+	}
+}
+
+struct stage_rt *run_stage(struct run *r, const char *name)
 {
 	size_t i;
 
 	for (i = 0; i < r->n; i++)
-		if (strcmp(r->st[i].name, stage_or_plugin) == 0)
+		if (strcmp(r->st[i].name, name) == 0)
 			return &r->st[i];
+	return NULL;
+}
+
+/* The stage named stage_or_plugin, else the first enabled stage of that plugin; NULL. */
+static struct stage_rt *run_find(struct run *r, const char *stage_or_plugin)
+{
+	struct stage_rt *st = run_stage(r, stage_or_plugin);
+	size_t i;
+
+	if (st)
+		return st;
 	for (i = 0; i < r->n; i++)
 		if (r->st[i].enabled && r->st[i].plugin && strcmp(r->st[i].plugin, stage_or_plugin) == 0)
 			return &r->st[i];
@@ -259,7 +284,7 @@ int ferry_fact_each(const struct ferry_ctx *c,
 	return 0;
 }
 
-int run_fact_put(struct stage_rt *st, const char *key, const char *value)
+static int run_fact_put(struct stage_rt *st, const char *key, const char *value)
 {
 	size_t i;
 	char *v = strdup(value ? value : "");
@@ -279,6 +304,38 @@ int run_fact_put(struct stage_rt *st, const char *key, const char *value)
 	st->facts[st->n_facts].key = strdup(key);
 	st->facts[st->n_facts].value = v;
 	st->n_facts++;
+	return 0;
+}
+
+int run_journal_load(struct run *r, char *err, size_t errlen)
+{
+	struct journal_view v;
+	char path[4096];
+	size_t i, j;
+	int rc;
+
+	if (journal_path(r->state_dir, path, sizeof(path)) != 0)
+		return -1;
+	rc = journal_view_load(&v, path, err, errlen);
+	if (rc != 0) {
+		journal_view_release(&v);
+		return rc == 1 ? -2 : rc;
+	}
+	for (i = 0; i < v.n; i++) {
+		const struct journal_stage *js = &v.st[i];
+		struct stage_rt *st = js->name ? run_stage(r, js->name) : NULL;
+
+		if (!st)
+			continue;
+		st->result = journal_result_parse(js->result);
+		free(st->error);
+		st->error = js->error ? strdup(js->error) : NULL;
+		for (j = 0; j < js->n_facts; j++)
+			if (js->facts[j].value)
+				run_fact_put(st, js->facts[j].key, js->facts[j].value);
+		st->facts_from_journal = st->n_facts > 0;
+	}
+	journal_view_release(&v);
 	return 0;
 }
 

@@ -1,5 +1,5 @@
 /* run.h: the state of one pipeline run; run.c owns it, pipeline.c drives it, journal.c
- * saves and loads it. Supervisor-internal: plugins see only ferry_ctx.h. */
+ * saves it and reads it back. Supervisor-internal: plugins see only ferry_ctx.h. */
 #ifndef FERRY_RUN_H
 #define FERRY_RUN_H
 
@@ -33,7 +33,7 @@ enum stage_result {
 struct stage_rt {
 	char *name;                         /* [stage NAME] */
 	char *plugin;                       /* plugin = ... */
-	struct cfg_section *sec;            /* its config */
+	const struct cfg_section *sec;      /* its config */
 	const struct ferry_stage *desc;     /* loaded descriptor, NULL if not loaded */
 	bool enabled;
 	bool selected;                      /* part of this run */
@@ -88,13 +88,17 @@ struct run {
 
 /* The stage contexts of a run (the opaque struct ferry_ctx of ferry_ctx.h). */
 struct ferry_ctx *run_ctx_new(struct run *r, struct stage_rt *st);
-void run_ctx_free(struct ferry_ctx *c);
 const char *run_ctx_error(const struct ferry_ctx *c);     /* NULL if none */
 int run_ctx_error_rc(const struct ferry_ctx *c);
 void run_ctx_clear_error(struct ferry_ctx *c);
-/* The stage named stage_or_plugin, else the first enabled stage of that plugin; NULL. */
-struct stage_rt *run_find(struct run *r, const char *stage_or_plugin);
-int run_fact_put(struct stage_rt *st, const char *key, const char *value);
+/* Fill r's stages from the [stage] sections of cfg, in file order: name, plugin, enabled
+ * (unless `enabled` says no) and section. Loads no plugin: list works without them. */
+void run_stages_from_config(struct run *r, const struct config *cfg);
+/* The stage named name, or NULL. */
+struct stage_rt *run_stage(struct run *r, const char *name);
+/* Load the facts, last results and errors of the journal in r->state_dir into r's stages
+ * of the same name: 0, -1 if there is none (not an error), -2 if it is unreadable (err). */
+int run_journal_load(struct run *r, char *err, size_t errlen);
 void run_release(struct run *r);
 bool run_cancelled(const struct run *r);
 /* Opens r->s3 from [s3] and the environment; NULL with r->s3_err set. */
@@ -102,7 +106,5 @@ struct ferry_s3 *run_s3(struct run *r);
 /* Record one stage event (run, undo, cleanup, dry_run) for the journal. */
 void run_event(struct run *r, const char *stage, const char *op, const char *result,
 	       const char *error);
-const char *run_result_name(enum stage_result r);
-enum stage_result run_result_parse(const char *s);  /* SR_NONE when unknown */
 
 #endif
