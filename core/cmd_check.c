@@ -56,6 +56,6 @@ int cmd_check(struct cli *cli)
 			rc = FERRY_FAIL;
 	}
 out_run:
-	run_release(&r);
+	pipeline_release(&r);
 	return rc;
 }

@@ -25,7 +25,7 @@ int cmd_list(struct cli *cli)
 	memset(&r, 0, sizeof(r));
 	run_stages_from_config(&r, cfg);
 	r.state_dir = strdup(cfg_pipeline(cfg, "state_dir"));
-	if (run_journal_load(&r, err, sizeof(err)) == -2)
+	if (journal_load_run(&r, err, sizeof(err)) == -2)
 		ferry_logf(FERRY_WARN, "ferry", err, NULL);
 	printf("%-4s %-16s %-10s %-8s %s\n", "#", "stage", "plugin", "enabled", "last result");
 	for (i = 0; i < r.n; i++)

@@ -82,7 +82,7 @@ int cmd_run(struct cli *cli)
 		r.cancel_fd = cli->cancel_fd;
 		rc = pipeline_run(&r);
 	}
-	run_release(&r);
+	pipeline_release(&r);
 out_names:
 	free(names);
 	return rc;

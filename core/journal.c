@@ -13,6 +13,7 @@
 
 #include "ferry_file.h"
 #include "ferry_log.h"
+#include "run.h"
 
 static const char *const result_names[] = {
 	[SR_NONE] = "none", [SR_RUNNING] = "running", [SR_OK] = "ok", [SR_FAILED] = "failed",
@@ -211,4 +212,36 @@ void journal_view_release(struct journal_view *v)
 	free(v->st);
 	json_decref(v->doc);
 	memset(v, 0, sizeof(*v));
+}
+
+int journal_load_run(struct run *r, char *err, size_t errlen)
+{
+	struct journal_view v;
+	char path[4096];
+	size_t i, j;
+	int rc;
+
+	if (journal_path(r->state_dir, path, sizeof(path)) != 0)
+		return -1;
+	rc = journal_view_load(&v, path, err, errlen);
+	if (rc != 0) {
+		journal_view_release(&v);
+		return rc == 1 ? -2 : rc;
+	}
+	for (i = 0; i < v.n; i++) {
+		const struct journal_stage *js = &v.st[i];
+		struct stage_rt *st = js->name ? run_stage(r, js->name) : NULL;
+
+		if (!st)
+			continue;
+		st->result = journal_result_parse(js->result);
+		free(st->error);
+		st->error = js->error ? strdup(js->error) : NULL;
+		for (j = 0; j < js->n_facts; j++)
+			if (js->facts[j].value)
+				run_fact_put(st, js->facts[j].key, js->facts[j].value);
+		st->facts_from_journal = st->n_facts > 0;
+	}
+	journal_view_release(&v);
+	return 0;
 }

@@ -1,6 +1,6 @@
 /* journal.h: the run journal (STATE_DIR/journal.json): what ran, its facts and results, so
  * that a later `ferry run STAGE` and `ferry status` see them. Supervisor-internal. The
- * journal depends on run.h's types; run.c writes and reads it through this header. */
+ * journal saves and loads a run (run.h); run.c knows nothing of it. */
 #ifndef FERRY_JOURNAL_H
 #define FERRY_JOURNAL_H
 
@@ -50,6 +50,9 @@ int journal_write(struct run *r);           /* atomic; logs and returns -1 on fa
  * unreadable); -1 when there is no journal (not an error); -2 when it is not JSON (err). */
 int journal_view_load(struct journal_view *v, const char *path, char *err, size_t errlen);
 void journal_view_release(struct journal_view *v);
+/* Load the facts, last results and errors of the journal in r->state_dir into r's stages
+ * of the same name: 0, -1 if there is none (not an error), -2 if it is unreadable (err). */
+int journal_load_run(struct run *r, char *err, size_t errlen);
 
 /* A stage result's word as journaled and listed, and back (SR_NONE when unknown). */
 const char *journal_result_name(enum stage_result r);

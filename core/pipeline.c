@@ -14,6 +14,7 @@
 
 #include "cfg.h"
 #include "cli.h"
+#include "ctx.h"
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
 #include "ferry_log.h"
@@ -98,15 +99,15 @@ static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 		return cli_usage_error("stage '%s': %s", st->name, err);
 	if (cfg_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
 		return cli_usage_error("%s", err);
-	st->ctx = run_ctx_new(r, st);
+	st->ctx = ctx_new(r, st);
 	if (!st->desc->check)
 		return 0;
 	rc = st->desc->check(st->ctx);
 	if (rc == FERRY_OK)
 		return 0;
 	cli_usage_error("stage '%s': %s", st->name,
-			run_ctx_error(st->ctx) ? run_ctx_error(st->ctx) : "check failed");
-	run_ctx_clear_error(st->ctx);
+			ctx_error(st->ctx) ? ctx_error(st->ctx) : "check failed");
+	ctx_clear_error(st->ctx);
 	return FERRY_USAGE;
 }
 
@@ -152,19 +153,19 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	if (o->from || o->n_only) {
 		char err[1024];
 
-		if (run_journal_load(r, err, sizeof(err)) == -2)
+		if (journal_load_run(r, err, sizeof(err)) == -2)
 			ferry_logf(FERRY_WARN, "ferry", "journal unreadable; facts of earlier stages "
 				   "are not available", "error='%s'", err);
 	}
 	for (i = 0; i < r->n; i++)
 		if (!r->st[i].ctx)
-			r->st[i].ctx = run_ctx_new(r, &r->st[i]);
+			r->st[i].ctx = ctx_new(r, &r->st[i]);
 	return rc;
 }
 
 static const char *stage_error(const struct stage_rt *st, const char *fallback)
 {
-	const char *e = run_ctx_error(st->ctx);
+	const char *e = ctx_error(st->ctx);
 
 	return e ? e : fallback;
 }
@@ -178,7 +179,7 @@ static int call(struct run *r, struct stage_rt *st, const char *op,
 	char msg[2300];
 	int rc;
 
-	run_ctx_clear_error(st->ctx);
+	ctx_clear_error(st->ctx);
 	ferry_logf(FERRY_DEBUG, st->name, op, "plugin=%s", st->plugin);
 	/* STAGE.before_OP / STAGE.after_OP fault points of the crash matrix (tests only) */
 	snprintf(msg, sizeof(msg), "%s.before_%s", st->name, op);
@@ -190,8 +191,8 @@ static int call(struct run *r, struct stage_rt *st, const char *op,
 	if (rc == FERRY_OK && ferry_failpoint(msg))
 		rc = ferry_fail(st->ctx, FERRY_FAIL, "failpoint %s", msg);
 	ms = ferry_mono_ms() - t0;
-	if (rc == FERRY_OK && run_ctx_error(st->ctx))
-		rc = run_ctx_error_rc(st->ctx);   /* ferry_fail without returning it */
+	if (rc == FERRY_OK && ctx_error(st->ctx))
+		rc = ctx_error_rc(st->ctx);   /* ferry_fail without returning it */
 	if (rc == FERRY_OK) {
 		snprintf(msg, sizeof(msg), "%s ok", op);
 		ferry_logf(FERRY_INFO, st->name, msg, "ms=%" PRId64, ms);
@@ -397,4 +398,13 @@ int pipeline_run(struct run *r)
 	if (lockfd >= 0)
 		close(lockfd);
 	return exit_code;
+}
+
+void pipeline_release(struct run *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->n; i++)
+		ctx_free(r->st[i].ctx);
+	run_release(r);
 }

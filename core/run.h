@@ -1,5 +1,6 @@
 /* run.h: the state of one pipeline run; run.c owns it, pipeline.c drives it, journal.c
- * saves it and reads it back. Supervisor-internal: plugins see only ferry_ctx.h. */
+ * saves it and reads it back, ctx.c shows it to the stages. Supervisor-internal: plugins
+ * see only ferry_ctx.h. */
 #ifndef FERRY_RUN_H
 #define FERRY_RUN_H
 
@@ -86,19 +87,17 @@ struct run {
 	char s3_err[512];
 };
 
-/* The stage contexts of a run (the opaque struct ferry_ctx of ferry_ctx.h). */
-struct ferry_ctx *run_ctx_new(struct run *r, struct stage_rt *st);
-const char *run_ctx_error(const struct ferry_ctx *c);     /* NULL if none */
-int run_ctx_error_rc(const struct ferry_ctx *c);
-void run_ctx_clear_error(struct ferry_ctx *c);
 /* Fill r's stages from the [stage] sections of cfg, in file order: name, plugin, enabled
  * (unless `enabled` says no) and section. Loads no plugin: list works without them. */
 void run_stages_from_config(struct run *r, const struct config *cfg);
 /* The stage named name, or NULL. */
 struct stage_rt *run_stage(struct run *r, const char *name);
-/* Load the facts, last results and errors of the journal in r->state_dir into r's stages
- * of the same name: 0, -1 if there is none (not an error), -2 if it is unreadable (err). */
-int run_journal_load(struct run *r, char *err, size_t errlen);
+/* The stage named stage_or_plugin, else the first enabled stage of that plugin; NULL. */
+struct stage_rt *run_find(struct run *r, const char *stage_or_plugin);
+/* Set (or replace) a fact of st: 0, or -1 out of memory. */
+int run_fact_put(struct stage_rt *st, const char *key, const char *value);
+/* Free what r holds (stages, facts, events, the S3 client); the stage contexts are the
+ * pipeline's (pipeline_release). */
 void run_release(struct run *r);
 bool run_cancelled(const struct run *r);
 /* Opens r->s3 from [s3] and the environment; NULL with r->s3_err set. */

@@ -1,5 +1,5 @@
 /* ferry_ctx.h: what ferry offers a stage through its (opaque) context. These functions
- * are implemented by the supervisor (core/run.c) and exported by the ferry binary to the
+ * are implemented by the supervisor (core/ctx.c) and exported by the ferry binary to the
  * plugins it loads (core/ferry.dynlist); libferry never calls them. */
 #ifndef FERRY_CTX_H
 #define FERRY_CTX_H
