@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "ferry_failpoint.h"
 #include "ferry_stage.h"
+#include "ferry_time.h"
 
 /* An owned row of email_schedules as read before the run (§9.2). */
 struct sched_old {
@@ -67,14 +67,6 @@ static const char *const es_col_absent[] = {
 };
 
 static const char create_sql[] = SCHED_CREATE_TABLE;
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int fail(struct run *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct run *r, int rc, const char *fmt, ...)
@@ -1115,7 +1107,7 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	}
 	sqlite3_extended_result_codes(r.db, 1);
 	sqlite3_busy_timeout(r.db, 10000);
-	t0 = now_ms();
+	t0 = ferry_mono_ms();
 	if (exec(&r, conn_pragmas, "cannot configure") ||
 	    exec(&r, mode == SCHED_DRY ? "BEGIN" : "BEGIN IMMEDIATE", "cannot begin a transaction on"))
 		goto out_close;
@@ -1124,19 +1116,19 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 		goto out_rollback;
 	if (mode == SCHED_RUN && fp_begin(&r, &fpr, &saved)) {
 		fp_reuse(&r, &saved);
-		rep->load_ms = now_ms() - t0;
+		rep->load_ms = ferry_mono_ms() - t0;
 		goto out_rollback;          /* nothing to write: end the transaction, rc 0 */
 	}
 	rc = FERRY_FAIL;
 	if (load_all(&r))
 		goto out_rollback;
-	t1 = now_ms();
+	t1 = ferry_mono_ms();
 	rep->load_ms = t1 - t0;
 	if (sched_compute(o, &r.plan, rep)) {
 		fail(&r, FERRY_FAIL, "out of memory computing the schedule");
 		goto out_rollback;
 	}
-	t2 = now_ms();
+	t2 = ferry_mono_ms();
 	rep->compute_ms = t2 - t1;
 	if (mode == SCHED_DRY) {
 		struct writer none = { 0 };
@@ -1161,7 +1153,7 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 		}
 		fp_end(&r, &fpr, canonical);
 	}
-	rep->write_ms = now_ms() - t2;
+	rep->write_ms = ferry_mono_ms() - t2;
 	rc = 0;
 	goto out_close;
 out_rollback:
