@@ -385,12 +385,7 @@ static int pull_run(struct ferry_ctx *c)
 	rc = pull_prepare(&j, false);
 	if (rc)
 		goto out;
-	if (j.missing)
-		rc = pull_create(&j);
-	else if (j.source == SRC_COPY)
-		rc = pull_copy(&j);
-	else
-		rc = pull_patch(&j);
+	rc = pull_apply(&j);
 	if (rc)
 		goto out;
 	if (ferry_failpoint("pull.after_commit")) {

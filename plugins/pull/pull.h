@@ -130,11 +130,9 @@ bool pull_sequential_pays(const struct pull_job *j, const uint64_t *list, size_t
 bool pull_read_in_order(const struct pull_job *j, const uint64_t *list, size_t n);
 
 /* ---- reading and applying the pages (pull_fetch.c) ---- */
-/* SRC_COPY: every page into the temp file, verified, renamed over the replica. */
-int pull_copy(struct pull_job *j);
-/* SRC_STATE, SRC_MANIFEST, SRC_COMPARE: the differing pages patched in, through the undo file. */
-int pull_patch(struct pull_job *j);
-/* Origin missing and create_if_missing: an empty replica; push will create the object. */
-int pull_create(struct pull_job *j);
+/* After pull_prepare: an empty replica when the origin is missing; SRC_COPY: every page
+ * into the temp file, verified, renamed over the replica; else the differing pages patched
+ * in through the undo file. Then the state file. 0 or the ferry_fail code. */
+int pull_apply(struct pull_job *j);
 
 #endif

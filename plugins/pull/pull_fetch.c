@@ -492,7 +492,7 @@ static int save_state(struct pull_job *j)
 	return 0;
 }
 
-int pull_copy(struct pull_job *j)
+static int do_copy(struct pull_job *j)
 {
 	int rc;
 
@@ -522,7 +522,7 @@ int pull_copy(struct pull_job *j)
 	return save_state(j);
 }
 
-int pull_patch(struct pull_job *j)
+static int do_patch(struct pull_job *j)
 {
 	char err[256];
 	uint64_t *list = NULL;
@@ -589,7 +589,8 @@ int pull_patch(struct pull_job *j)
 	return 0;
 }
 
-int pull_create(struct pull_job *j)
+/* Origin missing and create_if_missing: an empty replica; push will create the object. */
+static int do_create(struct pull_job *j)
 {
 	int fd;
 
@@ -611,4 +612,13 @@ int pull_create(struct pull_job *j)
 	j->etag_known = false;
 	j->created = true;
 	return save_state(j);
+}
+
+int pull_apply(struct pull_job *j)
+{
+	if (j->missing)
+		return do_create(j);
+	if (j->source == SRC_COPY)
+		return do_copy(j);
+	return do_patch(j);
 }
