@@ -1,4 +1,4 @@
-/* test_mount.c: the mount stage's plan (ferryfs source, -o list, paths), its checks and mount probes. */
+/* test_mount.c: the mount stage's plan (source, -o list, paths), its check() and mount probes. */
 #include "mount.h"
 #include "unit.h"
 
