@@ -481,6 +481,19 @@ static int check_etag_unchanged(struct pull_job *j)
 	return 0;
 }
 
+/* The last word before a commit: the new content is the origin's, and the origin is still
+ * the version pulled. */
+static int check_before_commit(struct pull_job *j, int fd, const char *path)
+{
+	int rc = verify_local(j, fd, path);
+
+	if (!rc)
+		rc = check_etag_unchanged(j);
+	if (!rc && ferry_failpoint("pull.before_commit"))
+		rc = ferry_fail(j->c, FERRY_FAIL, "failpoint pull.before_commit");
+	return rc;
+}
+
 static int save_state(struct pull_job *j)
 {
 	char err[256];
@@ -504,14 +517,9 @@ static int do_copy(struct pull_job *j)
 		return rc;
 	if (ftruncate(j->tfd, (off_t)pull_want_size(j)) != 0 || fsync(j->tfd) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot write '%s': %s", j->tmp_path, strerror(errno));
-	rc = verify_local(j, j->tfd, j->tmp_path);
+	rc = check_before_commit(j, j->tfd, j->tmp_path);
 	if (rc)
 		return rc;
-	rc = check_etag_unchanged(j);
-	if (rc)
-		return rc;
-	if (ferry_failpoint("pull.before_commit"))
-		return ferry_fail(j->c, FERRY_FAIL, "failpoint pull.before_commit");
 	if (rename(j->tmp_path, j->replica) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot rename '%s' to '%s': %s", j->tmp_path,
 				  j->replica, strerror(errno));
@@ -570,14 +578,9 @@ static int do_patch(struct pull_job *j)
 	if (ferry_patch_truncate(j->patch, pull_want_size(j)) != 0 ||
 	    ferry_patch_finish(j->patch) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "%s", ferry_patch_error(j->patch));
-	rc = verify_local(j, j->rfd, j->replica);
+	rc = check_before_commit(j, j->rfd, j->replica);
 	if (rc)
 		return rc;
-	rc = check_etag_unchanged(j);
-	if (rc)
-		return rc;
-	if (ferry_failpoint("pull.before_commit"))
-		return ferry_fail(j->c, FERRY_FAIL, "failpoint pull.before_commit");
 	rc = save_state(j);
 	if (rc)
 		return rc;
