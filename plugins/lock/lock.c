@@ -1,16 +1,14 @@
 /* lock.c: the `lock` stage: take the org's S3 lock object before anything touches its data. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "ferry_ctx.h"
+#include "ferry_file.h"
 #include "ferry_lock.h"
 #include "ferry_parse.h"
 #include "ferry_s3.h"
@@ -138,13 +136,12 @@ static int probe_cached(struct ferry_ctx *c, struct ferry_s3 *s3)
 static void probe_remember(struct ferry_ctx *c, struct ferry_s3 *s3,
 			   const struct ferry_s3_features *f)
 {
-	char path[4096], tmp[4200];
+	char path[4096], err[512];
+	char *text = NULL;
 	json_t *o;
-	int rc;
 
 	if (probe_cache_path(c, s3, path, sizeof(path)) != 0)
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
 	o = json_pack("{s:I, s:b, s:b, s:b, s:b}", "probed_at", (json_int_t)time(NULL),
 		      "conditional_create", f->conditional_create,
 		      "conditional_put", f->conditional_put,
@@ -152,12 +149,12 @@ static void probe_remember(struct ferry_ctx *c, struct ferry_s3 *s3,
 		      "upload_part_copy", f->upload_part_copy);
 	if (!o)
 		return;
-	rc = json_dump_file(o, tmp, JSON_COMPACT);
+	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
-	if (rc != 0 || rename(tmp, path) != 0) {
-		unlink(tmp);
+	/* no fsync: a lost cache only costs the next run a probe; 0666 as fopen made it */
+	if (!text || ferry_file_replace(path, text, strlen(text), 0666, 0, err, sizeof(err)) != 0)
 		ferry_log(c, FERRY_DEBUG, "cannot cache the endpoint probe", "path=%s", path);
-	}
+	free(text);
 }
 
 static int require_conditional(struct ferry_ctx *c, struct ferry_s3 *s3)

@@ -1,4 +1,6 @@
 /* mount.c: the `mount` stage: runs ferryfs as a child process and mounts the bucket. */
+#include "mount.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -17,7 +19,6 @@
 #include "ferry_failpoint.h"
 #include "ferry_stage.h"
 #include "ferry_time.h"
-#include "mount.h"
 
 #define POLL_MS      50
 #define GRACE_MS     5000                   /* for ferryfs to exit after the unmount */
@@ -184,17 +185,7 @@ char *mount_default_ferryfs(void)
 	return out;
 }
 
-/* Everything run needs, resolved from config; all malloc'd. */
-struct plan {
-	char *mountpoint;
-	char *ferryfs;
-	char *cache_dir;
-	char *source;                       /* BUCKET[:PREFIX] */
-	char *opts;                         /* the -o list */
-	uint64_t wait_ms;
-};
-
-static void plan_release(struct plan *p)
+void mount_plan_release(struct mount_plan *p)
 {
 	free(p->mountpoint);
 	free(p->ferryfs);
@@ -219,7 +210,7 @@ static int opt_append(char **list, const char *k, const char *v)
 	return 0;
 }
 
-static int plan_make(struct ferry_ctx *c, struct plan *p)
+int mount_plan_make(struct ferry_ctx *c, struct mount_plan *p)
 {
 	const char *bucket = ferry_cfg_global(c, "s3", "bucket");
 	const char *prefix = ferry_cfg(c, "prefix"), *extra = ferry_cfg(c, "options");
@@ -258,7 +249,7 @@ static int plan_make(struct ferry_ctx *c, struct plan *p)
 	p->wait_ms = ferry_cfg_ms(c, "wait");
 	return FERRY_OK;
 out_nomem:
-	plan_release(p);
+	mount_plan_release(p);
 	return ferry_fail(c, FERRY_FAIL, "out of memory");
 }
 
@@ -289,8 +280,8 @@ static int mount_check(struct ferry_ctx *c)
 
 static int mount_dry_run(struct ferry_ctx *c)
 {
-	struct plan p;
-	int rc = plan_make(c, &p);
+	struct mount_plan p;
+	int rc = mount_plan_make(c, &p);
 
 	if (rc != FERRY_OK)
 		return rc;
@@ -302,7 +293,7 @@ static int mount_dry_run(struct ferry_ctx *c)
 	 * bucket would be mounted, so pull can count pages from S3 instead */
 	ferry_fact_set(c, "mountpoint", p.mountpoint);
 	ferry_fact_set(c, "source", p.source);
-	plan_release(&p);
+	mount_plan_release(&p);
 	return FERRY_OK;
 }
 
@@ -346,12 +337,12 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 static int mount_run(struct ferry_ctx *c)
 {
 	struct mount_priv *m;
-	struct plan p;
+	struct mount_plan p;
 	int64_t start, until;
 	pid_t pid;
 	int rc, e;
 
-	rc = plan_make(c, &p);
+	rc = mount_plan_make(c, &p);
 	if (rc != FERRY_OK)
 		return rc;
 	if (mount_is_stale(p.mountpoint) || mount_is_fuse_mounted(p.mountpoint)) {
@@ -444,7 +435,7 @@ static int mount_run(struct ferry_ctx *c)
 		  p.mountpoint, (int)pid, ferry_mono_ms() - start);
 	rc = FERRY_OK;
 out_plan:
-	plan_release(&p);
+	mount_plan_release(&p);
 	return rc;
 }
 

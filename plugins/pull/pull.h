@@ -1,4 +1,4 @@
-/* pull.h: internals of the pull stage, reachable from tests/unit/test_pull.c (not exported from pull.so). */
+/* pull.h: the pull stage's internals, shared by its files and tests/unit/test_pull.c. */
 #ifndef FERRY_PULL_H
 #define FERRY_PULL_H
 
@@ -67,12 +67,72 @@ struct pull_job {
 	struct ferry_pages_cb cb;
 };
 
+/* How the origin is read (pull.c, "How the origin is read"). */
+#define PULL_RUN_BYTES   (1u << 20)        /* largest single read of adjacent pages */
+#define PULL_MERGE_GAP   4                 /* unchanged pages read to save a request */
+#define PULL_GROUP_RUNS  64                /* runs read per group */
+#define PULL_GROUP_BYTES (16u << 20)       /* bytes read per group (plus one run) */
+#define PULL_SEQ_PERCENT 50                /* runs covering this much: read it all in order */
+
+/* One read of adjacent (or nearly adjacent) differing pages. */
+struct pull_run {
+	uint64_t first;                     /* first page read */
+	uint64_t span;                      /* pages read */
+	size_t i;                           /* list[i..k) are the differing pages in it */
+	size_t k;
+	unsigned char *buf;                 /* span pages */
+	int rc;                             /* FERRY_S3_* of its GET */
+	size_t got;                         /* bytes its GET returned */
+	char msg[512];                      /* the S3 error, ready-made */
+};
+
+/* Bytes of the state or manifest that the replica must end up with. */
+static inline uint64_t pull_want_size(const struct pull_job *j)
+{
+	return j->want.page_count * j->want.page_size;
+}
+
+/* ---- the stage (pull.c) ---- */
 /* Takes ownership of origin and replica (malloc'd). */
 int pull_job_init(struct pull_job *j, struct ferry_ctx *c, char *origin, char *replica,
 		  const char *suffix);
 void pull_job_release(struct pull_job *j);
+/* Open the origin, look at the replica and pick the source; dry: read-only, no checkpoint.
+ * j->missing when the origin does not exist and create_if_missing allows it. */
 int pull_prepare(struct pull_job *j, bool dry);
+/* The values of the verify and reads keys; NULL is the default, unknown words _BAD. */
 enum pull_verify pull_verify_mode(const char *v);
 enum pull_reads pull_reads_mode(const char *v);
+
+/* ---- which pages to read (pull_plan.c) ---- */
+/* j->rhashes: the hashes of the replica's pages (those a patch could keep). */
+int pull_hash_replica(struct pull_job *j);
+/* Page i must be fetched: past the replica's end, another page size, or another hash. */
+bool pull_page_differs(const struct pull_job *j, uint64_t i);
+/* Pages to fetch when the hashes are known (state or manifest): ascending, malloc'd. */
+int pull_diff_list(struct pull_job *j, uint64_t **out, size_t *n);
+/* Pages in the largest single read at page size ps (PULL_RUN_BYTES, at least one page). */
+uint64_t pull_max_run(uint32_t ps);
+/* The run starting at list[i]: bridge gaps of up to PULL_MERGE_GAP pages, span at most
+ * max_run pages, never across the lock-byte page lock. Returns the end index k (list[i..k)
+ * are in the run). */
+size_t pull_plan_run(const uint64_t *list, size_t n, size_t i, uint64_t max_run, uint64_t lock);
+/* The next group of runs from list[*i], *i moved past them: up to PULL_GROUP_RUNS runs, until
+ * they span PULL_GROUP_BYTES; each reads into buf after the runs before it (buf holds
+ * PULL_GROUP_BYTES plus one run). Returns how many runs. */
+size_t pull_plan_group(const uint64_t *list, size_t n, size_t *i, uint32_t ps,
+		       unsigned char *buf, struct pull_run *runs);
+/* Ranged reads of the differing pages, or one sequential pass? True when their runs would
+ * span at least PULL_SEQ_PERCENT of the database. */
+bool pull_sequential_pays(const struct pull_job *j, const uint64_t *list, size_t n);
+/* The differing pages list[0..n) are read in one sequential pass: the reads key says so,
+ * or says auto and pull_sequential_pays. */
+bool pull_read_in_order(const struct pull_job *j, const uint64_t *list, size_t n);
+
+/* ---- reading and applying the pages (pull_fetch.c) ---- */
+/* After pull_prepare: an empty replica when the origin is missing; SRC_COPY: every page
+ * into the temp file, verified, renamed over the replica; else the differing pages patched
+ * in through the undo file. Then the state file. 0 or the ferry_fail code. */
+int pull_apply(struct pull_job *j);
 
 #endif

@@ -168,12 +168,12 @@ int sched_fp_file(struct sqlite3_file *f, int threads, const unsigned char fkey[
 		  unsigned char out[SCHED_FP_LEN], uint64_t *size);
 /* DB_PATH ".ferry-sched", malloc'd. */
 char *sched_fp_path(const char *db_path);
-/* Atomically (PATH.tmp, rename); 0, or -1 with err. */
+/* Atomically, without fsync (ferry_file_replace); 0, or -1 with err. */
 int sched_fp_save(const char *path, const struct sched_fp *fp, char *err, size_t errlen);
 /* 0 when PATH is a whole, intact sidecar for key (fp->warn malloc'd), else -1. */
 int sched_fp_load(const char *path, const unsigned char key[SCHED_FP_LEN], struct sched_fp *fp);
 
-/* ---- compute (sched_compute.c), used by sched_db.c ---- */
+/* ---- compute (sched_compute.c), used by the database side (sched_db.h) ---- */
 struct sched_contact {
 	int64_t id;                         /* contacts.id */
 	int32_t birth;                      /* day number or SCHED_NODATE */

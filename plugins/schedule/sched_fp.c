@@ -2,8 +2,6 @@
 #include "sched_core.h"
 
 #include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -12,7 +10,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "ferry_file.h"
 
 /*
  * Why this is sound. The stage is a pure function of (database content, configuration,
@@ -303,8 +302,6 @@ int sched_fp_save(const char *path, const struct sched_fp *fp, char *err, size_t
 	char kh[2 * SCHED_FP_LEN + 1], fh[2 * SCHED_FP_LEN + 1], gh[2 * SCHED_FP_KEYLEN + 1];
 	unsigned char sum[SCHED_FP_LEN];
 	struct sched_report rep = fp->rep;
-	char *tmp = NULL;
-	FILE *f = NULL;
 	int rc = -1;
 
 	hex(fp->key, SCHED_FP_LEN, kh);
@@ -322,39 +319,14 @@ int sched_fp_save(const char *path, const struct sched_fp *fp, char *err, size_t
 	}
 	hex(sum, SCHED_FP_LEN, fh);
 	putf(&b, "sum %s\n", fh);
-	tmp = malloc(strlen(path) + 5);
-	if (b.oom || !tmp) {
+	if (b.oom) {
 		snprintf(err, errlen, "out of memory");
 		goto out_free;
 	}
-	sprintf(tmp, "%s.tmp", path);
-	{
-		/* 0600 like every file ferry keeps: the warnings name contacts */
-		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-		f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-		if (fd >= 0 && !f)
-			close(fd);
-	}
-	if (!f || fwrite(b.p, 1, b.n, f) != b.n || fclose(f) != 0) {
-		snprintf(err, errlen, "cannot write '%s': %s", tmp, strerror(errno));
-		if (!f)
-			goto out_free;
-		f = NULL;
-		goto out_unlink;
-	}
-	f = NULL;
-	/* no fsync: a torn or lost sidecar only costs a full run (the sum line checks it) */
-	if (rename(tmp, path) != 0) {
-		snprintf(err, errlen, "cannot rename '%s': %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	rc = 0;
-	goto out_free;
-out_unlink:
-	unlink(tmp);
+	/* 0600 like every file ferry keeps: the warnings name contacts. No fsync: a torn or
+	 * lost sidecar only costs a full run (the sum line checks it) */
+	rc = ferry_file_replace(path, b.p, b.n, 0600, 0, err, errlen);
 out_free:
-	free(tmp);
 	free(b.p);
 	return rc;
 }

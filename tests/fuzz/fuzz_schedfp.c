@@ -5,6 +5,7 @@
 #include "../../plugins/schedule/sched_fp.c"
 
 #include <stdio.h>
+#include <unistd.h>
 
 static const unsigned char fuzz_key[SCHED_FP_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
 

@@ -1,0 +1,85 @@
+/* sched_db.h: the schedule stage's database side, shared by sched_db.c (the run), sched_load.c
+ * (reading what the run starts from) and sched_write.c (the §9.3 diff and the dry-run CSV). */
+#ifndef FERRY_SCHED_DB_H
+#define FERRY_SCHED_DB_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sched_core.h"
+
+/* An owned row of email_schedules as read before the run (§9.2). */
+struct sched_old {
+	int64_t rowid;                      /* rowid, for UPDATE/DELETE */
+	int64_t cid;                        /* contact_id, INT64_MIN if not an integer */
+	int32_t date;                       /* canonical scheduled_send_date, or SCHED_NODATE */
+	int32_t event;                      /* event_year/month/day as a date, or SCHED_NODATE */
+	uint8_t type;                       /* enum sched_type */
+	uint8_t skipped;                    /* status = 'skipped' */
+	uint8_t reason;                     /* enum sched_reason, R_ALIEN when not ours */
+	int8_t state;                       /* state of the reason text */
+	uint8_t time_ok;                    /* scheduled_send_time = send_time */
+	uint8_t prio_ok;                    /* priority = the type's priority */
+};
+
+/* One sched_execute(): its inputs, connection, what was read and the warnings kept. */
+struct sched_run {
+	const struct sched_opts *o;         /* the options */
+	struct sched_io *io;                /* where it reports */
+	struct sched_report *rep;           /* the counts */
+	const char *path;                   /* the database */
+	sqlite3 *db;                        /* its connection */
+	struct sched_plan plan;             /* contacts and counted rows read, then the candidates */
+	struct sched_old *old;              /* owned rows */
+	size_t nold;
+	size_t aold;
+	int64_t *failed;                    /* contact ids that failed underwriting, sorted */
+	size_t nfailed;
+	size_t afailed;
+	bool es_exists;                     /* email_schedules exists */
+	unsigned es_cols;                   /* bit per sched_es_cols entry */
+	bool capture;                       /* keep warnings for the fingerprint sidecar */
+	bool warn_oom;                      /* a warning could not be kept */
+	char *warn;                         /* kept warnings, "LEVEL MESSAGE\n" lines */
+	size_t nwarn;
+	size_t awarn;
+};
+
+/* The columns of email_schedules the stage knows, by bit of sched_run.es_cols. */
+#define SCHED_ES_NCOLS 12
+#define SCHED_ES_REQUIRED 4                 /* the first 4 must exist */
+#define SCHED_ES_ADDABLE 11                 /* the first 11: updated_at is only used */
+#define SCHED_ES_UPDATED_AT 11
+extern const char *const sched_es_cols[SCHED_ES_NCOLS];
+extern const char *const sched_es_col_defs[SCHED_ES_ADDABLE];   /* their ADD COLUMN text */
+extern const char *const sched_es_col_absent[SCHED_ES_NCOLS];   /* what an absent one reads as */
+
+/* ---- reporting (sched_db.c) ---- */
+/* Sets io->err (the first error wins); returns rc. */
+int sched_fail(struct sched_run *r, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A log line, kept for the fingerprint sidecar while r->capture. */
+void sched_say(struct sched_run *r, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* sched_fail with "WHAT 'PATH': SQLITE ERROR". */
+int sched_db_fail(struct sched_run *r, const char *what);
+int sched_exec(struct sched_run *r, const char *sql, const char *what);
+
+/* ---- reading (sched_load.c) ---- */
+/* The columns the stage needs exist; sets es_exists and es_cols. */
+int sched_check_schema(struct sched_run *r);
+/* Contacts (§6), failed underwriting (§2.2), counted (§2.3) and owned (§9.2) rows. */
+int sched_load(struct sched_run *r);
+
+/* ---- writing (sched_write.c) ---- */
+/* §9.1 DDL, then the §9.3 diff of the plan against the owned rows. */
+int sched_write(struct sched_run *r);
+/* The counts of sched_write without writing (dry run). */
+int sched_count(struct sched_run *r);
+/* §10 dry-run CSV of the plan. */
+int sched_print_csv(struct sched_run *r, FILE *out);
+
+#endif

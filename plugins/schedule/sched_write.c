@@ -1,0 +1,292 @@
+/* sched_write.c: the schedule stage's writes: §9.1 DDL, the §9.3 diff, the §10 dry-run CSV. */
+#include "sched_db.h"
+#include "sched_ddl.h"
+
+#include <string.h>
+
+#include "ferry_stage.h"
+
+/* §9.1 DDL: create or complete the table, then the indexes. */
+static int ddl(struct sched_run *r)
+{
+	char sql[256];
+
+	if (!r->es_exists &&
+	    sched_exec(r, SCHED_CREATE_TABLE, "cannot create table email_schedules in"))
+		return FERRY_FAIL;
+	for (int i = SCHED_ES_REQUIRED; r->es_exists && i < SCHED_ES_ADDABLE; i++) {
+		if (r->es_cols & (1u << i))
+			continue;
+		snprintf(sql, sizeof(sql), "ALTER TABLE email_schedules ADD COLUMN %s",
+			 sched_es_col_defs[i]);
+		if (sched_exec(r, sql, "cannot add a column to table email_schedules in"))
+			return FERRY_FAIL;
+	}
+	if (sqlite3_exec(r->db, "CREATE UNIQUE INDEX IF NOT EXISTS idx_email_schedules_unique "
+			 "ON email_schedules(contact_id, email_type, scheduled_send_date)",
+			 NULL, NULL, NULL) != SQLITE_OK)
+		return sched_fail(r, FERRY_FAIL,
+				  "cannot create unique index on table email_schedules: %s",
+				  sqlite3_errmsg(r->db));
+	if (sched_exec(r, "CREATE INDEX IF NOT EXISTS idx_email_schedules_status_date "
+		       "ON email_schedules(status, scheduled_send_date)",
+		       "cannot create an index of table email_schedules in") ||
+	    sched_exec(r, "CREATE INDEX IF NOT EXISTS idx_email_schedules_run "
+		       "ON email_schedules(scheduler_run_id)",
+		       "cannot create an index of table email_schedules in"))
+		return FERRY_FAIL;
+	return 0;
+}
+
+static int key_cmp(const struct sched_run *r, const struct sched_cand *k, const struct sched_old *o)
+{
+	int64_t cid = r->plan.ct[k->ci].id;
+
+	if (cid != o->cid)
+		return cid < o->cid ? -1 : 1;
+	if (k->type != o->type)
+		return k->type < o->type ? -1 : 1;
+	return (k->date > o->date) - (k->date < o->date);
+}
+
+static bool same_row(const struct sched_run *r, const struct sched_cand *k,
+		     const struct sched_old *o)
+{
+	int8_t st = k->reason == R_NONE || k->reason == R_FREQ ? -1 : r->plan.ct[k->ci].state;
+
+	return o->time_ok && o->prio_ok && o->skipped == k->skipped && o->reason == k->reason &&
+	       o->state == st && o->event == k->event;
+}
+
+struct writer {
+	sqlite3_stmt *ins, *upd, *del;
+	char date[11];
+};
+
+static void bind_row(struct sched_run *r, sqlite3_stmt *st, int first, const struct sched_cand *k,
+		     char *reason, size_t rlen)
+{
+	int y, m, d;
+	const char *why = sched_reason_text(k->reason, r->plan.ct[k->ci].state, reason, rlen);
+
+	sqlite3_bind_text(st, first, r->o->send_time, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, first + 1, k->skipped ? "skipped" : "pre-scheduled", -1, SQLITE_STATIC);
+	if (why)
+		sqlite3_bind_text(st, first + 2, why, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, first + 2);
+	sqlite3_bind_int(st, first + 3, sched_type_prio[k->type]);
+	sched_civil(k->event, &y, &m, &d);
+	sqlite3_bind_int(st, first + 4, y);
+	sqlite3_bind_int(st, first + 5, m);
+	sqlite3_bind_int(st, first + 6, d);
+	sqlite3_bind_text(st, first + 7, r->o->run_id, -1, SQLITE_STATIC);
+}
+
+static int step(struct sched_run *r, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return sched_fail(r, FERRY_FAIL, "cannot %s table email_schedules of '%s': %s",
+				  what, r->path, sqlite3_errmsg(r->db));
+	return 0;
+}
+
+static int do_insert(struct sched_run *r, struct writer *w, struct sched_cand *k)
+{
+	char reason[64];
+
+	if (!w->ins) {
+		r->rep->inserted++;
+		return 0;
+	}
+	sched_fmt_date(k->date, w->date);
+	sqlite3_bind_int64(w->ins, 1, r->plan.ct[k->ci].id);
+	sqlite3_bind_text(w->ins, 2, sched_type_name[k->type], -1, SQLITE_STATIC);
+	sqlite3_bind_text(w->ins, 3, w->date, 10, SQLITE_STATIC);
+	bind_row(r, w->ins, 4, k, reason, sizeof(reason));
+	if (step(r, w->ins, "insert into"))
+		return FERRY_FAIL;
+	if (sqlite3_changes(r->db) == 0) {
+		/* a row we did not see holds the key (INSERT OR IGNORE) */
+		r->rep->ignored++;
+		r->rep->rows--;
+		if (k->skipped)
+			r->rep->skipped--;
+		else
+			r->rep->pre_scheduled--;
+		k->dup = 1;
+	} else {
+		r->rep->inserted++;
+	}
+	return 0;
+}
+
+static int do_update(struct sched_run *r, struct writer *w, const struct sched_cand *k,
+		     int64_t rowid)
+{
+	char reason[64];
+
+	r->rep->updated++;
+	if (!w->upd)
+		return 0;
+	bind_row(r, w->upd, 1, k, reason, sizeof(reason));
+	sqlite3_bind_int64(w->upd, 9, rowid);
+	return step(r, w->upd, "update");
+}
+
+static int do_delete(struct sched_run *r, struct writer *w, int64_t rowid)
+{
+	r->rep->deleted++;
+	if (!w->del)
+		return 0;
+	sqlite3_bind_int64(w->del, 1, rowid);
+	return step(r, w->del, "delete from");
+}
+
+/* §9.3: merge the new rows with the old owned rows (both in unique-key order). In a dry
+ * run w has no statements and only counts. */
+static int diff(struct sched_run *r, struct writer *w)
+{
+	struct sched_plan *p = &r->plan;
+	size_t j = 0;
+
+	for (size_t i = 0; i < p->ncd; i++) {
+		struct sched_cand *k = &p->cd[i];
+		if (k->dup)
+			continue;
+		int c = 1;
+		while (j < r->nold && (c = key_cmp(r, k, &r->old[j])) > 0) {
+			if (do_delete(r, w, r->old[j].rowid))
+				return FERRY_FAIL;
+			j++;
+		}
+		if (j < r->nold && c == 0) {
+			if (same_row(r, k, &r->old[j]))
+				r->rep->unchanged++;
+			else if (do_update(r, w, k, r->old[j].rowid))
+				return FERRY_FAIL;
+			j++;
+			continue;
+		}
+		if (do_insert(r, w, k))
+			return FERRY_FAIL;
+	}
+	for (; j < r->nold; j++)
+		if (do_delete(r, w, r->old[j].rowid))
+			return FERRY_FAIL;
+	return 0;
+}
+
+int sched_write(struct sched_run *r)
+{
+	static const char ins[] =
+		"INSERT OR IGNORE INTO email_schedules(contact_id, email_type, scheduled_send_date, "
+		"scheduled_send_time, status, skip_reason, priority, event_year, event_month, "
+		"event_day, scheduler_run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+	char upd[512];
+	struct writer w = { 0 };
+	int rc = FERRY_FAIL;
+
+	snprintf(upd, sizeof(upd),
+		 "UPDATE email_schedules SET scheduled_send_time = ?1, status = ?2, skip_reason = ?3, "
+		 "priority = ?4, event_year = ?5, event_month = ?6, event_day = ?7, "
+		 "scheduler_run_id = ?8%s WHERE rowid = ?9",
+		 !r->es_exists || (r->es_cols & (1u << SCHED_ES_UPDATED_AT)) ?
+		 ", updated_at = datetime('now')" : "");
+	if (ddl(r))
+		return FERRY_FAIL;
+	if (sqlite3_prepare_v2(r->db, ins, -1, &w.ins, NULL) ||
+	    sqlite3_prepare_v2(r->db, upd, -1, &w.upd, NULL) ||
+	    sqlite3_prepare_v2(r->db, "DELETE FROM email_schedules WHERE rowid = ?1", -1, &w.del, NULL)) {
+		sched_db_fail(r, "cannot prepare writing to");
+		goto out_finalize;
+	}
+	rc = diff(r, &w);
+out_finalize:
+	sqlite3_finalize(w.ins);
+	sqlite3_finalize(w.upd);
+	sqlite3_finalize(w.del);
+	return rc;
+}
+
+int sched_count(struct sched_run *r)
+{
+	struct writer none = { 0 };
+
+	return diff(r, &none);
+}
+
+static char *put_int(char *p, int64_t v)
+{
+	char tmp[24];
+	int n = 0;
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	if (v < 0)
+		*p++ = '-';
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
+static char *put_str(char *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* §10 dry-run CSV, in unique-key order; rows INSERT OR IGNORE would drop are not shown. */
+int sched_print_csv(struct sched_run *r, FILE *out)
+{
+	struct sched_plan *p = &r->plan;
+	char line[256], reason[64], date[11];
+
+	fputs("contact_id,email_type,scheduled_send_date,scheduled_send_time,status,skip_reason,"
+	      "priority,event_year,event_month,event_day\n", out);
+	for (size_t i = 0; i < p->ncd; i++) {
+		const struct sched_cand *k = &p->cd[i];
+		char *q = line;
+		int y, m, d;
+
+		if (k->dup)
+			continue;
+		q = put_int(q, p->ct[k->ci].id);
+		*q++ = ',';
+		q = put_str(q, sched_type_name[k->type]);
+		*q++ = ',';
+		sched_fmt_date(k->date, date);
+		q = put_str(q, date);
+		*q++ = ',';
+		q = put_str(q, r->o->send_time);
+		*q++ = ',';
+		q = put_str(q, k->skipped ? "skipped" : "pre-scheduled");
+		*q++ = ',';
+		const char *why = sched_reason_text(k->reason, p->ct[k->ci].state, reason,
+						    sizeof(reason));
+		if (why)
+			q = put_str(q, why);
+		*q++ = ',';
+		q = put_int(q, sched_type_prio[k->type]);
+		sched_civil(k->event, &y, &m, &d);
+		*q++ = ',';
+		q = put_int(q, y);
+		*q++ = ',';
+		q = put_int(q, m);
+		*q++ = ',';
+		q = put_int(q, d);
+		*q++ = '\n';
+		fwrite(line, 1, (size_t)(q - line), out);
+	}
+	if (fflush(out) != 0 || ferror(out))
+		return sched_fail(r, FERRY_FAIL, "cannot write the dry-run output");
+	return 0;
+}
