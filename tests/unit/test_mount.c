@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "ctx.h"
 #include "ferry_ctx.h"
 #include "ferry_stage.h"
 #include "run.h"
@@ -48,13 +49,13 @@ static void env_open(struct stage_env *e, const char *ini)
 	e->st.plugin = "mount";
 	e->st.sec = cfg_find_section(e->cfg, "m");
 	e->st.desc = &ferry_stage_v1;
-	e->c = run_ctx_new(&e->run, &e->st);
+	e->c = ctx_new(&e->run, &e->st);
 }
 
 static void env_close(struct stage_env *e)
 {
 	if (e->c)
-		run_ctx_free(e->c);
+		ctx_free(e->c);
 	for (size_t i = 0; i < e->st.n_facts; i++) {
 		free(e->st.facts[i].key);
 		free(e->st.facts[i].value);
@@ -135,8 +136,8 @@ static void test_plan(void)
 	if (!e.c)
 		goto out;
 	ASSERT_EQ(mount_plan_make(e.c, &p), FERRY_USAGE);
-	ASSERT_CONTAINS(run_ctx_error(e.c), "no bucket");
-	run_ctx_clear_error(e.c);
+	ASSERT_CONTAINS(ctx_error(e.c), "no bucket");
+	ctx_clear_error(e.c);
 	setenv("BUCKET_NAME", "envbkt", 1);
 	ASSERT_EQ(mount_plan_make(e.c, &p), FERRY_OK);
 	ASSERT_STREQ(p.source, "envbkt");
@@ -157,9 +158,9 @@ static void check_is(const char *ini, int rc, const char *msg)
 	if (e.c) {
 		ASSERT_EQ(ferry_stage_v1.check(e.c), rc);
 		if (msg)
-			ASSERT_CONTAINS(run_ctx_error(e.c), msg);
+			ASSERT_CONTAINS(ctx_error(e.c), msg);
 		else
-			ASSERT_TRUE(run_ctx_error(e.c) == NULL);
+			ASSERT_TRUE(ctx_error(e.c) == NULL);
 	}
 	env_close(&e);
 }

@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "ctx.h"
 #include "ferry_ctx.h"
 #include "ferry_fsproto.h"
 #include "ferry_stage.h"
@@ -270,7 +271,7 @@ static bool set_etag(const char *path, const char *etag)
 static int prepare(struct pull_job *j, const char *origin, const char *replica,
 		   enum pull_reads reads, bool create)
 {
-	run_ctx_clear_error(ctx);
+	ctx_clear_error(ctx);
 	ASSERT_EQ(pull_job_init(j, ctx, strdup(origin), strdup(replica), ".ferry-manifest"), 0);
 	j->verify = VERIFY_QUICK;
 	j->reads = reads;
@@ -299,10 +300,10 @@ static void test_missing_origin(void)
 	char *replica = tmp_path("empty.db");
 
 	ASSERT_EQ(prepare(&j, tmp_path("nodir/o.db"), replica, READS_AUTO, false), FERRY_FAIL);
-	ASSERT_CONTAINS(run_ctx_error(ctx), "is not reachable");
+	ASSERT_CONTAINS(ctx_error(ctx), "is not reachable");
 	pull_job_release(&j);
 	ASSERT_EQ(prepare(&j, tmp_path("none.db"), replica, READS_AUTO, false), FERRY_FAIL);
-	ASSERT_CONTAINS(run_ctx_error(ctx), "does not exist (set create_if_missing");
+	ASSERT_CONTAINS(ctx_error(ctx), "does not exist (set create_if_missing");
 	pull_job_release(&j);
 	/* create_if_missing: an empty replica and a state saying the origin was absent */
 	ASSERT_EQ(prepare(&j, tmp_path("none.db"), replica, READS_AUTO, true), 0);
@@ -390,7 +391,7 @@ static void test_etags(void)
 	ASSERT_EQ(prepare(&j, origin, replica, READS_AUTO, false), 0);
 	ASSERT_EQ(j.source, SRC_MANIFEST);
 	ASSERT_EQ(pull_apply(&j), FERRY_FAIL);
-	ASSERT_CONTAINS(run_ctx_error(ctx), "does not match origin");
+	ASSERT_CONTAINS(ctx_error(ctx), "does not match origin");
 	pull_job_release(&j);
 	ASSERT_TRUE(!exists(tmp_path("replica.db.ferry-undo")));
 	{
@@ -421,7 +422,7 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
-	ctx = run_ctx_new(&run, &stage);
+	ctx = ctx_new(&run, &stage);
 	test_modes();
 	test_runs();
 	test_groups();
@@ -430,7 +431,7 @@ int main(void)
 	test_missing_origin();
 	test_plain();
 	test_etags();
-	run_ctx_free(ctx);
+	ctx_free(ctx);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "test_pull: cannot remove %s\n", tmpdir);
