@@ -272,7 +272,7 @@ static void log_stats(struct fs *fs, const char *why)
 	char json[4096];
 	size_t n;
 
-	fs_stats_json(fs, json, sizeof(json));
+	stats_json(fs, json, sizeof(json));
 	n = strlen(json);
 	while (n && json[n - 1] == '\n')
 		json[--n] = '\0';
@@ -428,7 +428,7 @@ int main(int argc, char **argv)
 	else
 		rc = 0;
 	fs_discard_dirty(&fs);
-	if (!data_stop_background(&fs))
+	if (!fetch_stop_background(&fs))
 		tables_busy = true;
 	log_stats(&fs, "unmounting");
 	fuse_loop_cfg_destroy(lcfg);
