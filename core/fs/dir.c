@@ -20,7 +20,7 @@ struct dirh {
 	struct dent *e;                     /* sorted by name, no name twice */
 	size_t n;                           /* entries in use */
 	size_t cap;                         /* entries allocated */
-	struct dirh *prev, *next;           /* fs->dirs: freed at exit if never released */
+	struct open_link link;              /* on fs->dirs */
 };
 
 /* Where the files created here and not committed yet are looked for (node_walk). */
@@ -274,11 +274,10 @@ int dir_nonempty(struct fs *fs, const char *path, bool *nonempty)
 void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct ferry_s3_res res;
 	struct node *n;
 	bool nonempty;
-	char *path, *key = NULL;
-	int err, rc;
+	char *path;
+	int err;
 
 	path = node_join(fs, node_of(fs, parent), name);
 	if (!path) {
@@ -288,28 +287,16 @@ void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	err = dir_nonempty(fs, path, &nonempty);
 	if (!err && nonempty)
 		err = ENOTEMPTY;
-	if (err)
-		goto out;
-	key = fs_key(fs, path, true);
-	if (!key) {
-		err = ENOMEM;
-		goto out;
+	if (!err)
+		err = fs_delete(fs, path, true, "rmdir failed");
+	if (!err) {
+		pthread_mutex_lock(&fs->mu);
+		n = node_get(fs, path);
+		if (n)
+			node_detach(fs, n);
+		pthread_mutex_unlock(&fs->mu);
 	}
-	STAT_ADD(fs, delete, 1);
-	rc = ferry_s3_delete(fs->s3, key, NULL, &res);
-	if (rc != FERRY_S3_OK) {
-		ferry_logf(FERRY_ERROR, "ferryfs", "rmdir failed", "msg=\"%s\"", res.msg);
-		err = s3_errno(rc);
-		goto out;
-	}
-	pthread_mutex_lock(&fs->mu);
-	n = node_get(fs, path);
-	if (n)
-		node_detach(fs, n);
-	pthread_mutex_unlock(&fs->mu);
-out:
 	fuse_reply_err(req, err);
-	free(key);
 	free(path);
 }
 
@@ -371,27 +358,11 @@ static void dirh_free(struct dirh *d)
 	free(d);
 }
 
-static void dirh_track(struct fs *fs, struct dirh *d)
+/* Untracks and frees d. */
+static void dirh_release(struct fs *fs, struct dirh *d)
 {
-	pthread_mutex_lock(&fs->mu);
-	d->prev = NULL;
-	d->next = fs->dirs;
-	if (fs->dirs)
-		fs->dirs->prev = d;
-	fs->dirs = d;
-	pthread_mutex_unlock(&fs->mu);
-}
-
-static void dirh_untrack(struct fs *fs, struct dirh *d)
-{
-	pthread_mutex_lock(&fs->mu);
-	if (d->prev)
-		d->prev->next = d->next;
-	else if (fs->dirs == d)
-		fs->dirs = d->next;
-	if (d->next)
-		d->next->prev = d->prev;
-	pthread_mutex_unlock(&fs->mu);
+	node_untrack_open(fs, &fs->dirs, &d->link);
+	dirh_free(d);
 }
 
 /* Adds a file created here and not committed yet to the listing of b->dir. */
@@ -481,11 +452,9 @@ void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	d->n = w;
 	fi->fh = (uintptr_t)d;
-	dirh_track(fs, d);
-	if (fuse_reply_open(req, fi) != 0) {
-		dirh_untrack(fs, d);
-		dirh_free(d);
-	}
+	node_track_open(fs, &fs->dirs, &d->link);
+	if (fuse_reply_open(req, fi) != 0)
+		dirh_release(fs, d);
 	d = NULL;
 out:
 	if (err)
@@ -572,12 +541,8 @@ void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /* At exit: directories still open (an `ls` killed mid-listing, a shell cd'd into one). */
 void dir_release_handles(struct fs *fs)
 {
-	while (fs->dirs) {
-		struct dirh *d = fs->dirs;
-
-		fs->dirs = d->next;
-		dirh_free(d);
-	}
+	while (fs->dirs)
+		dirh_release(fs, OPEN_OF(fs->dirs, struct dirh, link));
 }
 
 void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -585,7 +550,6 @@ void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	dirh_untrack(fs_of(req), d);
-	dirh_free(d);
+	dirh_release(fs_of(req), d);
 	fuse_reply_err(req, 0);
 }

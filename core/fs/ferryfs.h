@@ -7,6 +7,7 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -62,6 +63,15 @@ struct fs_stats {
 struct dirh;
 struct waiter;
 
+/* A place on one of the fs's lists of open handles (fs->mu): fs->handles for files,
+ * fs->dirs for directories. What the kernel never released is freed at exit. */
+struct open_link {
+	struct open_link *prev;             /* NULL first on the list */
+	struct open_link *next;
+};
+/* The struct of type holding the open_link p as its member. */
+#define OPEN_OF(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+
 /* A GET in flight into a node's cache file (on n->fetches, n->mu). */
 struct fetch {
 	uint64_t gen;                       /* node state_gen at start */
@@ -78,7 +88,7 @@ struct handle {
 	uint64_t ra_win;                    /* current read-ahead window */
 	char *text;                         /* stats file snapshot */
 	size_t text_len;
-	struct handle *prev, *next;         /* fs->handles: freed at exit if never released */
+	struct open_link link;              /* on fs->handles */
 };
 
 /* One file or directory the kernel knows (ino = its address; root is FUSE_ROOT_ID). */
@@ -147,8 +157,8 @@ struct fs {
 	size_t tab_size;
 	size_t tab_count;
 	struct node root;
-	struct handle *handles;             /* open handles (fs->mu) */
-	struct dirh *dirs;                  /* open directory handles (fs->mu) */
+	struct open_link *handles;          /* open file handles (fs->mu) */
+	struct open_link *dirs;             /* open directory handles (fs->mu) */
 	pthread_mutex_t cache_mu;           /* fs->cached; taken after a node's mu, or by trylock */
 	struct node *cached;                /* nodes with a cache file */
 	bool cache_over;                    /* over cache_max with nothing left to evict (logged) */
@@ -189,6 +199,7 @@ int node_init_table(struct fs *fs);
 void node_release_table(struct fs *fs);
 char *fs_key(const struct fs *fs, const char *path, bool dir);            /* malloc'd */
 char *fs_node_key(struct fs *fs, struct node *n);         /* takes fs->mu; malloc'd */
+int fs_delete(struct fs *fs, const char *path, bool dir, const char *failed);  /* an errno */
 char *node_join(struct fs *fs, struct node *parent, const char *name);   /* the same */
 struct node *node_get(struct fs *fs, const char *path);                  /* fs->mu held */
 struct node *node_new(struct fs *fs, const char *path, bool is_dir);     /* fs->mu held */
@@ -199,6 +210,8 @@ bool node_move(struct fs *fs, struct node *n, const char *path);
  * (returned); fs->mu held throughout. */
 int node_walk(struct fs *fs, int (*fn)(struct node *n, void *arg), void *arg);
 void node_unref(struct fs *fs, struct node *n, uint64_t k);               /* takes fs->mu */
+void node_track_open(struct fs *fs, struct open_link **list, struct open_link *l);
+void node_untrack_open(struct fs *fs, struct open_link **list, struct open_link *l);
 void fs_discard_dirty(struct fs *fs);
 int node_probe(struct fs *fs, const char *path, struct probe *out);       /* an errno */
 struct node *node_found(struct fs *fs, const char *path, const struct probe *pr);

@@ -15,25 +15,12 @@
 
 static void handle_track(struct fs *fs, struct handle *h)
 {
-	pthread_mutex_lock(&fs->mu);
-	h->prev = NULL;
-	h->next = fs->handles;
-	if (fs->handles)
-		fs->handles->prev = h;
-	fs->handles = h;
-	pthread_mutex_unlock(&fs->mu);
+	node_track_open(fs, &fs->handles, &h->link);
 }
 
 static void handle_free(struct fs *fs, struct handle *h)
 {
-	pthread_mutex_lock(&fs->mu);
-	if (h->prev)
-		h->prev->next = h->next;
-	else if (fs->handles == h)
-		fs->handles = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	pthread_mutex_unlock(&fs->mu);
+	node_untrack_open(fs, &fs->handles, &h->link);
 	free(h->text);
 	free(h);
 }
@@ -41,13 +28,8 @@ static void handle_free(struct fs *fs, struct handle *h)
 /* At exit: handles the kernel never released (unmounted while files were open). */
 void file_release_handles(struct fs *fs)
 {
-	while (fs->handles) {
-		struct handle *h = fs->handles;
-
-		fs->handles = h->next;
-		free(h->text);
-		free(h);
-	}
+	while (fs->handles)
+		handle_free(fs, OPEN_OF(fs->handles, struct handle, link));
 }
 
 /* Opens n's data state (n->nopen++), pinning the current object version. */
@@ -229,11 +211,10 @@ void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct ferry_s3_res res;
 	struct node *n;
 	bool local_only = false;
-	char *path, *key = NULL;
-	int err = 0, rc;
+	char *path;
+	int err = 0;
 
 	if (stats_is(fs, node_of(fs, parent), name)) {
 		fuse_reply_err(req, EACCES);
@@ -254,22 +235,9 @@ void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		node_detach(fs, n);
 	}
 	pthread_mutex_unlock(&fs->mu);
-	if (local_only)
-		goto out;
-	key = fs_key(fs, path, false);
-	if (!key) {
-		err = ENOMEM;
-		goto out;
-	}
-	STAT_ADD(fs, delete, 1);
-	rc = ferry_s3_delete(fs->s3, key, NULL, &res);
-	if (rc != FERRY_S3_OK) {
-		ferry_logf(FERRY_ERROR, "ferryfs", "unlink failed", "msg=\"%s\"", res.msg);
-		err = s3_errno(rc);
-	}
-out:
+	if (!local_only)
+		err = fs_delete(fs, path, false, "unlink failed");
 	fuse_reply_err(req, err);
-	free(key);
 	free(path);
 }
 

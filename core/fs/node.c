@@ -48,6 +48,25 @@ char *fs_node_key(struct fs *fs, struct node *n)
 	return k;
 }
 
+/* DELETEs the key of path, logging `failed` if that fails. Returns an errno. */
+int fs_delete(struct fs *fs, const char *path, bool dir, const char *failed)
+{
+	struct ferry_s3_res res;
+	char *key = fs_key(fs, path, dir);
+	int rc;
+
+	if (!key)
+		return ENOMEM;
+	STAT_ADD(fs, delete, 1);
+	rc = ferry_s3_delete(fs->s3, key, NULL, &res);
+	free(key);
+	if (rc != FERRY_S3_OK) {
+		ferry_logf(FERRY_ERROR, "ferryfs", failed, "msg=\"%s\"", res.msg);
+		return s3_errno(rc);
+	}
+	return 0;
+}
+
 char *node_join(struct fs *fs, struct node *parent, const char *name)
 {
 	char *p;
@@ -202,6 +221,29 @@ void node_unref(struct fs *fs, struct node *n, uint64_t k)
 		node_free(n);
 		return;
 	}
+	pthread_mutex_unlock(&fs->mu);
+}
+
+void node_track_open(struct fs *fs, struct open_link **list, struct open_link *l)
+{
+	pthread_mutex_lock(&fs->mu);
+	l->prev = NULL;
+	l->next = *list;
+	if (*list)
+		(*list)->prev = l;
+	*list = l;
+	pthread_mutex_unlock(&fs->mu);
+}
+
+void node_untrack_open(struct fs *fs, struct open_link **list, struct open_link *l)
+{
+	pthread_mutex_lock(&fs->mu);
+	if (l->prev)
+		l->prev->next = l->next;
+	else if (*list == l)
+		*list = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
 	pthread_mutex_unlock(&fs->mu);
 }
 
