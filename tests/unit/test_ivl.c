@@ -35,6 +35,17 @@ static void check_ranges(const struct ivl *s, size_t n, const uint64_t *ab)
 	}
 }
 
+/* The first part of [a, b) in neither s nor t is [ga, gb). */
+static void check_gap(const struct ivl *s, const struct ivl *t, uint64_t a, uint64_t b,
+		      uint64_t ga, uint64_t gb)
+{
+	uint64_t x = 0, y = 0;
+
+	ASSERT_TRUE(ivl_first_gap2(s, t, a, b, &x, &y));
+	ASSERT_TRUE(x == ga);
+	ASSERT_TRUE(y == gb);
+}
+
 static void test_empty(void)
 {
 	struct ivl s = { 0 }, t = { 0 };
@@ -42,9 +53,7 @@ static void test_empty(void)
 
 	check_ranges(&s, 0, NULL);
 	ASSERT_TRUE(!ivl_overlaps(&s, 0, 10));
-	ASSERT_TRUE(ivl_first_gap2(&s, &t, 5, 9, &ga, &gb));
-	ASSERT_EQ(ga, 5);
-	ASSERT_EQ(gb, 9);
+	check_gap(&s, &t, 5, 9, 5, 9);
 	ASSERT_EQ(ivl_last_gap_end2(&s, &t, 5, 9), 9);
 	/* an empty range is no range */
 	ASSERT_TRUE(!ivl_first_gap2(&s, &t, 9, 9, &ga, &gb));
@@ -162,34 +171,20 @@ static void test_gaps(void)
 	ivl_add(&s, 30, 40);
 	ivl_add(&t, 10, 20);                        /* touches s: 0..20 covered as one */
 	ivl_add(&t, 35, 60);                        /* overlaps s */
-	ASSERT_TRUE(ivl_first_gap2(&s, &t, 0, 100, &ga, &gb));
-	ASSERT_EQ(ga, 20);
-	ASSERT_EQ(gb, 30);
-	ASSERT_TRUE(ivl_first_gap2(&s, &t, 25, 100, &ga, &gb));
-	ASSERT_EQ(ga, 25);
-	ASSERT_EQ(gb, 30);
-	ASSERT_TRUE(ivl_first_gap2(&s, &t, 30, 100, &ga, &gb));
-	ASSERT_EQ(ga, 60);
-	ASSERT_EQ(gb, 100);
+	check_gap(&s, &t, 0, 100, 20, 30);
+	check_gap(&s, &t, 25, 100, 25, 30);
+	check_gap(&s, &t, 30, 100, 60, 100);
 	/* the gap is cut at b */
-	ASSERT_TRUE(ivl_first_gap2(&s, &t, 5, 22, &ga, &gb));
-	ASSERT_EQ(ga, 20);
-	ASSERT_EQ(gb, 22);
+	check_gap(&s, &t, 5, 22, 20, 22);
 	/* all of it covered, by s, by t, or by both in turn */
 	ASSERT_TRUE(!ivl_first_gap2(&s, &t, 0, 20, &ga, &gb));
 	ASSERT_TRUE(!ivl_first_gap2(&s, &t, 32, 60, &ga, &gb));
 	ASSERT_TRUE(!ivl_first_gap2(&t, &s, 3, 18, &ga, &gb));
 	/* the same with the sets the other way round */
-	ASSERT_TRUE(ivl_first_gap2(&t, &s, 0, 100, &ga, &gb));
-	ASSERT_EQ(ga, 20);
-	ASSERT_EQ(gb, 30);
+	check_gap(&t, &s, 0, 100, 20, 30);
 	/* one set empty */
-	ASSERT_TRUE(ivl_first_gap2(&s, &e, 0, 100, &ga, &gb));
-	ASSERT_EQ(ga, 10);
-	ASSERT_EQ(gb, 30);
-	ASSERT_TRUE(ivl_first_gap2(&e, &t, 0, 100, &ga, &gb));
-	ASSERT_EQ(ga, 0);
-	ASSERT_EQ(gb, 10);
+	check_gap(&s, &e, 0, 100, 10, 30);
+	check_gap(&e, &t, 0, 100, 0, 10);
 
 	ASSERT_EQ(ivl_last_gap_end2(&s, &t, 0, 100), 100);
 	ASSERT_EQ(ivl_last_gap_end2(&s, &t, 0, 60), 30);
@@ -260,8 +255,7 @@ static void test_top(void)
 	check_ranges(&s, 2, (const uint64_t[]){ M - 300, M - 200, M - 100, M });
 	ASSERT_TRUE(ivl_overlaps(&s, M - 1, M));
 	ASSERT_TRUE(!ivl_overlaps(&s, M - 200, M - 100));
-	ASSERT_TRUE(ivl_first_gap2(&s, &e, M - 300, M, &ga, &gb));
-	ASSERT_TRUE(ga == M - 200 && gb == M - 100);
+	check_gap(&s, &e, M - 300, M, M - 200, M - 100);
 	ASSERT_TRUE(!ivl_first_gap2(&s, &e, M - 50, M, &ga, &gb));
 	ASSERT_TRUE(!ivl_first_gap2(&e, &s, M - 100, M, &ga, &gb));
 	ASSERT_TRUE(ivl_last_gap_end2(&s, &e, 0, M) == M - 100);
@@ -278,10 +272,8 @@ static void test_top(void)
 	ivl_del(&s, 0, 1);
 	ivl_del(&s, M - 1, M);
 	check_ranges(&s, 1, (const uint64_t[]){ 1, M - 1 });
-	ASSERT_TRUE(ivl_first_gap2(&s, &e, 0, M, &ga, &gb));
-	ASSERT_TRUE(ga == 0 && gb == 1);
-	ASSERT_TRUE(ivl_first_gap2(&s, &e, 1, M, &ga, &gb));
-	ASSERT_TRUE(ga == M - 1 && gb == M);
+	check_gap(&s, &e, 0, M, 0, 1);
+	check_gap(&s, &e, 1, M, M - 1, M);
 	ASSERT_TRUE(ivl_last_gap_end2(&s, &e, 0, M) == M);
 	ivl_release(&s);
 }
