@@ -1,12 +1,9 @@
-/* commit.c: ferryfs's commits, atomic and conditional (If-Match the version opened, or
- * If-None-Match for a new file): one PUT, or a multipart upload that copies unchanged
- * parts server-side. */
+/* commit.c: ferryfs's commits: one conditional PUT, or a multipart upload with part copies. */
 #include "ferryfs.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

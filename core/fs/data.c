@@ -1,5 +1,4 @@
-/* data.c: an open file's local data: its cache file (unlinked from birth), the bytes it
- * holds counted against cache_max and evicted beyond it, random writes and truncation. */
+/* data.c: an open file's cache file, its bytes under cache_max, its writes and truncation. */
 #include "ferryfs.h"
 
 #include <errno.h>

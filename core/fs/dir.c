@@ -1,5 +1,4 @@
-/* dir.c: ferryfs's names and directories: lookup and getattr (the cached attributes, else
- * what S3 says now), directory listings, mkdir and rmdir. */
+/* dir.c: ferryfs's names and directories: lookup, getattr, listings, mkdir, rmdir. */
 #include "ferryfs.h"
 
 #include <errno.h>

@@ -171,10 +171,10 @@ struct fs {
 
 /* What S3 says about one path. */
 struct probe {
-	bool is_dir;
-	uint64_t size;
-	char etag[FS_ETAG_MAX];
-	time_t mtime;
+	bool is_dir;                        /* a key below it, or its marker */
+	uint64_t size;                      /* files: the object's size */
+	char etag[FS_ETAG_MAX];             /* files: the object's ETag, "" unknown */
+	time_t mtime;                       /* LastModified, 0 unknown */
 };
 
 /*

@@ -1,6 +1,4 @@
-/* fetch.c: ferryfs's reads: ranged GETs pinned to the version opened (If-Match) into the
- * cache file, sequential read-ahead, readers waiting on GETs in flight, and the
- * whole-file fetch in the background after enough random reads. */
+/* fetch.c: ferryfs's reads: pinned ranged GETs into the cache file, read-ahead, whole fetches. */
 #include "ferryfs.h"
 
 #include <errno.h>

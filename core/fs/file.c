@@ -1,5 +1,4 @@
-/* file.c: ferryfs's open files: create and open (pinning the object's version), read and
- * write through the data files, commit on flush and fsync, setattr and unlink. */
+/* file.c: ferryfs's open files: create, open, read, write, commits on close, setattr, unlink. */
 #include "ferryfs.h"
 
 #include <errno.h>

@@ -1,5 +1,4 @@
-/* node.c: ferryfs's node table (path <-> inode), the S3 keys of paths, and what a node
- * shows the kernel (attributes, entries). */
+/* node.c: ferryfs's node table (path <-> inode), the S3 keys of paths, nodes' attributes. */
 #include "ferryfs.h"
 
 #include <errno.h>

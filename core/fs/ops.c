@@ -1,5 +1,4 @@
-/* ops.c: ferryfs's table of FUSE low-level operations, the session's settings (init), the
- * operations S3 cannot do, and the setting up and freeing of the fs's tables. */
+/* ops.c: ferryfs's FUSE operations table, its init, and the operations S3 cannot do. */
 #include "ferryfs.h"
 
 #include <errno.h>

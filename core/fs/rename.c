@@ -1,5 +1,4 @@
-/* rename.c: ferryfs's rename: a file is copied server-side (pinned to the version it had)
- * and its source deleted under the same condition; an empty directory moves its marker. */
+/* rename.c: ferryfs's rename: a server-side copy pinned to the source, a conditional delete. */
 #include "ferryfs.h"
 
 #include <errno.h>

@@ -1,5 +1,4 @@
-/* stats.c: the virtual file .ferryfs-stats at the root: its name, its attributes, and the
- * request counters it shows as one line of JSON (also logged on SIGUSR1 and at unmount). */
+/* stats.c: ferryfs's virtual file .ferryfs-stats: its name, attributes and JSON counters. */
 #include "ferryfs.h"
 
 #include <inttypes.h>

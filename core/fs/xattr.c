@@ -1,5 +1,4 @@
-/* xattr.c: the user.ferry.* extended attributes: the ETag a file reads or was committed
- * as (read-only), and when an open file commits and what it fetches (write-only). */
+/* xattr.c: ferryfs's user.ferry.* extended attributes (named in ferry_fsproto.h). */
 #include "ferryfs.h"
 
 #include <errno.h>
