@@ -140,6 +140,12 @@ $(B)/tests/test_%: tests/unit/test_%.c $$(call obj,$$(wildcard plugins/%/*.c)) $
 	$(Q)$(CC) $(CFLAGS) -Icore -Itests/unit -Iplugins/$* $(LDFLAGS) -o $@ $< \
 		$(call obj,$(wildcard plugins/$*/*.c)) $(TEST_LIBS) $(LIBS_LIB)
 
+# test_ivl tests ferryfs's interval sets: the object of core/fs/ivl.c, which needs nothing else.
+$(B)/tests/test_ivl: tests/unit/test_ivl.c $(call obj,core/fs/ivl.c) tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(call say,LD)
+	$(Q)$(CC) $(CFLAGS) -Icore/fs -Itests/unit $(LDFLAGS) -o $@ $< $(call obj,core/fs/ivl.c)
+
 # test_abi dlopens the plugins RTLD_NOW the way ferry does: it exports the same stage API.
 $(B)/tests/plugins/test_abi: tests/plugins/test_abi.c $(B)/libsup.a $(B)/libferry.so core/ferry.dynlist
 	@mkdir -p $(dir $@)

@@ -10,8 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ferry_log.h"
 #include "ferry_fsproto.h"
+#include "ferry_log.h"
+#include "ferry_parse.h"
 
 struct opts {
 	char *source;                       /* BUCKET[:PREFIX] */
@@ -60,25 +61,6 @@ static int append_opt(char **list, const char *opt)
 	return 0;
 }
 
-static int parse_size(const char *v, uint64_t *out)
-{
-	char *end;
-	double d = strtod(v, &end);
-
-	if (end == v || d < 0)
-		return -1;
-	if (!strcasecmp(end, "k") || !strcasecmp(end, "kib"))
-		d *= 1024;
-	else if (!strcasecmp(end, "m") || !strcasecmp(end, "mib"))
-		d *= 1024 * 1024;
-	else if (!strcasecmp(end, "g") || !strcasecmp(end, "gib"))
-		d *= 1024.0 * 1024 * 1024;
-	else if (*end)
-		return -1;
-	*out = (uint64_t)d;
-	return 0;
-}
-
 /* One -o item: ours, an [s3] key, or FUSE's. Returns 0 or -1 after logging. */
 static int apply_opt(struct fs *fs, struct ferry_s3_conf *conf, struct opts *o, char *item)
 {
@@ -109,33 +91,34 @@ static int apply_opt(struct fs *fs, struct ferry_s3_conf *conf, struct opts *o, 
 		else
 			fs->neg_timeout = d;
 	} else if (!strcmp(item, "readahead_max") && eq) {
-		if (parse_size(v, &fs->ra_max) || fs->ra_max < (1u << 20)) {
+		if (ferry_parse_size(v, &fs->ra_max) || fs->ra_max < (1u << 20)) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
 				   "option=readahead_max value='%s' want='>= 1MiB'", v);
 			return -1;
 		}
 	} else if (!strcmp(item, "cache_max") && eq) {
-		if (parse_size(v, &fs->cache_max) || (fs->cache_max && fs->cache_max < (4u << 20))) {
+		if (ferry_parse_size(v, &fs->cache_max) ||
+		    (fs->cache_max && fs->cache_max < (4u << 20))) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
 				   "option=cache_max value='%s' want='0 (no cap) or >= 4MiB'", v);
 			return -1;
 		}
 	} else if (!strcmp(item, "put_max") && eq) {
-		if (parse_size(v, &fs->put_max) || fs->put_max < FS_PART_SIZE ||
+		if (ferry_parse_size(v, &fs->put_max) || fs->put_max < FS_PART_SIZE ||
 		    fs->put_max > FS_PUT_MAX) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
 				   "option=put_max value='%s' want='8MiB .. 5GiB'", v);
 			return -1;
 		}
 	} else if (!strcmp(item, "fetch_whole") && eq) {
-		if (parse_size(v, &fs->whole_max)) {
+		if (ferry_parse_size(v, &fs->whole_max)) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
 				   "option=fetch_whole value='%s' want='a size, 0 = never'", v);
 			return -1;
 		}
 	} else if (!strcmp(item, "copy_max") && eq) {
 		/* for tests: renames above this size take the multipart copy path */
-		if (parse_size(v, &fs->copy_max) || fs->copy_max < (5u << 20) ||
+		if (ferry_parse_size(v, &fs->copy_max) || fs->copy_max < (5u << 20) ||
 		    fs->copy_max > FS_COPY_MAX) {
 			ferry_logf(FERRY_ERROR, "ferryfs", "bad option value",
 				   "option=copy_max value='%s' want='5MiB .. 5GiB'", v);
@@ -272,7 +255,7 @@ static void log_stats(struct fs *fs, const char *why)
 	char json[4096];
 	size_t n;
 
-	fs_stats_json(fs, json, sizeof(json));
+	stats_json(fs, json, sizeof(json));
 	n = strlen(json);
 	while (n && json[n - 1] == '\n')
 		json[--n] = '\0';
@@ -428,7 +411,7 @@ int main(int argc, char **argv)
 	else
 		rc = 0;
 	fs_discard_dirty(&fs);
-	if (!data_stop_background(&fs))
+	if (!fetch_stop_background(&fs))
 		tables_busy = true;
 	log_stats(&fs, "unmounting");
 	fuse_loop_cfg_destroy(lcfg);
