@@ -10,16 +10,7 @@
 #include <unistd.h>
 
 #include "ferry_log.h"
-
-/* Nanoseconds, not ferry_mono_ms(): a random read served from the cache takes
- * microseconds, and fetch.c adds up how long those take. */
-uint64_t data_now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
+#include "ferry_time.h"
 
 /* Brings fs's cache_bytes in line with n's ranges (n->mu held). */
 void data_held_sync(struct fs *fs, struct node *n)
@@ -160,7 +151,7 @@ out:
 void data_touch(struct node *n, uint64_t end)
 {
 	n->last_off = end;
-	__atomic_store_n(&n->last_use, data_now_ns(), __ATOMIC_RELAXED);
+	__atomic_store_n(&n->last_use, ferry_mono_ns(), __ATOMIC_RELAXED);
 }
 
 int data_cache_fd(struct fs *fs, struct node *n)

@@ -232,7 +232,6 @@ int data_cache_fd(struct fs *fs, struct node *n);                 /* n->mu held;
 void data_held_sync(struct fs *fs, struct node *n);               /* n->mu held */
 void data_touch(struct node *n, uint64_t end);                    /* n->mu held */
 void data_trim(struct fs *fs);                                    /* no node lock held */
-uint64_t data_now_ns(void);
 
 /* fetch.c: pinned reads into the cache file */
 /* Reply to a read request (n->mu not held). */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ferry_log.h"
+#include "ferry_time.h"
 
 #define RA_MIN        (1ull << 20)          /* first read-ahead window */
 #define RANDOM_ALIGN  4096ull               /* a random read GETs its own pages, no more */
@@ -266,7 +267,7 @@ static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t 
 	n->fetches = &f;
 	pthread_mutex_unlock(&n->mu);
 
-	t0 = data_now_ns();
+	t0 = ferry_mono_ns();
 	sc.bcap = b - a < SINK_BUF ? (size_t)(b - a) : SINK_BUF;
 	if (sc.bcap > 16384)
 		sc.buf = malloc(sc.bcap);   /* NULL: store piece by piece */
@@ -279,7 +280,7 @@ static int fetch_range(struct fs *fs, struct node *n, const char *key, uint64_t 
 	if (sc.blen && !sc.dropped && !sc.err)
 		sink_store(&sc, sc.buf, sc.blen);
 	free(sc.buf);
-	dt = data_now_ns() - t0;
+	dt = ferry_mono_ns() - t0;
 	if (rc == FERRY_S3_OK && f.pos - a >= RATE_MIN_GET && dt) {
 		/* what a whole-file fetch would take: a moving average over large GETs */
 		uint64_t rate = (f.pos - a) * 1000000000ull / dt;
@@ -546,7 +547,7 @@ void fetch_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, of
 	data_touch(n, end);
 	if (!seq) {
 		/* the reader's time between random reads, pauses of idleness left out */
-		t_in = data_now_ns();
+		t_in = ferry_mono_ns();
 		if (n->rand_last && t_in - n->rand_last < RAND_GAP_MAX)
 			n->rand_ns += t_in - n->rand_last;
 	}
@@ -597,7 +598,7 @@ void fetch_read(struct fs *fs, struct handle *h, fuse_req_t req, size_t size, of
 	}
 	if (!seq) {
 		/* and the time random reads take */
-		n->rand_last = data_now_ns();
+		n->rand_last = ferry_mono_ns();
 		n->rand_ns += n->rand_last - t_in;
 		if (!err && fetched)
 			whole_start(fs, n, key);

@@ -21,6 +21,14 @@ int64_t ferry_mono_ms(void)
 	return clock_ms(CLOCK_MONOTONIC);
 }
 
+uint64_t ferry_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 int64_t ferry_boot_ms(void)
 {
 	return clock_ms(CLOCK_BOOTTIME);
