@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "ferry_time.h"
 #include "s3_internal.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -100,7 +100,7 @@ struct ferry_s3 *ferry_s3_new(const struct ferry_s3_conf *conf, char *err, size_
 	curl_share_setopt(s3->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 	curl_share_setopt(s3->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 	if (getrandom(&s3->rng, sizeof(s3->rng), 0) != sizeof(s3->rng))
-		s3->rng = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+		s3->rng = (uint64_t)ferry_now_ms() ^ (uint64_t)getpid() << 32;
 	return s3;
 out_free:
 	ferry_s3_free(s3);

@@ -567,7 +567,7 @@ static int wire_build(struct s3_xfer *x, struct wire *w)
 {
 	struct ferry_s3 *s3 = x->s3;
 	const struct s3_req *rq = x->rq;
-	time_t now = time(NULL);
+	time_t now = (time_t)(ferry_now_ms() / 1000);
 	char why[256] = "";
 	struct tm tm;
 
