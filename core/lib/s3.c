@@ -46,7 +46,8 @@ struct ferry_s3 *ferry_s3_new(const struct ferry_s3_conf *conf, char *err, size_
 
 	pthread_once(&curl_once, curl_init_once);
 	if (curl_init_rc != CURLE_OK) {
-		snprintf(err, errlen, "cannot initialise libcurl: %s", curl_easy_strerror(curl_init_rc));
+		snprintf(err, errlen, "cannot initialise libcurl: %s",
+			 curl_easy_strerror(curl_init_rc));
 		return NULL;
 	}
 	if (!conf->bucket || !*conf->bucket) {
@@ -54,8 +55,8 @@ struct ferry_s3 *ferry_s3_new(const struct ferry_s3_conf *conf, char *err, size_
 		return NULL;
 	}
 	if (strlen(conf->bucket) > 255 ||
-	    strspn(conf->bucket, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
-	    strlen(conf->bucket)) {
+	    strspn(conf->bucket, "abcdefghijklmnopqrstuvwxyz" "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789.-_") != strlen(conf->bucket)) {
 		snprintf(err, errlen, "bad bucket name '%.80s' (letters, digits, '.', '-', '_')",
 			 conf->bucket);
 		return NULL;

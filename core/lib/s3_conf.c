@@ -1,6 +1,7 @@
 /* s3_conf.c: the S3 client's configuration: defaults, environment, [s3] keys, endpoint. */
 #include "ferry_s3.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,35 +46,33 @@ static const char *env(const char *name)
 	return v && *v ? v : NULL;
 }
 
+/* The variables AWS tools read, each with the one read when it is unset. */
+static const struct {
+	const char *name;                   /* the variable */
+	const char *fallback;               /* read when name is unset or empty; NULL for none */
+	size_t field;                       /* offsetof its char * in struct ferry_s3_conf */
+} env_vars[] = {
+	{ "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", offsetof(struct ferry_s3_conf, endpoint) },
+	{ "AWS_REGION", "AWS_DEFAULT_REGION", offsetof(struct ferry_s3_conf, region) },
+	{ "AWS_ACCESS_KEY_ID", NULL, offsetof(struct ferry_s3_conf, access_key) },
+	{ "AWS_SECRET_ACCESS_KEY", NULL, offsetof(struct ferry_s3_conf, secret_key) },
+	{ "AWS_SESSION_TOKEN", NULL, offsetof(struct ferry_s3_conf, session_token) },
+	{ "AWS_CA_BUNDLE", NULL, offsetof(struct ferry_s3_conf, ca_bundle) },
+	{ "BUCKET_NAME", NULL, offsetof(struct ferry_s3_conf, bucket) },
+};
+
 void ferry_s3_conf_from_env(struct ferry_s3_conf *conf)
 {
-	const char *v;
+	size_t i;
 
-	v = env("AWS_ENDPOINT_URL_S3");
-	if (!v)
-		v = env("AWS_ENDPOINT_URL");
-	if (v)
-		set_str(&conf->endpoint, v);
-	v = env("AWS_REGION");
-	if (!v)
-		v = env("AWS_DEFAULT_REGION");
-	if (v)
-		set_str(&conf->region, v);
-	v = env("AWS_ACCESS_KEY_ID");
-	if (v)
-		set_str(&conf->access_key, v);
-	v = env("AWS_SECRET_ACCESS_KEY");
-	if (v)
-		set_str(&conf->secret_key, v);
-	v = env("AWS_SESSION_TOKEN");
-	if (v)
-		set_str(&conf->session_token, v);
-	v = env("AWS_CA_BUNDLE");
-	if (v)
-		set_str(&conf->ca_bundle, v);
-	v = env("BUCKET_NAME");
-	if (v)
-		set_str(&conf->bucket, v);
+	for (i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++) {
+		const char *v = env(env_vars[i].name);
+
+		if (!v && env_vars[i].fallback)
+			v = env(env_vars[i].fallback);
+		if (v)
+			set_str((char **)((char *)conf + env_vars[i].field), v);
+	}
 }
 
 static const char *const conf_keys[] = {

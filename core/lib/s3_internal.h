@@ -160,12 +160,16 @@ void s3_scopy(char *dst, size_t n, const char *src);
 /* Append to b, growing it up to max bytes: 0, or -1 when full or out of memory. */
 int s3_buf_append(struct ferry_buf *b, const void *data, size_t len, size_t max);
 
+/* Start a public call: the caller's result, or local when it passed none, reset. */
+struct ferry_s3_res *s3_res_begin(struct ferry_s3_res *res, struct ferry_s3_res *local);
 void s3_req_init(struct s3_req *rq, const char *method, const char *op, const char *key);
-/* Start a public call: the caller's result (or its local one) reset, rq initialised. */
+/* s3_res_begin and s3_req_init at once, for a call of one request. */
 struct ferry_s3_res *s3_req_begin(struct s3_req *rq, const char *method, const char *op,
 				  const char *key, struct ferry_s3_res *res,
 				  struct ferry_s3_res *local);
-void s3_res_reset(struct ferry_s3_res *res);
+/* The request body: len bytes of data (NULL for none), or of fd from off. */
+void s3_req_body(struct s3_req *rq, const void *data, size_t len);
+void s3_req_body_fd(struct s3_req *rq, int fd, off_t off, uint64_t len);
 /* Add a signed header (nothing when value is NULL). */
 void s3_req_hdr(struct s3_req *rq, const char *name, const char *value);
 /* The cond's If-Match / If-None-Match as headers. */
@@ -203,6 +207,11 @@ typedef enum s3_verdict (*s3_verify_fn)(struct ferry_s3 *s3, const struct s3_req
  * failure; idempotent ones are resent up to max_retries. A 2xx body goes to keep. */
 int s3_do(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 	  struct ferry_buf *keep);
+/* For writes whose ETag is known before they land (a copy, a multipart completion): ours
+ * when key has ETag want (then into res->etag, the HEAD's result into found); unknown
+ * when want is NULL. */
+enum s3_verdict s3_verify_etag(struct ferry_s3 *s3, const char *key, const char *want,
+			       struct ferry_s3_res *res, struct ferry_s3_res *found);
 /* A write that must not be resent blindly: after an ambiguous outcome, or a 412/404 that
  * may be the echo of our own earlier attempt, verify reads back and decides. */
 int s3_do_cond(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,

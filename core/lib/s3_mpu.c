@@ -11,8 +11,6 @@
 
 #include "s3_internal.h"
 
-/* ---------------------------------------------------------------- multipart */
-
 int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
 			struct ferry_s3_res *res)
 {
@@ -23,9 +21,7 @@ int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
 	char id[1024];
 	int rc;
 
-	if (!res)
-		res = &local;
-	s3_res_reset(res);
+	res = s3_res_begin(res, &local);
 	*upload_id = NULL;
 	s3_req_init(&rq, "POST", "CREATE-MULTIPART", key);
 	rq.query = q;
@@ -36,7 +32,7 @@ int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
 	if (rc != FERRY_S3_OK)
 		return rc;
 	if (s3xml_field(body.data ? body.data : "", body.len,
-			      "InitiateMultipartUploadResult/UploadId", id, sizeof(id)) != 0 || !id[0]) {
+			"InitiateMultipartUploadResult/UploadId", id, sizeof(id)) != 0 || !id[0]) {
 		s3_req_msg(s3, &rq, res, "no UploadId in the response");
 		rc = FERRY_S3_ERROR;
 	} else {
@@ -48,6 +44,17 @@ int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
 	return rc;
 }
 
+/* The query naming part of upload_id, in q (pn holds the number's text). */
+static void part_query(struct s3_req *rq, struct sigv4_kv q[2], char pn[16], int part,
+		       const char *upload_id)
+{
+	snprintf(pn, 16, "%d", part);
+	q[0] = (struct sigv4_kv){ "partNumber", pn };
+	q[1] = (struct sigv4_kv){ "uploadId", upload_id };
+	rq->query = q;
+	rq->n_query = 2;
+}
+
 static int part_common(struct ferry_s3 *s3, struct s3_req *rq, const char *upload_id, int part,
 		       char *etag_out, struct ferry_s3_res *res)
 {
@@ -55,11 +62,7 @@ static int part_common(struct ferry_s3 *s3, struct s3_req *rq, const char *uploa
 	char pn[16];
 	int rc;
 
-	snprintf(pn, sizeof(pn), "%d", part);
-	q[0] = (struct sigv4_kv){ "partNumber", pn };
-	q[1] = (struct sigv4_kv){ "uploadId", upload_id };
-	rq->query = q;
-	rq->n_query = 2;
+	part_query(rq, q, pn, part, upload_id);
 	rc = s3_do(s3, rq, res, NULL);
 	if (rc == FERRY_S3_OK) {
 		if (!res->etag[0]) {
@@ -78,8 +81,7 @@ int ferry_s3_mpu_part(struct ferry_s3 *s3, const char *key, const char *upload_i
 	struct s3_req rq;
 
 	res = s3_req_begin(&rq, "PUT", "UPLOAD-PART", key, res, &local);
-	rq.body = data ? data : "";
-	rq.body_len = len;
+	s3_req_body(&rq, data, len);
 	return part_common(s3, &rq, upload_id, part, etag_out, res);
 }
 
@@ -91,9 +93,7 @@ int ferry_s3_mpu_part_fd(struct ferry_s3 *s3, const char *key, const char *uploa
 	struct s3_req rq;
 
 	res = s3_req_begin(&rq, "PUT", "UPLOAD-PART", key, res, &local);
-	rq.fd = fd;
-	rq.fd_off = off;
-	rq.body_len = len;
+	s3_req_body_fd(&rq, fd, off, len);
 	return part_common(s3, &rq, upload_id, part, etag_out, res);
 }
 
@@ -123,19 +123,16 @@ int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upl
 	s3_req_hdr(&rq, "x-amz-copy-source", src);
 	s3_req_hdr(&rq, "x-amz-copy-source-range", range);
 	s3_req_hdr(&rq, "x-amz-copy-source-if-match", src_if_match);
-	snprintf(pn, sizeof(pn), "%d", part);
-	q[0] = (struct sigv4_kv){ "partNumber", pn };
-	q[1] = (struct sigv4_kv){ "uploadId", upload_id };
-	rq.query = q;
-	rq.n_query = 2;
+	part_query(&rq, q, pn, part, upload_id);
 	rq.keep_max = S3_ERR_BODY_MAX;
 	rc = s3_do(s3, &rq, res, &body);
 	if (rc == FERRY_S3_OK)
 		rc = s3_check_200_error(s3, &rq, &body, res);
 	if (rc == FERRY_S3_OK) {
 		if (s3xml_field(body.data ? body.data : "", body.len, "CopyPartResult/ETag",
-				      etag, sizeof(etag)) != 0) {
-			s3_req_msg(s3, &rq, res, "no ETag in the UploadPartCopy response for part %d", part);
+				etag, sizeof(etag)) != 0) {
+			s3_req_msg(s3, &rq, res,
+				   "no ETag in the UploadPartCopy response for part %d", part);
 			rc = FERRY_S3_ERROR;
 		} else {
 			snprintf(etag_out, 80, "%s", etag);
@@ -186,27 +183,17 @@ static bool mpu_expected_etag(char *const *etags, int n, char out[80])
 	return ok;
 }
 
-static enum s3_verdict verify_complete(struct ferry_s3 *s3, const struct s3_req *rq, void *arg,
-				    struct ferry_s3_res *res)
+/* A completion's ETag is known beforehand (mpu_expected_etag): ours when the key has it. */
+static enum s3_verdict verify_complete(struct ferry_s3 *s3, const struct s3_req *rq,
+				       void *arg, struct ferry_s3_res *res)
 {
 	const char *want = arg;
 	struct ferry_s3_res r;
-	int rc;
+	enum s3_verdict v = s3_verify_etag(s3, rq->key, want[0] ? want : NULL, res, &r);
 
-	if (!want[0])
-		return S3_V_UNKNOWN;
-	rc = ferry_s3_head(s3, rq->key, NULL, &r);
-	res->attempts += r.attempts;
-	if (rc == FERRY_S3_NOTFOUND)
-		return S3_V_RESEND;
-	if (rc != FERRY_S3_OK)
-		return S3_V_UNKNOWN;
-	if (!strcmp(r.etag, want)) {
-		s3_scopy(res->etag, sizeof(res->etag), r.etag);
+	if (v == S3_V_OURS)
 		res->size = r.size;
-		return S3_V_OURS;
-	}
-	return S3_V_RESEND;
+	return v;
 }
 
 int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *upload_id,
@@ -223,7 +210,8 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 	res = s3_req_begin(&rq, "POST", "COMPLETE-MULTIPART", key, res, &local);
 	rc = s3_buf_append(&xml, "<CompleteMultipartUpload>", 25, S3_XML_BODY_MAX);
 	for (i = 0; rc == 0 && i < nparts; i++) {
-		int n = snprintf(line, sizeof(line), "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
+		int n = snprintf(line, sizeof(line),
+				 "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
 				 i + 1, part_etags[i]);
 
 		rc = s3_buf_append(&xml, line, (size_t)n, S3_XML_BODY_MAX);
@@ -238,8 +226,7 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 	q[0] = (struct sigv4_kv){ "uploadId", upload_id };
 	rq.query = q;
 	rq.n_query = 1;
-	rq.body = xml.data;
-	rq.body_len = xml.len;
+	s3_req_body(&rq, xml.data, xml.len);
 	rq.keep_max = S3_ERR_BODY_MAX;
 	s3_req_hdr(&rq, "content-type", "application/xml");
 	s3_req_cond(&rq, cond);
@@ -251,8 +238,7 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 	if (rc == FERRY_S3_OK && body.len)
 		rc = s3_check_200_error(s3, &rq, &body, res);
 	if (rc == FERRY_S3_OK && body.len &&
-	    s3xml_field(body.data, body.len, "*/ETag", etag,
-			      sizeof(etag)) == 0)
+	    s3xml_field(body.data, body.len, "*/ETag", etag, sizeof(etag)) == 0)
 		s3_scopy(res->etag, sizeof(res->etag), etag);
 	ferry_buf_release(&body);
 	ferry_buf_release(&xml);

@@ -2,7 +2,6 @@
  * listing, and the endpoint probe. Multipart uploads are in s3_mpu.c. */
 #include "ferry_s3.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +44,8 @@ int ferry_s3_get(struct ferry_s3 *s3, const char *key, const struct ferry_s3_con
 }
 
 struct buf_sink {
-	struct ferry_buf *b;
-	uint64_t max;
+	struct ferry_buf *b;                /* the caller's buffer */
+	uint64_t max;                       /* the most it may hold */
 };
 
 static int buf_sink(void *arg, const void *data, size_t len)
@@ -76,9 +75,9 @@ int ferry_s3_get_buf(struct ferry_s3 *s3, const char *key, const struct ferry_s3
 }
 
 struct into_sink {
-	char *dst;
-	size_t cap;
-	size_t got;
+	char *dst;                          /* the caller's memory */
+	size_t cap;                         /* its size: the range asked for */
+	size_t got;                         /* bytes written to it */
 };
 
 static int into_sink(void *arg, const void *data, size_t len)
@@ -122,10 +121,10 @@ int ferry_s3_get_into(struct ferry_s3 *s3, const char *key, const struct ferry_s
 
 /* Compares the stored object with our body while it streams in. */
 struct cmp_sink {
-	const struct s3_req *rq;               /* our body */
-	uint64_t pos;
-	bool differs;
-	char chunk[64 * 1024];
+	const struct s3_req *rq;            /* our body */
+	uint64_t pos;                       /* bytes compared so far */
+	bool differs;                       /* the stored object is not ours */
+	char chunk[64 * 1024];              /* our bytes read back from rq->fd */
 };
 
 static int cmp_sink(void *arg, const void *data, size_t len)
@@ -163,13 +162,15 @@ static int cmp_sink(void *arg, const void *data, size_t len)
 }
 
 /* After an ambiguous PUT: is the stored object byte for byte ours? */
-static enum s3_verdict verify_put(struct ferry_s3 *s3, const struct s3_req *put, struct ferry_s3_res *out)
+static enum s3_verdict verify_put(struct ferry_s3 *s3, const struct s3_req *put, void *arg,
+				  struct ferry_s3_res *out)
 {
 	struct cmp_sink *c = calloc(1, sizeof(*c));
 	struct ferry_s3_res r;
 	enum s3_verdict v = S3_V_UNKNOWN;
 	int rc;
 
+	(void)arg;
 	if (!c)
 		return S3_V_UNKNOWN;
 	c->rq = put;
@@ -190,20 +191,13 @@ static enum s3_verdict verify_put(struct ferry_s3 *s3, const struct s3_req *put,
 	return v;
 }
 
-static enum s3_verdict verify_put_cb(struct ferry_s3 *s3, const struct s3_req *rq, void *arg,
-				  struct ferry_s3_res *res)
-{
-	(void)arg;
-	return verify_put(s3, rq, res);
-}
-
 static int put_common(struct ferry_s3 *s3, struct s3_req *rq, const struct ferry_s3_cond *cond,
 		      struct ferry_s3_res *res)
 {
 	s3_req_cond(rq, cond);
 	if (!s3_is_conditional(cond))
 		return s3_do(s3, rq, res, NULL);
-	return s3_do_cond(s3, rq, res, verify_put_cb, NULL, NULL);
+	return s3_do_cond(s3, rq, res, verify_put, NULL, NULL);
 }
 
 int ferry_s3_put(struct ferry_s3 *s3, const char *key, const void *data, size_t len,
@@ -213,8 +207,7 @@ int ferry_s3_put(struct ferry_s3 *s3, const char *key, const void *data, size_t 
 	struct s3_req rq;
 
 	res = s3_req_begin(&rq, "PUT", "PUT", key, res, &local);
-	rq.body = data ? data : "";
-	rq.body_len = len;
+	s3_req_body(&rq, data, len);
 	return put_common(s3, &rq, cond, res);
 }
 
@@ -225,16 +218,14 @@ int ferry_s3_put_fd(struct ferry_s3 *s3, const char *key, int fd, off_t off, uin
 	struct s3_req rq;
 
 	res = s3_req_begin(&rq, "PUT", "PUT", key, res, &local);
-	rq.fd = fd;
-	rq.fd_off = off;
-	rq.body_len = len;
+	s3_req_body_fd(&rq, fd, off, len);
 	return put_common(s3, &rq, cond, res);
 }
 
 /* After an ambiguous conditional DELETE: gone is done; the same ETag means it never
  * happened; another ETag means someone else's object is there now. */
 static enum s3_verdict verify_delete(struct ferry_s3 *s3, const struct s3_req *rq, void *arg,
-				  struct ferry_s3_res *res)
+				     struct ferry_s3_res *res)
 {
 	const char *if_match = arg;
 	struct ferry_s3_res r;
@@ -257,11 +248,10 @@ int ferry_s3_delete(struct ferry_s3 *s3, const char *key, const struct ferry_s3_
 
 	res = s3_req_begin(&rq, "DELETE", "DELETE", key, res, &local);
 	s3_req_cond(&rq, cond);
-	if (cond && cond->if_match) {
-		rc = s3_do_cond(s3, &rq, res, verify_delete, (void *)cond->if_match, NULL);
-		/* resent after our own first delete landed: the key is gone, as we wanted */
-		return rc;
-	}
+	/* resent after our own first delete landed, verify_delete finds the key gone, as
+	 * we wanted */
+	if (cond && cond->if_match)
+		return s3_do_cond(s3, &rq, res, verify_delete, (void *)cond->if_match, NULL);
 	rc = s3_do(s3, &rq, res, NULL);
 	if (rc == FERRY_S3_NOTFOUND && !s3_is_conditional(cond)) {
 		res->msg[0] = '\0';
@@ -272,30 +262,13 @@ int ferry_s3_delete(struct ferry_s3 *s3, const char *key, const struct ferry_s3_
 
 /* ---------------------------------------------------------------- server-side copy */
 
-struct copy_verify {
-	const char *src_etag;               /* the source's ETag, if known */
-};
-
+/* A copy keeps the source's ETag: ours when the target has the one arg pinned. */
 static enum s3_verdict verify_copy(struct ferry_s3 *s3, const struct s3_req *rq, void *arg,
-				struct ferry_s3_res *res)
+				   struct ferry_s3_res *res)
 {
-	struct copy_verify *cv = arg;
 	struct ferry_s3_res r;
-	int rc;
 
-	if (!cv->src_etag)
-		return S3_V_UNKNOWN;
-	rc = ferry_s3_head(s3, rq->key, NULL, &r);
-	res->attempts += r.attempts;
-	if (rc == FERRY_S3_NOTFOUND)
-		return S3_V_RESEND;
-	if (rc != FERRY_S3_OK)
-		return S3_V_UNKNOWN;
-	if (!strcmp(r.etag, cv->src_etag)) {
-		s3_scopy(res->etag, sizeof(res->etag), r.etag);
-		return S3_V_OURS;
-	}
-	return S3_V_RESEND;
+	return s3_verify_etag(s3, rq->key, arg, res, &r);
 }
 
 int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_match,
@@ -304,7 +277,6 @@ int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_m
 {
 	struct ferry_s3_res local;
 	struct ferry_buf body = { 0 };
-	struct copy_verify cv = { src_if_match };
 	struct s3_req rq;
 	char etag[80];
 	char *src;
@@ -321,7 +293,7 @@ int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_m
 	s3_req_cond(&rq, cond);
 	rq.keep_max = S3_ERR_BODY_MAX;
 	if (s3_is_conditional(cond))
-		rc = s3_do_cond(s3, &rq, res, verify_copy, &cv, &body);
+		rc = s3_do_cond(s3, &rq, res, verify_copy, (void *)src_if_match, &body);
 	else
 		rc = s3_do(s3, &rq, res, &body);
 	if (rc == FERRY_S3_OK && body.len)
@@ -409,9 +381,7 @@ int ferry_s3_list_page(struct ferry_s3 *s3, const char *prefix, const char *deli
 	struct ferry_s3_res local;
 	int rc;
 
-	if (!res)
-		res = &local;
-	s3_res_reset(res);
+	res = s3_res_begin(res, &local);
 	memset(out, 0, sizeof(*out));
 	rc = list_into(s3, prefix, delimiter, token, max_keys, out, res);
 	if (rc != FERRY_S3_OK)
@@ -426,9 +396,7 @@ int ferry_s3_list_all(struct ferry_s3 *s3, const char *prefix, const char *delim
 	char *token = NULL;
 	int rc, pages = 0;
 
-	if (!res)
-		res = &local;
-	s3_res_reset(res);
+	res = s3_res_begin(res, &local);
 	memset(out, 0, sizeof(*out));
 	do {
 		rc = list_into(s3, prefix, delimiter, token, 0, out, res);
@@ -450,6 +418,21 @@ int ferry_s3_list_all(struct ferry_s3 *s3, const char *prefix, const char *delim
 
 /* ---------------------------------------------------------------- probe */
 
+/* Does the store refuse a PUT of other bytes over key under cond? When it takes it, our
+ * body goes back (its new ETag into etag) so the later checks are meaningful. */
+static bool probe_refused(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
+			  const char *body, size_t blen, char etag[80])
+{
+	struct ferry_s3_res r;
+	int rc = ferry_s3_put(s3, key, "other", 5, cond, &r);
+
+	if (rc == FERRY_S3_OK) {
+		ferry_s3_put(s3, key, body, blen, NULL, &r);
+		s3_scopy(etag, 80, r.etag);
+	}
+	return rc == FERRY_S3_PRECONDITION;
+}
+
 int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
 		   struct ferry_s3_features *out, struct ferry_s3_res *res)
 {
@@ -462,10 +445,8 @@ int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
 	int rc, i;
 	size_t blen;
 
-	if (!res)
-		res = &local;
+	res = s3_res_begin(res, &local);
 	memset(out, 0, sizeof(*out));
-	s3_res_reset(res);
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		memset(rnd, 0x5a, sizeof(rnd));
 	for (i = 0; i < 16; i++)
@@ -481,21 +462,10 @@ int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
 	if (rc != FERRY_S3_OK)
 		return rc;
 	s3_scopy(etag, sizeof(etag), res->etag);
-	rc = ferry_s3_put(s3, key, "other", 5, &create, &r);
-	out->conditional_create = rc == FERRY_S3_PRECONDITION;
-	if (rc == FERRY_S3_OK) {
-		/* the store overwrote it: put our body back so the later checks are meaningful */
-		ferry_s3_put(s3, key, body, blen, NULL, &r);
-		s3_scopy(etag, sizeof(etag), r.etag);
-	}
+	out->conditional_create = probe_refused(s3, key, &create, body, blen, etag);
 
 	/* 2. If-Match with a wrong ETag must be refused */
-	rc = ferry_s3_put(s3, key, "other", 5, &wrong, &r);
-	out->conditional_put = rc == FERRY_S3_PRECONDITION;
-	if (rc == FERRY_S3_OK) {
-		ferry_s3_put(s3, key, body, blen, NULL, &r);
-		s3_scopy(etag, sizeof(etag), r.etag);
-	}
+	out->conditional_put = probe_refused(s3, key, &wrong, body, blen, etag);
 
 	/* 3. UploadPartCopy of the scratch object (501 on stores without it) */
 	rc = ferry_s3_mpu_create(s3, key2, &upload, &r);

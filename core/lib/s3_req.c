@@ -62,9 +62,12 @@ int s3_buf_append(struct ferry_buf *b, const void *data, size_t len, size_t max)
 
 /* ---------------------------------------------------------------- requests */
 
-void s3_res_reset(struct ferry_s3_res *res)
+struct ferry_s3_res *s3_res_begin(struct ferry_s3_res *res, struct ferry_s3_res *local)
 {
+	if (!res)
+		res = local;
 	memset(res, 0, sizeof(*res));
+	return res;
 }
 
 void s3_req_init(struct s3_req *rq, const char *method, const char *op, const char *key)
@@ -77,16 +80,25 @@ void s3_req_init(struct s3_req *rq, const char *method, const char *op, const ch
 	rq->idempotent = true;
 }
 
-/* Start a public call: the caller's result (or its local one) reset, rq initialised. */
 struct ferry_s3_res *s3_req_begin(struct s3_req *rq, const char *method, const char *op,
 				  const char *key, struct ferry_s3_res *res,
 				  struct ferry_s3_res *local)
 {
-	if (!res)
-		res = local;
-	s3_res_reset(res);
 	s3_req_init(rq, method, op, key);
-	return res;
+	return s3_res_begin(res, local);
+}
+
+void s3_req_body(struct s3_req *rq, const void *data, size_t len)
+{
+	rq->body = data ? data : "";
+	rq->body_len = len;
+}
+
+void s3_req_body_fd(struct s3_req *rq, int fd, off_t off, uint64_t len)
+{
+	rq->fd = fd;
+	rq->fd_off = off;
+	rq->body_len = len;
 }
 
 void s3_req_hdr(struct s3_req *rq, const char *name, const char *value)
@@ -113,7 +125,9 @@ bool s3_is_conditional(const struct ferry_s3_cond *cond)
 /* Scrub every credential from a message we are about to hand out. */
 void s3_scrub(const struct ferry_s3 *s3, char *msg)
 {
-	const char *secrets[3] = { s3->conf.access_key, s3->conf.secret_key, s3->conf.session_token };
+	const char *secrets[3] = {
+		s3->conf.access_key, s3->conf.secret_key, s3->conf.session_token,
+	};
 	size_t i;
 
 	for (i = 0; i < 3; i++) {
@@ -147,7 +161,8 @@ void s3_req_msg(struct ferry_s3 *s3, const struct s3_req *rq, struct ferry_s3_re
 	if (rq->key)
 		snprintf(res->msg, sizeof(res->msg), "%s '%s': %s", rq->op, s3_req_what(rq), tail);
 	else
-		snprintf(res->msg, sizeof(res->msg), "%s s3://%s: %s", rq->op, s3->conf.bucket, tail);
+		snprintf(res->msg, sizeof(res->msg), "%s s3://%s: %s", rq->op, s3->conf.bucket,
+			 tail);
 	s3_scrub(s3, res->msg);
 }
 
@@ -308,7 +323,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 		x->got_this_attempt += len;
 		return len;
 	}
-	if (s3_buf_append(&x->body, data, len, ok && x->rq->keep_max ? x->rq->keep_max : S3_ERR_BODY_MAX) != 0) {
+	if (s3_buf_append(&x->body, data, len,
+			  ok && x->rq->keep_max ? x->rq->keep_max : S3_ERR_BODY_MAX) != 0) {
 		if (ok) {
 			x->overflow = true;
 			return 0;
@@ -418,7 +434,8 @@ static char *object_path(struct ferry_s3 *s3, const char *key)
 	if (!enc)
 		return NULL;
 	if (s3->path_style) {
-		if (asprintf(&path, "%s/%s%s%s", s3->base_path, s3->conf.bucket, key ? "/" : "", enc) < 0)
+		if (asprintf(&path, "%s/%s%s%s", s3->base_path, s3->conf.bucket, key ? "/" : "",
+			     enc) < 0)
 			path = NULL;
 	} else if (asprintf(&path, "%s/%s", s3->base_path, enc) < 0) {
 		path = NULL;
@@ -438,7 +455,8 @@ char *s3_copy_source(struct ferry_s3 *s3, const char *src_key)
 }
 
 /* The body's SHA-256 (hex) for x-amz-content-sha256. */
-static int payload_hash(struct ferry_s3 *s3, const struct s3_req *rq, char hex[65], char *why, size_t wl)
+static int payload_hash(struct ferry_s3 *s3, const struct s3_req *rq, char hex[65], char *why,
+			size_t wl)
 {
 	if ((s3->https || s3->loopback) && rq->body_len) {
 		/* TLS protects the body in transit, and a loopback body never leaves the
@@ -453,7 +471,8 @@ static int payload_hash(struct ferry_s3 *s3, const struct s3_req *rq, char hex[6
 	return sigv4_sha256_fd_hex(rq->fd, rq->fd_off, rq->body_len, hex, why, wl);
 }
 
-static struct curl_slist *add_hdr(struct curl_slist *l, bool *oom, const char *name, const char *value)
+static struct curl_slist *add_hdr(struct curl_slist *l, bool *oom, const char *name,
+				  const char *value)
 {
 	char *line;
 	struct curl_slist *n;
@@ -481,7 +500,7 @@ struct wire {
 	char *path;                         /* canonical URI */
 	char *query;                        /* canonical query */
 	char *url;                          /* what libcurl opens */
-	struct sigv4_kv sh[S3_MAX_HDRS + 6]; /* the signed headers */
+	struct sigv4_kv sh[S3_MAX_HDRS + 6]; /* signed: up to 6 of ours, the request's */
 	size_t n_sh;                        /* entries in sh */
 	struct sigv4_out sig;               /* the signature */
 	struct curl_slist *hl;              /* the headers as libcurl sends them */
@@ -507,14 +526,14 @@ static void wire_headers(struct s3_xfer *x, struct wire *w)
 {
 	struct ferry_s3 *s3 = x->s3;
 	const struct s3_req *rq = x->rq;
-	const char *pin = rq->if_match;
+	const char *token = s3->conf.session_token, *pin = rq->if_match;
 	size_t i;
 
 	w->sh[w->n_sh++] = (struct sigv4_kv){ "host", s3->host };
 	w->sh[w->n_sh++] = (struct sigv4_kv){ "x-amz-date", w->amz_date };
 	w->sh[w->n_sh++] = (struct sigv4_kv){ "x-amz-content-sha256", w->hash };
-	if (s3->conf.session_token)
-		w->sh[w->n_sh++] = (struct sigv4_kv){ "x-amz-security-token", s3->conf.session_token };
+	if (token)
+		w->sh[w->n_sh++] = (struct sigv4_kv){ "x-amz-security-token", token };
 	if (rq->ranged && (rq->range_off + x->delivered || rq->range_len)) {
 		uint64_t from = rq->range_off + x->delivered;
 

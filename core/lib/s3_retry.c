@@ -59,7 +59,8 @@ int s3_do(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 		bool resumed = rq->sink && x.delivered > 0;
 
 		rc = s3_req_attempt(&x, &transient);
-		/* a resumed read starting at the end of the (pinned) version: nothing was missing */
+		/* a resumed read starting at the end of the (pinned) version: nothing was
+		 * missing */
 		if (resumed && rc == FERRY_S3_RANGE) {
 			res->msg[0] = '\0';
 			res->code[0] = '\0';
@@ -164,6 +165,25 @@ static int after_ambiguous(struct ferry_s3 *s3, const struct s3_req *rq,
 	ferry_logf(FERRY_DEBUG, "s3", "resending conditional write after read-back",
 		   "op=%s attempt=%d why=\"%s\"", rq->op, res->attempts, msg);
 	return S3_RC_AMBIGUOUS;
+}
+
+enum s3_verdict s3_verify_etag(struct ferry_s3 *s3, const char *key, const char *want,
+			       struct ferry_s3_res *res, struct ferry_s3_res *found)
+{
+	int rc;
+
+	if (!want)
+		return S3_V_UNKNOWN;
+	rc = ferry_s3_head(s3, key, NULL, found);
+	res->attempts += found->attempts;
+	if (rc == FERRY_S3_NOTFOUND)
+		return S3_V_RESEND;
+	if (rc != FERRY_S3_OK)
+		return S3_V_UNKNOWN;
+	if (strcmp(found->etag, want))
+		return S3_V_RESEND;
+	s3_scopy(res->etag, sizeof(res->etag), found->etag);
+	return S3_V_OURS;
 }
 
 int s3_do_cond(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,

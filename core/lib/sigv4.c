@@ -5,7 +5,7 @@
  *    of the body in x-amz-content-sha256; libcurl only hashes POSTFIELDS bodies, not
  *    bodies streamed from a read callback (our PUTs from fds), and falls back to
  *    UNSIGNED-PAYLOAD, which is only acceptable over TLS (or on loopback, where the body
- *    never crosses a network: see payload_hash in s3.c).
+ *    never crosses a network: see payload_hash in s3_req.c).
  *  - testability: the signer has to match AWS's published vectors byte for byte in a
  *    unit test with no network; libcurl's signer cannot be called on its own, and we
  *    want to compare the canonical request and string-to-sign, not just the result.
