@@ -1,7 +1,7 @@
 /* ferry_s3.h: libferry's S3 client (libcurl + OpenSSL SigV4), shared by ferry, ferryfs
  * and the stage plugins. Thread-safe: one client may serve many threads at once.
  *
- * Behaviour every caller can rely on (core/s3.c has the reasons):
+ * Behaviour every caller can rely on (core/lib/s3_req.c and s3_retry.c have the reasons):
  *  - Retries: 5xx, 429, 400 RequestTimeout, connection resets, timeouts, short bodies are
  *    retried with full-jitter exponential backoff (retry_base .. retry_cap, max_retries)
  *    for idempotent requests: GET, HEAD, unconditional PUT and DELETE, list, part uploads,

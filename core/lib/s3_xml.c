@@ -125,22 +125,16 @@ struct err_out {
 	size_t codelen, msglen, reqidlen;
 };
 
-static void copy_to(char *dst, size_t dstlen, const char *src)
-{
-	if (dstlen)
-		snprintf(dst, dstlen, "%s", src);
-}
-
 static void err_end(struct xml_walk *w, const char *path, const char *text)
 {
 	struct err_out *o = w->arg;
 
 	if (!strcmp(path, "Error/Code"))
-		copy_to(o->code, o->codelen, text);
+		s3_scopy(o->code, o->codelen, text);
 	else if (!strcmp(path, "Error/Message"))
-		copy_to(o->msg, o->msglen, text);
+		s3_scopy(o->msg, o->msglen, text);
 	else if (!strcmp(path, "Error/RequestId"))
-		copy_to(o->reqid, o->reqidlen, text);
+		s3_scopy(o->reqid, o->reqidlen, text);
 }
 
 int s3xml_error(const char *xml, size_t len, char *code, size_t codelen,
@@ -326,7 +320,7 @@ static void field_end(struct xml_walk *w, const char *path, const char *text)
 	bool any_root = st->want[0] == '*' && st->want[1] == '/';
 
 	if (!st->found && (any_root ? slash && !strcmp(slash + 1, st->want + 2) : !strcmp(path, st->want))) {
-		copy_to(st->out, st->outlen, text);
+		s3_scopy(st->out, st->outlen, text);
 		st->found = true;
 	}
 }
@@ -347,6 +341,6 @@ int s3xml_root(const char *xml, size_t len, char *out, size_t outlen)
 
 	if (xml_run(&w, xml, len) != 0)
 		return -1;
-	copy_to(out, outlen, w.root);
+	s3_scopy(out, outlen, w.root);
 	return 0;
 }

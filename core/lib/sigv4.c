@@ -5,7 +5,7 @@
  *    of the body in x-amz-content-sha256; libcurl only hashes POSTFIELDS bodies, not
  *    bodies streamed from a read callback (our PUTs from fds), and falls back to
  *    UNSIGNED-PAYLOAD, which is only acceptable over TLS (or on loopback, where the body
- *    never crosses a network: see payload_hash in s3.c).
+ *    never crosses a network: see payload_hash in s3_req.c).
  *  - testability: the signer has to match AWS's published vectors byte for byte in a
  *    unit test with no network; libcurl's signer cannot be called on its own, and we
  *    want to compare the canonical request and string-to-sign, not just the result.
@@ -241,47 +241,99 @@ static void sb_add(struct sb *b, const char *t)
 	b->len += n;
 }
 
+static void canon_hdrs_free(struct canon_hdr *h, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(h[i].name);
+		free(h[i].value);
+	}
+	free(h);
+}
+
+/* r's headers as they are signed: names lower case, values trimmed, sorted by name; NULL
+ * when out of memory. */
+static struct canon_hdr *canon_hdrs(const struct sigv4_req *r)
+{
+	struct canon_hdr *h = calloc(r->n_hdrs ? r->n_hdrs : 1, sizeof(*h));
+	size_t i;
+
+	if (!h)
+		return NULL;
+	for (i = 0; i < r->n_hdrs; i++) {
+		h[i].name = lower_dup(r->hdrs[i].name);
+		h[i].value = trim_dup(r->hdrs[i].value);
+		if (!h[i].name || !h[i].value) {
+			canon_hdrs_free(h, r->n_hdrs);
+			return NULL;
+		}
+	}
+	qsort(h, r->n_hdrs, sizeof(*h), cmp_hdr);
+	return h;
+}
+
+/* The canonical request into canon, the signed-header list into signed_hdrs. */
+static void canonical_request(const struct sigv4_req *r, const struct canon_hdr *h,
+			      struct sb *canon, struct sb *signed_hdrs)
+{
+	size_t i;
+
+	sb_add(canon, r->method);
+	sb_add(canon, "\n");
+	sb_add(canon, r->path);
+	sb_add(canon, "\n");
+	sb_add(canon, r->query ? r->query : "");
+	sb_add(canon, "\n");
+	for (i = 0; i < r->n_hdrs; i++) {
+		sb_add(canon, h[i].name);
+		sb_add(canon, ":");
+		sb_add(canon, h[i].value);
+		sb_add(canon, "\n");
+		if (i)
+			sb_add(signed_hdrs, ";");
+		sb_add(signed_hdrs, h[i].name);
+	}
+	sb_add(canon, "\n");
+	sb_add(canon, signed_hdrs->s ? signed_hdrs->s : "");
+	sb_add(canon, "\n");
+	sb_add(canon, r->payload_hash);
+}
+
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
+ * "aws4_request"): 0, or -1 when out of memory. */
+static int signing_key(const struct sigv4_req *r, const char *date, unsigned char key[32])
+{
+	unsigned char k1[32], k2[32], k3[32];
+	char *kdate;
+
+	if (asprintf(&kdate, "AWS4%s", r->secret_key) < 0)
+		return -1;
+	hmac(kdate, strlen(kdate), date, k1);
+	hmac(k1, 32, r->region, k2);
+	hmac(k2, 32, r->service, k3);
+	hmac(k3, 32, "aws4_request", key);
+	OPENSSL_cleanse(kdate, strlen(kdate));
+	free(kdate);
+	OPENSSL_cleanse(k1, sizeof(k1));
+	OPENSSL_cleanse(k2, sizeof(k2));
+	OPENSSL_cleanse(k3, sizeof(k3));
+	return 0;
+}
+
 int sigv4_sign(const struct sigv4_req *r, struct sigv4_out *out)
 {
 	struct canon_hdr *h;
 	struct sb canon = {0}, signed_hdrs = {0}, sts = {0}, auth = {0};
 	char date[9], hash[65], scope[160];
-	unsigned char k1[32], k2[32], k3[32], k4[32], sig[32];
-	char *kdate = NULL;
-	size_t i;
+	unsigned char key[32], sig[32];
 	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	h = calloc(r->n_hdrs ? r->n_hdrs : 1, sizeof(*h));
+	h = canon_hdrs(r);
 	if (!h)
 		return -1;
-	for (i = 0; i < r->n_hdrs; i++) {
-		h[i].name = lower_dup(r->hdrs[i].name);
-		h[i].value = trim_dup(r->hdrs[i].value);
-		if (!h[i].name || !h[i].value)
-			goto out_free;
-	}
-	qsort(h, r->n_hdrs, sizeof(*h), cmp_hdr);
-
-	sb_add(&canon, r->method);
-	sb_add(&canon, "\n");
-	sb_add(&canon, r->path);
-	sb_add(&canon, "\n");
-	sb_add(&canon, r->query ? r->query : "");
-	sb_add(&canon, "\n");
-	for (i = 0; i < r->n_hdrs; i++) {
-		sb_add(&canon, h[i].name);
-		sb_add(&canon, ":");
-		sb_add(&canon, h[i].value);
-		sb_add(&canon, "\n");
-		if (i)
-			sb_add(&signed_hdrs, ";");
-		sb_add(&signed_hdrs, h[i].name);
-	}
-	sb_add(&canon, "\n");
-	sb_add(&canon, signed_hdrs.s ? signed_hdrs.s : "");
-	sb_add(&canon, "\n");
-	sb_add(&canon, r->payload_hash);
+	canonical_request(r, h, &canon, &signed_hdrs);
 	if (!canon.s || !signed_hdrs.s)
 		goto out_free;
 
@@ -294,19 +346,10 @@ int sigv4_sign(const struct sigv4_req *r, struct sigv4_out *out)
 	sb_add(&sts, scope);
 	sb_add(&sts, "\n");
 	sb_add(&sts, hash);
-	if (!sts.s)
+	if (!sts.s || signing_key(r, date, key) != 0)
 		goto out_free;
-
-	/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request") */
-	if (asprintf(&kdate, "AWS4%s", r->secret_key) < 0) {
-		kdate = NULL;
-		goto out_free;
-	}
-	hmac(kdate, strlen(kdate), date, k1);
-	hmac(k1, 32, r->region, k2);
-	hmac(k2, 32, r->service, k3);
-	hmac(k3, 32, "aws4_request", k4);
-	hmac(k4, 32, sts.s, sig);
+	hmac(key, 32, sts.s, sig);
+	OPENSSL_cleanse(key, sizeof(key));
 	hex(sig, 32, out->signature);
 
 	sb_add(&auth, "AWS4-HMAC-SHA256 Credential=");
@@ -325,21 +368,11 @@ int sigv4_sign(const struct sigv4_req *r, struct sigv4_out *out)
 	canon.s = sts.s = auth.s = NULL;
 	rc = 0;
 out_free:
-	if (kdate) {
-		OPENSSL_cleanse(kdate, strlen(kdate));
-		free(kdate);
-	}
-	OPENSSL_cleanse(k1, sizeof(k1));
-	OPENSSL_cleanse(k4, sizeof(k4));
 	free(canon.s);
 	free(sts.s);
 	free(auth.s);
 	free(signed_hdrs.s);
-	for (i = 0; i < r->n_hdrs; i++) {
-		free(h[i].name);
-		free(h[i].value);
-	}
-	free(h);
+	canon_hdrs_free(h, r->n_hdrs);
 	return rc;
 }
 
