@@ -39,10 +39,11 @@ exported() {
 		grep -vE '^(_init|_fini|_edata|_end|__bss_start)$' | sort -u >"$1"
 }
 
-# used OUT FILE: the ferry_* symbols FILE needs from elsewhere.
+# used OUT FILE: the symbols FILE needs from elsewhere that are ferry's: named ferry_*, or
+# defined anywhere in libferry (internals included: $tmp/liball, from libferry.a).
 used() {
-	nm -D --undefined-only "$2" | awk '{ print $NF }' | sed 's/@.*//' | grep '^ferry_' |
-		sort -u >"$1"
+	nm -D --undefined-only "$2" | awk '{ print $NF }' | sed 's/@.*//' | sort -u >"$tmp/undef"
+	{ grep '^ferry_' "$tmp/undef"; comm -12 "$tmp/undef" "$tmp/liball"; } | sort -u >"$1"
 }
 
 # expect_none WHAT LIST: each line of LIST is a failure described by WHAT.
@@ -72,6 +73,10 @@ check_user() {
 	expect_none "$1 uses a symbol no public header declares" "$tmp/u.bad"
 }
 
+# every global symbol of libferry's objects, exported or not
+nm --defined-only "$B/libferry.a" 2>/dev/null | awk '$2 ~ /^[TDBRV]$/ { print $3 }' |
+	sort -u >"$tmp/liball"
+[ -s "$tmp/liball" ] || fail "no symbols in $B/libferry.a"
 pub_headers=$(ls core/lib/ferry_*.h | grep -v '/ferry_ctx\.h$')
 declared "$tmp/pub" $pub_headers
 declared "$tmp/api" core/lib/ferry_ctx.h
@@ -86,6 +91,9 @@ int ferry_stray_export(void) { return 1; }
 int ferry_cfg_int(void);
 int ferry_calls_up(void);
 int ferry_calls_up(void) { return ferry_cfg_int(); }
+int sigv4_sign(void);
+int uses_internal(void);
+int uses_internal(void) { return sigv4_sign(); }
 EOF
 "$CC" -shared -fPIC -o "$tmp/libbad.so" "$tmp/bad.c"
 before=$fails
@@ -103,7 +111,12 @@ case "$out" in
 *"bad uses a symbol no public header declares: ferry_cfg_int"*) ;;
 *) fail "the check missed a plugin using an undeclared symbol" ;;
 esac
-[ "$fails" -eq "$before" ] && echo "ok: the checks catch a stray export, a stale map, a call up and an undeclared use"
+case "$out" in
+*"bad uses a symbol no public header declares: sigv4_sign"*) ;;
+*) fail "the check missed a plugin using a libferry internal" ;;
+esac
+[ "$fails" -eq "$before" ] &&
+	echo "ok: the checks catch a stray export, a stale map, a call up, an undeclared use, an internal's use"
 
 # --- the real binaries ------------------------------------------------------------------
 check_lib "$B/libferry.so"
