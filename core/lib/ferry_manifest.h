@@ -37,7 +37,8 @@ int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_man
 			  char *err, size_t errlen);
 /* Read a manifest file; returns 0, -1 with err, or -2 when the file does not exist. */
 int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, size_t errlen);
-/* Local file, atomically: PATH.tmp, fsync, rename, fsync of the directory. */
+/* Local file, atomically and durably (ferry_file_replace): PATH.tmp.PID, fsync, rename, fsync
+ * of the directory. */
 int ferry_manifest_save(const char *path, const struct ferry_manifest *m, char *err, size_t errlen);
 /* Write through a mount: open (O_CREAT|O_TRUNC), write, fsync, close (fsync commits). */
 int ferry_manifest_put(const char *path, const struct ferry_manifest *m, char *err, size_t errlen);

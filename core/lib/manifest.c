@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,39 +212,15 @@ out_close:
 
 int ferry_manifest_save(const char *path, const struct ferry_manifest *m, char *err, size_t errlen)
 {
-	char tmp[PATH_MAX];
 	unsigned char *buf;
 	size_t len;
-	int fd, rc = -1;
+	int rc;
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-		pages_seterr(err, errlen, "path too long");
-		return -1;
-	}
 	if (ferry_manifest_encode(m, &buf, &len) != 0) {
 		pages_seterr(err, errlen, "out of memory");
 		return -1;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		pages_seterr(err, errlen, "cannot create '%s': %s", tmp, strerror(errno));
-		goto out_buf;
-	}
-	if (ferry_write_full(fd, buf, len) != 0 || fsync(fd) != 0) {
-		pages_seterr(err, errlen, "cannot write '%s': %s", tmp, strerror(errno));
-		close(fd);
-		unlink(tmp);
-		goto out_buf;
-	}
-	close(fd);
-	if (rename(tmp, path) != 0) {
-		pages_seterr(err, errlen, "cannot rename '%s': %s", tmp, strerror(errno));
-		unlink(tmp);
-		goto out_buf;
-	}
-	ferry_fsync_dir(path);
-	rc = 0;
-out_buf:
+	rc = ferry_file_replace(path, buf, len, 0600, FERRY_FILE_DURABLE, err, errlen);
 	free(buf);
 	return rc;
 }
