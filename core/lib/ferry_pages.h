@@ -68,8 +68,8 @@ struct ferry_progress {
 	uint64_t total;                     /* pages */
 	uint64_t done;
 	uint64_t bytes;
-	double start;                       /* monotonic seconds */
-	double last;
+	int64_t start_ms;                   /* ferry_mono_ms() at init */
+	int64_t last_ms;                    /* ferry_mono_ms() at the last drawing */
 	bool drawn;
 };
 void ferry_progress_init(struct ferry_progress *p, const struct ferry_pages_cb *cb, uint64_t total);

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "ferry_time.h"
 #include "pages_internal.h"
 
 /*
@@ -248,26 +248,18 @@ int ferry_hasher_page(struct ferry_hasher *h, const void *page, size_t len,
 	return 0;
 }
 
-static double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 void ferry_progress_init(struct ferry_progress *p, const struct ferry_pages_cb *cb, uint64_t total)
 {
 	memset(p, 0, sizeof(*p));
 	p->cb = cb;
 	p->total = total;
-	p->start = p->last = now_mono();
+	p->start_ms = p->last_ms = ferry_mono_ms();
 }
 
-static void progress_draw(struct ferry_progress *p, double t)
+static void progress_draw(struct ferry_progress *p, int64_t now_ms)
 {
 	char line[160];
-	double mib = p->bytes / 1048576.0, el = t - p->start;
+	double mib = p->bytes / 1048576.0, el = (now_ms - p->start_ms) / 1000.0;
 	int n;
 
 	n = snprintf(line, sizeof(line),
@@ -282,24 +274,24 @@ static void progress_draw(struct ferry_progress *p, double t)
 
 void ferry_progress_add(struct ferry_progress *p, uint64_t pages, uint64_t bytes)
 {
-	double t;
+	int64_t now_ms;
 
 	p->done += pages;
 	p->bytes += bytes;
 	if (!p->cb || !p->cb->progress)
 		return;
-	t = now_mono();
-	if (t - p->last < 0.2)
+	now_ms = ferry_mono_ms();
+	if (now_ms - p->last_ms < 200)
 		return;
-	p->last = t;
-	progress_draw(p, t);
+	p->last_ms = now_ms;
+	progress_draw(p, now_ms);
 }
 
 void ferry_progress_end(struct ferry_progress *p)
 {
 	if (!p->cb || !p->cb->progress || !p->drawn)
 		return;
-	progress_draw(p, now_mono());
+	progress_draw(p, ferry_mono_ms());
 	if (write(STDERR_FILENO, "\n", 1) < 0)
 		return;
 }
