@@ -57,12 +57,7 @@ struct ferry_patch {
 
 static char *undo_path(const char *path)
 {
-	size_t n = strlen(path) + sizeof(".ferry-undo");
-	char *u = malloc(n);
-
-	if (u)
-		snprintf(u, n, "%s.ferry-undo", path);
-	return u;
+	return ferry_pages_concat(path, ".ferry-undo");
 }
 
 const char *ferry_patch_error(const struct ferry_patch *p)
