@@ -6,7 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ferry_fsclient.h"
+#include "ferry_manifest.h"
 #include "ferry_pages.h"
+#include "ferry_patch.h"
 
 struct ferry_ctx;
 struct ferry_patch;

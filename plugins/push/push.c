@@ -12,8 +12,11 @@
 
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
+#include "ferry_fsclient.h"
 #include "ferry_lock.h"
+#include "ferry_manifest.h"
 #include "ferry_pages.h"
+#include "ferry_patch.h"
 #include "ferry_stage.h"
 #include "ferry_fsproto.h"
 #include "ferry_time.h"

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ferry_manifest.h"
 #include "ferry_pages.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,6 +1,9 @@
 /* test_pages.c: unit tests of the page engine (header checks, hashes, manifests, undo-file recovery). */
 #include "unit.h"
+#include "ferry_fsclient.h"
+#include "ferry_manifest.h"
 #include "ferry_pages.h"
+#include "ferry_patch.h"
 #include "ferry_time.h"
 
 #include <errno.h>
