@@ -34,7 +34,7 @@
  *             origin page, write only the differing ones;
  *   copy      no replica yet, or another page size: full copy into REPLICA.ferry-tmp,
  *             verified, then renamed over the replica.
- * Local patches go through ferry_patch (undo file, pages.c): a crash at any instant
+ * Local patches go through ferry_patch (undo file, core/lib/patch.c): a crash at any instant
  * leaves the old or the new replica; the next pull (or push) rolls back a leftover undo.
  *
  * How the origin is read. state/manifest with a few differing pages: ranged GETs of just
