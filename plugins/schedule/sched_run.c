@@ -1,0 +1,263 @@
+/* sched_run.c: the schedule stage's run on one database: connection, transaction,
+ * fingerprint shortcut, loading, computing and writing, reporting. */
+#include "sched_db.h"
+#include "sched_ddl.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ferry_failpoint.h"
+#include "ferry_stage.h"
+#include "ferry_time.h"
+
+/* Connection settings shared by both readers: a larger page cache keeps a big insert from
+ * spilling mid-transaction, and reads come straight from the OS page cache. */
+static const char conn_pragmas[] = "PRAGMA cache_size = -65536";
+
+/* ---- fingerprint (sched_fp.c says why it is sound) ---- */
+
+struct fp_run {
+	bool on;                            /* run mode, rollback journal, key known */
+	sqlite3_file *file;                 /* the main database file, SQLite's own handle */
+	char *path;                         /* the sidecar */
+	unsigned char key[SCHED_FP_LEN];    /* the inputs */
+	uint32_t counter0;                  /* file change counter before our write */
+	bool have_h0;                       /* h0 = the file's hash before our write */
+	unsigned char fkey[SCHED_FP_KEYLEN];        /* h0's key */
+	unsigned char h0[SCHED_FP_LEN];
+	uint64_t size0;
+};
+
+/* The header's file change counter, read from the file (not the page cache). */
+static int read_counter(sqlite3_file *f, uint32_t *out)
+{
+	unsigned char b[4];
+
+	if (f->pMethods->xRead(f, b, 4, 24) != SQLITE_OK)
+		return -1;
+	*out = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+	return 0;
+}
+
+static bool wal_mode(struct sched_run *r)
+{
+	sqlite3_stmt *st;
+	bool wal = true;                    /* unknown: as unsafe as WAL */
+
+	if (sqlite3_prepare_v2(r->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW) {
+		const char *m = (const char *)sqlite3_column_text(st, 0);
+		wal = !m || !strcasecmp(m, "wal");
+	}
+	sqlite3_finalize(st);
+	return wal;
+}
+
+/* email_schedules exactly as §9.1 makes it: the affinities of what we write are known, so
+ * every row reads back equal, and no trigger or other unique index acts on our writes.
+ * Only then is the state after a run that wrote rows known to be a fixed point. */
+static bool canonical_schema(struct sched_run *r)
+{
+	static const char sql[] =
+		"SELECT (SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'email_schedules') = ?1 "
+		"AND (SELECT sql FROM sqlite_schema WHERE type = 'index' "
+		"     AND name = 'idx_email_schedules_unique') = ?2 "
+		"AND (SELECT count(*) FROM pragma_index_list('email_schedules') WHERE \"unique\") = 1 "
+		"AND (SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' "
+		"     AND tbl_name = 'email_schedules' COLLATE NOCASE) = 0";
+	static const char uniq[] = "CREATE UNIQUE INDEX idx_email_schedules_unique "
+		"ON email_schedules(contact_id, email_type, scheduled_send_date)";
+	sqlite3_stmt *st;
+	bool ok = false;
+
+	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return false;
+	sqlite3_bind_text(st, 1, SCHED_CREATE_TABLE, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, uniq, -1, SQLITE_STATIC);
+	ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1;
+	sqlite3_finalize(st);
+	return ok;
+}
+
+/* Before any read of the data, holding the write lock: true when the sidecar says this
+ * very file is a fixed point for these inputs (saved filled in). */
+static bool fp_begin(struct sched_run *r, struct fp_run *f, struct sched_fp *saved)
+{
+	sqlite3_int64 sz;
+
+	if (!r->o->fingerprint || wal_mode(r) ||
+	    sqlite3_file_control(r->db, "main", SQLITE_FCNTL_FILE_POINTER, &f->file) != SQLITE_OK ||
+	    !f->file || !f->file->pMethods || read_counter(f->file, &f->counter0) ||
+	    sched_fp_key(r->o, f->key))
+		return false;
+	f->path = sched_fp_path(r->path);
+	if (!f->path)
+		return false;
+	f->on = true;
+	r->capture = true;
+	if (sched_fp_load(f->path, f->key, saved))
+		return false;
+	if (f->file->pMethods->xFileSize(f->file, &sz) != SQLITE_OK || (uint64_t)sz != saved->size ||
+	    sched_fp_file(f->file, r->o->threads, saved->fkey, f->h0, &f->size0))
+		return false;
+	memcpy(f->fkey, saved->fkey, SCHED_FP_KEYLEN);
+	f->have_h0 = true;
+	return f->size0 == saved->size && !memcmp(f->h0, saved->file, SCHED_FP_LEN);
+}
+
+/* A hit: the counts and warnings of the run that proved the fixed point. */
+static void fp_reuse(struct sched_run *r, const struct sched_fp *saved)
+{
+	const char *p = saved->warn, *end = saved->warn + saved->nwarn;
+
+	*r->rep = saved->rep;
+	r->rep->unchanged = r->rep->rows;
+	r->rep->reused = true;
+	r->capture = false;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		char msg[600];
+		if (n >= 2 && n - 2 < sizeof(msg) && p[0] >= '0' && p[0] <= '3' && p[1] == ' ') {
+			memcpy(msg, p + 2, n - 2);
+			msg[n - 2] = '\0';
+			if (r->io->log)
+				r->io->log(r->io->ud, p[0] - '0', msg);
+		}
+		p += n + 1;
+	}
+}
+
+/* After our COMMIT: hash the file as we left it and save the sidecar, when it is known
+ * to be a fixed point: nothing was written (a verified one), or rows were written into
+ * the canonical schema. A SHARED lock keeps writers out while we check that the header
+ * counter is still ours (no commit slipped in after ours) and hash. Failures only cost
+ * the next run its shortcut. */
+static void fp_end(struct sched_run *r, struct fp_run *f, bool canonical)
+{
+	struct sched_fp fp;
+	uint32_t c1;
+	int written = 0, hi;
+	char err[512];
+
+	r->capture = false;
+	if (!f->on || r->warn_oom)
+		return;
+	memset(&fp, 0, sizeof(fp));
+	/* pages this connection wrote to the database file (rollback mode; recovery of a hot
+	 * journal is not counted): 0 means the run left the file as it found it */
+	if (sqlite3_db_status(r->db, SQLITE_DBSTATUS_CACHE_WRITE, &written, &hi, 0) != SQLITE_OK)
+		return;
+	if (sqlite3_exec(r->db, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
+	    SQLITE_OK || read_counter(f->file, &c1))
+		goto out_end;
+	/* our commit adds exactly 1 to the counter, any other commit since adds more */
+	if (written == 0 && c1 == f->counter0 && f->have_h0) {
+		memcpy(fp.fkey, f->fkey, SCHED_FP_KEYLEN);
+		memcpy(fp.file, f->h0, SCHED_FP_LEN);
+		fp.size = f->size0;
+	} else if ((written == 0 && c1 == f->counter0) ||
+		   (written > 0 && c1 == f->counter0 + 1 && canonical)) {
+		if (sched_fp_newkey(fp.fkey) ||
+		    sched_fp_file(f->file, r->o->threads, fp.fkey, fp.file, &fp.size))
+			goto out_end;
+	} else {
+		goto out_end;
+	}
+	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+	memcpy(fp.key, f->key, SCHED_FP_LEN);
+	fp.rep = *r->rep;
+	fp.warn = r->warn;
+	fp.nwarn = r->nwarn;
+	if (sched_fp_save(f->path, &fp, err, sizeof(err)))
+		sched_say(r, FERRY_INFO, "fingerprint not saved (the next run reads everything): %s",
+			  err);
+out_end:
+	if (!sqlite3_get_autocommit(r->db))
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mode mode,
+		  FILE *csv, struct sched_io *io, struct sched_report *rep)
+{
+	struct sched_run r = { .o = o, .io = io, .rep = rep, .path = db_path };
+	struct fp_run fpr = { 0 };
+	struct sched_fp saved = { 0 };
+	int flags = mode == SCHED_DRY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+	int64_t t0, t1, t2;
+	bool canonical = false;
+	int rc = FERRY_FAIL;
+
+	memset(rep, 0, sizeof(*rep));
+	io->err[0] = '\0';
+	if (sqlite3_open_v2(db_path, &r.db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		sched_fail(&r, FERRY_FAIL, "cannot open database '%s': %s", db_path,
+			   r.db ? sqlite3_errmsg(r.db) : "out of memory");
+		goto out_close;
+	}
+	sqlite3_extended_result_codes(r.db, 1);
+	sqlite3_busy_timeout(r.db, 10000);
+	t0 = ferry_mono_ms();
+	if (sched_exec(&r, conn_pragmas, "cannot configure") ||
+	    sched_exec(&r, mode == SCHED_DRY ? "BEGIN" : "BEGIN IMMEDIATE",
+		       "cannot begin a transaction on"))
+		goto out_close;
+	rc = sched_check_schema(&r);
+	if (rc)
+		goto out_rollback;
+	if (mode == SCHED_RUN && fp_begin(&r, &fpr, &saved)) {
+		fp_reuse(&r, &saved);
+		rep->load_ms = ferry_mono_ms() - t0;
+		goto out_rollback;          /* nothing to write: end the transaction, rc 0 */
+	}
+	rc = FERRY_FAIL;
+	if (sched_load(&r))
+		goto out_rollback;
+	t1 = ferry_mono_ms();
+	rep->load_ms = t1 - t0;
+	if (sched_compute(o, &r.plan, rep)) {
+		sched_fail(&r, FERRY_FAIL, "out of memory computing the schedule");
+		goto out_rollback;
+	}
+	t2 = ferry_mono_ms();
+	rep->compute_ms = t2 - t1;
+	if (mode == SCHED_DRY) {
+		if (sched_print_csv(&r, csv) || sched_count(&r))
+			goto out_rollback;
+		sched_exec(&r, "COMMIT", "cannot end the read transaction on");
+	} else {
+		if (sched_write(&r))
+			goto out_rollback;
+		/* crash matrix: every row written, the transaction not yet committed */
+		if (ferry_failpoint("schedule.mid_write")) {
+			sched_fail(&r, FERRY_FAIL, "failpoint schedule.mid_write");
+			goto out_rollback;
+		}
+		canonical = fpr.on && canonical_schema(&r);
+		if (sched_exec(&r, "COMMIT", "cannot commit to"))
+			goto out_rollback;
+		/* tests: another writer commits between our commit and the fingerprint */
+		if (ferry_failpoint("schedule.after_commit")) {
+			sched_fail(&r, FERRY_FAIL, "failpoint schedule.after_commit");
+			goto out_close;
+		}
+		fp_end(&r, &fpr, canonical);
+	}
+	rep->write_ms = ferry_mono_ms() - t2;
+	rc = 0;
+	goto out_close;
+out_rollback:
+	if (!sqlite3_get_autocommit(r.db))
+		sqlite3_exec(r.db, "ROLLBACK", NULL, NULL, NULL);
+out_close:
+	sqlite3_close(r.db);
+	sched_plan_free(&r.plan);
+	free(r.old);
+	free(r.failed);
+	free(r.warn);
+	free(fpr.path);
+	free(saved.warn);
+	return rc;
+}
