@@ -17,6 +17,7 @@
 
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
+#include "ferry_log.h"
 #include "ferry_stage.h"
 #include "ferry_time.h"
 
@@ -381,9 +382,18 @@ static int mount_run(struct ferry_ctx *c)
 		goto out_plan;
 	}
 	if (pid == 0) {
-		char *argv[] = { p.ferryfs, p.source, p.mountpoint, "-f", "-o", p.opts, NULL };
-		int fd = open("/dev/null", O_RDONLY);
+		char *argv[10] = { p.ferryfs, p.source, p.mountpoint, "-f", "-o", p.opts };
+		int fd = open("/dev/null", O_RDONLY), n = 6;
 		sigset_t none;
+
+		/* ferryfs's lines join ours on stderr: same format, same -q/-v */
+		if (ferry_log_format() == FERRY_LOG_JSON)
+			argv[n++] = "--log-format=json";
+		if (ferry_log_level() >= FERRY_WARN)
+			argv[n++] = "-q";
+		else if (ferry_log_level() <= FERRY_DEBUG)
+			argv[n++] = "-v";
+		argv[n] = NULL;
 
 		/* its own group: our terminal's ^C reaches ferry, which unmounts in order */
 		setpgid(0, 0);
