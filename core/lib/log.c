@@ -203,34 +203,63 @@ struct kv {
 	bool text;                          /* quoted in the template: never a number */
 };
 
-/* One printf conversion at spec (spec[0] == '%'), its argument taken from ap; its length
- * in the template in *used. A conversion the call sites have no business using (%n) or
- * cannot be parsed is written as it stands and takes nothing (the template is checked
- * against the arguments by the compiler's format attribute). */
-static int fmt_one(char *out, size_t cap, const char *spec, size_t *used, va_list *ap)
-{
-	char f[32];
-	const char *p = spec + 1;
-	int stars[2], ns = 0, r = 0;
-	enum { L_NONE, L_HH, L_H, L_L, L_LL, L_J, L_Z, L_T, L_BIGL } len = L_NONE;
+enum len_mod { L_NONE, L_HH, L_H, L_L, L_LL, L_J, L_Z, L_T, L_BIGL };
 
-	while (*p && strchr("-+ #0'", *p))
-		p++;
+/* A width or a precision at p: digits, or '*' taken from the arguments. */
+static const char *fmt_field(const char *p, va_list *ap, int *stars, int *ns)
+{
 	if (*p == '*') {
-		stars[ns++] = va_arg(*ap, int);
-		p++;
+		stars[(*ns)++] = va_arg(*ap, int);
+		return p + 1;
 	}
 	while (*p >= '0' && *p <= '9')
 		p++;
-	if (*p == '.') {
-		p++;
-		if (*p == '*') {
-			stars[ns++] = va_arg(*ap, int);
-			p++;
-		}
-		while (*p >= '0' && *p <= '9')
-			p++;
+	return p;
+}
+
+/* An integer argument of its exact type, widened to long long (unsigned ones come back
+ * through the same bits: the caller formats them as unsigned long long). */
+static long long int_arg(enum len_mod len, bool sign, va_list *ap)
+{
+	switch (len) {
+	case L_HH:
+		return sign ? (signed char)va_arg(*ap, int) : (unsigned char)va_arg(*ap, unsigned);
+	case L_H:
+		return sign ? (short)va_arg(*ap, int) : (unsigned short)va_arg(*ap, unsigned);
+	case L_L:
+		return sign ? va_arg(*ap, long) : (long long)va_arg(*ap, unsigned long);
+	case L_LL:
+		return sign ? va_arg(*ap, long long) : (long long)va_arg(*ap, unsigned long long);
+	case L_J:
+		return sign ? va_arg(*ap, intmax_t) : (long long)va_arg(*ap, uintmax_t);
+	case L_Z:
+		return sign ? va_arg(*ap, ssize_t) : (long long)va_arg(*ap, size_t);
+	case L_T:
+		return va_arg(*ap, ptrdiff_t);
+	default:
+		return sign ? va_arg(*ap, int) : (long long)va_arg(*ap, unsigned);
 	}
+}
+
+/* One printf conversion at spec (spec[0] == '%'), its argument taken from ap; its length
+ * in the template in *used. A conversion the call sites have no business using (%n) or
+ * cannot be parsed is written as it stands and takes nothing (the template is checked
+ * against the arguments by the compiler's format attribute). Integers are formatted as
+ * long long, so one snprintf serves every length modifier. */
+static int fmt_one(char *out, size_t cap, const char *spec, size_t *used, va_list *ap)
+{
+	char f[40];
+	const char *p = spec + 1, *flags_end;
+	int stars[2] = { 0, 0 }, ns = 0;
+	enum len_mod len = L_NONE;
+	size_t head;
+
+	while (*p && strchr("-+ #0'", *p))
+		p++;
+	p = fmt_field(p, ap, stars, &ns);
+	if (*p == '.')
+		p = fmt_field(p + 1, ap, stars, &ns);
+	flags_end = p;
 	if (p[0] == 'h' && p[1] == 'h') {
 		len = L_HH;
 		p += 2;
@@ -243,65 +272,41 @@ static int fmt_one(char *out, size_t cap, const char *spec, size_t *used, va_lis
 		p++;
 	}
 	*used = (size_t)(p - spec) + (*p ? 1 : 0);
-	if (!*p || *used >= sizeof(f) || !strchr("diouxXeEfFgGaAcsp%", *p))
+	head = (size_t)(flags_end - spec);
+	if (!*p || *used >= sizeof(f) - 3 || !strchr("diouxXeEfFgGaAcsp%", *p))
 		return snprintf(out, cap, "%.*s", (int)*used, spec);
 	memcpy(f, spec, *used);
 	f[*used] = '\0';
 #define FMT_ARG(v) (ns == 0 ? snprintf(out, cap, f, v) : ns == 1 ? \
 		    snprintf(out, cap, f, stars[0], v) : snprintf(out, cap, f, stars[0], stars[1], v))
+	if (strchr("diouxX", *p)) {
+		bool sign = *p == 'd' || *p == 'i';
+		long long v = int_arg(len, sign, ap);
+
+		/* "%" flags width precision "ll" conversion */
+		memcpy(f + head, "ll", 2);
+		f[head + 2] = *p;
+		f[head + 3] = '\0';
+		return sign ? FMT_ARG(v) : FMT_ARG((unsigned long long)v);
+	}
 	switch (*p) {
 	case '%':
-		r = snprintf(out, cap, "%%");
-		break;
-	case 'd': case 'i':
-		if (len == L_L)
-			r = FMT_ARG(va_arg(*ap, long));
-		else if (len == L_LL)
-			r = FMT_ARG(va_arg(*ap, long long));
-		else if (len == L_J)
-			r = FMT_ARG(va_arg(*ap, intmax_t));
-		else if (len == L_Z)
-			r = FMT_ARG(va_arg(*ap, ssize_t));
-		else if (len == L_T)
-			r = FMT_ARG(va_arg(*ap, ptrdiff_t));
-		else
-			r = FMT_ARG(va_arg(*ap, int));
-		break;
-	case 'o': case 'u': case 'x': case 'X':
-		if (len == L_L)
-			r = FMT_ARG(va_arg(*ap, unsigned long));
-		else if (len == L_LL)
-			r = FMT_ARG(va_arg(*ap, unsigned long long));
-		else if (len == L_J)
-			r = FMT_ARG(va_arg(*ap, uintmax_t));
-		else if (len == L_Z)
-			r = FMT_ARG(va_arg(*ap, size_t));
-		else if (len == L_T)
-			r = FMT_ARG(va_arg(*ap, ptrdiff_t));
-		else
-			r = FMT_ARG(va_arg(*ap, unsigned int));
-		break;
+		return snprintf(out, cap, "%%");
 	case 'c':
-		r = FMT_ARG(va_arg(*ap, int));
-		break;
+		return FMT_ARG(va_arg(*ap, int));
 	case 's': {
 		const char *s = va_arg(*ap, const char *);
 
-		r = FMT_ARG(s ? s : "(null)");
-		break;
+		return FMT_ARG(s ? s : "(null)");
 	}
 	case 'p':
-		r = FMT_ARG(va_arg(*ap, void *));
-		break;
+		return FMT_ARG(va_arg(*ap, void *));
 	default:                            /* e E f F g G a A */
 		if (len == L_BIGL)
-			r = FMT_ARG(va_arg(*ap, long double));
-		else
-			r = FMT_ARG(va_arg(*ap, double));
-		break;
+			return FMT_ARG(va_arg(*ap, long double));
+		return FMT_ARG(va_arg(*ap, double));
 	}
 #undef FMT_ARG
-	return r;
 }
 
 static char no_text[1];                    /* what a piece that did not fit reads as */
@@ -533,12 +538,10 @@ void ferry_vlogf(enum ferry_level lv, const char *who, const char *msg, const ch
 		put_str(&l, ",\"msg\":");
 		put_quoted(&l, m);
 	} else {
-		put_str(&l, ts);
-		put_str(&l, " ");
-		put_str(&l, level_names[lv]);
-		put_str(&l, " ");
-		put_str(&l, who);
-		put_str(&l, " ");
+		char head[256];
+
+		snprintf(head, sizeof(head), "%s %s %s ", ts, level_names[lv], who);
+		put_str(&l, head);
 		put_line_safe(&l, m);
 	}
 	for (int i = 0; i < n && !l.full; i++)

@@ -10,15 +10,8 @@ moto_start
 M=$T/mnt
 printf 'hello from s3\n' >"$T/hello.txt"
 (cd "$T" && ferry s3 put hello.txt org-data/hello.txt >/dev/null 2>&1) || fail "upload failed"
-cat >"$T/p.ini" <<INI
-[pipeline]
-state_dir = $T/state
-
-[s3]
-endpoint = \${AWS_ENDPOINT_URL_S3}
-region = us-east-1
-bucket = \${BUCKET_NAME}
-
+pipeline_ini "$T/p.ini"
+cat >>"$T/p.ini" <<INI
 [stage mount]
 plugin = mount
 mountpoint = $M

@@ -10,15 +10,8 @@ command -v sqlite3 >/dev/null || skip "sqlite3 CLI missing"
 
 KEY=org-data/9.db
 mkdir -p "$T/state" "$T/mnt"
-cat >"$T/p.ini" <<INI
-[pipeline]
-state_dir = $T/state
-
-[s3]
-endpoint = \${AWS_ENDPOINT_URL_S3}
-region = us-east-1
-bucket = \${BUCKET_NAME}
-
+pipeline_ini "$T/p.ini"
+cat >>"$T/p.ini" <<INI
 [stage lock]
 plugin = lock
 key = $KEY.lock
@@ -95,6 +88,5 @@ if command -v script >/dev/null; then
 else
 	note "script(1) missing: terminal case not checked"
 fi
-assert_unmounted() { ! grep -q " $T/mnt " /proc/mounts || fail "still mounted"; }
-assert_unmounted
+if grep -q " $T/mnt " /proc/mounts; then fail "still mounted: $T/mnt"; fi
 valgrind_verdict

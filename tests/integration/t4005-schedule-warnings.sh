@@ -8,17 +8,7 @@ command -v python3 >/dev/null || skip "python3 missing"
 db=$T/org.db
 W=$T/state/schedule-warnings.txt
 python3 "$SRC_DIR/tests/gen_orgdb.py" "$db" --contacts 5000 --seed 3 >/dev/null || fail "generator failed"
-cat >"$T/p.ini" <<INI
-[pipeline]
-state_dir = $T/state
-
-[stage schedule]
-plugin = schedule
-db = $db
-today = 2026-03-02
-state_rules = $SRC_DIR/conf/state_rules.csv
-zip_states = $SRC_DIR/conf/zip3_states.csv
-INI
+schedule_ini "$T/p.ini" "$db"
 examples() { grep -c ' warn schedule contacts id=' "$1" || true; }
 summary_of() { grep -E ' warn schedule [0-9]+ contact rows with bad or unknown values ' "$1"; }
 

@@ -6,17 +6,7 @@
 command -v python3 >/dev/null || skip "python3 missing"
 db=$T/org.db
 python3 "$SRC_DIR/tests/gen_orgdb.py" "$db" --contacts 2000 --seed 5 >/dev/null || fail "generator failed"
-cat >"$T/p.ini" <<INI
-[pipeline]
-state_dir = $T/state
-
-[stage schedule]
-plugin = schedule
-db = $db
-today = 2026-03-02
-state_rules = $SRC_DIR/conf/state_rules.csv
-zip_states = $SRC_DIR/conf/zip3_states.csv
-INI
+schedule_ini "$T/p.ini" "$db"
 ferry -c "$T/p.ini" run schedule 2>"$T/first.err" || fail "first run failed"
 sum0=$(sha256sum "$db" | cut -d' ' -f1)
 rows=$(sed -n 's/.* summary .* rows=\([0-9]*\) .*/\1/p' "$T/first.err")

@@ -78,6 +78,10 @@ static void test_conversions(void)
 		(size_t)7, -8LL, big, 0600, 3, "abcdef", 2.25, 'z', 255, none, 4);
 	ASSERT_STREQ(plain_tail(), "m a=7 b=-8 c=18446744073709551615 d=0600 e=abc "
 		     "f=\"  2.2\" g=z h=% i=ff j=(null) k=\"4  |\"\n");
+	logline(FERRY_LOG_PLAIN, "m", "a=%hhd b=%hu c=%jd d=%td e=%*d f=%-*.*s| g=%zd h=%lx",
+		(signed char)-5, (unsigned short)65535, (intmax_t)-9, (ptrdiff_t)-2, 4, 7, 5, 2,
+		"xyz", (ssize_t)-1, 0xabcUL);
+	ASSERT_STREQ(plain_tail(), "m a=-5 b=65535 c=-9 d=-2 e=\"   7\" f=\"xy   |\" g=-1 h=abc\n");
 }
 
 static json_t *json_line(void)
