@@ -259,3 +259,34 @@ need_fuse() {
 	command -v fusermount3 >/dev/null || skip "fusermount3 missing"
 	[ -x "$FERRYFS_BIN" ] || skip "ferryfs not built"
 }
+
+# schedule_ini FILE DB: a pipeline of the schedule stage alone on DB, state in $T/state,
+# today pinned to 2026-03-02, the data files of conf/.
+schedule_ini() {
+	cat >"$1" <<INI
+[pipeline]
+state_dir = $T/state
+
+[stage schedule]
+plugin = schedule
+db = $2
+today = 2026-03-02
+state_rules = $SRC_DIR/conf/state_rules.csv
+zip_states = $SRC_DIR/conf/zip3_states.csv
+INI
+}
+
+# pipeline_ini FILE: the [pipeline] (state in $T/state) and [s3] (moto, from the
+# environment) sections; the test appends its stages (cat >>FILE).
+pipeline_ini() {
+	cat >"$1" <<INI
+[pipeline]
+state_dir = $T/state
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+region = us-east-1
+bucket = \${BUCKET_NAME}
+
+INI
+}

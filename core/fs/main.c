@@ -25,10 +25,14 @@ struct opts {
 static void usage(FILE *to)
 {
 	fprintf(to,
-		"usage: ferryfs BUCKET[:PREFIX] MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
+		"usage: ferryfs BUCKET[:PREFIX] MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [-v|-q]\n"
+		"               [--log-format=plain|json]\n"
 		"\n"
 		"  -f                 stay in the foreground\n"
-		"  -d                 debug log (implies -f)\n"
+		"  -d                 debug log and FUSE's request trace (implies -f)\n"
+		"  -v                 debug log lines\n"
+		"  -q                 warnings and errors only\n"
+		"  --log-format=F     plain (ts level who msg key=value, default) or json lines\n"
 		"  -o endpoint=URL    S3 endpoint (default AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)\n"
 		"  -o region=R        region (default AWS_REGION, else us-east-1)\n"
 		"  -o path_style=0|1  path-style addressing\n"
@@ -156,6 +160,39 @@ static int apply_opt(struct fs *fs, struct ferry_s3_conf *conf, struct opts *o, 
 	return 0;
 }
 
+/* -v, -q and --log-format first, so that every line, option errors included, is in the
+ * format asked for (ferry's mount stage passes its own). 0, or -1 on a bad format. */
+static int log_args(int argc, char **argv)
+{
+	enum ferry_level lv = FERRY_INFO;
+	enum ferry_log_format fmt = FERRY_LOG_PLAIN;
+	const char *bad = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-o"))
+			i++;                        /* its value is not an option */
+		else if (!strcmp(a, "-v") || !strcmp(a, "-d"))
+			lv = FERRY_DEBUG;
+		else if (!strcmp(a, "-q"))
+			lv = FERRY_WARN;
+		else if (!strcmp(a, "--log-format=json"))
+			fmt = FERRY_LOG_JSON;
+		else if (!strcmp(a, "--log-format=plain"))
+			fmt = FERRY_LOG_PLAIN;
+		else if (!strncmp(a, "--log-format=", 13))
+			bad = a + 13;
+	}
+	ferry_log_setup(lv, fmt);
+	if (bad) {
+		ferry_logf(FERRY_ERROR, "ferryfs", "unknown log format, want plain or json",
+			   "format='%s'", bad);
+		return -1;
+	}
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct fs *fs, struct ferry_s3_conf *conf,
 		      struct opts *o)
 {
@@ -173,6 +210,8 @@ static int parse_args(int argc, char **argv, struct fs *fs, struct ferry_s3_conf
 		} else if (!strcmp(a, "-d")) {
 			o->debug = true;
 			o->foreground = true;
+		} else if (!strcmp(a, "-v") || !strcmp(a, "-q") || !strncmp(a, "--log-format=", 13)) {
+			/* taken by log_args before anything was logged */
 		} else if (!strncmp(a, "-o", 2)) {
 			char *list, *save = NULL, *item;
 			const char *val = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
@@ -302,7 +341,8 @@ int main(int argc, char **argv)
 	bool tables_busy = false;
 	int rc = 1, r;
 
-	ferry_log_setup(FERRY_INFO, FERRY_LOG_PLAIN);
+	if (log_args(argc, argv))
+		return 1;
 	fuse_set_log_func(fuse_log_sink);
 	ferry_s3_conf_init(&conf);
 	ferry_s3_conf_from_env(&conf);
@@ -318,8 +358,6 @@ int main(int argc, char **argv)
 	fs.gid = getgid();
 	if (parse_args(argc, argv, &fs, &conf, &o))
 		goto out_conf;
-	if (o.debug)
-		ferry_log_setup(FERRY_DEBUG, FERRY_LOG_PLAIN);
 	/* a window must fit the cap with room for the one before it and for other files */
 	if (fs.cache_max && fs.ra_max > fs.cache_max / 4)
 		fs.ra_max = fs.cache_max / 4 < (1u << 20) ? 1u << 20 : fs.cache_max / 4;

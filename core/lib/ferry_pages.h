@@ -51,26 +51,34 @@ void ferry_hasher_free(struct ferry_hasher *h);
 int ferry_hasher_page(struct ferry_hasher *h, const void *page, size_t len,
 		      unsigned char out[FERRY_PAGE_HASH_LEN]);
 
-/* Long loops report through this: cancellation and a progress line on a TTY. */
+/* Long loops report through this: cancellation and progress. */
 struct ferry_pages_cb {
 	bool (*cancelled)(void *arg);       /* true: stop with ECANCELED; may be NULL */
 	void *arg;
-	const char *what;                   /* "pull", "push": prefix of the progress line */
-	bool progress;                      /* draw a progress line on stderr (a TTY) */
+	const char *what;                   /* "pull", "push": who reports (the log lines' stage) */
+	const char *step;                   /* what is being done, "fetching changed pages";
+					     * set by the caller before each long step */
+	bool progress;                      /* report progress (ferry_progress_*) */
 };
-/* Callbacks of a stage: cancelled(arg) (e.g. ferry_cancelled of its context), and a
- * progress line when stderr is a TTY. */
+/* Callbacks of a stage: cancelled(arg) (e.g. ferry_cancelled of its context), progress on. */
 void ferry_pages_cb_init(struct ferry_pages_cb *cb, bool (*cancelled)(void *arg), void *arg,
 			 const char *what);
-/* Progress line: "\rWHAT: pages D/T, X.Y MiB, R MiB/s"; at most ~5 times a second. */
+/* Progress of one long step, in pages (and bytes). Where a line may be redrawn in place
+ * (ferry_log_live: a terminal, plain format, not -q) a live line
+ * "\rWHAT: pages D/T, X.Y MiB, R MiB/s" at most ~5 times a second. Elsewhere (a container
+ * log, `fly logs`, JSON lines) a log line every ferry_log_progress_ms() (10 s):
+ * "STEP pages_done=D pages_total=T pct=P mib=X mib_per_s=R elapsed_s=E eta_s=S", and
+ * one "STEP done ..." line at the end of a step that logged any. */
 struct ferry_progress {
 	const struct ferry_pages_cb *cb;
 	uint64_t total;                     /* pages */
 	uint64_t done;
 	uint64_t bytes;
 	int64_t start_ms;                   /* ferry_mono_ms() at init */
-	int64_t last_ms;                    /* ferry_mono_ms() at the last drawing */
-	bool drawn;
+	int64_t last_ms;                    /* ferry_mono_ms() at the last line */
+	int64_t every_ms;                   /* between two log lines */
+	bool live;                          /* a redrawn terminal line, else log lines */
+	bool drawn;                         /* a live line or a log line went out */
 };
 void ferry_progress_init(struct ferry_progress *p, const struct ferry_pages_cb *cb, uint64_t total);
 void ferry_progress_add(struct ferry_progress *p, uint64_t pages, uint64_t bytes);

@@ -442,6 +442,10 @@ struct acq {
 	const char *who;
 	char *err;
 	size_t errlen;
+	const char *holder;                 /* who holds it, as last read ("" = unknown) */
+	int64_t start_ms;                   /* ferry_boot_ms() when acquire began */
+	int64_t said_ms;                    /* the last "waiting for lock" line */
+	int64_t every_ms;                   /* between two of them */
 };
 
 static int body_new(struct acq *a, struct ferry_lock_body *b, uint64_t generation)
@@ -518,8 +522,27 @@ static int won(struct acq *a, struct ferry_lock_body *b, struct ferry_s3_res *re
 	return FERRY_S3_OK;
 }
 
-static bool wait_ms(const struct ferry_lock_opts *o, int64_t ms)
+/* A wait can last up to max_wait (minutes): a line every every_ms says it is still on, so
+ * a log without a terminal (a container's) is never silent that long. */
+static void say_waiting(struct acq *a)
 {
+	int64_t now = ferry_boot_ms();
+	char msg[600];
+
+	if (now - a->said_ms < a->every_ms)
+		return;
+	a->said_ms = now;
+	snprintf(msg, sizeof(msg), "waiting for lock '%s' held by %s, %" PRId64 " s of %" PRIu64 " s",
+		 a->o->key, a->holder[0] ? a->holder : "others", (now - a->start_ms) / 1000,
+		 a->o->max_wait_ms / 1000);
+	ferry_logf(FERRY_INFO, a->who, msg, "waited_s=%" PRId64 " max_wait_s=%" PRIu64,
+		   (now - a->start_ms) / 1000, a->o->max_wait_ms / 1000);
+}
+
+static bool wait_ms(struct acq *a, int64_t ms)
+{
+	const struct ferry_lock_opts *o = a->o;
+
 	while (ms > 0) {
 		int64_t step = ms > 100 ? 100 : ms;
 		struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)step * 1000000L };
@@ -528,6 +551,7 @@ static bool wait_ms(const struct ferry_lock_opts *o, int64_t ms)
 			return false;
 		nanosleep(&ts, NULL);
 		ms -= step;
+		say_waiting(a);
 	}
 	return !(o->cancelled && o->cancelled(o->cancel_arg));
 }
@@ -545,7 +569,7 @@ int ferry_lock_acquire(struct ferry_s3 *s3, const struct ferry_lock_opts *o,
 		       struct ferry_lock_held *out, char *err, size_t errlen)
 {
 	struct acq a = { .s3 = s3, .o = o, .h = out, .who = o->log_who ? o->log_who : "lock",
-			 .err = err, .errlen = errlen };
+			 .err = err, .errlen = errlen, .every_ms = ferry_log_progress_ms() };
 	int64_t start = ferry_boot_ms(), deadline = start + (int64_t)o->max_wait_ms, now;
 	struct ferry_s3_cond create = { .if_none_match = "*" };
 	struct ferry_lock_state st;
@@ -558,6 +582,8 @@ int ferry_lock_acquire(struct ferry_s3 *s3, const struct ferry_lock_opts *o,
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	a.holder = holder;
+	a.start_ms = a.said_ms = start;
 	for (;;) {
 		if (o->cancelled && o->cancelled(o->cancel_arg)) {
 			snprintf(err, errlen, "cancelled while waiting for lock '%s'", o->key);
@@ -648,7 +674,7 @@ int ferry_lock_acquire(struct ferry_s3 *s3, const struct ferry_lock_opts *o,
 
 			if (d > deadline - now)
 				d = deadline - now;
-			if (!wait_ms(o, d)) {
+			if (!wait_ms(&a, d)) {
 				snprintf(err, errlen, "cancelled while waiting for lock '%s'", o->key);
 				return FERRY_FAIL;
 			}

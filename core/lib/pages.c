@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ferry_log.h"
 #include "ferry_time.h"
 #include "pages_internal.h"
 
@@ -251,24 +252,50 @@ int ferry_hasher_page(struct ferry_hasher *h, const void *page, size_t len,
 void ferry_progress_init(struct ferry_progress *p, const struct ferry_pages_cb *cb, uint64_t total)
 {
 	memset(p, 0, sizeof(*p));
-	p->cb = cb;
+	p->cb = cb && cb->progress ? cb : NULL;
 	p->total = total;
 	p->start_ms = p->last_ms = ferry_mono_ms();
+	p->live = ferry_log_live();
+	p->every_ms = p->live ? 200 : ferry_log_progress_ms();
 }
 
 static void progress_draw(struct ferry_progress *p, int64_t now_ms)
 {
-	char line[160];
+	char line[200];
 	double mib = p->bytes / 1048576.0, el = (now_ms - p->start_ms) / 1000.0;
 	int n;
 
 	n = snprintf(line, sizeof(line),
-		     "\r%s: pages %" PRIu64 "/%" PRIu64 ", %.1f MiB, %.1f MiB/s ",
-		     p->cb->what ? p->cb->what : "pages", p->done, p->total, mib,
-		     el > 0 ? mib / el : 0.0);
+		     "\r%s%s%s: pages %" PRIu64 "/%" PRIu64 ", %.1f MiB, %.1f MiB/s ",
+		     p->cb->what ? p->cb->what : "pages", p->cb->step ? ", " : "",
+		     p->cb->step ? p->cb->step : "", p->done, p->total, mib, el > 0 ? mib / el : 0.0);
+	if (n >= (int)sizeof(line))
+		n = (int)sizeof(line) - 1;
 	/* A TTY progress line, not a log line: it is redrawn in place and never reaches logs. */
 	if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0)
 		return;
+	p->drawn = true;
+}
+
+/* Without a terminal: one log line with how far, how fast and how long yet. */
+static void progress_log(struct ferry_progress *p, int64_t now_ms)
+{
+	const char *step = p->cb->step ? p->cb->step : "working";
+	int64_t el_ms = now_ms - p->start_ms;
+	double mib = p->bytes / 1048576.0, rate = el_ms > 0 ? mib * 1000.0 / (double)el_ms : 0.0;
+	unsigned pct = p->total ? (unsigned)(p->done * 100 / p->total) : 100;
+
+	if (p->done && p->done <= p->total)
+		ferry_logf(FERRY_INFO, p->cb->what, step,
+			   "pages_done=%" PRIu64 " pages_total=%" PRIu64 " pct=%u mib=%.1f "
+			   "mib_per_s=%.1f elapsed_s=%" PRId64 " eta_s=%" PRId64, p->done, p->total,
+			   pct, mib, rate, el_ms / 1000,
+			   (int64_t)((double)el_ms / 1000.0 * (double)(p->total - p->done) /
+				     (double)p->done));
+	else                                /* nothing yet: no rate, no estimate */
+		ferry_logf(FERRY_INFO, p->cb->what, step,
+			   "pages_done=%" PRIu64 " pages_total=%" PRIu64 " pct=%u mib=%.1f "
+			   "elapsed_s=%" PRId64, p->done, p->total, pct, mib, el_ms / 1000);
 	p->drawn = true;
 }
 
@@ -278,22 +305,37 @@ void ferry_progress_add(struct ferry_progress *p, uint64_t pages, uint64_t bytes
 
 	p->done += pages;
 	p->bytes += bytes;
-	if (!p->cb || !p->cb->progress)
+	if (!p->cb)
 		return;
 	now_ms = ferry_mono_ms();
-	if (now_ms - p->last_ms < 200)
+	if (now_ms - p->last_ms < p->every_ms)
 		return;
 	p->last_ms = now_ms;
-	progress_draw(p, now_ms);
+	if (p->live)
+		progress_draw(p, now_ms);
+	else
+		progress_log(p, now_ms);
 }
 
 void ferry_progress_end(struct ferry_progress *p)
 {
-	if (!p->cb || !p->cb->progress || !p->drawn)
+	int64_t now_ms = ferry_mono_ms(), el_ms = now_ms - p->start_ms;
+	char msg[160];
+
+	if (!p->cb || !p->drawn)
 		return;
-	progress_draw(p, ferry_mono_ms());
-	if (write(STDERR_FILENO, "\n", 1) < 0)
+	if (p->live) {
+		progress_draw(p, now_ms);
+		(void)!write(STDERR_FILENO, "\n", 1);     /* nothing to do if stderr is gone */
 		return;
+	}
+	/* the step logged progress: say how it ended (early, on an error, or complete) */
+	snprintf(msg, sizeof(msg), "%s %s", p->cb->step ? p->cb->step : "working",
+		 p->done >= p->total ? "done" : "stopped");
+	ferry_logf(FERRY_INFO, p->cb->what, msg,
+		   "pages_done=%" PRIu64 " pages_total=%" PRIu64 " mib=%.1f mib_per_s=%.1f ms=%" PRId64,
+		   p->done, p->total, p->bytes / 1048576.0,
+		   el_ms > 0 ? p->bytes / 1048576.0 * 1000.0 / (double)el_ms : 0.0, el_ms);
 }
 
 int ferry_pages_diff(const unsigned char *new_hashes, uint64_t new_count,
@@ -323,7 +365,8 @@ void ferry_pages_cb_init(struct ferry_pages_cb *cb, bool (*cancelled)(void *arg)
 	cb->cancelled = cancelled;
 	cb->arg = arg;
 	cb->what = what;
-	cb->progress = isatty(STDERR_FILENO);
+	cb->step = NULL;
+	cb->progress = true;
 }
 
 char *ferry_pages_concat(const char *a, const char *b)

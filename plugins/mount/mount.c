@@ -17,6 +17,7 @@
 
 #include "ferry_ctx.h"
 #include "ferry_failpoint.h"
+#include "ferry_log.h"
 #include "ferry_stage.h"
 #include "ferry_time.h"
 
@@ -285,10 +286,13 @@ static int mount_dry_run(struct ferry_ctx *c)
 
 	if (rc != FERRY_OK)
 		return rc;
+	/* one template per case: a pair is never slipped in through a %s (log.c splits the
+	 * template, not the text, into pairs) */
+#define WOULD_MOUNT "source=%s mountpoint=%s ferryfs=%s options=%s wait_ms=%" PRIu64
 	ferry_log(c, FERRY_INFO, "would mount",
-		  "source=%s mountpoint=%s ferryfs=%s options=%s wait_ms=%" PRIu64 "%s", p.source,
-		  p.mountpoint, p.ferryfs, p.opts, p.wait_ms,
-		  mount_is_stale(p.mountpoint) ? " stale_mount=would_clean" : "");
+		  mount_is_stale(p.mountpoint) ? WOULD_MOUNT " stale_mount=would_clean" : WOULD_MOUNT,
+		  p.source, p.mountpoint, p.ferryfs, p.opts, p.wait_ms);
+#undef WOULD_MOUNT
 	/* facts of a dry run live only in memory: later stages' dry runs learn where the
 	 * bucket would be mounted, so pull can count pages from S3 instead */
 	ferry_fact_set(c, "mountpoint", p.mountpoint);
@@ -378,9 +382,18 @@ static int mount_run(struct ferry_ctx *c)
 		goto out_plan;
 	}
 	if (pid == 0) {
-		char *argv[] = { p.ferryfs, p.source, p.mountpoint, "-f", "-o", p.opts, NULL };
-		int fd = open("/dev/null", O_RDONLY);
+		char *argv[10] = { p.ferryfs, p.source, p.mountpoint, "-f", "-o", p.opts };
+		int fd = open("/dev/null", O_RDONLY), n = 6;
 		sigset_t none;
+
+		/* ferryfs's lines join ours on stderr: same format, same -q/-v */
+		if (ferry_log_format() == FERRY_LOG_JSON)
+			argv[n++] = "--log-format=json";
+		if (ferry_log_level() >= FERRY_WARN)
+			argv[n++] = "-q";
+		else if (ferry_log_level() <= FERRY_DEBUG)
+			argv[n++] = "-v";
+		argv[n] = NULL;
 
 		/* its own group: our terminal's ^C reaches ferry, which unmounts in order */
 		setpgid(0, 0);

@@ -195,6 +195,7 @@ static int fetch_pages(struct pull_job *j, const uint64_t *list, size_t n)
 	}
 	if (!j->s3key)
 		posix_fadvise(j->ofd, 0, 0, POSIX_FADV_RANDOM);
+	j->cb.step = "fetching changed pages";
 	ferry_progress_init(&prog, &j->cb, n);
 	for (size_t i = 0; i < n;) {
 		size_t nr = pull_plan_group(list, n, &i, ps, buf, runs);
@@ -395,6 +396,8 @@ static int stream_origin(struct pull_job *j)
 		memset(j->want.hashes + lock * FERRY_PAGE_HASH_LEN, 0, FERRY_PAGE_HASH_LEN);
 	if (!j->s3key)
 		posix_fadvise(j->ofd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	j->cb.step = j->source == SRC_COPY ? "copying every origin page" :
+		     "reading every origin page";
 	ferry_progress_init(&prog, &j->cb, end);
 	/* two passes at most: before and after the lock-byte page, which is never read */
 	for (uint64_t a = 0; a < end;) {

@@ -1,6 +1,7 @@
 /* push.c: the push stage: write the replica's changed pages into the origin on the mount, one fenced atomic commit. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "ferry_failpoint.h"
 #include "ferry_fsclient.h"
 #include "ferry_lock.h"
+#include "ferry_log.h"
 #include "ferry_manifest.h"
 #include "ferry_pages.h"
 #include "ferry_patch.h"
@@ -329,6 +331,7 @@ static int write_pages(struct push_job *j)
 	buf = malloc(max_run * ps);
 	if (!buf)
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+	j->cb.step = "writing changed pages into the mount's cache";
 	ferry_progress_init(&prog, &j->cb, j->n);
 	for (size_t i = 0; i < j->n;) {
 		size_t run = 1, len;
@@ -381,11 +384,82 @@ static int commit(struct push_job *j)
 	return ferry_fail(j->c, FERRY_FAIL, "cannot commit origin '%s': %s", j->origin, strerror(e));
 }
 
+/* While fsync commits, ferryfs uploads: its stats file's bytes_up and bytes_copied are
+ * what was actually sent (bytes_up per whole part or PUT). A thread turns them into the
+ * progress of the commit, in pages of the database: every byte of the new object is either
+ * uploaded or copied server-side once. */
+struct commit_watch {
+	struct push_job *j;
+	struct ferry_progress prog;
+	uint64_t up, copied;                /* what the progress was told so far */
+	volatile bool stop;
+	pthread_t th;
+};
+
+static void watch_poll(struct commit_watch *w)
+{
+	const struct push_job *j = w->j;
+	struct ferry_fsstats now;
+	uint64_t up, copied, ps = j->now.page_size ? j->now.page_size : 1, was, is;
+
+	if (!ferry_fsstats_read(j->stats_root, &now))
+		return;
+	up = now.bytes_up - j->stats_before.bytes_up;
+	copied = now.bytes_copied - j->stats_before.bytes_copied;
+	if (up < w->up || copied < w->copied)
+		return;                     /* counters of another mount's life: ignore */
+	was = (w->up + w->copied) / ps;
+	is = (up + copied) / ps;
+	ferry_progress_add(&w->prog, is - was, up - w->up);
+	w->up = up;
+	w->copied = copied;
+}
+
+static void *watch_main(void *arg)
+{
+	struct commit_watch *w = arg;
+
+	while (!w->stop) {
+		struct timespec ts = { 0, 100 * 1000000L };
+
+		nanosleep(&ts, NULL);
+		watch_poll(w);
+	}
+	return NULL;
+}
+
+/* commit(), with progress lines while it runs and a phase line when it ends. */
+static int commit_watched(struct push_job *j)
+{
+	struct commit_watch w = { .j = j };
+	int64_t t0 = ferry_mono_ms();
+	bool watching = false;
+	int rc;
+
+	j->cb.step = "committing: uploading to S3";
+	ferry_progress_init(&w.prog, &j->cb, j->now.page_count);
+	if (j->have_stats)
+		watching = pthread_create(&w.th, NULL, watch_main, &w) == 0;
+	rc = commit(j);
+	if (watching) {
+		w.stop = true;
+		pthread_join(w.th, NULL);
+		watch_poll(&w);
+	}
+	ferry_progress_end(&w.prog);
+	if (rc == 0)
+		ferry_log(j->c, FERRY_INFO, "committed", "bytes_uploaded=%" PRIu64
+			  " bytes_copied=%" PRIu64 " ms=%" PRId64, w.up, w.copied, ferry_mono_ms() - t0);
+	return rc;
+}
+
 /* Read the new object back and compare the whole-database checksum. */
 static int verify_readback(struct push_job *j)
 {
 	struct ferry_manifest back = { 0 };
 	char err[256], a[65], b[65];
+	int64_t t0 = ferry_mono_ms();
+	uint64_t bytes = 0;
 	int fd, rc = FERRY_FAIL;
 
 	fd = open(j->origin, O_RDONLY | O_CLOEXEC);
@@ -396,8 +470,9 @@ static int verify_readback(struct push_job *j)
 		rc = ferry_fail(j->c, FERRY_FAIL, "out of memory");
 		goto out;
 	}
+	j->cb.step = "verifying: reading the new object back";
 	if (back.page_count && ferry_pages_hash_fd(fd, back.page_size, back.page_count, back.hashes,
-						   &j->cb, NULL, err, sizeof(err)) != 0) {
+						   &j->cb, &bytes, err, sizeof(err)) != 0) {
 		rc = ferry_fail(j->c, FERRY_FAIL, "cannot verify origin '%s': %s", j->origin, err);
 		goto out;
 	}
@@ -409,6 +484,8 @@ static int verify_readback(struct push_job *j)
 				"(checksum %s, expected %s)", j->origin, a, b);
 		goto out;
 	}
+	ferry_log(j->c, FERRY_INFO, "verified: the new object matches the replica",
+		  "bytes_read=%" PRIu64 " ms=%" PRId64, bytes, ferry_mono_ms() - t0);
 	rc = 0;
 out:
 	ferry_manifest_release(&back);
@@ -502,7 +579,7 @@ static int assert_lock_held(struct ferry_ctx *c, int64_t need_s)
 static int push_run(struct ferry_ctx *c)
 {
 	struct push_job j;
-	uint64_t t0 = (uint64_t)ferry_mono_ms(), size;
+	uint64_t t0 = (uint64_t)ferry_mono_ms(), tw, size;
 	char err[512];
 	bool verify;
 	int rc;
@@ -548,9 +625,13 @@ static int push_run(struct ferry_ctx *c)
 	if ((j.etag_known || j.create) && fsetxattr(j.ofd, FERRY_XATTR_COMMIT, FERRY_COMMIT_FSYNC, strlen(FERRY_COMMIT_FSYNC), 0) != 0)
 		ferry_log(c, FERRY_WARN, "ferryfs would commit a partial write on a crash",
 			  "origin='%s' reason='setxattr user.ferry.commit: %s'", j.origin, strerror(errno));
+	tw = (uint64_t)ferry_mono_ms();
 	rc = write_pages(&j);
 	if (rc)
 		goto out;
+	ferry_log(c, FERRY_INFO, "wrote changed pages into the mount's cache (sent by the commit)",
+		  "pages=%zu bytes=%" PRIu64 " ms=%" PRIu64, j.n, (uint64_t)j.n * j.now.page_size,
+		  (uint64_t)ferry_mono_ms() - tw);
 	if (j.origin_size != size && ftruncate(j.ofd, (off_t)size) != 0) {
 		rc = ferry_fail(c, FERRY_FAIL, "cannot resize origin '%s': %s", j.origin, strerror(errno));
 		goto out;
@@ -559,7 +640,7 @@ static int push_run(struct ferry_ctx *c)
 		rc = ferry_fail(c, FERRY_FAIL, "failpoint push.before_fsync");
 		goto out;
 	}
-	rc = commit(&j);
+	rc = commit_watched(&j);
 	if (rc)
 		goto out;
 	if (j.have_stats)

@@ -128,17 +128,26 @@ struct sched_report {
 	bool reused;                        /* fingerprint matched: nothing read or computed */
 };
 
-/* Where the core reports: bad-row/unknown-state warnings, info lines, the error. */
+/* Kinds of the warnings about contact rows: a bad value (the contact is skipped) or an
+ * unknown state code (scheduled without state rules). */
+enum sched_warn_kind { SCHED_W_EMAIL, SCHED_W_BIRTH_DATE, SCHED_W_EFFECTIVE_DATE, SCHED_W_STATE,
+		       SCHED_W_NKINDS };
+extern const char *const sched_warn_kind_name[SCHED_W_NKINDS];     /* "bad_email", ... */
+
+/* Where the core reports: info lines, warnings about contact rows, the error. */
 struct sched_io {
 	void (*log)(void *ud, int level, const char *msg);  /* level: enum ferry_level */
+	/* a warning about a contact row (thousands on a big org: the caller summarises);
+	 * NULL: log(ud, FERRY_WARN, msg) */
+	void (*warn)(void *ud, int kind, const char *msg);
 	void *ud;
 	char err[1024];                     /* the failure, when sched_execute returns != 0 */
 };
 
 enum sched_mode { SCHED_RUN, SCHED_DRY };
 
-/* The whole stage on one database: read, compute, write (or print CSV to csv in a dry
- * run). Returns 0, 1 (data/database failure) or 2 (usage), with io->err set. */
+/* The whole stage on one database: read, compute, write (or in a dry run count, and print
+ * CSV to csv unless it is NULL). Returns 0, 1 (data/database failure) or 2 (usage), with io->err set. */
 int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mode mode,
 		  FILE *csv, struct sched_io *io, struct sched_report *rep);
 

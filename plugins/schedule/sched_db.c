@@ -42,18 +42,23 @@ int sched_fail(struct sched_run *r, int rc, const char *fmt, ...)
 	return rc;
 }
 
-void sched_say(struct sched_run *r, int level, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
+const char *const sched_warn_kind_name[SCHED_W_NKINDS] = {
+	"bad_email", "bad_birth_date", "bad_effective_date", "unknown_state",
+};
 
-	va_start(ap, fmt);
+/* kind < 0: an ordinary line. */
+static void say(struct sched_run *r, int level, int kind, const char *fmt, va_list ap)
+{
+	const char *kname = kind >= 0 ? sched_warn_kind_name[kind] : "-";
+	char buf[512];
+
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (r->io->log)
+	if (kind >= 0 && r->io->warn)
+		r->io->warn(r->io->ud, kind, buf);
+	else if (r->io->log)
 		r->io->log(r->io->ud, level, buf);
 	if (r->capture && !r->warn_oom) {
-		size_t n = strlen(buf) + 16;
+		size_t n = strlen(buf) + strlen(kname) + 16;
 		if (r->nwarn + n > r->awarn) {
 			size_t na = r->awarn ? r->awarn * 2 : 65536;
 			char *nb = na <= WARN_KEEP_MAX ? realloc(r->warn, na) : NULL;
@@ -65,8 +70,26 @@ void sched_say(struct sched_run *r, int level, const char *fmt, ...)
 			r->awarn = na;
 		}
 		/* messages are one line: values go through shown() (sched_load.c) */
-		r->nwarn += (size_t)sprintf(r->warn + r->nwarn, "%d %s\n", level, buf);
+		r->nwarn += (size_t)sprintf(r->warn + r->nwarn, "%d %s %s\n", level, kname, buf);
 	}
+}
+
+void sched_say(struct sched_run *r, int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	say(r, level, -1, fmt, ap);
+	va_end(ap);
+}
+
+void sched_warn(struct sched_run *r, enum sched_warn_kind kind, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	say(r, FERRY_WARN, (int)kind, fmt, ap);
+	va_end(ap);
 }
 
 int sched_db_fail(struct sched_run *r, const char *what)

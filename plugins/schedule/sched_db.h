@@ -43,7 +43,7 @@ struct sched_run {
 	unsigned es_cols;                   /* bit per sched_es_cols entry */
 	bool capture;                       /* keep warnings for the fingerprint sidecar */
 	bool warn_oom;                      /* a warning could not be kept */
-	char *warn;                         /* kept warnings, "LEVEL MESSAGE\n" lines */
+	char *warn;                         /* kept lines, "LEVEL KIND MESSAGE\n" (sched_say) */
 	size_t nwarn;
 	size_t awarn;
 };
@@ -61,8 +61,11 @@ extern const char *const sched_es_col_absent[SCHED_ES_NCOLS];   /* what an absen
 /* Sets io->err (the first error wins); returns rc. */
 int sched_fail(struct sched_run *r, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* A log line, kept for the fingerprint sidecar while r->capture. */
+/* A log line, kept for the fingerprint sidecar while r->capture ("LEVEL - MESSAGE"). */
 void sched_say(struct sched_run *r, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A warning about a contact row, kept likewise ("LEVEL KIND-NAME MESSAGE"). */
+void sched_warn(struct sched_run *r, enum sched_warn_kind kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* sched_fail with "WHAT 'PATH': SQLITE ERROR". */
 int sched_db_fail(struct sched_run *r, const char *what);

@@ -338,8 +338,8 @@ static bool has_failed(const struct sched_run *r, int64_t id)
 	return lo < r->nfailed && r->failed[lo] == id;
 }
 
-static int bad_row(struct sched_run *r, int64_t id, const char *col, const unsigned char *v, int n,
-		   const char *what)
+static int bad_row(struct sched_run *r, enum sched_warn_kind kind, int64_t id, const char *col,
+		   const unsigned char *v, int n, const char *what)
 {
 	char val[80];
 
@@ -349,8 +349,8 @@ static int bad_row(struct sched_run *r, int64_t id, const char *col, const unsig
 		return sched_fail(r, FERRY_FAIL,
 				  "contacts id=%lld %s '%s' is not a valid %s (strict = 1)",
 				  (long long)id, col, val, what);
-	sched_say(r, FERRY_WARN, "contacts id=%lld %s '%s' is not a valid %s (contact skipped)",
-		  (long long)id, col, val, what);
+	sched_warn(r, kind, "contacts id=%lld %s '%s' is not a valid %s (contact skipped)",
+		   (long long)id, col, val, what);
 	return 0;
 }
 
@@ -384,7 +384,8 @@ static int load_contacts(struct sched_run *r)
 		}
 		p->n_emails++;
 		if (!sched_email_valid(em, elen)) {
-			if (bad_row(r, id, "email", (const unsigned char *)em, (int)elen, "email"))
+			if (bad_row(r, SCHED_W_EMAIL, id, "email", (const unsigned char *)em, (int)elen,
+				    "email"))
 				goto out_fail;
 			continue;
 		}
@@ -396,7 +397,8 @@ static int load_contacts(struct sched_run *r)
 				dates[i] = SCHED_NODATE;
 			if (k < 0) {
 				bad = true;
-				if (bad_row(r, id, dcol[i], (const unsigned char *)v, vl, "date"))
+				if (bad_row(r, i ? SCHED_W_EFFECTIVE_DATE : SCHED_W_BIRTH_DATE, id,
+					    dcol[i], (const unsigned char *)v, vl, "date"))
 					goto out_fail;
 			}
 		}
@@ -414,9 +416,9 @@ static int load_contacts(struct sched_run *r)
 				char val[80];
 				shown(val, sizeof(val), (const unsigned char *)sv, (int)sl);
 				r->rep->unknown_state++;
-				sched_say(r, FERRY_WARN,
-					  "contacts id=%lld state '%s' is not a known state code",
-					  (long long)id, val);
+				sched_warn(r, SCHED_W_STATE,
+					   "contacts id=%lld state '%s' is not a known state code",
+					   (long long)id, val);
 			}
 		}
 		if (state < 0) {

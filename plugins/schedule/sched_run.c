@@ -119,11 +119,22 @@ static void fp_reuse(struct sched_run *r, const struct sched_fp *saved)
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		const char *sp = n > 2 ? memchr(p + 2, ' ', n - 2) : NULL;
+		size_t kl = sp ? (size_t)(sp - (p + 2)) : 0, ml = sp ? n - (size_t)(sp + 1 - p) : 0;
+		int kind = -1;
 		char msg[600];
-		if (n >= 2 && n - 2 < sizeof(msg) && p[0] >= '0' && p[0] <= '3' && p[1] == ' ') {
-			memcpy(msg, p + 2, n - 2);
-			msg[n - 2] = '\0';
-			if (r->io->log)
+
+		/* "LEVEL KIND MESSAGE" (sched_say): replayed as the run that saved it said it */
+		if (sp && ml < sizeof(msg) && p[0] >= '0' && p[0] <= '3' && p[1] == ' ') {
+			memcpy(msg, sp + 1, ml);
+			msg[ml] = '\0';
+			for (int k = 0; k < SCHED_W_NKINDS; k++)
+				if (strlen(sched_warn_kind_name[k]) == kl &&
+				    !memcmp(sched_warn_kind_name[k], p + 2, kl))
+					kind = k;
+			if (kind >= 0 && r->io->warn)
+				r->io->warn(r->io->ud, kind, msg);
+			else if (r->io->log)
 				r->io->log(r->io->ud, p[0] - '0', msg);
 		}
 		p += n + 1;
@@ -224,7 +235,7 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	t2 = ferry_mono_ms();
 	rep->compute_ms = t2 - t1;
 	if (mode == SCHED_DRY) {
-		if (sched_print_csv(&r, csv) || sched_count(&r))
+		if ((csv && sched_print_csv(&r, csv)) || sched_count(&r))
 			goto out_rollback;
 		sched_exec(&r, "COMMIT", "cannot end the read transaction on");
 	} else {

@@ -2,6 +2,8 @@
 #include "sched_core.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -9,6 +11,8 @@
 #include <unistd.h>
 
 #include "ferry_ctx.h"
+#include "ferry_file.h"
+#include "ferry_log.h"
 #include "ferry_stage.h"
 
 static const struct ferry_key schedule_keys[] = {
@@ -41,6 +45,8 @@ static const struct ferry_key schedule_keys[] = {
 	  "1 or 2: read email_schedules (and tag the file) in a second thread" },
 	{ "fingerprint", FERRY_KEY_INT, "1", 0,
 	  "0/1: skip a rerun on a database byte-identical to a fixed point (DB.ferry-sched)" },
+	{ "dry_run_csv", FERRY_KEY_PATH, NULL, 0,
+	  "dry run only: write the rows the run would leave as CSV to this file ('-': stdout)" },
 	{ NULL, 0, NULL, 0, NULL },
 };
 
@@ -206,9 +212,97 @@ static int schedule_check(struct ferry_ctx *c)
 	return rc;
 }
 
+/* Warnings about contact rows: thousands on a big org, on every run. The log gets the
+ * first WARN_SHOWN and a summary (counts per kind, where the list is); the whole list goes
+ * to STATE_DIR/WARN_FILE, or to the log as well with -v. */
+#define WARN_SHOWN 5
+#define WARN_FILE "schedule-warnings.txt"
+
+struct warn_sink {
+	struct ferry_ctx *c;
+	bool all;                           /* -v: every warning is logged */
+	int64_t count[SCHED_W_NKINDS];
+	int64_t total;
+	char *text;                         /* every warning, one a line (for the file) */
+	size_t n, cap;
+	bool oom;                           /* the list is incomplete: no file */
+};
+
 static void log_cb(void *ud, int level, const char *msg)
 {
-	ferry_log(ud, (enum ferry_level)level, msg, NULL);
+	struct warn_sink *w = ud;
+
+	ferry_log(w->c, (enum ferry_level)level, msg, NULL);
+}
+
+static void warn_cb(void *ud, int kind, const char *msg)
+{
+	struct warn_sink *w = ud;
+	size_t len = strlen(msg);
+
+	w->count[kind]++;
+	if (++w->total <= WARN_SHOWN || w->all)
+		ferry_log(w->c, FERRY_WARN, msg, NULL);
+	if (w->oom)
+		return;
+	if (w->n + len + 2 > w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 65536;
+		char *t;
+
+		while (cap < w->n + len + 2)
+			cap *= 2;
+		t = realloc(w->text, cap);
+		if (!t) {
+			w->oom = true;
+			return;
+		}
+		w->text = t;
+		w->cap = cap;
+	}
+	memcpy(w->text + w->n, msg, len);
+	w->n += len;
+	w->text[w->n++] = '\n';
+}
+
+/* The summary line, and the list in its file (a real run; a dry run writes nothing). A run
+ * without warnings removes the file of an earlier run, so it never describes another run. */
+static void warn_report(struct warn_sink *w, const struct sched_report *rep, bool dry)
+{
+	const char *dir = ferry_state_dir(w->c), *file = NULL;
+	const char *const *k = sched_warn_kind_name;
+	char *path = NULL, err[512], msg[800], shown[64];
+
+	if (dir && asprintf(&path, "%s/%s", dir, WARN_FILE) < 0)
+		path = NULL;
+	if (!w->total) {
+		if (path && !dry && unlink(path) != 0 && errno != ENOENT)
+			ferry_log(w->c, FERRY_WARN, "cannot remove the warnings of an earlier run",
+				  "file='%s' reason='%s'", path, strerror(errno));
+		free(path);
+		return;
+	}
+	if (path && !dry) {
+		/* 0600: the list names contacts */
+		if (w->oom)
+			snprintf(err, sizeof(err), "out of memory");
+		if (!w->oom && ferry_file_replace(path, w->text, w->n, 0600, 0, err, sizeof(err)) == 0)
+			file = path;
+		else
+			ferry_log(w->c, FERRY_WARN, "cannot write the list of warnings",
+				  "file='%s' reason='%s'", path, err);
+	}
+	if (w->all)
+		snprintf(shown, sizeof(shown), "all %lld shown", (long long)w->total);
+	else
+		snprintf(shown, sizeof(shown), "first %d shown", WARN_SHOWN);
+	snprintf(msg, sizeof(msg), "%lld contact rows with bad or unknown values (%lld skipped): "
+		 "%s%s%s%s", (long long)w->total, (long long)rep->bad, shown,
+		 file ? ", all in '" : w->all ? "" : ", -v shows all", file ? file : "",
+		 file ? "'" : "");
+	ferry_log(w->c, FERRY_WARN, msg, "%s=%lld %s=%lld %s=%lld %s=%lld file='%s'",
+		  k[0], (long long)w->count[0], k[1], (long long)w->count[1], k[2],
+		  (long long)w->count[2], k[3], (long long)w->count[3], file ? file : "-");
+	free(path);
 }
 
 static void summary(struct ferry_ctx *c, const struct sched_priv *p, const struct sched_report *r)
@@ -229,11 +323,53 @@ static void summary(struct ferry_ctx *c, const struct sched_priv *p, const struc
 		  (long long)r->load_ms, (long long)r->compute_ms, (long long)r->write_ms, cps);
 }
 
+/* The dry run's CSV: to dry_run_csv when it is set ("-": stdout), else nowhere (the CSV of
+ * a big org is tens of thousands of lines). *path is the file, malloc'd, for the log. */
+static int open_csv(struct ferry_ctx *c, FILE **out, char **path)
+{
+	const char *v = ferry_cfg(c, "dry_run_csv");
+	int fd;
+
+	*out = NULL;
+	*path = NULL;
+	if (!v || !*v)
+		return 0;
+	if (!strcmp(v, "-")) {
+		*out = stdout;
+		return 0;
+	}
+	*path = ferry_cfg_path(c, "dry_run_csv");
+	if (!*path)
+		return ferry_fail(c, FERRY_FAIL, "out of memory");
+	/* 0600 like every file ferry keeps: the rows name contacts */
+	fd = open(*path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || !(*out = fdopen(fd, "w"))) {
+		if (fd >= 0)
+			close(fd);
+		return ferry_fail(c, FERRY_FAIL, "cannot write '%s': %s", *path, strerror(errno));
+	}
+	return 0;
+}
+
+static int close_csv(struct ferry_ctx *c, FILE *f, const char *path, int rc)
+{
+	if (!f || f == stdout)
+		return f == stdout && fflush(stdout) != 0 && !rc ?
+			ferry_fail(c, FERRY_FAIL, "cannot write the CSV to stdout: %s",
+				   strerror(errno)) : rc;
+	if ((ferror(f) | fclose(f)) != 0 && !rc)
+		return ferry_fail(c, FERRY_FAIL, "cannot write '%s': %s", path, strerror(errno));
+	return rc;
+}
+
 static int execute_with(struct ferry_ctx *c, struct sched_priv *p, enum sched_mode mode)
 {
 	struct sched_report rep;
-	struct sched_io io = { .log = log_cb, .ud = c };
+	struct warn_sink w = { .c = c, .all = ferry_log_level() <= FERRY_DEBUG };
+	struct sched_io io = { .log = log_cb, .warn = warn_cb, .ud = &w };
 	time_t start = time(NULL);
+	FILE *csv = NULL;
+	char *csv_path = NULL;
 	int rc;
 
 	rc = load_config(c, p);
@@ -257,9 +393,17 @@ static int execute_with(struct ferry_ctx *c, struct sched_priv *p, enum sched_mo
 			 tm.tm_sec, (long)getpid());
 	}
 	p->opts.run_id = p->run_id;
-	rc = sched_execute(&p->opts, p->db, mode, stdout, &io, &rep);
-	if (rc)
-		return ferry_fail(c, rc, "%s", io.err);
+	if (mode == SCHED_DRY) {
+		rc = open_csv(c, &csv, &csv_path);
+		if (rc)
+			goto out;
+	}
+	rc = sched_execute(&p->opts, p->db, mode, csv, &io, &rep);
+	warn_report(&w, &rep, mode == SCHED_DRY);
+	if (rc) {
+		rc = ferry_fail(c, rc, "%s", io.err);
+		goto out;
+	}
 	if (rep.reused)
 		ferry_log(c, FERRY_INFO, "database is byte-identical to a fixed point of these inputs "
 			  "(fingerprint): nothing to read, compute or write", "sidecar='%s.ferry-sched'",
@@ -270,7 +414,15 @@ static int execute_with(struct ferry_ctx *c, struct sched_priv *p, enum sched_mo
 		snprintf(msg, sizeof(msg), "would delete %lld owned rows", (long long)rep.deleted);
 		ferry_log(c, FERRY_INFO, msg, "would_insert=%lld would_update=%lld unchanged=%lld",
 			  (long long)rep.inserted, (long long)rep.updated, (long long)rep.unchanged);
-		return FERRY_OK;
+		rc = close_csv(c, csv, csv_path, FERRY_OK);
+		csv = NULL;
+		if (!rc && csv_path)
+			ferry_log(c, FERRY_INFO, "dry-run: wrote the rows the run would leave as CSV",
+				  "rows=%lld csv='%s'", (long long)rep.rows, csv_path);
+		else if (!rc && !ferry_cfg(c, "dry_run_csv"))
+			ferry_log(c, FERRY_INFO, "dry-run: rows not listed; dry_run_csv = PATH writes "
+				  "them as CSV (ferry run schedule --dry-run --dry-run-csv PATH)", NULL);
+		goto out;
 	}
 	ferry_fact_set(c, "run_id", p->run_id);
 	ferry_fact_set(c, "today", p->today);
@@ -281,7 +433,11 @@ static int execute_with(struct ferry_ctx *c, struct sched_priv *p, enum sched_mo
 	ferry_fact_setf(c, "updated", "%lld", (long long)rep.updated);
 	ferry_fact_setf(c, "deleted", "%lld", (long long)rep.deleted);
 	ferry_fact_setf(c, "unchanged", "%lld", (long long)rep.unchanged);
-	return FERRY_OK;
+out:
+	rc = close_csv(c, csv, csv_path, rc);
+	free(csv_path);
+	free(w.text);
+	return rc;
 }
 
 /* Nothing outlives the call: the dry run gets no cleanup, and undo needs no state. */

@@ -23,9 +23,9 @@ INI
 ferry -c "$T/p.ini" run --dry-run >"$T/out" 2>"$T/err" || fail "dry run failed: $(cat "$T/err")"
 [ ! -e "$T/state" ] || fail "dry run created state_dir"
 [ ! -e "$T/a.ran" ] && [ ! -e "$T/b.ran" ] && [ ! -e "$T/a.cleaned" ] || fail "dry run ran a command"
-assert_contains "$T/err" "would run op=command argv='[touch] [$T/a.ran]'"
-assert_contains "$T/err" "would run op=undo argv='[touch] [$T/a.undone]'"
-assert_contains "$T/err" "argv='[sh] [-c] [echo hi > $T/b.ran]'"
+assert_contains "$T/err" "would run op=command argv=\"[touch] [$T/a.ran]\""
+assert_contains "$T/err" "would run op=undo argv=\"[touch] [$T/a.undone]\""
+assert_contains "$T/err" "argv=\"[sh] [-c] [echo hi > $T/b.ran]\""
 
 # After a real run, a dry run leaves state_dir byte-identical (journal included).
 ferry -c "$T/p.ini" run >/dev/null 2>&1 || fail "real run failed"

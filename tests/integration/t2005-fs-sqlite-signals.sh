@@ -45,7 +45,7 @@ until grep -q "counters stats=" "$T/ffs.log"; do
 	n=$((n + 1)); [ $n -lt 50 ] || fail "SIGUSR1 did not log the counters"
 	sleep 0.1
 done
-assert_contains "$(grep 'counters stats=' "$T/ffs.log")" '"get":'
+assert_contains "$(grep 'counters stats=' "$T/ffs.log")" '\"get\":'
 mountpoint -q "$M" || fail "SIGUSR1 unmounted"
 
 # SIGTERM with uncommitted data: exit 0, nothing written, an error names the file

@@ -48,7 +48,7 @@ INI
 # dry-run: concrete, and changes nothing
 ferry -c "$T/p.ini" run --dry-run >"$T/dry.out" 2>"$T/dry.err" || fail "dry-run failed: $(cat "$T/dry.err")"
 assert_contains "$T/dry.err" "would mount source=$BUCKET_NAME:org-data mountpoint=$M"
-assert_contains "$T/dry.err" "options=cache_dir=$T/state/cache,endpoint=$AWS_ENDPOINT_URL_S3,region=$AWS_REGION,attr_timeout=2"
+assert_contains "$T/dry.err" "options=\"cache_dir=$T/state/cache,endpoint=$AWS_ENDPOINT_URL_S3,region=$AWS_REGION,attr_timeout=2\""
 [ ! -e "$M" ] || fail "dry-run created the mountpoint"
 
 # run

@@ -174,5 +174,5 @@ assert_eq 0 "$rc" "ferryfs exit status after SIGTERM mid-fetch"
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
 fusermount3 -u "$M" 2>/dev/null || true
 grep -q "still running at exit" "$T/ffs.log" && fail "a whole-file fetch outlived the exit"
-assert_contains "$(grep 'unmounting stats=' "$T/ffs.log" | tail -n 1)" '"whole_fetches":2}'
+assert_contains "$(grep 'unmounting stats=' "$T/ffs.log" | tail -n 1)" '\"whole_fetches\":2}'
 echo "ok"

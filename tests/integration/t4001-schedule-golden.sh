@@ -34,7 +34,7 @@ PY
 
 # dry run on a table that does not exist yet: the golden CSV, nothing written
 sum0=$(sha256sum "$db" | cut -d' ' -f1)
-ferry -c "$T/p.ini" run --dry-run schedule --db "$db" --today 2024-10-01 >"$T/dry.csv" 2>"$T/dry.err" ||
+ferry -c "$T/p.ini" run --dry-run schedule --db "$db" --today 2024-10-01 --dry-run-csv - >"$T/dry.csv" 2>"$T/dry.err" ||
 	{ cat "$T/dry.err" >&2; fail "dry run failed"; }
 diff -u "$FIX/example.csv" "$T/dry.csv" || fail "dry-run CSV differs from the golden rows"
 assert_contains "$T/dry.err" "would delete 0 owned rows"
@@ -63,7 +63,7 @@ cmp -s "$T/ids1" "$T/ids2" || fail "rerun changed row ids or run ids"
 grep -q "golden-1" "$T/ids2" || fail "rows lost the run id of the run that wrote them"
 
 # the dry run now sees the same rows and would delete nothing
-ferry -c "$T/p.ini" run --dry-run schedule --db "$db" --today 2024-10-01 >"$T/dry2.csv" 2>"$T/dry2.err" ||
+ferry -c "$T/p.ini" run --dry-run schedule --db "$db" --today 2024-10-01 --dry-run-csv - >"$T/dry2.csv" 2>"$T/dry2.err" ||
 	fail "second dry run failed"
 diff -u "$FIX/example.csv" "$T/dry2.csv" || fail "dry run on a written table differs"
 assert_contains "$T/dry2.err" "would delete 0 owned rows would_insert=0 would_update=0 unchanged=35"
