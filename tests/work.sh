@@ -13,7 +13,7 @@
 #   ws3 ARGS...           `ferry s3 ARGS` with $PIPE (whose ${ORG_ID} needs a value)
 #
 # The probe stage (an exec stage between pull and schedule) appends "start ORG" and
-# "end ORG" to $T/intervals, reads the org's lock object and notes a violation when its
+# "end ORG" ("end ORG cancelled" on SIGTERM) to $T/intervals, reads the org's lock object and notes a violation when its
 # nonce is not the one this run's lock stage took, and touches $T/started.ORG.
 work_setup() {
 	local n=$1 probe=${2:-} i
@@ -28,6 +28,7 @@ work_setup() {
 	cat >"$T/probe.sh" <<SH
 #!/bin/sh
 echo "start \$ORG_ID" >>"$T/intervals"
+trap 'echo "end \$ORG_ID cancelled" >>"$T/intervals"; exit 143' TERM
 "$FERRY_BIN" -q -c "$PIPE" s3 get "org-data/\$ORG_ID.db.lock" "\$FERRY_STATE_DIR/lock.body" >/dev/null 2>&1 &&
 	grep -q "\$FERRY_FACT_LOCK_NONCE" "\$FERRY_STATE_DIR/lock.body" ||
 	echo "lock of \$ORG_ID is not ours" >>"$T/violations"
@@ -63,7 +64,7 @@ assert_no_overlap() {
 import sys
 open_ = {}
 for line in open(sys.argv[1]):
-    what, org = line.split()
+    what, org = line.split()[:2]
     if what == "start":
         if open_.get(org):
             sys.exit("org %s started while already running" % org)
