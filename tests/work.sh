@@ -5,6 +5,9 @@
 #                         each) instead of e2e's org 7, ORG_ID and FERRY_MOUNTPOINT unset (the
 #                         worker sets them per org), $PIPE with a [work] section; PROBE=wait
 #                         makes the probe stage wait for $T/go (see below)
+#   work_exec_setup N     moto and N tiny objects org-data/o1.db.. with $PIPE a light pipeline
+#                         (no FUSE): lock, an exec stage `act` that fails for ORG when
+#                         $T/fail.ORG exists, unlock
 #   worker NAME ARGS...   `ferry -c $PIPE work ARGS` in the background with its own state dir
 #                         $T/NAME (WORKER_PID), stdout/stderr in $T/NAME.out/.err
 #   assert_no_overlap     no org ran two pipelines at once, and each saw its own lock
@@ -48,6 +51,39 @@ open(p, "w").write(s)
 PY
 	grep -q '^\[stage probe\]' "$PIPE" || fail "could not add the probe stage"
 	grep -q '^orgs *= *org-data/\*\.db' "$PIPE" || fail "the pipeline has no [work] orgs"
+}
+
+work_exec_setup() {
+	local i
+	moto_start
+	for i in $(seq 1 "$1"); do
+		echo "org $i" >"$T/o$i"
+		s3_raw_put "org-data/o$i.db" "$T/o$i" || fail "cannot upload org o$i"
+	done
+	PIPE=$T/pipeline.ini
+	cat >"$PIPE" <<INI
+[pipeline]
+name = org-\${ORG_ID}
+state_dir = \${FERRY_STATE_DIR}
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+bucket = \${BUCKET_NAME}
+
+[stage lock]
+plugin = lock
+key = org-data/\${ORG_ID}.db.lock
+
+[stage act]
+plugin = exec
+command = sh -c 'test ! -e $T/fail.\$\$ORG_ID || { echo "org \$\$ORG_ID is broken" >&2; exit 1; }'
+
+[stage unlock]
+plugin = unlock
+
+[work]
+orgs = org-data/*.db
+INI
 }
 
 worker() {
