@@ -64,7 +64,7 @@ work_exec_setup() {
 	cat >"$PIPE" <<INI
 [pipeline]
 name = org-\${ORG_ID}
-state_dir = \${FERRY_STATE_DIR}
+state_dir = \${FERRY_STATE_DIR:-$T/state}
 
 [s3]
 endpoint = \${AWS_ENDPOINT_URL_S3}
