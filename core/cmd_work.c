@@ -21,7 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,7 +56,6 @@ enum phase { PH_IDLE, PH_LOCK, PH_MAIN, PH_UNLOCK };
 struct slot {
 	enum phase ph;
 	pid_t pid;
-	int pidfd;                          /* -1 where pidfd_open is missing: polled */
 	char org[WORK_ORG_MAX];
 	int64_t started_ms;                 /* unix ms, the lock child's start */
 	int64_t t0;                         /* monotonic ms */
@@ -101,6 +100,10 @@ struct work {
 	/* this pass's counts */
 	size_t n_ok, n_failed, n_cancelled, n_busy, n_elsewhere;
 	int devnull;
+	/* SIGCHLD, blocked in every thread of the worker and read here, wakes the wait for
+	 * children (-1: polled); the children get the old mask back before exec */
+	int chld_fd;
+	sigset_t old_mask;
 };
 
 static void *xcalloc(size_t n, size_t size)
@@ -442,6 +445,7 @@ static int spawn(struct work *w, struct slot *s, enum phase ph)
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() != parent)
 			_exit(128 + SIGTERM);
+		sigprocmask(SIG_SETMASK, &w->old_mask, NULL);
 		dup2(w->devnull, 0);
 		dup2(logfd, 1);
 		dup2(logfd, 2);
@@ -459,7 +463,6 @@ static int spawn(struct work *w, struct slot *s, enum phase ph)
 	setpgid(pid, pid);                  /* also here: no race with a signal we forward */
 	s->ph = ph;
 	s->pid = pid;
-	s->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	ferry_logf(FERRY_DEBUG, "work", "phase start", "org=%s phase=%s pid=%d", s->org,
 		   phase_name(ph), (int)pid);
 	return 0;
@@ -582,10 +585,7 @@ static int write_record(struct work *w, struct slot *s, const struct work_period
 
 static void slot_reset(struct slot *s)
 {
-	if (s->pidfd >= 0)
-		close(s->pidfd);
 	memset(s, 0, sizeof(*s));
-	s->pidfd = -1;
 	s->ph = PH_IDLE;
 }
 
@@ -920,24 +920,20 @@ static void progress(struct work *w, size_t started, size_t n_due, int64_t t0)
 /* Wait for a child to end or a signal, then handle what happened. */
 static void wait_children(struct work *w, const struct work_period *p, int timeout_ms)
 {
-	struct pollfd pf[MAX_WORKERS + 1];
+	struct pollfd pf[2];
+	struct signalfd_siginfo si;
 	int k, np = 0, status;
-	bool unpolled = false;
 
 	if (w->cli->cancel_fd >= 0)
 		pf[np++] = (struct pollfd){ .fd = w->cli->cancel_fd, .events = POLLIN };
-	for (k = 0; k < w->workers; k++) {
-		if (w->slots[k].ph == PH_IDLE)
-			continue;
-		if (w->slots[k].pidfd >= 0)
-			pf[np++] = (struct pollfd){ .fd = w->slots[k].pidfd, .events = POLLIN };
-		else
-			unpolled = true;
-	}
-	if (unpolled && timeout_ms > 100)
-		timeout_ms = 100;
+	if (w->chld_fd >= 0)
+		pf[np++] = (struct pollfd){ .fd = w->chld_fd, .events = POLLIN };
+	else if (timeout_ms > 100)
+		timeout_ms = 100;           /* no signalfd: look for ended children every 100 ms */
 	if (poll(pf, (nfds_t)np, timeout_ms) < 0 && errno != EINTR)
 		ferry_logf(FERRY_WARN, "work", "poll failed", "error='%s'", strerror(errno));
+	while (w->chld_fd >= 0 && read(w->chld_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		;                           /* SIGCHLDs merge: every slot is asked below */
 	if (!w->stopping && signalled(w)) {
 		w->signo = (int)*w->cli->signo;
 		stop(w);                    /* once: a second signal changes nothing */
@@ -951,10 +947,6 @@ static void wait_children(struct work *w, const struct work_period *p, int timeo
 		r = waitpid(s->pid, &status, WNOHANG);
 		if (r != s->pid)
 			continue;
-		if (s->pidfd >= 0) {
-			close(s->pidfd);
-			s->pidfd = -1;
-		}
 		phase_done(w, s, WIFEXITED(status) ? WEXITSTATUS(status) :
 			   128 + WTERMSIG(status), p);
 	}
@@ -1150,6 +1142,20 @@ static int setup(struct work *w)
 	return 0;
 }
 
+/* Before any thread starts (metrics server, record readers), so that all inherit the mask. */
+static void chld_setup(struct work *w)
+{
+	sigset_t chld;
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	if (pthread_sigmask(SIG_BLOCK, &chld, &w->old_mask) != 0)
+		return;
+	w->chld_fd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (w->chld_fd < 0)
+		pthread_sigmask(SIG_SETMASK, &w->old_mask, NULL);
+}
+
 /* Sleep between passes; false when a signal came. */
 static bool idle(struct work *w)
 {
@@ -1171,14 +1177,13 @@ int cmd_work(struct cli *cli)
 {
 	struct work *w = xcalloc(1, sizeof(*w));
 	char err[512];
-	int rc, lockfd = -1, k;
+	int rc, lockfd = -1;
 	size_t i;
 
 	w->cli = cli;
 	w->max_runs = -1;
 	w->devnull = -1;
-	for (k = 0; k < MAX_WORKERS; k++)
-		w->slots[k].pidfd = -1;
+	w->chld_fd = -1;
 	rc = parse_args(w);
 	if (rc) {
 		rc = rc < 0 ? 0 : rc;
@@ -1200,6 +1205,7 @@ int cmd_work(struct cli *cli)
 		goto out;
 	}
 	w->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	chld_setup(w);
 	cmd_work_metrics_write(w->metrics);
 	if (w->metrics_port && cmd_work_metrics_serve(w->metrics, w->metrics_port, err,
 						      sizeof(err)) != 0) {
@@ -1227,6 +1233,10 @@ out:
 		close(lockfd);
 	if (w->devnull >= 0)
 		close(w->devnull);
+	if (w->chld_fd >= 0) {
+		close(w->chld_fd);
+		pthread_sigmask(SIG_SETMASK, &w->old_mask, NULL);
+	}
 	for (i = 0; i < w->n_middle; i++)
 		free(w->middle[i]);
 	cmd_work_metrics_free(w->metrics);
