@@ -134,48 +134,31 @@ static const char usage_text[] =
 
 /* ---- settings ------------------------------------------------------------------------- */
 
-/* A [work] error with its place: "FILE:LINE: key 'K': why". */
-static int work_key_error(const struct config *cfg, const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int work_key_error(const struct config *cfg, const char *key, const char *fmt, ...)
+/* A key's error with its place: "FILE:LINE: key 'K': why" (the section's line when the key
+ * is not set there). */
+static int key_error(const struct config *cfg, const struct cfg_section *sec, const char *key,
+		     const char *why)
 {
-	struct cfg_section *sec = cfg_work_section(cfg);
-	struct cfg_entry *e = cfg_find_entry(sec, key);
-	char where[512], why[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	if (e)
-		cfg_where(sec, e, where, sizeof(where));
-	else if (sec && sec->file)
-		snprintf(where, sizeof(where), "%s:%d", sec->file, sec->line);
-	else
-		snprintf(where, sizeof(where), "%s", cfg->path);
-	return cli_usage_error("%s: key '%s': %s", where, key, why);
-}
-
-static int stage_key_error(const struct config *cfg, const char *stage, const char *key,
-			   const char *why)
-{
-	struct cfg_section *sec = cfg_find_section(cfg, stage);
-	struct cfg_entry *e = cfg_find_entry(sec, key);
+	const struct cfg_entry *e = cfg_find_entry(sec, key);
 	char where[512];
 
 	if (e)
 		cfg_where(sec, e, where, sizeof(where));
 	else
-		snprintf(where, sizeof(where), "%s:%d", cfg->path, sec ? sec->line : 0);
+		snprintf(where, sizeof(where), "%s:%d", sec && sec->file ? sec->file : cfg->path,
+			 sec ? sec->line : 0);
 	return cli_usage_error("%s: key '%s': %s", where, key, why);
 }
 
 static int int_key(const struct config *cfg, const char *key, int64_t lo, int64_t hi,
 		   int64_t *out)
 {
-	if (ferry_parse_int(cfg_work(cfg, key), out) != 0 || *out < lo || *out > hi)
-		return work_key_error(cfg, key, "must be %" PRId64 "..%" PRId64, lo, hi);
-	return 0;
+	char why[128];
+
+	if (ferry_parse_int(cfg_work(cfg, key), out) == 0 && *out >= lo && *out <= hi)
+		return 0;
+	snprintf(why, sizeof(why), "must be %" PRId64 "..%" PRId64, lo, hi);
+	return key_error(cfg, cfg_work_section(cfg), key, why);
 }
 
 /* p against the working directory (as the pipeline resolves state_dir): 0, or -1 when
@@ -203,15 +186,15 @@ static int read_work_keys(struct work *w)
 		return cli_usage_error("no [work] section in '%s': ferry work needs at least "
 				       "`orgs = org-data/*.db` there (see conf/pipeline.ini)", cfg->path);
 	if (cmd_work_rec_pattern(cfg_work(cfg, "orgs"), &w->pat, why, sizeof(why)) != 0)
-		return work_key_error(cfg, "orgs", "%s", why);
+		return key_error(cfg, cfg_work_section(cfg), "orgs", why);
 	ferry_parse_duration_ms(cfg_work(cfg, "period"), &w->period_ms);
 	if (cmd_work_rec_period_check(w->period_ms, why, sizeof(why)) != 0)
-		return work_key_error(cfg, "period", "%s", why);
+		return key_error(cfg, cfg_work_section(cfg), "period", why);
 	ferry_parse_duration_ms(cfg_work(cfg, "idle"), &w->idle_ms);
 	if (!rec[0] || rec[0] == '/' || strstr(rec, "..") || strchr(rec, '*') ||
 	    strlen(rec) > 512)
-		return work_key_error(cfg, "records", "'%s' must be a key prefix such as ferry-runs/",
-				      rec);
+		return key_error(cfg, cfg_work_section(cfg), "records",
+				 "must be a key prefix such as ferry-runs/");
 	snprintf(w->records, sizeof(w->records), "%s%s", rec,
 		 rec[strlen(rec) - 1] == '/' ? "" : "/");
 	if (!w->workers) {
@@ -235,7 +218,7 @@ static int read_work_keys(struct work *w)
 		return cli_usage_error("%s: state_dir is too long for ferry work", cfg->path);
 	if (cfg_work(cfg, "mount_dir") &&
 	    abs_path(cfg_work(cfg, "mount_dir"), w->mount_dir, sizeof(w->mount_dir)))
-		return work_key_error(cfg, "mount_dir", "too long");
+		return key_error(cfg, cfg_work_section(cfg), "mount_dir", "too long");
 	if (!cfg_work(cfg, "mount_dir") &&
 	    snprintf(w->mount_dir, sizeof(w->mount_dir), "%s/mnt", w->state_dir) >=
 	    (int)sizeof(w->mount_dir))
@@ -276,10 +259,10 @@ static int read_pipeline(struct work *w)
 		if (strcmp(st->plugin, "mount") == 0 && w->workers > 1) {
 			mp = cfg_get(w->cfg, st->name, "mountpoint");
 			if (mp && !strstr(mp, MNT_MARK) && !strstr(mp, ORG_MARK))
-				rc = stage_key_error(w->cfg, st->name, "mountpoint",
-						     "is the same for every org, but workers > 1 run "
-						     "orgs side by side: use ${FERRY_MOUNTPOINT} (ferry "
-						     "work sets it to MOUNT_DIR/ORG_ID)");
+				rc = key_error(w->cfg, st->sec, "mountpoint",
+					       "is the same for every org, but workers > 1 run "
+					       "orgs side by side: use ${FERRY_MOUNTPOINT} (ferry "
+					       "work sets it to MOUNT_DIR/ORG_ID)");
 		}
 	}
 	pipeline_release(&r);
@@ -290,9 +273,9 @@ static int read_pipeline(struct work *w)
 				       "stage: the lock is how workers share the orgs", w->cfg->path);
 	key = cfg_get(w->cfg, w->lock_stage, "key");
 	if (!key || !strstr(key, ORG_MARK))
-		return stage_key_error(w->cfg, w->lock_stage, "key",
-				       "does not depend on ${ORG_ID}: in work mode every org "
-				       "needs a lock of its own");
+		return key_error(w->cfg, cfg_find_section(w->cfg, w->lock_stage), "key",
+				 "does not depend on ${ORG_ID}: in work mode every org needs a "
+				 "lock of its own");
 	return 0;
 }
 

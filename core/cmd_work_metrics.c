@@ -149,10 +149,20 @@ static void head(struct text *t, const char *name, const char *type, const char 
 	add(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The per-stage counters, in the order render() prints their values. */
+static const struct {
+	const char *name, *help;
+} per_stage[] = {
+	{ "ferry_work_stage_seconds_total", "Time spent in each stage's run." },
+	{ "ferry_work_stage_bytes_total", "Bytes each stage reported moving." },
+	{ "ferry_work_stage_runs_total", "Runs of each stage." },
+	{ "ferry_work_stage_failures_total", "Failed runs (or undos) of each stage." },
+};
+
 static char *render(const struct work_metrics *m)
 {
 	struct text t = { NULL, 0, 0 };
-	size_t i;
+	size_t i, k;
 
 	head(&t, "ferry_work_runs_total", "counter", "Org pipelines this worker ran, by result.");
 	add(&t, "ferry_work_runs_total{result=\"ok\"} %" PRIu64 "\n", m->runs_ok);
@@ -166,22 +176,18 @@ static char *render(const struct work_metrics *m)
 	head(&t, "ferry_work_done_elsewhere_total", "counter",
 	     "Orgs found recorded by another worker once their lock was taken.");
 	add(&t, "ferry_work_done_elsewhere_total %" PRIu64 "\n", m->done_elsewhere);
-	head(&t, "ferry_work_stage_seconds_total", "counter", "Time spent in each stage's run.");
-	for (i = 0; i < m->n_st; i++)
-		add(&t, "ferry_work_stage_seconds_total{stage=\"%s\"} %.3f\n", m->st[i].name,
-		    m->st[i].seconds);
-	head(&t, "ferry_work_stage_bytes_total", "counter", "Bytes each stage reported moving.");
-	for (i = 0; i < m->n_st; i++)
-		add(&t, "ferry_work_stage_bytes_total{stage=\"%s\"} %" PRIu64 "\n", m->st[i].name,
-		    m->st[i].bytes);
-	head(&t, "ferry_work_stage_runs_total", "counter", "Runs of each stage.");
-	for (i = 0; i < m->n_st; i++)
-		add(&t, "ferry_work_stage_runs_total{stage=\"%s\"} %" PRIu64 "\n", m->st[i].name,
-		    m->st[i].runs);
-	head(&t, "ferry_work_stage_failures_total", "counter", "Failed runs (or undos) of each stage.");
-	for (i = 0; i < m->n_st; i++)
-		add(&t, "ferry_work_stage_failures_total{stage=\"%s\"} %" PRIu64 "\n", m->st[i].name,
-		    m->st[i].failures);
+	for (k = 0; k < sizeof(per_stage) / sizeof(per_stage[0]); k++) {
+		head(&t, per_stage[k].name, "counter", per_stage[k].help);
+		for (i = 0; i < m->n_st; i++) {
+			const struct stage_sum *s = &m->st[i];
+
+			add(&t, "%s{stage=\"%s\"} ", per_stage[k].name, s->name);
+			if (k == 0)
+				add(&t, "%.3f\n", s->seconds);
+			else
+				add(&t, "%" PRIu64 "\n", k == 1 ? s->bytes : k == 2 ? s->runs : s->failures);
+		}
+	}
 	head(&t, "ferry_work_passes_total", "counter", "Passes over the org list.");
 	add(&t, "ferry_work_passes_total %" PRIu64 "\n", m->passes);
 	head(&t, "ferry_work_orgs", "gauge", "Orgs seen by the last pass, by state.");

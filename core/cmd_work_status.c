@@ -10,6 +10,7 @@
 
 #include "cfg.h"
 #include "cmd_work.h"
+#include "ferry_lock.h"
 #include "ferry_log.h"
 #include "ferry_parse.h"
 #include "ferry_s3.h"
@@ -110,9 +111,34 @@ out:
 	return rc;
 }
 
+/* One line on the org's lock now (`ferry lock status` has the details). */
+static int show_lock(struct ferry_s3 *s3, const char *key)
+{
+	struct ferry_lock_state st;
+	char err[1024], who[400];
+
+	if (ferry_lock_read(s3, key, &st, err, sizeof(err)) != 0) {
+		ferry_logf(FERRY_ERROR, "ferry", "cannot read the lock", "key=%s error=\"%s\"", key,
+			   err);
+		return FERRY_FAIL;
+	}
+	if (!st.exists) {
+		printf("\nlock %s: free\n", key);
+		return 0;
+	}
+	if (st.parsed)
+		ferry_lock_describe(&st.body, who, sizeof(who));
+	else
+		snprintf(who, sizeof(who), "unreadable (%s)", st.parse_err);
+	printf("\nlock %s: %s %s\n", key, st.parsed && st.server_now &&
+	       ferry_lock_is_expired(&st.body, st.server_now) ? "expired, was held by" : "held by",
+	       who);
+	return 0;
+}
+
 int cmd_work_status(struct cli *cli)
 {
-	const char *org = NULL, *rec;
+	const char *org = NULL, *rec, *key;
 	char prefix[2048];
 	struct config *cfg;
 	struct ferry_s3 *s3;
@@ -147,19 +173,8 @@ int cmd_work_status(struct cli *cli)
 	if (!s3)
 		return FERRY_USAGE;
 	rc = show_records(s3, prefix, org, (long)last);
-	fflush(stdout);
-	if (cli_stage_key(cli, "lock", "key")) {
-		char *argv[] = { (char *)"status", NULL };
-		struct cli sub = *cli;
-		int lrc;
-
-		printf("\nlock\n");
-		fflush(stdout);
-		sub.argc = 1;
-		sub.argv = argv;
-		lrc = cmd_lock(&sub);
-		if (lrc && !rc)
-			rc = FERRY_FAIL;
-	}
+	key = cli_stage_key(cli, "lock", "key");
+	if (key && show_lock(s3, key) != 0 && !rc)
+		rc = FERRY_FAIL;
 	return rc;
 }

@@ -42,6 +42,7 @@ sleep 0.2
 echo "end \$ORG_ID" >>"$T/intervals"
 SH
 	chmod +x "$T/probe.sh"
+	[ "$probe" = none ] && return 0
 	python3 - "$PIPE" "$T/probe.sh" <<'PY'
 import sys
 p, probe = sys.argv[1], sys.argv[2]

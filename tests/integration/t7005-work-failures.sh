@@ -38,8 +38,7 @@ ferry -c "$PIPE" status --org o2 >"$T/st" 2>"$T/st.err" || rc=$?
 assert_contains "$T/st" "org o2: 3 run records under 'ferry-runs/o2/'"
 assert_eq 3 "$(grep -cE "^$period +failed +1 " "$T/st")" "failed runs shown"
 assert_contains "$T/st" "error: act: run command 'sh' exited with status 1"
-assert_contains "$T/st" "key:         org-data/o2.db.lock"
-assert_contains "$T/st" "state:       free"
+assert_contains "$T/st" "lock org-data/o2.db.lock: free"
 ferry -c "$PIPE" status --org o1 --last 1 >"$T/st" 2>&1 || fail "status --org o1"
 grep -qE "^$period +ok +0 " "$T/st" || { cat "$T/st" >&2; fail "o1's run not shown"; }
 grep -qE '^  act +exec +ok ' "$T/st" || fail "o1's stages not shown"
