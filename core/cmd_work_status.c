@@ -65,8 +65,9 @@ static int show_records(struct ferry_s3 *s3, const char *prefix, const char *org
 		return FERRY_FAIL;
 	}
 	from = l.n_entries > (size_t)last ? l.n_entries - (size_t)last : 0;
-	printf("org %s: %zu run records under '%s' in bucket '%s'%s\n", org, l.n_entries, prefix,
-	       ferry_s3_bucket(s3), from ? " (the last ones below; --last N for more)" : "");
+	printf("org %s: %zu run record%s under '%s' in bucket '%s'%s\n", org, l.n_entries,
+	       l.n_entries == 1 ? "" : "s", prefix, ferry_s3_bucket(s3),
+	       from ? " (the last ones below; --last N for more)" : "");
 	if (!l.n_entries) {
 		printf("no run yet (or another records prefix: [work] records)\n");
 		goto out;
