@@ -24,7 +24,7 @@ FROM debian:12 AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config libfuse3-dev libcurl4-openssl-dev libssl-dev \
-      libsqlite3-dev libinih-dev libexpat1-dev libjansson-dev \
+      libsqlite3-dev libinih-dev libexpat1-dev libjansson-dev libmicrohttpd-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only the sources: a host's build/ tree or .git must not leak into the image.
@@ -44,7 +44,7 @@ LABEL org.opencontainers.image.title="ferry" \
 # DEBIAN_FRONTEND only for apt: an ENV would stay in the image's environment.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libfuse3-3 fuse3 libcurl4 libssl3 libsqlite3-0 libinih1 libexpat1 libjansson4 \
+      libfuse3-3 fuse3 libcurl4 libssl3 libsqlite3-0 libinih1 libexpat1 libjansson4 libmicrohttpd12 \
       ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /

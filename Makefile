@@ -9,7 +9,7 @@ VERSION  = 0.1.0
 PREFIX  ?= /usr/local
 B       ?= build
 CC      ?= cc
-PKGS     = fuse3 libcurl openssl sqlite3 inih expat jansson
+PKGS     = fuse3 libcurl openssl sqlite3 inih expat jansson libmicrohttpd
 
 # One clear line per missing dependency, naming the Debian package.
 deb_fuse3 = libfuse3-dev
@@ -19,6 +19,7 @@ deb_sqlite3 = libsqlite3-dev
 deb_inih = libinih-dev
 deb_expat = libexpat1-dev
 deb_jansson = libjansson-dev
+deb_libmicrohttpd = libmicrohttpd-dev
 # (test, check, demo, valgrind and fuzz install missing packages first, then build)
 ifeq ($(filter clean test check demo valgrind fuzz deps,$(MAKECMDGOALS)),)
 MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),,$(p))))
@@ -38,6 +39,8 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LIBS_LIB = $(shell pkg-config --libs libcurl openssl sqlite3 inih expat jansson) -lm -lpthread -ldl
 LIBS_FS  = $(shell pkg-config --libs fuse3)
+# Only the supervisor serves HTTP (`ferry work`'s metrics endpoint, core/cmd_work_metrics.c).
+LIBS_SUP = $(shell pkg-config --libs libmicrohttpd)
 
 # The parts (README.md, "Source map"): libferry in core/lib/ (its public headers are
 # core/lib/ferry_*.h), the supervisor in core/, ferryfs in core/fs/. Include paths say who
@@ -116,7 +119,7 @@ $(B)/libsup.a: $(call obj,$(SUP_LIB_SRC))
 $(B)/ferry: $(call obj,$(SUP_SRC)) $(B)/libferry.so core/ferry.dynlist
 	$(call say,LD)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SUP_SRC)) -Wl,--dynamic-list=core/ferry.dynlist \
-		-L$(B) -lferry -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_LIB)
+		-L$(B) -lferry -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib/ferry' $(LIBS_LIB) $(LIBS_SUP)
 
 $(B)/ferryfs: $(call obj,$(FS_SRC)) $(B)/libferry.so
 	$(call say,LD)
@@ -138,7 +141,7 @@ $(B)/tests/test_%: tests/unit/test_%.c $$(call obj,$$(wildcard plugins/%/*.c)) $
 	@mkdir -p $(dir $@)
 	$(call say,LD)
 	$(Q)$(CC) $(CFLAGS) -Icore -Itests/unit -Iplugins/$* $(LDFLAGS) -o $@ $< \
-		$(call obj,$(wildcard plugins/$*/*.c)) $(TEST_LIBS) $(LIBS_LIB)
+		$(call obj,$(wildcard plugins/$*/*.c)) $(TEST_LIBS) $(LIBS_LIB) $(LIBS_SUP)
 
 # test_ivl tests ferryfs's interval sets: the object of core/fs/ivl.c, which needs nothing else.
 $(B)/tests/test_ivl: tests/unit/test_ivl.c $(call obj,core/fs/ivl.c) tests/unit/unit.h
@@ -152,7 +155,7 @@ $(B)/tests/plugins/test_abi: tests/plugins/test_abi.c $(B)/libsup.a $(B)/libferr
 	$(call say,LD)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -Wl,--dynamic-list=core/ferry.dynlist \
 		-Wl,--whole-archive $(B)/libsup.a -Wl,--no-whole-archive -L$(B) -lferry \
-		-Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB) -ldl
+		-Wl,-rpath,'$$ORIGIN/../..' $(LIBS_LIB) $(LIBS_SUP) -ldl
 
 $(B)/tests/plugins/%.so: tests/plugins/%.c $(B)/libferry.so
 	@mkdir -p $(dir $@)

@@ -1,7 +1,8 @@
 #!/bin/bash
-# entrypoint.sh: the container's main process under tini: checks the environment, then runs the pipeline once (the default) or stays up for SSH sessions (FERRY_MODE=serve).
+# entrypoint.sh: the container's main process under tini: checks the environment, then runs the pipeline once (the default), runs a fleet worker's pass (FERRY_MODE=work) or stays up for SSH sessions (FERRY_MODE=serve).
 #
 #   entrypoint.sh [FERRY-ARGS...]      default: ferry -c "$FERRY_CONFIG" run
+#                                      (FERRY_MODE=work: ferry -c "$FERRY_CONFIG" work --once)
 #
 # Environment:
 #   FERRY_CONFIG        pipeline INI (default /etc/ferry/pipeline.ini)
@@ -9,11 +10,15 @@
 #                       on-demand machine stops when the work is done;
 #                       serve: stay up (signal-aware) for `fly ssh console` sessions in
 #                       which an operator runs ferry status / ferry run STAGE / --dry-run
+#                       work: one pass of a fleet worker over every due org of the INI's
+#                       [work] section, then exit (conf/k8s/README.md): no ORG_ID, the
+#                       worker sets it for each org
 #   FERRY_REQUIRED_ENV  variables that must be set and non-empty (default
-#                       "BUCKET_NAME ORG_ID AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY")
+#                       "BUCKET_NAME ORG_ID AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY",
+#                       without ORG_ID in work mode)
 #
-# Exit status (run mode): ferry's own (DESIGN §4: 0, 1, 2, 3, 4, 130, 143); 2 when the
-# environment is incomplete, before ferry starts.
+# Exit status (run and work modes): ferry's own (DESIGN §4: 0, 1, 2, 3, 4, 130, 143; work:
+# 0, 1, 2, 143); 2 when the environment is incomplete, before ferry starts.
 #
 # Why ferry runs in the background: bash runs no trap while it waits for a foreground
 # child, so SIGTERM from the platform would sit unhandled until ferry died. With the
@@ -23,7 +28,11 @@ set -u
 
 FERRY_CONFIG=${FERRY_CONFIG:-/etc/ferry/pipeline.ini}
 FERRY_MODE=${FERRY_MODE:-run}
-FERRY_REQUIRED_ENV=${FERRY_REQUIRED_ENV-BUCKET_NAME ORG_ID AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY}
+if [ "$FERRY_MODE" = work ]; then
+	FERRY_REQUIRED_ENV=${FERRY_REQUIRED_ENV-BUCKET_NAME AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY}
+else
+	FERRY_REQUIRED_ENV=${FERRY_REQUIRED_ENV-BUCKET_NAME ORG_ID AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY}
+fi
 export FERRY_CONFIG
 
 # Same shape as ferry's plain log lines ("ts level who msg k=v"), so one grep reads both.
@@ -142,6 +151,13 @@ run)
 	check_env error || exit 2
 	run_mode "$@"
 	;;
+work)
+	check_env error || exit 2
+	if [ $# -eq 0 ]; then
+		set -- work --once
+	fi
+	run_mode "$@"
+	;;
 serve)
 	# An operator may need a shell to repair things even when a secret is missing.
 	check_env warn || log warn "environment incomplete; ferry commands will fail until it is fixed"
@@ -151,7 +167,7 @@ serve)
 	serve_mode
 	;;
 *)
-	log error "bad FERRY_MODE '$FERRY_MODE': expected 'run' or 'serve'"
+	log error "bad FERRY_MODE '$FERRY_MODE': expected 'run', 'work' or 'serve'"
 	exit 2
 	;;
 esac

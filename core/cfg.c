@@ -27,6 +27,23 @@ static const struct ferry_key pipeline_keys[] = {
 	{ NULL, 0, NULL, 0, NULL },
 };
 
+/* Keys of [work], read by `ferry work` only (core/cmd_work.c checks what a type cannot:
+ * the pattern's '*', the period's alignment, the records prefix). */
+static const struct ferry_key work_keys[] = {
+	{ "orgs", FERRY_KEY_STRING, NULL, FERRY_KEY_REQUIRED,
+	  "object-key pattern of the org databases; '*' is the org id (org-data/*.db)" },
+	{ "period", FERRY_KEY_DURATION, "1d", 0, "each org is due once per period (UTC-aligned)" },
+	{ "records", FERRY_KEY_STRING, "ferry-runs/", 0, "prefix of the run records" },
+	{ "workers", FERRY_KEY_INT, "1", 0, "pipelines run at once by one worker" },
+	{ "idle", FERRY_KEY_DURATION, "5m", 0, "sleep between passes (without --once)" },
+	{ "max_runs", FERRY_KEY_INT, "0", 0, "pipelines before the worker exits; 0 = no limit" },
+	{ "retries", FERRY_KEY_INT, "3", 0, "failed runs of an org in a period before it waits for the next" },
+	{ "mount_dir", FERRY_KEY_PATH, NULL, 0, "base of the per-org mountpoints; default STATE_DIR/mnt" },
+	{ "keep_state", FERRY_KEY_BOOL, "true", 0, "keep an org's replica and journal after a good run" },
+	{ "metrics_port", FERRY_KEY_INT, "0", 0, "serve the metrics file over HTTP on this port; 0 = off" },
+	{ NULL, 0, NULL, 0, NULL },
+};
+
 /* Parser state shared with the inih callbacks. */
 struct parse {
 	struct config *cfg;
@@ -104,6 +121,27 @@ const char *cfg_pipeline(const struct config *cfg, const char *key)
 	if (v)
 		return v;
 	k = cfg_key_find(pipeline_keys, key);
+	return k ? k->def : NULL;
+}
+
+struct cfg_section *cfg_work_section(const struct config *cfg)
+{
+	size_t i;
+
+	for (i = 0; cfg && i < cfg->n; i++)
+		if (cfg->s[i].kind == CFG_WORK)
+			return &cfg->s[i];
+	return NULL;
+}
+
+const char *cfg_work(const struct config *cfg, const char *key)
+{
+	struct cfg_entry *e = cfg_find_entry(cfg_work_section(cfg), key);
+	const struct ferry_key *k;
+
+	if (e)
+		return e->value;
+	k = cfg_key_find(work_keys, key);
 	return k ? k->def : NULL;
 }
 
@@ -190,6 +228,9 @@ static struct cfg_section *open_section(struct parse *p, const char *section)
 	} else if (strcmp(section, "s3") == 0) {
 		name = "s3";
 		kind = CFG_S3;
+	} else if (strcmp(section, "work") == 0) {
+		name = "work";
+		kind = CFG_WORK;
 	} else if (strncmp(section, "stage", 5) == 0 && isspace((unsigned char)section[5])) {
 		name = section + 6;
 		while (isspace((unsigned char)*name))
@@ -207,7 +248,10 @@ static struct cfg_section *open_section(struct parse *p, const char *section)
 		perr(p, "unknown section [%s] (expected [pipeline], [s3] or [stage NAME])", section);
 		return NULL;
 	}
-	old = cfg_find_section(cfg, name);
+	/* [work] and a stage named "work" (older pipelines have one) are different sections */
+	old = kind == CFG_WORK ? cfg_work_section(cfg) : cfg_find_section(cfg, name);
+	if (old && kind != CFG_WORK && old->kind == CFG_WORK)
+		old = NULL;
 	if (old) {
 		if (kind == CFG_STAGE)
 			perr(p, "duplicate stage name '%s' (first at line %d)", name, old->line);
@@ -689,6 +733,11 @@ static int check_structure(const struct config *cfg, char *err, size_t errlen)
 			if (rc)
 				return rc;
 			break;
+		case CFG_WORK:
+			rc = check_typed(s, work_keys, NULL, err, errlen);
+			if (rc)
+				return rc;
+			break;
 		case CFG_S3: {
 			struct ferry_s3_conf sc;
 			char why[256];
@@ -801,6 +850,8 @@ static int apply_override(struct config *cfg, const char *ov, char *err, size_t 
 	s = cfg_find_section(cfg, sec_name);
 	if (!s && (strcmp(sec_name, "pipeline") == 0 || strcmp(sec_name, "s3") == 0))
 		s = section_add(cfg, sec_name, sec_name[0] == 'p' ? CFG_PIPELINE : CFG_S3, 0);
+	if (!s && strcmp(sec_name, "work") == 0)
+		s = section_add(cfg, sec_name, CFG_WORK, 0);
 	if (!s) {
 		snprintf(err, errlen, "-o %s.%s: no stage '%s' in '%s'", sec_name, key, sec_name,
 			 cfg->path);

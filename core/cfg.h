@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include "ferry_stage.h"
 
-enum cfg_kind { CFG_PIPELINE, CFG_S3, CFG_STAGE };
+enum cfg_kind { CFG_PIPELINE, CFG_S3, CFG_STAGE, CFG_WORK };
 
 struct cfg_entry {
 	char *key;                          /* key name */
@@ -49,6 +49,11 @@ const char *cfg_get(const struct config *cfg, const char *section, const char *k
 /* [pipeline] key as set, else its default from the [pipeline] key table (state_dir,
  * name, deadline); NULL when neither (plugin_dir). The defaults live in that table only. */
 const char *cfg_pipeline(const struct config *cfg, const char *key);
+/* [work] key (`ferry work`, core/cmd_work.c) as set, else its default from the [work] key
+ * table; NULL when neither. The section is found by kind: a stage may be named "work". */
+const char *cfg_work(const struct config *cfg, const char *key);
+/* The [work] section, or NULL when the INI has none. */
+struct cfg_section *cfg_work_section(const struct config *cfg);
 /* "FILE:LINE" or "-o SECTION.KEY" for messages. */
 void cfg_where(const struct cfg_section *sec, const struct cfg_entry *e, char *buf, size_t len);
 

@@ -45,5 +45,6 @@ int cmd_status(struct cli *cli);            /* ferry status */
 int cmd_check(struct cli *cli);             /* ferry check */
 int cmd_s3(struct cli *cli);                /* ferry s3 ls|head|get|put|rm|cp */
 int cmd_lock(struct cli *cli);              /* ferry lock status|break --yes */
+int cmd_work(struct cli *cli);              /* ferry work [--once] [--workers N] ... */
 
 #endif

@@ -4,8 +4,10 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cfg.h"
+#include "cmd_work.h"
 #include "journal.h"
 #include "plugin.h"
 
@@ -32,10 +34,13 @@ static void show(const struct journal_view *v)
 
 int cmd_status(struct cli *cli)
 {
-	struct config *cfg = cli_config(cli);
+	struct config *cfg;
 	struct journal_view v;
 	char path[4200], err[1024];
 
+	if (cli->argc > 0 && strncmp(cli->argv[0], "--org", 5) == 0)
+		return cmd_work_status(cli);        /* a fleet org's run records (cmd_work_status.c) */
+	cfg = cli_config(cli);
 	if (!cfg)
 		return FERRY_USAGE;
 	journal_path(cfg_pipeline(cfg, "state_dir"), path, sizeof(path));

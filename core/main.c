@@ -59,6 +59,9 @@ static const char usage_text[] =
 	"                      S3 operations with the pipeline's endpoint and credentials\n"
 	"  lock status|break --yes\n"
 	"                      show or break the org's lock object\n"
+	"  work [--once] [--workers N] [--max-runs N] [--dry-run]\n"
+	"                      run the pipeline for every due org of [work] (a fleet worker);\n"
+	"                      status --org ID shows an org's run records\n"
 	"\n"
 	"options:\n"
 	"  -c, --config FILE   pipeline INI (default $FERRY_CONFIG, else conf/pipeline.ini)\n"
@@ -89,6 +92,7 @@ static const struct command commands[] = {
 	{ "check", cmd_check },
 	{ "s3", cmd_s3 },
 	{ "lock", cmd_lock },
+	{ "work", cmd_work },
 };
 
 int main(int argc, char **argv)

@@ -5,8 +5,8 @@
 # Runs apt-get only when something is missing (and only as root; otherwise it says what).
 set -u
 pkgs="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev
-      libsqlite3-dev sqlite3 libinih-dev libexpat1-dev libjansson-dev curl ca-certificates
-      python3 python3-pip procps psmisc tini"
+      libsqlite3-dev sqlite3 libinih-dev libexpat1-dev libjansson-dev libmicrohttpd-dev curl ca-certificates
+      python3 python3-pip python3-yaml procps psmisc tini"
 [ "${1:-}" = bench ] && pkgs="$pkgs s3fs rclone hyperfine time"
 [ "${1:-}" = check ] && pkgs="$pkgs valgrind clang"
 missing=""
