@@ -1,12 +1,15 @@
-/* cmd_run.c: `ferry run [--dry-run] [--from STAGE] [STAGE...] [-o ...]`, and --KEY VALUE
- * after a single STAGE: the pipeline, or the named stages with facts from the journal. */
+/* cmd_run.c: `ferry run [--dry-run] [--exact] [--discard-local] [--from STAGE] [STAGE...]
+ * [-o ...]`, and --KEY VALUE after a single STAGE: the pipeline, or the named stages (with
+ * the stages they need brought in, unless --exact) and facts from the journal. */
 #include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cfg.h"
 #include "pipeline.h"
+#include "run.h"
 
 /* --KEY VALUE or --KEY=VALUE after a single stage name: -o STAGE.KEY=VALUE */
 static int stage_option(struct cli *cli, const char *stage, int *i)
@@ -36,12 +39,43 @@ static int stage_option(struct cli *cli, const char *stage, int *i)
 	return 0;
 }
 
+/* --discard-local: discard_local = true for every pull stage (-o NAME.discard_local=true),
+ * then the config again with those overrides. */
+static struct config *discard_local(struct cli *cli, struct config *cfg)
+{
+	struct run r = { 0 };
+	size_t i;
+	int n = 0;
+
+	run_stages_from_config(&r, cfg);
+	for (i = 0; i < r.n; i++) {
+		char *ov;
+
+		if (strcmp(r.st[i].plugin, "pull") != 0)
+			continue;
+		if (asprintf(&ov, "%s.discard_local=true", r.st[i].name) < 0)
+			abort();
+		cli_add_override(cli, ov);
+		free(ov);
+		n++;
+	}
+	run_release(&r);
+	if (!n) {
+		cli_usage_error("--discard-local: no stage of plugin 'pull' in '%s'", cli->config_path);
+		return NULL;
+	}
+	cfg_free(cli->cfg);
+	cli->cfg = NULL;
+	return cli_config(cli);
+}
+
 int cmd_run(struct cli *cli)
 {
 	struct pipeline_opts o = { 0 };
 	struct config *cfg;
 	struct run r;
 	char **names = calloc((size_t)cli->argc + 1, sizeof(char *));
+	bool discard = false;
 	int i, rc;
 
 	if (!names)
@@ -52,6 +86,10 @@ int cmd_run(struct cli *cli)
 
 		if (strcmp(a, "--dry-run") == 0) {
 			o.dry_run = true;
+		} else if (strcmp(a, "--exact") == 0) {
+			o.exact = true;
+		} else if (strcmp(a, "--discard-local") == 0) {
+			discard = true;
 		} else if (strcmp(a, "--from") == 0 && i + 1 < cli->argc) {
 			o.from = cli->argv[++i];
 		} else if (strncmp(a, "--from=", 7) == 0) {
@@ -72,6 +110,8 @@ int cmd_run(struct cli *cli)
 		}
 	}
 	cfg = cli_config(cli);
+	if (cfg && discard)
+		cfg = discard_local(cli, cfg);
 	if (!cfg) {
 		rc = FERRY_USAGE;
 		goto out_names;

@@ -86,6 +86,7 @@ struct work {
 	char lock_stage[64], unlock_stage[64];
 	char *middle[MAX_STAGES];           /* enabled stages but lock and unlock, in order */
 	size_t n_middle;
+	bool has_pull;                      /* a middle stage is a pull: it runs as in a whole run */
 	/* identity in records and lock bodies */
 	char host[256];
 	char worker[300];
@@ -253,6 +254,7 @@ static int read_pipeline(struct work *w)
 		} else if (strcmp(st->plugin, "unlock") == 0 && !w->unlock_stage[0]) {
 			snprintf(w->unlock_stage, sizeof(w->unlock_stage), "%s", st->name);
 		} else if (w->n_middle < MAX_STAGES - 2) {
+			w->has_pull |= strcmp(st->plugin, "pull") == 0;
 			w->middle[w->n_middle++] = strdup(st->name);
 			if (!w->middle[w->n_middle - 1])
 				abort();
@@ -367,6 +369,11 @@ static void phase_argv(const struct work *w, enum phase ph, const char *sd, stru
 	push(a, strf("-o"));
 	push(a, strf("%s.max_wait=0", w->lock_stage));
 	push(a, strf("run"));
+	push(a, strf("--exact"));           /* the phases split the pipeline on purpose */
+	/* together the phases are a whole run: pull replaces what a failed run left in the
+	 * replica, as it does there (the schedule is recomputed) */
+	if (ph != PH_LOCK && ph != PH_UNLOCK && w->has_pull)
+		push(a, strf("--discard-local"));
 	if (ph == PH_LOCK)
 		push(a, strf("%s", w->lock_stage));
 	else if (ph == PH_UNLOCK)

@@ -278,6 +278,11 @@ int ferry_cancel_fd(const struct ferry_ctx *c)
 	return c->run->unwinding ? -1 : c->run->cancel_fd;
 }
 
+bool ferry_run_whole(const struct ferry_ctx *c)
+{
+	return !c->run->partial;
+}
+
 int64_t ferry_deadline_left_ms(const struct ferry_ctx *c)
 {
 	int64_t left;

@@ -18,6 +18,7 @@
 static const char *const result_names[] = {
 	[SR_NONE] = "none", [SR_RUNNING] = "running", [SR_OK] = "ok", [SR_FAILED] = "failed",
 	[SR_UNDONE] = "undone", [SR_UNDO_FAILED] = "undo-failed", [SR_DRY] = "dry-run",
+	[SR_KEPT] = "kept",
 };
 
 const char *journal_result_name(enum stage_result r)
@@ -73,6 +74,11 @@ static json_t *journal_json(const struct run *r)
 	json_object_set_new(root, "ended_at", json_string(ts));
 	json_object_set_new(root, "result", json_string(r->result ? r->result : "running"));
 	json_object_set_new(root, "exit", json_integer(r->exit_code));
+	if (r->partial)
+		json_object_set_new(root, "partial", json_boolean(true));
+	if (r->deadline_hit)
+		json_object_set_new(root, "deadline", json_string(r->deadline_text ?
+								     r->deadline_text : ""));
 	for (i = 0; i < r->n; i++) {
 		const struct stage_rt *st = &r->st[i];
 		json_t *s = json_object(), *facts = json_object();
@@ -81,6 +87,9 @@ static json_t *journal_json(const struct run *r)
 		json_object_set_new(s, "plugin", json_string(st->plugin ? st->plugin : ""));
 		json_object_set_new(s, "result", json_string(journal_result_name(st->result)));
 		json_object_set_new(s, "in_this_run", json_boolean(st->started));
+		if (st->brought_in)
+			json_object_set_new(s, "brought_in", json_boolean(true));
+		json_object_set_new(s, "cleaned", json_boolean(st->cleaned));
 		iso_ms(st->started_at, ts, sizeof(ts));
 		json_object_set_new(s, "started_at", json_string(ts));
 		iso_ms(st->ended_at, ts, sizeof(ts));
@@ -192,6 +201,9 @@ int journal_view_load(struct journal_view *v, const char *path, char *err, size_
 		st->result = str(s, "result");
 		st->ms = json_integer_value(json_object_get(s, "ms"));
 		st->error = str(s, "error");
+		st->in_this_run = json_is_true(json_object_get(s, "in_this_run"));
+		st->brought_in = json_is_true(json_object_get(s, "brought_in"));
+		st->cleaned = json_is_true(json_object_get(s, "cleaned"));
 		facts = json_object_get(s, "facts");
 		st->facts = xcalloc(json_object_size(facts), sizeof(*st->facts));
 		json_object_foreach(facts, k, val) {
@@ -235,6 +247,11 @@ int journal_load_run(struct run *r, char *err, size_t errlen)
 		if (!st)
 			continue;
 		st->result = journal_result_parse(js->result);
+		st->cleaned = js->cleaned;
+		/* that run died (journal still "running") after this stage ran and before its
+		 * cleanup: what it provides (a lock, a mount) may still be held */
+		st->held_over = v.result && strcmp(v.result, "running") == 0 &&
+				st->result == SR_OK && !js->cleaned;
 		free(st->error);
 		st->error = js->error ? strdup(js->error) : NULL;
 		for (j = 0; j < js->n_facts; j++)

@@ -23,6 +23,9 @@ struct journal_stage {
 	const char *result;                 /* a journal_result_name() word, as written */
 	int64_t ms;                         /* duration of run() */
 	const char *error;                  /* run()'s message */
+	bool in_this_run;                   /* run() was called in that run (else carried over) */
+	bool brought_in;                    /* selected for what a named stage needed */
+	bool cleaned;                       /* cleanup() ran after its last run() */
 	struct journal_fact *facts;         /* in journal order */
 	size_t n_facts;
 };

@@ -88,13 +88,191 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 	return 0;
 }
 
+/* The descriptor of st's plugin, loaded without checks (NULL if it cannot be loaded: such a
+ * stage provides nothing; prepare_stage reports it if it is selected). */
+static const struct ferry_stage *peek(struct stage_rt *st, const char *dir)
+{
+	char err[2048];
+
+	if (!st->desc)
+		st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
+	return st->desc;
+}
+
+/* Is `res` held at position `at`: provided by a selected stage before it, or still held
+ * from a run that died (journal), and not ended by a selected stage between? 0 no, 1 by
+ * this run, 2 held over. */
+static int held_at(struct run *r, size_t at, const char *res, const char *dir)
+{
+	int held = 0;
+	size_t i;
+
+	for (i = 0; i < r->n; i++)
+		if (r->st[i].held_over && peek(&r->st[i], dir) &&
+		    plugin_word_in(plugin_res(r->st[i].desc, PLUGIN_PROVIDES), res))
+			held = 2;
+	for (i = 0; i < at; i++) {
+		const struct ferry_stage *d;
+
+		if (!r->st[i].selected || !(d = peek(&r->st[i], dir)))
+			continue;
+		if (plugin_word_in(plugin_res(d, PLUGIN_PROVIDES), res))
+			held = 1;
+		if (plugin_word_in(plugin_res(d, PLUGIN_ENDS), res))
+			held = 0;
+	}
+	return held;
+}
+
+/* A selection of stages (names or --from) that lacks what its stages need: select, from
+ * the INI, the enabled stages that provide it, and those that end what they provide
+ * (the lock brought in is released by unlock). Logs "bringing in lock, mount for push". */
+static void bring_in(struct run *r, const char *dir)
+{
+	bool changed = true;
+	size_t i, k;
+
+	while (changed) {
+		changed = false;
+		for (i = 0; i < r->n; i++) {
+			struct stage_rt *st = &r->st[i];
+			const char *needs, *p;
+			char added[512] = "";
+
+			if (!st->selected || !peek(st, dir))
+				continue;
+			needs = plugin_res(st->desc, PLUGIN_NEEDS);
+			for (p = needs; p && *p;) {
+				char res[64];
+				size_t n = strcspn(p, " ");
+
+				snprintf(res, sizeof(res), "%.*s", (int)n, p);
+				p += n + strspn(p + n, " ");
+				if (!*res || held_at(r, i, res, dir))
+					continue;
+				for (k = 0; k < i; k++) {
+					struct stage_rt *pr = &r->st[k];
+
+					if (pr->selected || !pr->enabled || !peek(pr, dir) ||
+					    !plugin_word_in(plugin_res(pr->desc, PLUGIN_PROVIDES), res))
+						continue;
+					pr->selected = pr->brought_in = pr->just_added = true;
+					break;
+				}
+				if (k == i) {
+					ferry_logf(FERRY_DEBUG, st->name, "no stage before it provides "
+						   "what it needs", "resource=%s", res);
+					continue;
+				}
+				/* and the stages after it that end what was brought in */
+				for (k = i + 1; k < r->n; k++) {
+					struct stage_rt *e = &r->st[k];
+
+					if (e->selected || !e->enabled || !peek(e, dir) ||
+					    !plugin_word_in(plugin_res(e->desc, PLUGIN_ENDS), res))
+						continue;
+					e->selected = e->brought_in = e->just_added = true;
+					break;
+				}
+				changed = true;
+			}
+			for (k = 0; k < r->n; k++)  /* in INI order */
+				if (r->st[k].just_added) {
+					r->st[k].just_added = false;
+					snprintf(added + strlen(added), sizeof(added) - strlen(added),
+						 "%s%s", *added ? ", " : "", r->st[k].name);
+				}
+			if (*added) {
+				char msg[700];
+
+				snprintf(msg, sizeof(msg), "bringing in %s for %s", added, st->name);
+				ferry_logf(FERRY_INFO, "ferry", msg, "hint='ferry run --exact runs only "
+					   "the stages named'");
+			}
+		}
+	}
+	for (i = 0; i < r->n; i++) {
+		const char *p;
+
+		if (!r->st[i].selected || !r->st[i].desc)
+			continue;
+		for (p = plugin_res(r->st[i].desc, PLUGIN_NEEDS); p && *p;) {
+			char res[64], msg[160];
+			size_t n = strcspn(p, " ");
+
+			snprintf(res, sizeof(res), "%.*s", (int)n, p);
+			p += n + strspn(p + n, " ");
+			if (!*res || held_at(r, i, res, dir) != 2)
+				continue;
+			snprintf(msg, sizeof(msg), "using the %s still held by the last run, which "
+				 "did not end", res);
+			ferry_logf(FERRY_INFO, r->st[i].name, msg, "hint='ferry status shows that run'");
+		}
+	}
+}
+
+/* `ferry check`: a stage placed where what it needs is not held (before the stage that
+ * provides it, or after the one that ends it). FERRY_USAGE (logged) per problem. */
+static int check_order(struct run *r, const char *dir)
+{
+	int rc = 0;
+	size_t i;
+
+	for (i = 0; i < r->n; i++) {
+		struct stage_rt *st = &r->st[i];
+		const char *p;
+
+		if (!st->selected || !peek(st, dir))
+			continue;
+		for (p = plugin_res(st->desc, PLUGIN_NEEDS); p && *p;) {
+			char res[64], where[512] = "", what[600];
+			size_t n = strcspn(p, " "), k;
+			const char *reason = "no stage before it provides it";
+
+			snprintf(res, sizeof(res), "%.*s", (int)n, p);
+			p += n + strspn(p + n, " ");
+			if (!*res || held_at(r, i, res, dir))
+				continue;
+			for (k = 0; k < i; k++)
+				if (r->st[k].selected && peek(&r->st[k], dir) &&
+				    plugin_word_in(plugin_res(r->st[k].desc, PLUGIN_ENDS), res)) {
+					snprintf(what, sizeof(what), "stage '%s' ends it before", r->st[k].name);
+					reason = what;
+				}
+			if (reason != what) {
+				bool later = false;
+
+				for (k = i + 1; k < r->n; k++)
+					if (r->st[k].selected && peek(&r->st[k], dir) &&
+					    plugin_word_in(plugin_res(r->st[k].desc, PLUGIN_PROVIDES), res)) {
+						snprintf(what, sizeof(what), "stage '%s', which provides it, comes "
+							 "after", r->st[k].name);
+						reason = what;
+						later = true;
+						break;
+					}
+				if (!later)
+					continue;   /* nothing provides it at all: a local setup */
+			}
+			if (st->sec && st->sec->file)
+				snprintf(where, sizeof(where), "%s:%d", st->sec->file, st->sec->line);
+			else
+				snprintf(where, sizeof(where), "-o %s", st->name);
+			rc = cli_usage_error("%s: stage '%s' needs the %s held, but %s; move the "
+					     "[stage %s] section", where, st->name, res, reason, st->name);
+		}
+	}
+	return rc;
+}
+
 /* Load and validate one stage's plugin; FERRY_USAGE (logged) on failure. */
 static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 {
 	char err[2048];
 	int rc;
 
-	st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
+	if (!st->desc)
+		st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
 	if (!st->desc)
 		return cli_usage_error("stage '%s': %s", st->name, err);
 	if (cfg_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
@@ -129,6 +307,7 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	r->pipeline = cfg_pipeline(cfg, "name");
 	r->state_dir = abs_path(cfg_pipeline(cfg, "state_dir"));
 	ferry_parse_duration_ms(cfg_pipeline(cfg, "deadline"), &deadline);
+	r->deadline_text = cfg_pipeline(cfg, "deadline");
 	if (deadline)
 		r->deadline_ms = ferry_mono_ms() + (int64_t)deadline;
 	r->run_id = make_run_id();
@@ -136,6 +315,18 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 	if (select_stages(r, o) != 0)
 		return FERRY_USAGE;
 	dir = plugin_dir(cfg_pipeline(cfg, "plugin_dir"));
+	r->partial = o->from || o->n_only;
+	if (r->partial) {
+		char err[1024];
+
+		if (journal_load_run(r, err, sizeof(err)) == -2)
+			ferry_logf(FERRY_WARN, "ferry", "journal unreadable; facts of earlier stages "
+				   "are not available", "error='%s'", err);
+		if (!o->exact)
+			bring_in(r, dir);
+	}
+	if (o->check_all && check_order(r, dir) != 0)
+		rc = FERRY_USAGE;
 	for (i = 0; i < r->n; i++) {
 		struct stage_rt *st = &r->st[i];
 
@@ -149,13 +340,6 @@ int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 			if (!o->check_all)
 				return rc;
 		}
-	}
-	if (o->from || o->n_only) {
-		char err[1024];
-
-		if (journal_load_run(r, err, sizeof(err)) == -2)
-			ferry_logf(FERRY_WARN, "ferry", "journal unreadable; facts of earlier stages "
-				   "are not available", "error='%s'", err);
 	}
 	for (i = 0; i < r->n; i++)
 		if (!r->st[i].ctx)
@@ -244,12 +428,32 @@ static int local_lock(struct run *r)
 	if (fd < 0)
 		return cli_usage_error("cannot open '%s': %s", path, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		char who[256] = "";
+		ssize_t n = pread(fd, who, sizeof(who) - 1, 0);
+
 		close(fd);
-		ferry_logf(FERRY_ERROR, "ferry", "another ferry run is using this state_dir",
-			   "state_dir='%s'", r->state_dir);
+		who[n > 0 ? n : 0] = '\0';
+		who[strcspn(who, "\n")] = '\0';
+		ferry_logf(FERRY_ERROR, "ferry", "another ferry run is using this state_dir; wait "
+			   "for it or stop it", "state_dir='%s' %s", r->state_dir,
+			   *who ? who : "holder=unknown");
 		return -1;
 	}
+	/* who holds it, for the next one to name: "pid=N run_id=ID" */
+	if (ftruncate(fd, 0) == 0)
+		dprintf(fd, "pid=%d run_id=%s\n", (int)getpid(), r->run_id);
 	return fd;                          /* held until exit */
+}
+
+/* A fact of st, "" when unset. */
+static const char *fact_of(const struct stage_rt *st, const char *key)
+{
+	size_t j;
+
+	for (j = 0; j < st->n_facts; j++)
+		if (strcmp(st->facts[j].key, key) == 0)
+			return st->facts[j].value ? st->facts[j].value : "";
+	return "";
 }
 
 static void summary(struct run *r)
@@ -263,8 +467,10 @@ static void summary(struct run *r)
 		for (i = 0; i < r->n; i++)
 			if (r->st[i].started || r->st[i].result == SR_DRY)
 				ferry_logf(FERRY_INFO, r->st[i].name, "summary",
-					   "result=%s ms=%" PRId64, journal_result_name(r->st[i].result),
-					   r->st[i].ms);
+					   "result=%s ms=%" PRId64 " brought_in=%s undo='%s'",
+					   journal_result_name(r->st[i].result), r->st[i].ms,
+					   r->st[i].brought_in ? "true" : "false",
+					   fact_of(&r->st[i], "undo"));
 		return;
 	}
 	snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s\n", "stage", "plugin", "result",
@@ -286,9 +492,14 @@ static void summary(struct run *r)
 					bytes = st->facts[j].value;
 		}
 		snprintf(t, sizeof(t), "%.3fs", (double)st->ms / 1000.0);
-		snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s\n", st->name, st->plugin,
-			 journal_result_name(st->result), t, bytes ? bytes : "-");
+		snprintf(line, sizeof(line), "%-16s %-10s %-12s %10s %14s%s\n", st->name, st->plugin,
+			 journal_result_name(st->result), t, bytes ? bytes : "-",
+			 st->brought_in ? "  (brought in)" : "");
 		ferry_log_text(line);
+		if ((st->result == SR_KEPT || st->result == SR_UNDONE) && *fact_of(st, "undo")) {
+			snprintf(line, sizeof(line), "%-16s undo: %s\n", "", fact_of(st, "undo"));
+			ferry_log_text(line);
+		}
 	}
 }
 
@@ -323,6 +534,7 @@ int pipeline_run(struct run *r)
 		if (run_cancelled(r))
 			break;
 		st->started = true;
+		st->cleaned = st->held_over = false;
 		st->result = SR_RUNNING;
 		st->started_at = ferry_now_ms();
 		free(st->error);
@@ -345,9 +557,11 @@ int pipeline_run(struct run *r)
 		ferry_logf(FERRY_ERROR, "ferry", "interrupted by a signal; unwinding", "signal=%d",
 			   (int)*r->signo);
 	else if (!failed && r->deadline_ms && ferry_mono_ms() >= r->deadline_ms) {
+		char msg[160];
+
 		r->deadline_hit = true;
-		ferry_logf(FERRY_ERROR, "ferry", "pipeline deadline exceeded; unwinding",
-			   "deadline='%s'", cfg_pipeline(r->cfg, "deadline"));
+		snprintf(msg, sizeof(msg), "deadline %s reached; unwinding", r->deadline_text);
+		ferry_logf(FERRY_ERROR, "ferry", msg, "deadline=%s", r->deadline_text);
 	}
 	/* Unwinding: the started stages in reverse; undo (if its run succeeded and the
 	 * pipeline failed) then cleanup. Signals no longer cancel anything. */
@@ -365,9 +579,13 @@ int pipeline_run(struct run *r)
 			if (!st->started)
 				continue;
 			if (pipeline_failed && st->result == SR_OK && st->desc->undo) {
-				int u = call(r, st, "undo", st->desc->undo);
+				int u;
 
-				st->result = u == FERRY_OK ? SR_UNDONE : SR_UNDO_FAILED;
+				run_fact_put(st, "undo", "");
+				u = call(r, st, "undo", st->desc->undo);
+				st->result = u != FERRY_OK ? SR_UNDO_FAILED :
+					     strncmp(fact_of(st, "undo"), "kept", 4) == 0 ? SR_KEPT :
+					     SR_UNDONE;
 				if (u)
 					unwind_rc = FERRY_FAIL;
 				journal_write(r);

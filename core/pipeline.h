@@ -10,6 +10,7 @@ struct pipeline_opts {
 	const char *from;                   /* --from STAGE, or NULL */
 	char **only;                        /* stage names given on the command line */
 	int n_only;
+	bool exact;                         /* --exact: no stage brought in for what they need */
 	bool check_all;                     /* `ferry check`: report every problem, not the first */
 };
 

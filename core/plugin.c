@@ -96,10 +96,11 @@ const struct ferry_stage *plugin_load(const char *dir, const char *name, char *e
 			 "rebuild the plugin", path, d->abi, FERRY_STAGE_ABI);
 		goto out_close;
 	}
-	if (d->size < sizeof(struct ferry_stage)) {
-		/* the ABI grows by appending; today every field is needed */
-		snprintf(err, errlen, "plugin '%s' has a descriptor of %zu bytes, expected %zu; rebuild "
-			 "the plugin", path, d->size, sizeof(struct ferry_stage));
+	if (d->size < FERRY_STAGE_MIN_SIZE) {
+		/* the ABI grows by appending: needs/provides/ends may be missing (see
+		 * plugin_needs()), everything before them is required */
+		snprintf(err, errlen, "plugin '%s' has a descriptor of %zu bytes, expected at least "
+			 "%zu; rebuild the plugin", path, d->size, (size_t)FERRY_STAGE_MIN_SIZE);
 		goto out_close;
 	}
 	if (!d->name || strcmp(d->name, name) != 0) {
@@ -130,4 +131,31 @@ void plugin_unload_all(void)
 		free(loaded[i].name);
 	}
 	n_loaded = 0;
+}
+
+const char *plugin_res(const struct ferry_stage *d, enum plugin_res which)
+{
+	if (!d || d->size < sizeof(struct ferry_stage))
+		return NULL;
+	switch (which) {
+	case PLUGIN_NEEDS: return d->needs;
+	case PLUGIN_PROVIDES: return d->provides;
+	case PLUGIN_ENDS: return d->ends;
+	}
+	return NULL;
+}
+
+bool plugin_word_in(const char *words, const char *word)
+{
+	size_t n = strlen(word);
+	const char *p = words;
+
+	while (p && *p) {
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, word, n) == 0 && (p[n] == ' ' || p[n] == '\0'))
+			return true;
+		p = strchr(p, ' ');
+	}
+	return false;
 }

@@ -2,6 +2,7 @@
 #ifndef FERRY_PLUGIN_H
 #define FERRY_PLUGIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "ferry_stage.h"
 
@@ -14,5 +15,12 @@ const char *plugin_dir(const char *configured);
 const struct ferry_stage *plugin_load(const char *dir, const char *name, char *err,
 				      size_t errlen);
 void plugin_unload_all(void);
+
+/* What a descriptor declares about resources (ferry_stage.h: needs, provides, ends); NULL
+ * or "" when it declares nothing (an older, shorter descriptor included). */
+enum plugin_res { PLUGIN_NEEDS, PLUGIN_PROVIDES, PLUGIN_ENDS };
+const char *plugin_res(const struct ferry_stage *d, enum plugin_res which);
+/* Does the space-separated word list `words` hold `word`? */
+bool plugin_word_in(const char *words, const char *word);
 
 #endif

@@ -29,6 +29,8 @@ enum stage_result {
 	SR_UNDONE,                          /* run() succeeded, then undo() on failure */
 	SR_UNDO_FAILED,                     /* undo() failed */
 	SR_DRY,                             /* dry_run() only (never journaled) */
+	SR_KEPT,                            /* undo() ran and reverted nothing (fact `undo`
+					     * says "kept: why") */
 };
 
 struct stage_rt {
@@ -38,9 +40,13 @@ struct stage_rt {
 	const struct ferry_stage *desc;     /* loaded descriptor, NULL if not loaded */
 	bool enabled;
 	bool selected;                      /* part of this run */
+	bool brought_in;                    /* selected for what a named stage needs */
+	bool just_added;                    /* pipeline.c's bring_in: not logged yet */
 	bool invalid;                       /* failed to load, its keys or check() */
 	bool started;                       /* run() was called in this run */
-	bool cleaned;                       /* cleanup() was called in this run */
+	bool cleaned;                       /* cleanup() ran after the stage's last run() */
+	bool held_over;                     /* the journal's run died while this stage held
+					     * what it provides (lock, mount): still held */
 	enum stage_result result;
 	int rc;                             /* run()'s return code */
 	int64_t started_at;                 /* unix ms, 0 if not this run */
@@ -76,8 +82,10 @@ struct run {
 	int cancel_fd;                      /* read end of the self-pipe, -1 if none */
 	int64_t deadline_ms;                /* CLOCK_MONOTONIC ms, 0 = none */
 	bool deadline_hit;
+	const char *deadline_text;          /* [pipeline] deadline as written ("50m") */
 	bool unwinding;                     /* undo/cleanup: cancellation is not reported */
 	bool dry_run;
+	bool partial;                       /* stage names or --from: not the whole pipeline */
 	bool journal;                       /* write the journal (not for dry runs) */
 	int64_t started_at;
 	int64_t ended_at;

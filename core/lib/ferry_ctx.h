@@ -51,6 +51,9 @@ void **ferry_priv(struct ferry_ctx *c);
 const char *ferry_stage_name(const struct ferry_ctx *c);  /* the [stage NAME] */
 const char *ferry_state_dir(const struct ferry_ctx *c);   /* [pipeline] state_dir */
 const char *ferry_config_file(const struct ferry_ctx *c); /* path of the INI, or NULL */
+/* True when the run is the whole pipeline; false for `ferry run STAGE...` or --from
+ * (a rerun by hand: e.g. pull refuses there to drop unpushed local changes). */
+bool ferry_run_whole(const struct ferry_ctx *c);
 
 /* Cooperative cancellation: true once SIGINT/SIGTERM arrived or the pipeline's
  * deadline passed. Long waits poll this (or ferry_cancel_fd) at least every 100 ms. */

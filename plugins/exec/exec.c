@@ -319,7 +319,10 @@ static int exec_run(struct ferry_ctx *c)
 
 static int exec_undo(struct ferry_ctx *c)
 {
-	return ferry_cfg(c, "undo") ? run_command(c, "undo", "undo") : FERRY_OK;
+	if (ferry_cfg(c, "undo"))
+		return run_command(c, "undo", "undo");
+	ferry_fact_set(c, "undo", "kept: no undo command is set; what the command did stays");
+	return FERRY_OK;
 }
 
 static int exec_cleanup(struct ferry_ctx *c)

@@ -222,6 +222,32 @@ static int publish(struct ferry_ctx *c, const struct ferry_lock_held *h)
 	return 0;
 }
 
+/* A rerun by hand (`ferry run lock pull work`, then `ferry run push`): this state_dir's
+ * journal names a lock its earlier run took and never released (no unlock ran). When the
+ * object still holds that nonce with lease left, it is ours: keep it rather than wait for
+ * ourselves until max_wait. The journal's facts stay this stage's facts. */
+static bool adopt(struct ferry_ctx *c, struct ferry_s3 *s3, const char *key, struct lock_priv *p)
+{
+	const struct ferry_lock_lease l = {
+		.key = ferry_fact(c, NULL, "key"),
+		.nonce = ferry_fact(c, NULL, "nonce"),
+		.until = ferry_fact(c, NULL, "lease_until_boot_ms"),
+		.boot_id = ferry_fact(c, NULL, "boot_id"),
+	};
+	char err[1024];
+
+	if (!l.key || !l.nonce || !l.until || !l.boot_id || strcmp(l.key, key) != 0 ||
+	    ferry_lock_check_lease(s3, &l, 1, err, sizeof(err)) != FERRY_OK)
+		return false;
+	snprintf(p->key, sizeof(p->key), "%s", l.key);
+	snprintf(p->nonce, sizeof(p->nonce), "%s", l.nonce);
+	*ferry_priv(c) = p;
+	ferry_log(c, FERRY_INFO, "lock already ours: an earlier run from this state_dir took it "
+		  "and did not release it; keeping it", "key=%s expires_at=%s", l.key,
+		  ferry_fact(c, NULL, "expires_at") ? ferry_fact(c, NULL, "expires_at") : "?");
+	return true;
+}
+
 static int lock_run(struct ferry_ctx *c)
 {
 	struct ferry_lock_opts o;
@@ -247,6 +273,8 @@ static int lock_run(struct ferry_ctx *c)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return ferry_fail(c, FERRY_FAIL, "out of memory");
+	if (adopt(c, s3, o.key, p))
+		return FERRY_OK;
 	rc = ferry_lock_acquire(s3, &o, &h, err, sizeof(err));
 	if (rc != FERRY_OK) {
 		free(p);
@@ -289,9 +317,13 @@ static int lock_undo(struct ferry_ctx *c)
 
 	if (!key || !nonce) {
 		ferry_log(c, FERRY_WARN, "no lock recorded, nothing to release", NULL);
+		ferry_fact_set(c, "undo", "kept: no lock was recorded");
 		return FERRY_OK;
 	}
-	return release(c, key, nonce);
+	if (release(c, key, nonce) != FERRY_OK)
+		return FERRY_FAIL;
+	ferry_fact_set(c, "undo", "lock released");
+	return FERRY_OK;
 }
 
 static int lock_cleanup(struct ferry_ctx *c)
@@ -353,4 +385,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.undo = lock_undo,
 	.cleanup = lock_cleanup,
 	.keys = lock_keys,
+	.provides = "lock",
 };

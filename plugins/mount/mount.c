@@ -454,7 +454,8 @@ out_plan:
 
 static int mount_undo(struct ferry_ctx *c)
 {
-	(void)c;                            /* cleanup unmounts on every path */
+	/* cleanup unmounts on every path */
+	ferry_fact_set(c, "undo", "kept: nothing to undo (cleanup unmounts)");
 	return FERRY_OK;
 }
 
@@ -487,4 +488,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.undo = mount_undo,
 	.cleanup = mount_cleanup,
 	.keys = mount_keys,
+	.provides = "mount",
 };

@@ -335,6 +335,56 @@ static void publish(struct pull_job *j, uint64_t ms)
 		  bytes, j->want.page_size, j->etag_known ? j->etag : "-", ms);
 }
 
+/* Pages of the replica that differ from its state: changed here since the last sync. */
+static int local_changes(struct pull_job *j, uint64_t *n)
+{
+	uint64_t *list = NULL;
+	size_t k = 0;
+
+	*n = 0;
+	if (!j->have_state || (j->state.flags & FERRY_MANIFEST_ABSENT) ||
+	    j->state.page_size != j->rinfo.page_size || !j->rhashes)
+		return 0;
+	if (ferry_pages_diff(j->rhashes, j->rinfo.page_count, j->state.hashes, j->state.page_count,
+			     j->rinfo.page_size, &list, &k) != 0)
+		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+	free(list);
+	*n = k;
+	if (j->state.page_count > j->rinfo.page_count)
+		*n += j->state.page_count - j->rinfo.page_count;
+	return 0;
+}
+
+int pull_guard_local(struct pull_job *j)
+{
+	bool origin_moved = j->etag_known && strcmp(j->state.etag, j->etag) != 0;
+	uint64_t n;
+	int rc = local_changes(j, &n);
+
+	if (rc || n == 0)
+		return rc;
+	if (j->discard_local || ferry_run_whole(j->c)) {
+		ferry_log(j->c, FERRY_WARN, j->discard_local ? "discarding local changes not pushed "
+			  "(discard_local)" : "discarding local changes not pushed: a whole run "
+			  "starts from the origin (its stages make them again)",
+			  "pages=%" PRIu64 " replica='%s' synced_etag=%s", n, j->replica,
+			  j->state.etag[0] ? j->state.etag : "-");
+		return 0;
+	}
+	if (!origin_moved)
+		return ferry_fail(j->c, FERRY_FAIL, "replica '%s' has %" PRIu64 " pages changed since "
+				  "the last sync (etag %s) that were never pushed; pull would "
+				  "overwrite them: push them (ferry run push), or discard them "
+				  "(ferry run --discard-local pull); nothing written", j->replica, n,
+				  j->state.etag[0] ? j->state.etag : "-");
+	return ferry_fail(j->c, FERRY_FAIL, "conflict: replica '%s' has %" PRIu64 " pages changed "
+			  "since the last sync (etag %s) that were never pushed, and the origin "
+			  "changed too (now etag %s): the two cannot both be kept. Take the origin "
+			  "with ferry run --discard-local pull (the local changes are lost; a "
+			  "copy of the replica first keeps them); nothing written", j->replica, n,
+			  j->state.etag[0] ? j->state.etag : "-", j->etag);
+}
+
 int pull_prepare(struct pull_job *j, bool dry)
 {
 	int rc;
@@ -377,6 +427,7 @@ static int pull_run(struct ferry_ctx *c)
 	j.verify = pull_verify_mode(ferry_cfg(c, "verify"));
 	j.reads = pull_reads_mode(ferry_cfg(c, "reads"));
 	j.create = ferry_cfg_bool(c, "create_if_missing");
+	j.discard_local = ferry_cfg_bool(c, "discard_local");
 	if (ferry_pages_recover(ferry_stage_name(c), j.replica, err, sizeof(err)) != 0) {
 		rc = ferry_fail(c, FERRY_FAIL, "%s", err);
 		goto out;
@@ -396,6 +447,22 @@ static int pull_run(struct ferry_ctx *c)
 out:
 	pull_job_release(&j);
 	return rc;
+}
+
+/* The dry run's word on unpushed local changes (pull_guard_local decides in a real run). */
+static int dry_local(struct pull_job *j)
+{
+	uint64_t n;
+	int rc = local_changes(j, &n);
+
+	if (rc || n == 0)
+		return rc;
+	ferry_log(j->c, FERRY_WARN, j->discard_local || ferry_run_whole(j->c) ?
+		  "dry-run: would discard local changes not pushed" :
+		  "dry-run: would refuse: the replica has local changes not pushed",
+		  "pages=%" PRIu64 " replica='%s' synced_etag=%s", n, j->replica,
+		  j->state.etag[0] ? j->state.etag : "-");
+	return 0;
 }
 
 static void dry_report(struct pull_job *j, uint64_t *list, size_t n)
@@ -471,6 +538,8 @@ static int dry_run_s3(struct pull_job *j, const char *mp, const char *source)
 	    (j->rinfo.page_count == 0 || j->rinfo.page_size == j->want.page_size)) {
 		rc = pull_hash_replica(j);
 		if (!rc)
+			rc = dry_local(j);
+		if (!rc)
 			rc = pull_diff_list(j, &list, &n);
 		if (!rc)
 			dry_report(j, list, n);
@@ -503,6 +572,7 @@ static int pull_dry_run(struct ferry_ctx *c)
 		goto out;
 	}
 	j.create = ferry_cfg_bool(c, "create_if_missing");
+	j.discard_local = ferry_cfg_bool(c, "discard_local");
 	j.reads = pull_reads_mode(ferry_cfg(c, "reads"));
 	j.cb.progress = false;
 	/* in memory only (a dry run journals nothing): lets push's dry run find its files */
@@ -532,6 +602,8 @@ static int pull_dry_run(struct ferry_ctx *c)
 	}
 	if (j.source == SRC_STATE || j.source == SRC_MANIFEST) {
 		rc = pull_hash_replica(&j);
+		if (!rc)
+			rc = dry_local(&j);
 		if (!rc)
 			rc = pull_diff_list(&j, &list, &n);
 		if (!rc)
@@ -591,6 +663,9 @@ static const struct ferry_key pull_keys[] = {
 	  "a missing origin starts an empty database (push then creates it)" },
 	{ "manifest", FERRY_KEY_OBJKEY, ".ferry-manifest", 0,
 	  "suffix of the page-hash sidecar next to the origin" },
+	{ "discard_local", FERRY_KEY_BOOL, "false", 0,
+	  "replace replica pages changed since the last sync and never pushed (a rerun of pull "
+	  "refuses otherwise; a whole run replaces them with a warning)" },
 	{ "reads", FERRY_KEY_ENUM, "auto", 0,
 	  "auto|ranged|sequential: with known hashes, read just the differing pages or the whole "
 	  "origin in order (auto: in order once they cover half of it)", "auto|ranged|sequential" },
@@ -600,4 +675,5 @@ static const struct ferry_key pull_keys[] = {
 FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.abi = FERRY_STAGE_ABI, .size = sizeof(struct ferry_stage), .name = "pull",
 	.check = pull_check, .dry_run = pull_dry_run, .run = pull_run, .keys = pull_keys,
+	.needs = "mount",
 };

@@ -36,6 +36,7 @@ struct pull_job {
 	enum pull_verify verify;
 	enum pull_reads reads;              /* key reads: ranged GETs or one pass (auto) */
 	bool create;                        /* create_if_missing */
+	bool discard_local;                 /* discard_local: replace unpushed local changes */
 	int ofd;                            /* origin, read-only (ETag pinned by ferryfs) */
 	uint64_t origin_size;
 	char etag[FERRY_ETAG_MAX];
@@ -103,6 +104,10 @@ void pull_job_release(struct pull_job *j);
 /* Open the origin, look at the replica and pick the source; dry: read-only, no checkpoint.
  * j->missing when the origin does not exist and create_if_missing allows it. */
 int pull_prepare(struct pull_job *j, bool dry);
+/* After pull_hash_replica: the replica's pages that differ from its state file (changed
+ * locally since the last sync, not pushed). None: 0. Some: in a whole run or with
+ * discard_local a warning and 0; in a rerun by hand a refusal (ferry_fail code). */
+int pull_guard_local(struct pull_job *j);
 /* The values of the verify and reads keys; NULL is the default, unknown words _BAD. */
 enum pull_verify pull_verify_mode(const char *v);
 enum pull_reads pull_reads_mode(const char *v);

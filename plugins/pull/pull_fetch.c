@@ -541,6 +541,8 @@ static int do_patch(struct pull_job *j)
 	int rc;
 
 	rc = pull_hash_replica(j);
+	if (!rc)
+		rc = pull_guard_local(j);
 	if (rc)
 		return rc;
 	if (j->source != SRC_COMPARE) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ferry_ctx.h"
@@ -19,6 +20,7 @@
 #include "ferry_manifest.h"
 #include "ferry_pages.h"
 #include "ferry_patch.h"
+#include "ferry_s3.h"
 #include "ferry_stage.h"
 #include "ferry_fsproto.h"
 #include "ferry_time.h"
@@ -131,9 +133,14 @@ static int job_init(struct push_job *j, struct ferry_ctx *c)
 }
 
 /* What pull recorded, and that it is this run's pull when there was one. */
-static int load_state(struct push_job *j, bool dry)
+static void who_won(struct push_job *j, char *out, size_t n);
+
+/* The state file is the truth about what the replica was last synced with: pull writes it,
+ * and so does every successful push (the origin at the ETag push committed). A rerun of
+ * push after a manual stage, or after a failed push, works from it: pull's facts in the
+ * journal may describe an older sync and are not consulted. */
+static int load_state(struct push_job *j)
 {
-	const char *pulled = ferry_fact(j->c, "pull", "origin_etag");
 	char err[256];
 	int rc;
 
@@ -144,9 +151,6 @@ static int load_state(struct push_job *j, bool dry)
 	if (rc)
 		return ferry_fail(j->c, FERRY_FAIL, "state file '%s': %s", j->state_path, err);
 	j->create = j->state.flags & FERRY_MANIFEST_ABSENT;
-	if (pulled && !dry && !j->create && strcmp(pulled, j->state.etag) != 0)
-		return ferry_fail(j->c, FERRY_FAIL, "state file '%s' records etag %s but pull saw %s: "
-				  "run pull again", j->state_path, j->state.etag, pulled);
 	return 0;
 }
 
@@ -250,7 +254,8 @@ static uint64_t parts_touched(const struct push_job *j)
 	return parts;
 }
 
-/* Open the origin for writing and prove nobody wrote it since pull (the fence). */
+/* Open the origin for writing and prove nobody wrote it since the replica's last sync (the
+ * fence). */
 static int open_origin(struct push_job *j)
 {
 	char err[256];
@@ -260,7 +265,7 @@ static int open_origin(struct push_job *j)
 		j->ofd = open(j->origin, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (j->ofd < 0 && errno == EEXIST)
 			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was created by someone else "
-					  "since pull: nothing written", j->origin);
+					  "since this replica's last sync: nothing written", j->origin);
 		if (j->ofd < 0)
 			return ferry_fail(j->c, FERRY_FAIL, "cannot create origin '%s': %s", j->origin,
 					  strerror(errno));
@@ -272,8 +277,8 @@ static int open_origin(struct push_job *j)
 		if (!j->stats_root && !ferry_pages_parent_exists(j->origin))
 			return ferry_fail(j->c, FERRY_FAIL, "origin '%s' is not reachable: is the "
 					  "mount active? (run the mount stage too)", j->origin);
-		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was removed since pull: nothing written",
-				  j->origin);
+		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was removed since this replica's "
+				  "last sync: nothing written", j->origin);
 	}
 	if (j->ofd < 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot open origin '%s': %s", j->origin,
@@ -288,10 +293,16 @@ static int open_origin(struct push_job *j)
 		if (ferry_pages_ferryfs_ranged(j->ofd) != 0)
 			ferry_log(j->c, FERRY_DEBUG, "cannot limit ferryfs fetches", "origin='%s' err='%s'",
 				  j->origin, strerror(errno));
-		if (strcmp(j->etag, j->state.etag) != 0)
-			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since pull (etag %s, "
-					  "pulled %s): someone else wrote it; nothing written",
-					  j->origin, j->etag, j->state.etag[0] ? j->state.etag : "none");
+		if (strcmp(j->etag, j->state.etag) != 0) {
+			char who[1024];
+
+			who_won(j, who, sizeof(who));
+			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since this replica's "
+					  "last sync (etag %s, synced %s): someone else wrote it; nothing "
+					  "written; %s. Pull again to work on the new version", j->origin,
+					  j->etag, j->state.etag[0] ? j->state.etag : "none",
+					  *who ? who : "who wrote it is not known");
+		}
 		return 0;
 	}
 	/* no ETag (plain file): fence by content */
@@ -300,8 +311,9 @@ static int open_origin(struct push_job *j)
 		int rc = 0;
 
 		if (j->origin_size != j->state.page_count * j->state.page_size)
-			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since pull (size %" PRIu64
-					  ", pulled %" PRIu64 "): nothing written", j->origin,
+			return ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since this "
+					  "replica's last sync (size %" PRIu64 ", synced %" PRIu64 "): "
+					  "nothing written", j->origin,
 					  j->origin_size, j->state.page_count * j->state.page_size);
 		if (ferry_manifest_alloc(&cur, j->state.page_size, j->state.page_count) != 0)
 			return ferry_fail(j->c, FERRY_FAIL, "out of memory");
@@ -310,8 +322,9 @@ static int open_origin(struct push_job *j)
 			rc = ferry_fail(j->c, FERRY_FAIL, "origin '%s': %s", j->origin, err);
 		else if (cur.page_count && memcmp(cur.hashes, j->state.hashes,
 						  (size_t)cur.page_count * FERRY_PAGE_HASH_LEN) != 0)
-			rc = ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since pull: someone else "
-					"wrote it; nothing written", j->origin);
+			rc = ferry_fail(j->c, FERRY_FENCED, "origin '%s' changed since this "
+					"replica's last sync: someone else wrote it; nothing written",
+					j->origin);
 		ferry_manifest_release(&cur);
 		return rc;
 	}
@@ -365,19 +378,62 @@ out:
 	return rc;
 }
 
-/* fsync = ferryfs's conditional commit. A failure is a fence when the ETag moved. */
+/* Who got there first: the object's ETag and time now, and who holds the lock (when the
+ * origin is an object of the [s3] bucket). "" when nothing can be learnt. */
+static void who_won(struct push_job *j, char *out, size_t n)
+{
+	char bucket[256] = "", err[256], desc[512];
+	char *key = ferry_pages_ferryfs_key(NULL, j->origin, bucket, sizeof(bucket));
+	const char *lock_key = ferry_fact(j->c, "lock", "key");
+	struct ferry_s3_res res = { 0 };
+	struct ferry_lock_state ls;
+	struct ferry_s3 *s3 = NULL;
+	size_t o = 0;
+
+	*out = '\0';
+	if (key && (ferry_cfg_global(j->c, "s3", "bucket") || getenv("BUCKET_NAME")))
+		s3 = ferry_s3(j->c);
+	if (s3 && strcmp(ferry_s3_bucket(s3), bucket) == 0 &&
+	    ferry_s3_head(s3, key, NULL, &res) == FERRY_S3_OK) {
+		struct tm tm;
+		char when[32] = "?";
+
+		if (res.last_modified && gmtime_r(&res.last_modified, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		o += (size_t)snprintf(out + o, n - o, "the object is now etag %s, written %s", res.etag,
+				      when);
+	}
+	if (s3 && lock_key && o < n && ferry_lock_read(s3, lock_key, &ls, err, sizeof(err)) == 0) {
+		if (ls.exists && ls.parsed) {
+			ferry_lock_describe(&ls.body, desc, sizeof(desc));
+			o += (size_t)snprintf(out + o, n - o, "%slock '%s' is held by %s", o ? "; " : "",
+					      lock_key, desc);
+		} else if (!ls.exists) {
+			o += (size_t)snprintf(out + o, n - o, "%slock '%s' is free", o ? "; " : "",
+					      lock_key);
+		}
+	}
+	free(key);
+}
+
+/* fsync = ferryfs's conditional commit. A failure is a fence when the ETag moved, and
+ * ESTALE is ferryfs's word for "the conditional commit lost" (412/409 from the store). */
 static int commit(struct push_job *j)
 {
-	char now[FERRY_ETAG_MAX];
+	char now[FERRY_ETAG_MAX], who[1024];
 	int e;
 
 	if (fsync(j->ofd) == 0)
 		return 0;
 	e = errno;
-	if (j->etag_known && ferry_pages_etag_path(j->origin, now, sizeof(now)) == 0 &&
-	    strcmp(now, j->state.etag) != 0)
-		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was replaced during push (etag now %s, "
-				  "pulled %s): nothing overwritten", j->origin, now, j->state.etag);
+	if ((j->etag_known && ferry_pages_etag_path(j->origin, now, sizeof(now)) == 0 &&
+	     strcmp(now, j->state.etag) != 0) || (e == ESTALE && !j->create)) {
+		who_won(j, who, sizeof(who));
+		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was replaced by another writer since "
+				  "this replica's last sync (etag %s): nothing overwritten; %s. Pull "
+				  "again to work on the new version", j->origin, j->state.etag,
+				  *who ? who : "who wrote it is not known");
+	}
 	if (j->create && (e == EEXIST || e == ESTALE))
 		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was created by someone else during "
 				  "push: nothing overwritten", j->origin);
@@ -595,7 +651,7 @@ static int push_run(struct ferry_ctx *c)
 		rc = ferry_fail(c, FERRY_FAIL, "%s", err);
 		goto out;
 	}
-	rc = load_state(&j, false);
+	rc = load_state(&j);
 	if (!rc)
 		rc = freeze_replica(&j, false);
 	if (!rc)
@@ -682,7 +738,7 @@ static int push_dry_run(struct ferry_ctx *c)
 		goto out;
 	}
 	if (!rc)
-		rc = load_state(&j, true);
+		rc = load_state(&j);
 	if (!rc)
 		rc = freeze_replica(&j, true);
 	if (!rc)
@@ -731,4 +787,5 @@ static const struct ferry_key push_keys[] = {
 FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.abi = FERRY_STAGE_ABI, .size = sizeof(struct ferry_stage), .name = "push",
 	.check = push_check, .dry_run = push_dry_run, .run = push_run, .keys = push_keys,
+	.needs = "lock mount",
 };

@@ -479,7 +479,8 @@ static int schedule_dry_run(struct ferry_ctx *c)
  * after a failure, so a committed schedule needs no reversal. */
 static int schedule_undo(struct ferry_ctx *c)
 {
-	(void)c;
+	ferry_fact_set(c, "undo", "kept: the new schedule stays in the replica, not pushed "
+		       "(ferry run push publishes it; the next whole run recomputes it)");
 	return FERRY_OK;
 }
 

@@ -350,6 +350,7 @@ static int snapshot_undo(struct ferry_ctx *c)
 
 	if (dst)
 		ferry_log(c, FERRY_INFO, "keeping snapshot", "key=%s", dst);
+	ferry_fact_set(c, "undo", "kept: the snapshot stays (a backup)");
 	return FERRY_OK;
 }
 

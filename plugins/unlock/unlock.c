@@ -90,6 +90,12 @@ static int unlock_nothing(struct ferry_ctx *c)
 	return FERRY_OK;
 }
 
+static int unlock_undo(struct ferry_ctx *c)
+{
+	ferry_fact_set(c, "undo", "kept: a released lock is not taken again");
+	return FERRY_OK;
+}
+
 FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.abi = FERRY_STAGE_ABI,
 	.size = sizeof(struct ferry_stage),
@@ -97,7 +103,8 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.check = unlock_check,
 	.dry_run = unlock_dry_run,
 	.run = unlock_run,
-	.undo = unlock_nothing,
+	.undo = unlock_undo,
 	.cleanup = unlock_nothing,
 	.keys = unlock_keys,
+	.ends = "lock",
 };

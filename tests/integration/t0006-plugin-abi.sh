@@ -17,7 +17,14 @@ rc=0; ferry -c "$T/p.ini" run 2>"$T/err" || rc=$?
 assert_eq 2 $rc "wrong ABI"
 assert_contains "$T/err" "stage 'x': plugin '$tp/badabi.so' was built for stage ABI 99, this ferry speaks ABI 2; rebuild the plugin"
 
-sed -i 's/plugin = badabi/plugin = nosym/' "$T/p.ini"
+# a descriptor from before needs/provides/ends were appended still loads and runs
+sed -i 's/plugin = badabi/plugin = oldabi/' "$T/p.ini"
+rc=0; ferry -c "$T/p.ini" run x 2>"$T/err" || rc=$?
+assert_eq 0 $rc "shorter ABI 2 descriptor"
+assert_contains "$T/err" "oldabi ran"
+rm -rf "$T/state"
+
+sed -i 's/plugin = oldabi/plugin = nosym/' "$T/p.ini"
 rc=0; ferry -c "$T/p.ini" run 2>"$T/err" || rc=$?
 assert_eq 2 $rc "missing descriptor"
 assert_contains "$T/err" "plugin '$tp/nosym.so' exports no 'ferry_stage_v1' descriptor"

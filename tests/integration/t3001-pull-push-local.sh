@@ -92,7 +92,7 @@ sql "$O" "UPDATE t SET b='theirs' WHERE a=5;"
 theirs=$(sha256sum <"$O")
 rc=0; ferry -c "$T/p.ini" run push 2>"$T/err7" || rc=$?
 assert_eq 4 "$rc" "push over a changed origin"
-assert_contains "$T/err7" "changed since pull"
+assert_contains "$T/err7" "changed since this replica's last sync"
 assert_eq "$theirs" "$(sha256sum <"$O")" "their origin untouched"
 ferry -c "$T/p.ini" run unlock 2>/dev/null || fail "unlock failed"
 

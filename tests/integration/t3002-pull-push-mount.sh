@@ -110,10 +110,18 @@ br=$(fact A pull bytes_read)
 [ "$br" -le $((size / 10)) ] || fail "pulled $br bytes for a 1-row change of $size"
 cmp -s "$T/A/org.db" "$T/B/org.db" || fail "A's replica differs from B's"
 
-# 4. local change on A's replica (e.g. a failed push) and an unchanged origin: pull
-#    restores just that page from the state, then the replica equals the origin again
+# 4. local change on A's replica (e.g. a failed push) and an unchanged origin: a rerun of
+#    pull refuses to drop it (no silent loss); with --discard-local it restores just that
+#    page from the state, then the replica equals the origin again
 sql "$T/A/org.db" "UPDATE t SET b='local' WHERE a=3000;"
-ferry -c "$T/A.ini" run lock mount pull unlock 2>"$T/a4" || { cat "$T/a4"; fail "A pull over local change"; }
+local_sum=$(sha256sum <"$T/A/org.db")
+rc=0; ferry -c "$T/A.ini" run lock mount pull unlock 2>"$T/a4" || rc=$?
+assert_eq 1 $rc "a rerun of pull over unpushed local changes"
+assert_contains "$T/a4" "pages changed since the last sync"
+assert_contains "$T/a4" "ferry run --discard-local pull"
+assert_eq "$local_sum" "$(sha256sum <"$T/A/org.db")" "the refused pull left the replica alone"
+ferry -c "$T/A.ini" run --discard-local lock mount pull unlock 2>"$T/a4" || { cat "$T/a4"; fail "A pull over local change"; }
+assert_contains "$T/a4" "discarding local changes not pushed (discard_local)"
 assert_eq state "$(fact A pull source)" "source for a locally changed replica"
 assert_eq 2 "$(fact A pull pages_moved)" "pages restored"
 cmp -s "$T/A/org.db" "$T/B/org.db" || fail "A's replica not restored"
@@ -126,7 +134,7 @@ s3get "$KEY" "$T/theirs.db"
 theirs=$(s3etag "$KEY")
 rc=0; ferry -c "$T/A.ini" run lock mount push unlock 2>"$T/a6" || rc=$?
 assert_eq 4 "$rc" "A's push over B's newer object"
-assert_contains "$T/a6" "changed since pull"
+assert_contains "$T/a6" "changed since this replica's last sync"
 assert_eq "$theirs" "$(s3etag "$KEY")" "their object's etag"
 s3get "$KEY" "$T/after.db"
 cmp -s "$T/theirs.db" "$T/after.db" || fail "their object was modified"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The operator's rerun over SSH. (1) push fails (the store refuses the commit): the run
-# unwinds and releases the lock; `ferry run push` alone then refuses with the reason, and
-# `ferry run lock mount push unlock` completes the job from the journal and the replica.
+# unwinds and releases the lock; `ferry run --exact push` refuses (no lock held, it says
+# so), and `ferry run push` brings in lock, mount and unlock and completes the job from the
+# replica and its state file.
 # (2) ferry is SIGKILLed just before the push commit: lock and mount stay; `ferry run push`
 # alone succeeds with the journal's facts, `ferry run unlock mount` tidies up.
 . "$(dirname "$0")/../lib.sh"
@@ -25,13 +26,17 @@ e2e_get "org-data/$ORG_ID.db" "$T/unchanged.db"
 cmp -s "$T/unchanged.db" "$T/org.db" || fail "a failed push changed the object"
 
 rc=0
-ferry -c "$PIPE" run push >"$T/out" 2>"$T/err" || rc=$?
-[ $rc != 0 ] || fail "push without the lock succeeded"
+ferry -c "$PIPE" run --exact push >"$T/out" 2>"$T/err" || rc=$?
+[ $rc != 0 ] || fail "push --exact without the lock succeeded"
 grep -qiE 'lock' "$T/err" || { cat "$T/err"; fail "refusal does not name the lock"; }
 e2e_get "org-data/$ORG_ID.db" "$T/still.db"
 cmp -s "$T/still.db" "$T/org.db" || fail "a refused push changed the object"
 
-ferry -c "$PIPE" run lock mount push unlock >"$T/out" 2>"$T/err" || { tail -20 "$T/err"; fail "rerun failed"; }
+ferry -c "$PIPE" run push >"$T/out" 2>"$T/err" || { tail -20 "$T/err"; fail "rerun failed"; }
+assert_contains "$T/err" "bringing in lock, mount, unlock for push"
+grep -E '^(lock|mount|push|unlock) ' "$T/err" >"$T/table"
+assert_contains "$T/table" "(brought in)"
+
 e2e_get "org-data/$ORG_ID.db" "$T/pushed.db"
 cmp "$T/pushed.db" "$FERRY_STATE_DIR/org.db" || fail "object differs from the replica after the rerun"
 sqlite3 "$T/pushed.db" "SELECT count(*) FROM email_schedules WHERE scheduler_run_id IS NOT NULL" | grep -qv '^0$' \
