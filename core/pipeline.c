@@ -416,17 +416,42 @@ static int dry_run(struct run *r)
 	return worst;
 }
 
+/* mkdir -p, each new directory 0700. */
+static int mkdirs(const char *dir)
+{
+	char p[4096];
+	size_t i;
+
+	if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p))
+		return errno = ENAMETOOLONG, -1;
+	for (i = 1; p[i]; i++) {
+		if (p[i] != '/')
+			continue;
+		p[i] = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			return -1;
+		p[i] = '/';
+	}
+	return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* The state_dir's run lock: its fd (held until exit), -1 when another run holds it, -2
+ * after a usage error (logged). */
 static int local_lock(struct run *r)
 {
 	char path[4200];
 	int fd;
 
-	if (mkdir(r->state_dir, 0700) != 0 && errno != EEXIST)
-		return cli_usage_error("cannot create state_dir '%s': %s", r->state_dir, strerror(errno));
+	if (mkdirs(r->state_dir) != 0) {
+		cli_usage_error("cannot create state_dir '%s': %s", r->state_dir, strerror(errno));
+		return -2;
+	}
 	snprintf(path, sizeof(path), "%s/run.lock", r->state_dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return cli_usage_error("cannot open '%s': %s", path, strerror(errno));
+	if (fd < 0) {
+		cli_usage_error("cannot open '%s': %s", path, strerror(errno));
+		return -2;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		char who[256] = "";
 		ssize_t n = pread(fd, who, sizeof(who) - 1, 0);

@@ -404,7 +404,11 @@ static void who_won(struct push_job *j, char *out, size_t n)
 				      when);
 	}
 	if (s3 && lock_key && o < n && ferry_lock_read(s3, lock_key, &ls, err, sizeof(err)) == 0) {
-		if (ls.exists && ls.parsed) {
+		const char *ours = ferry_fact(j->c, "lock", "nonce");
+
+		if (ls.exists && ls.parsed && ours && strcmp(ls.body.nonce, ours) == 0) {
+			/* our own lock: it tells nothing about the other writer */
+		} else if (ls.exists && ls.parsed) {
 			ferry_lock_describe(&ls.body, desc, sizeof(desc));
 			o += (size_t)snprintf(out + o, n - o, "%slock '%s' is held by %s", o ? "; " : "",
 					      lock_key, desc);
