@@ -190,6 +190,8 @@ int journal_view_load(struct journal_view *v, const char *path, char *err, size_
 	v->started_at = str(root, "started_at");
 	v->ended_at = str(root, "ended_at");
 	v->result = str(root, "result");
+	v->deadline = str(root, "deadline");
+	v->partial = json_is_true(json_object_get(root, "partial"));
 	v->exit_code = json_integer_value(json_object_get(root, "exit"));
 	stages = json_object_get(root, "stages");
 	v->st = xcalloc(json_array_size(stages), sizeof(*v->st));
@@ -261,4 +263,76 @@ int journal_load_run(struct run *r, char *err, size_t errlen)
 	}
 	journal_view_release(&v);
 	return 0;
+}
+
+int journal_history_path(const char *state_dir, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/history.jsonl", state_dir);
+
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* Keep the newer half of the history file's lines (atomically replaced). */
+static void history_trim(const char *path)
+{
+	char *text = NULL, *keep, err[512];
+	size_t len = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return;
+	text = malloc(HISTORY_MAX_BYTES * 2 + 1);
+	if (text)
+		len = fread(text, 1, HISTORY_MAX_BYTES * 2, f);
+	fclose(f);
+	if (!text)
+		return;
+	text[len] = '\0';
+	keep = text + len / 2;
+	keep = strchr(keep, '\n');
+	if (keep && ferry_file_replace(path, keep + 1, strlen(keep + 1), 0600, 0, err,
+				       sizeof(err)) != 0)
+		ferry_logf(FERRY_WARN, "ferry", "cannot trim the run history", "error='%s'", err);
+	free(text);
+}
+
+void journal_history_append(const struct run *r)
+{
+	json_t *o = json_object();
+	char path[4096], ts[64], stages[1024] = "", *line;
+	struct stat st;
+	size_t i;
+	FILE *f;
+
+	if (journal_history_path(r->state_dir, path, sizeof(path)) != 0 || !o)
+		goto out;
+	for (i = 0; i < r->n; i++)
+		if (r->st[i].started)
+			snprintf(stages + strlen(stages), sizeof(stages) - strlen(stages), "%s%s",
+				 *stages ? "," : "", r->st[i].name);
+	json_object_set_new(o, "run_id", json_string(r->run_id ? r->run_id : ""));
+	iso_ms(r->started_at, ts, sizeof(ts));
+	json_object_set_new(o, "started_at", json_string(ts));
+	iso_ms(r->ended_at, ts, sizeof(ts));
+	json_object_set_new(o, "ended_at", json_string(ts));
+	json_object_set_new(o, "result", json_string(r->result ? r->result : ""));
+	json_object_set_new(o, "exit", json_integer(r->exit_code));
+	json_object_set_new(o, "ms", json_integer(r->ended_at - r->started_at));
+	json_object_set_new(o, "stages", json_string(stages));
+	json_object_set_new(o, "partial", json_boolean(r->partial));
+	if (r->deadline_hit)
+		json_object_set_new(o, "deadline", json_string(r->deadline_text ? r->deadline_text : ""));
+	line = json_dumps(o, JSON_COMPACT);
+	if (!line)
+		goto out;
+	f = fopen(path, "a");
+	if (f) {
+		fprintf(f, "%s\n", line);
+		fclose(f);
+	}
+	free(line);
+	if (stat(path, &st) == 0 && st.st_size > HISTORY_MAX_BYTES)
+		history_trim(path);
+out:
+	json_decref(o);
 }

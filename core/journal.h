@@ -39,6 +39,8 @@ struct journal_view {
 	const char *started_at;             /* ISO 8601 UTC, "" if not reached */
 	const char *ended_at;
 	const char *result;                 /* running, ok, failed, cancelled */
+	const char *deadline;               /* "50m" when the deadline ended it, else NULL */
+	bool partial;                       /* stage names or --from, not the whole pipeline */
 	int64_t exit_code;
 	struct journal_stage *st;           /* every stage of that run, in its order */
 	size_t n;
@@ -56,6 +58,14 @@ void journal_view_release(struct journal_view *v);
 /* Load the facts, last results and errors of the journal in r->state_dir into r's stages
  * of the same name: 0, -1 if there is none (not an error), -2 if it is unreadable (err). */
 int journal_load_run(struct run *r, char *err, size_t errlen);
+
+/* STATE_DIR/history.jsonl: one JSON line per finished run (run_id, started_at, ended_at,
+ * result, exit, ms, stages that ran, partial, deadline), appended when a run ends; past
+ * HISTORY_MAX_BYTES the older half is dropped. A run that is killed leaves no line (the
+ * journal still says "running"). */
+#define HISTORY_MAX_BYTES (256 * 1024)
+int journal_history_path(const char *state_dir, char *buf, size_t len);
+void journal_history_append(const struct run *r);
 
 /* A stage result's word as journaled and listed, and back (SR_NONE when unknown). */
 const char *journal_result_name(enum stage_result r);

@@ -635,6 +635,7 @@ int pipeline_run(struct run *r)
 	r->exit_code = exit_code;
 	r->ended_at = ferry_now_ms();
 	journal_write(r);
+	journal_history_append(r);
 	summary(r);
 	ferry_logf(exit_code ? FERRY_ERROR : FERRY_INFO, "ferry", "run end",
 		   "result=%s exit=%d ms=%" PRId64, r->result, exit_code, r->ended_at - r->started_at);
