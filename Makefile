@@ -32,6 +32,7 @@ OPT     ?= -g -O2
 CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wstrict-prototypes -Wvla -Wshadow \
            -Wno-missing-field-initializers -fPIC -MMD -MP -Icore/lib \
            -DFERRY_VERSION='"$(VERSION)"' -DFERRY_PLUGIN_DIR='"$(PREFIX)/lib/ferry"' \
+           -DFERRY_SHARE_DIR='"$(PREFIX)/share/ferry"' \
            $(shell pkg-config --cflags $(PKGS))
 ifdef SANITIZE
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=$(SANITIZE) -fno-omit-frame-pointer

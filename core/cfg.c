@@ -869,6 +869,27 @@ static int apply_override(struct config *cfg, const char *ov, char *err, size_t 
 	return 0;
 }
 
+/* Is line n of path a section header that lacks its ']' ("[stage push")? */
+static bool header_unclosed(const char *path, int n)
+{
+	char line[512];
+	bool yes = false;
+	FILE *f = fopen(path, "r");
+	int k = 0;
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (++k == n) {
+			const char *p = line + strspn(line, " \t");
+
+			yes = *p == '[' && !strchr(p, ']');
+			break;
+		}
+	fclose(f);
+	return yes;
+}
+
 int cfg_load(struct config **out, const char *path, char *const *overrides, int n_overrides,
 	     char *err, size_t errlen)
 {
@@ -915,8 +936,11 @@ int cfg_load(struct config **out, const char *path, char *const *overrides, int 
 		goto fail;
 	}
 	if (rc != 0) {
-		snprintf(err, errlen, "%s:%d: syntax error (expected [section], key = value, or a "
-			 "comment)", path, rc);
+		if (header_unclosed(path, rc))
+			snprintf(err, errlen, "%s:%d: section header without its closing ']'", path, rc);
+		else
+			snprintf(err, errlen, "%s:%d: syntax error (expected [section], key = value, or "
+				 "a comment)", path, rc);
 		goto fail;
 	}
 	for (i = 0; i < n_overrides; i++)

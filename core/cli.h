@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct ferry_s3;
 struct config;
@@ -38,6 +39,14 @@ void cli_release(struct cli *cli);
  * and return FERRY_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The closest of cands to word (a typo: edit distance 1 for words up to 4 letters, else 2),
+ * or NULL. */
+const char *cli_suggest(const char *word, const char *const *cands, size_t n);
+const char *cli_suggest_command(const char *word);   /* among the commands */
+/* ferry's usage overview, and one command's help (-1: no such command). cmd_help.c. */
+void cli_overview(FILE *f);
+int cli_command_help(const char *name, FILE *f);
+
 /* The subcommands, one a file (core/cmd_NAME.c); each returns an exit code (DESIGN §4). */
 int cmd_run(struct cli *cli);               /* ferry run [--dry-run] [--from STAGE] [STAGE...] */
 int cmd_list(struct cli *cli);              /* ferry list */
@@ -45,6 +54,7 @@ int cmd_status(struct cli *cli);            /* ferry status */
 int cmd_check(struct cli *cli);             /* ferry check */
 int cmd_s3(struct cli *cli);                /* ferry s3 ls|head|get|put|rm|cp */
 int cmd_lock(struct cli *cli);              /* ferry lock status|break --yes */
-int cmd_work(struct cli *cli);              /* ferry work [--once] [--workers N] ... */
+int cmd_work(struct cli *cli);
+int cmd_help(struct cli *cli);              /* ferry help [COMMAND|stages|stage NAME] */              /* ferry work [--once] [--workers N] ... */
 
 #endif

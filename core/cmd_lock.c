@@ -13,14 +13,7 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ferry [-c FILE] lock status [--key KEY]\n"
-		   "       ferry [-c FILE] lock break --yes [--key KEY]\n"
-		   "\n"
-		   "status  show the lock object: holder, instance, pid, generation, age and\n"
-		   "        expiry judged by the server's clock, legacy (shell locker) or not\n"
-		   "break   remove the lock, conditional on the ETag just shown, for an operator\n"
-		   "        who knows the holder is dead; refuses without --yes (exit 2)\n"
-		   "--key   the lock object's key (default: key of the first lock stage)\n");
+	cli_command_help("lock", f);        /* the text is in cmd_help.c */
 }
 
 static void span(char *out, size_t n, long long s)

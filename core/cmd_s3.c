@@ -20,18 +20,7 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: ferry [-c FILE] s3 ls [-r] [[s3://BUCKET/]PREFIX]\n"
-		"       ferry [-c FILE] s3 head KEY\n"
-		"       ferry [-c FILE] s3 get KEY [FILE|-] [--if-match ETAG]\n"
-		"       ferry [-c FILE] s3 put FILE|- KEY [--if-none-match] [--if-match ETAG]\n"
-		"       ferry [-c FILE] s3 rm KEY [--if-match ETAG]\n"
-		"       ferry [-c FILE] s3 cp SRC DST [--if-none-match] [--if-match ETAG]\n"
-		"\n"
-		"KEY is s3://BUCKET/KEY (BUCKET must be the configured one) or a plain key in the\n"
-		"configured bucket ([s3] bucket or BUCKET_NAME). `get` writes to stdout without FILE.\n"
-		"ls lists one level (like `aws s3 ls`); -r lists every key under the prefix.\n"
-		"Exit: 0 done, 1 the request failed (message names it), 2 usage error.\n");
+	cli_command_help("s3", f);          /* the text is in cmd_help.c */
 }
 
 static int fail_usage(const char *fmt, const char *arg)
@@ -332,6 +321,18 @@ static int do_rm(struct ferry_s3 *s3, struct opts *o)
 	return 0;
 }
 
+static int do_mb(struct ferry_s3 *s3, struct opts *o)
+{
+	struct ferry_s3_res res;
+	bool existed;
+
+	(void)o;
+	if (ferry_s3_create_bucket(s3, &existed, &res) != FERRY_S3_OK)
+		return fail_res(&res);
+	printf("%s s3://%s\n", existed ? "already there:" : "created:", ferry_s3_bucket(s3));
+	return 0;
+}
+
 static int do_cp(struct ferry_s3 *s3, struct opts *o)
 {
 	struct ferry_s3_cond cond = { .if_match = o->if_match,
@@ -365,6 +366,7 @@ int cmd_s3(struct cli *cli)
 		{ "put", "mn", 2, 2, do_put },
 		{ "rm", "m", 1, 1, do_rm },
 		{ "cp", "mn", 2, 2, do_cp },
+		{ "mb", "", 0, 0, do_mb },
 	};
 	struct ferry_s3 *s3;
 	struct opts o;
@@ -389,5 +391,5 @@ int cmd_s3(struct cli *cli)
 			return FERRY_USAGE;
 		return subs[i].fn(s3, &o);
 	}
-	return fail_usage("unknown s3 command '%s' (ls, head, get, put, rm, cp)", cli->argv[0]);
+	return fail_usage("unknown s3 command '%s' (ls, head, get, put, rm, cp, mb)", cli->argv[0]);
 }

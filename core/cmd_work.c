@@ -116,24 +116,6 @@ static void *xcalloc(size_t n, size_t size)
 	return p;
 }
 
-static const char usage_text[] =
-	"usage: ferry [-c FILE] [-o SECTION.KEY=VALUE]... work [--once] [--workers N]\n"
-	"                  [--max-runs N] [--dry-run]\n"
-	"\n"
-	"Runs the pipeline for every org under [work] orgs that has no run record for the\n"
-	"current period (lock, the other stages, record, unlock: child `ferry run`s with\n"
-	"ORG_ID set), skipping orgs whose lock another worker holds. Without --once it\n"
-	"sleeps [work] idle and passes again.\n"
-	"\n"
-	"  --once          exit after one pass\n"
-	"  --workers N     pipelines at once (default [work] workers)\n"
-	"  --max-runs N    exit once N pipelines ran (default [work] max_runs; 0 = no limit)\n"
-	"  --dry-run       list the orgs and what a pass would do; write nothing\n"
-	"\n"
-	"exit codes: 0 every due org done (here or by another worker), 1 some run failed\n"
-	"  (retry later), 2 usage or config error, 128+N after signal N (143 SIGTERM) once\n"
-	"  the running pipelines have unwound and released their locks\n";
-
 /* ---- settings ------------------------------------------------------------------------- */
 
 /* A key's error with its place: "FILE:LINE: key 'K': why" (the section's line when the key
@@ -1052,7 +1034,7 @@ static int parse_args(struct work *w)
 		} else if (strcmp(a, "--dry-run") == 0) {
 			w->dry_run = true;
 		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-			fputs(usage_text, stdout);
+			cli_command_help("work", stdout);
 			return -1;
 		} else if (strcmp(a, "-o") == 0 && v) {
 			cli_add_override(cli, v);
@@ -1071,7 +1053,7 @@ static int parse_args(struct work *w)
 			i++;
 		} else {
 			cli_usage_error("unknown argument '%s' for work", a);
-			fputs(usage_text, stderr);
+			cli_command_help("work", stderr);
 			return FERRY_USAGE;
 		}
 	}

@@ -44,39 +44,9 @@ static void signals_setup(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static const char usage_text[] =
-	"usage: ferry [-c FILE] [-v|-q] [--log-format=plain|json] COMMAND [ARGS]\n"
-	"\n"
-	"commands:\n"
-	"  run [--dry-run] [--from STAGE] [STAGE...] [-o STAGE.KEY=VALUE]...\n"
-	"                      run the pipeline (or only the named stages, with facts of\n"
-	"                      earlier stages from the run journal); after a single STAGE,\n"
-	"                      --KEY VALUE is short for -o STAGE.KEY=VALUE\n"
-	"  list                stages in order: name, plugin, enabled, last result\n"
-	"  status              the last run journal and the current lock holder\n"
-	"  check               validate the config, load plugins, probe the S3 endpoint\n"
-	"  s3 ls|head|get|put|rm|cp ...\n"
-	"                      S3 operations with the pipeline's endpoint and credentials\n"
-	"  lock status|break --yes\n"
-	"                      show or break the org's lock object\n"
-	"  work [--once] [--workers N] [--max-runs N] [--dry-run]\n"
-	"                      run the pipeline for every due org of [work] (a fleet worker);\n"
-	"                      status --org ID shows an org's run records\n"
-	"\n"
-	"options:\n"
-	"  -c, --config FILE   pipeline INI (default $FERRY_CONFIG, else conf/pipeline.ini)\n"
-	"  -o SECTION.KEY=VAL  override a key of [pipeline], [s3] or [stage NAME]\n"
-	"  -v, --verbose       debug logging      -q, --quiet   warnings and errors only\n"
-	"  --log-format=FMT    plain (default) or json\n"
-	"  -h, --help          this text          --version     print the version\n"
-	"\n"
-	"exit codes: 0 success, 1 a stage failed (run unwound), 2 usage or config error,\n"
-	"  3 lock not acquired within max_wait, 4 fenced (newer data or lock elsewhere),\n"
-	"  128+N after signal N (130 SIGINT, 143 SIGTERM), once unwinding is done\n";
-
 static int usage(int rc)
 {
-	fputs(usage_text, rc ? stderr : stdout);
+	cli_overview(rc ? stderr : stdout);
 	return rc;
 }
 
@@ -93,6 +63,7 @@ static const struct command commands[] = {
 	{ "s3", cmd_s3 },
 	{ "lock", cmd_lock },
 	{ "work", cmd_work },
+	{ "help", cmd_help },
 };
 
 int main(int argc, char **argv)
@@ -110,7 +81,7 @@ int main(int argc, char **argv)
 	for (i = 1; i < argc && !cmd; i++) {
 		const char *a = argv[i];
 
-		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0)
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
 			return usage(0);
 		if (strcmp(a, "--version") == 0) {
 			printf("ferry %s (stage ABI %d)\n", FERRY_VERSION, FERRY_STAGE_ABI);
@@ -145,8 +116,12 @@ int main(int argc, char **argv)
 				if (strcmp(commands[k].name, a) == 0)
 					cmd = &commands[k];
 			if (!cmd) {
-				fprintf(stderr, "ferry: unknown command '%s'\n", a);
-				return usage(FERRY_USAGE);
+				const char *s = cli_suggest_command(a);
+
+				fprintf(stderr, "ferry: unknown command '%s'%s%s%s; ferry help lists "
+					"them\n", a, s ? " (did you mean '" : "", s ? s : "",
+					s ? "'?)" : "");
+				return FERRY_USAGE;
 			}
 		}
 	}
@@ -158,6 +133,13 @@ int main(int argc, char **argv)
 	cli.cancel_fd = signal_pipe[0];
 	cli.argc = argc - i;
 	cli.argv = argv + i;
+	/* COMMAND --help anywhere after the command: its help, nothing executed */
+	for (k = 0; k < (size_t)cli.argc && cmd->fn != cmd_help; k++)
+		if (strcmp(cli.argv[k], "--help") == 0 || strcmp(cli.argv[k], "-h") == 0) {
+			cli_command_help(cmd->name, stdout);
+			cli_release(&cli);
+			return 0;
+		}
 	rc = cmd->fn(&cli);
 	cli_release(&cli);
 	plugin_unload_all();

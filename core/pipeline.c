@@ -55,6 +55,25 @@ static char *make_run_id(void)
 	return xstrdup(buf);
 }
 
+/* "no stage 'X' in 'INI' (did you mean 'Y'?)" */
+static int no_stage(struct run *r, const char *name)
+{
+	const char **names = calloc(r->n ? r->n : 1, sizeof(*names));
+	const char *s;
+	size_t i;
+	int rc;
+
+	if (!names)
+		abort();
+	for (i = 0; i < r->n; i++)
+		names[i] = r->st[i].name;
+	s = cli_suggest(name, names, r->n);
+	rc = cli_usage_error("no stage '%s' in '%s'%s%s%s", name, r->config_path,
+			     s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+	free(names);
+	return rc;
+}
+
 static int select_stages(struct run *r, const struct pipeline_opts *o)
 {
 	size_t i;
@@ -66,7 +85,7 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 		struct stage_rt *st = run_stage(r, o->only[k]);
 
 		if (!st)
-			return cli_usage_error("no stage '%s' in '%s'", o->only[k], r->config_path);
+			return no_stage(r, o->only[k]);
 		if (!st->enabled)
 			return cli_usage_error("stage '%s' is disabled (enabled = false); enable "
 					       "it with -o %s.enabled=true", st->name, st->name);
@@ -82,7 +101,7 @@ static int select_stages(struct run *r, const struct pipeline_opts *o)
 		}
 	}
 	if (o->from && i == r->n)
-		return cli_usage_error("no stage '%s' in '%s'", o->from, r->config_path);
+		return no_stage(r, o->from);
 	for (i = o->from ? i : 0; i < r->n; i++)
 		r->st[i].selected = r->st[i].enabled;
 	return 0;
@@ -265,6 +284,34 @@ static int check_order(struct run *r, const char *dir)
 	return rc;
 }
 
+/* A plugin that did not load: where the INI names it; when it does not exist, the plugins
+ * there (and the likely one). FERRY_USAGE, logged. */
+static int plugin_error(const struct stage_rt *st, const char *dir, const char *err)
+{
+	const struct cfg_entry *e = st->sec ? cfg_find_entry(st->sec, "plugin") : NULL;
+	char where[600] = "", so[4200], list[1024] = "";
+	size_t n, i;
+	char **names;
+	const char *s;
+	int rc;
+
+	if (e)
+		cfg_where(st->sec, e, where, sizeof(where));
+	snprintf(so, sizeof(so), "%s/%s.so", dir, st->plugin);
+	if (access(so, F_OK) == 0)
+		return cli_usage_error("%s%sstage '%s': %s", where, *where ? ": " : "", st->name, err);
+	names = plugin_list(dir, &n);
+	for (i = 0; i < n; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+			 names[i]);
+	s = cli_suggest(st->plugin, (const char *const *)names, n);
+	rc = cli_usage_error("%s%sstage '%s': no plugin '%s' in %s%s%s%s; there: %s", where,
+			     *where ? ": " : "", st->name, st->plugin, dir, s ? " (did you mean '" : "",
+			     s ? s : "", s ? "'?)" : "", n ? list : "none");
+	plugin_list_free(names, n);
+	return rc;
+}
+
 /* Load and validate one stage's plugin; FERRY_USAGE (logged) on failure. */
 static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 {
@@ -274,7 +321,7 @@ static int prepare_stage(struct run *r, struct stage_rt *st, const char *dir)
 	if (!st->desc)
 		st->desc = plugin_load(dir, st->plugin, err, sizeof(err));
 	if (!st->desc)
-		return cli_usage_error("stage '%s': %s", st->name, err);
+		return plugin_error(st, dir, err);
 	if (cfg_check_keys(st->sec, st->desc->keys, err, sizeof(err)) != 0)
 		return cli_usage_error("%s", err);
 	st->ctx = ctx_new(r, st);

@@ -1,6 +1,7 @@
 /* plugin.c: dlopen stage plugins and check their descriptor before anything runs. */
 #include "plugin.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -141,6 +142,7 @@ const char *plugin_res(const struct ferry_stage *d, enum plugin_res which)
 	case PLUGIN_NEEDS: return d->needs;
 	case PLUGIN_PROVIDES: return d->provides;
 	case PLUGIN_ENDS: return d->ends;
+	case PLUGIN_SUMMARY: return d->summary;
 	}
 	return NULL;
 }
@@ -158,4 +160,48 @@ bool plugin_word_in(const char *words, const char *word)
 		p = strchr(p, ' ');
 	}
 	return false;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **plugin_list(const char *dir, size_t *n)
+{
+	char **v = NULL;
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	*n = 0;
+	if (!d)
+		return NULL;
+	while ((de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+		char **nv;
+
+		if (len < 4 || strcmp(de->d_name + len - 3, ".so") != 0)
+			continue;
+		nv = realloc(v, (*n + 1) * sizeof(*v));
+		if (!nv)
+			abort();
+		v = nv;
+		v[*n] = strndup(de->d_name, len - 3);
+		if (!v[*n])
+			abort();
+		(*n)++;
+	}
+	closedir(d);
+	if (*n)
+		qsort(v, *n, sizeof(*v), cmp_str);
+	return v;
+}
+
+void plugin_list_free(char **names, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
 }

@@ -16,10 +16,13 @@ const struct ferry_stage *plugin_load(const char *dir, const char *name, char *e
 				      size_t errlen);
 void plugin_unload_all(void);
 
-/* What a descriptor declares about resources (ferry_stage.h: needs, provides, ends); NULL
+/* What a descriptor declares (ferry_stage.h: needs, provides, ends, summary); NULL
  * or "" when it declares nothing (an older, shorter descriptor included). */
-enum plugin_res { PLUGIN_NEEDS, PLUGIN_PROVIDES, PLUGIN_ENDS };
+enum plugin_res { PLUGIN_NEEDS, PLUGIN_PROVIDES, PLUGIN_ENDS, PLUGIN_SUMMARY };
 const char *plugin_res(const struct ferry_stage *d, enum plugin_res which);
+/* The plugins (NAME of NAME.so) in dir, sorted; *n of them (NULL, 0 if none). */
+char **plugin_list(const char *dir, size_t *n);
+void plugin_list_free(char **names, size_t n);
 /* Does the space-separated word list `words` hold `word`? */
 bool plugin_word_in(const char *words, const char *word);
 

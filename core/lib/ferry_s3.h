@@ -130,6 +130,10 @@ int ferry_s3_put_fd(struct ferry_s3 *s3, const char *key, int fd, off_t off, uin
 		    const struct ferry_s3_cond *cond, struct ferry_s3_res *res);
 /* DELETE; cond->if_match makes it conditional (stores without support ignore it). A
  * missing key is FERRY_S3_OK for an unconditional delete. */
+/* CreateBucket of the configured bucket (with a LocationConstraint outside us-east-1 and
+ * "auto"). FERRY_S3_OK, also when it exists and is ours already (*existed = true);
+ * another owner's bucket is FERRY_S3_CONFLICT with res->msg saying so. */
+int ferry_s3_create_bucket(struct ferry_s3 *s3, bool *existed, struct ferry_s3_res *res);
 int ferry_s3_delete(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
 		    struct ferry_s3_res *res);
 /* Server-side copy (CopyObject, up to 5 GiB); src_if_match pins the source version. */

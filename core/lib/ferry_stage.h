@@ -60,7 +60,7 @@ struct ferry_stage {
 	int (*undo)(struct ferry_ctx *c);   /* reverse a successful run when the pipeline fails */
 	int (*cleanup)(struct ferry_ctx *c);/* release holdings after every run */
 	const struct ferry_key *keys;       /* the keys of its [stage] section, NULL-name ended */
-	/* Appended within ABI 2 (a shorter descriptor, by `size`, declares none of them).
+	/* Appended within ABI 2 (a shorter descriptor, by `size`, declares none of these).
 	 * Resources are words ("lock", "mount"), space-separated. When a run selects some
 	 * stages only, the supervisor brings in, from the INI, the stages that provide what
 	 * the selected ones need, and the stages that end what it brought in (ferry run
@@ -69,6 +69,7 @@ struct ferry_stage {
 	const char *needs;                  /* held while run() runs: "lock mount" */
 	const char *provides;               /* run() takes it, cleanup()/undo() let go: "lock" */
 	const char *ends;                   /* run() releases what another stage provided: "lock" */
+	const char *summary;                /* one line for `ferry help stages` */
 };
 #define FERRY_STAGE_MIN_SIZE offsetof(struct ferry_stage, needs)  /* an ABI 2 descriptor
 								    * without needs/provides/ends */

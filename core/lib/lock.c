@@ -3,6 +3,7 @@
 #include "ferry_lock.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -565,6 +566,17 @@ static uint32_t rnd32(void)
 	return r;
 }
 
+/* Was the holder a process of this machine that is gone (same instance id, no such pid)? */
+static bool dead_here(const struct ferry_lock_body *b)
+{
+	char me[128];
+
+	if (b->pid <= 0 || b->legacy)
+		return false;
+	ferry_lock_instance_id(me);
+	return strcmp(me, b->instance_id) == 0 && kill((pid_t)b->pid, 0) != 0 && errno == ESRCH;
+}
+
 int ferry_lock_acquire(struct ferry_s3 *s3, const struct ferry_lock_opts *o,
 		       struct ferry_lock_held *out, char *err, size_t errlen)
 {
@@ -658,6 +670,11 @@ int ferry_lock_acquire(struct ferry_s3 *s3, const struct ferry_lock_opts *o,
 				ferry_logf(FERRY_INFO, a.who, "lock held, waiting",
 					   "key=%s holder=\"%s\" max_wait_ms=%" PRIu64, o->key,
 					   holder, o->max_wait_ms);
+			if (out->polls == 1 && st.parsed && dead_here(&st.body))
+				ferry_logf(FERRY_WARN, a.who, "the lock's holder was on this machine and "
+					   "is not running any more (killed?): `ferry run unlock` from its "
+					   "state_dir, or `ferry lock break --yes`, frees it now; else it "
+					   "expires by itself", "key=%s pid=%ld", o->key, st.body.pid);
 		}
 		quick = 0;
 		now = ferry_boot_ms();

@@ -70,6 +70,7 @@ int s3xml_root(const char *xml, size_t len, char *out, size_t outlen);
 /* ---------------------------------------------------------------- the client (s3.c) */
 
 #define S3_POOL_MAX 64                  /* idle easy handles kept for keep-alive reuse */
+#define S3_REFUSED_RETRIES 2              /* retries of a request no server accepted */
 
 struct ferry_s3 {
 	struct ferry_s3_conf conf;          /* private copy */
@@ -147,6 +148,8 @@ struct s3_xfer {
 	bool overflow;                      /* kept body exceeded keep_max */
 	bool read_failed;                   /* the request body could not be read */
 	bool stalled;                       /* on_progress gave up: nothing moved for too long */
+	bool not_sent;                      /* no connection (refused, no such host): nothing
+					     * of the request reached the server */
 	int64_t stall_ms;                   /* the limit it gave up at */
 	int64_t win_ms;                     /* stall watch: start of the current window */
 	curl_off_t win_bytes;               /* bytes moved (both ways) when it started */

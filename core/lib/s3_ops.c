@@ -239,6 +239,50 @@ static enum s3_verdict verify_delete(struct ferry_s3 *s3, const struct s3_req *r
 	return !strcmp(r.etag, if_match) ? S3_V_RESEND : S3_V_PRECOND;
 }
 
+int ferry_s3_create_bucket(struct ferry_s3 *s3, bool *existed, struct ferry_s3_res *res)
+{
+	const char *region = s3->conf.region ? s3->conf.region : "us-east-1";
+	struct ferry_s3_res local;
+	struct s3_req rq;
+	char body[256];
+	int rc;
+
+	*existed = false;
+	/* us-east-1 answers a second create of one's own bucket with 200: ask first */
+	res = s3_req_begin(&rq, "HEAD", "HEAD BUCKET", NULL, res, &local);
+	rq.idempotent = true;
+	rc = s3_do(s3, &rq, res, NULL);
+	if (rc == FERRY_S3_OK) {
+		*existed = true;
+		return FERRY_S3_OK;
+	}
+	res = s3_req_begin(&rq, "PUT", "CREATE BUCKET", NULL, res, &local);
+	if (strcmp(region, "us-east-1") != 0 && strcmp(region, "auto") != 0) {
+		snprintf(body, sizeof(body), "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws."
+			 "com/doc/2006-03-01/\"><LocationConstraint>%s</LocationConstraint>"
+			 "</CreateBucketConfiguration>", region);
+		rq.body = body;
+		rq.body_len = strlen(body);
+	}
+	rq.idempotent = true;
+	rc = s3_do(s3, &rq, res, NULL);
+	if (rc != FERRY_S3_OK && strcmp(res->code, "BucketAlreadyOwnedByYou") == 0) {
+		*existed = true;
+		res->msg[0] = '\0';
+		return FERRY_S3_OK;
+	}
+	if (rc != FERRY_S3_OK && strcmp(res->code, "BucketAlreadyExists") == 0) {
+		char was[sizeof(res->msg)];
+
+		s3_scopy(was, sizeof(was), res->msg);
+		if (snprintf(res->msg, sizeof(res->msg), "bucket '%s' exists and belongs to someone "
+			     "else (bucket names are global): %.300s", s3->conf.bucket, was) < 0)
+			res->msg[0] = '\0';
+		return FERRY_S3_CONFLICT;
+	}
+	return rc;
+}
+
 int ferry_s3_delete(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
 		    struct ferry_s3_res *res)
 {

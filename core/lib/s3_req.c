@@ -766,6 +766,17 @@ static int error_answer(struct s3_xfer *x, bool *transient)
 		   message[0] ? ": " : "", message,
 		   res->request_id[0] ? " (request id " : "", res->request_id,
 		   res->request_id[0] ? ")" : "");
+	if (strcmp(res->code, "NoSuchBucket") == 0) {
+		char was[sizeof(res->msg)];
+
+		/* the request is fine, the setting is wrong: say which */
+		s3_scopy(was, sizeof(was), res->msg);
+		if (snprintf(res->msg, sizeof(res->msg), "bucket '%s' does not exist (the [s3] "
+			     "bucket setting or BUCKET_NAME names it; `ferry s3 mb` creates it): "
+			     "%.300s", x->s3->conf.bucket, was) < 0)
+			res->msg[0] = '\0';
+		s3_scrub(x->s3, res->msg);
+	}
 	*transient = transient_status(x->status, res->code);
 	return rc_of_status(x->status);
 }
@@ -802,6 +813,7 @@ static int attempt_outcome(struct s3_xfer *x, CURLcode cc, bool *transient)
 	}
 	if (cc != CURLE_OK) {
 		*transient = transient_curl(cc) || cc == CURLE_SEND_FAIL_REWIND;
+		x->not_sent = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST;
 		s3_req_msg(s3, rq, res, "%s%s%s", curl_easy_strerror(cc),
 			   x->errbuf[0] ? ": " : "", x->errbuf);
 		return FERRY_S3_ERROR;
@@ -818,7 +830,7 @@ static void xfer_restart(struct s3_xfer *x)
 	x->etag[0] = '\0';
 	x->up_pos = 0;
 	x->got_this_attempt = 0;
-	x->stalled = false;
+	x->stalled = x->not_sent = false;
 	x->win_ms = 0;
 	x->sink_stop = x->overflow = x->read_failed = false;
 	x->errbuf[0] = '\0';

@@ -52,7 +52,7 @@ int s3_do(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 	  struct ferry_buf *keep)
 {
 	struct s3_xfer x = { .s3 = s3, .rq = rq, .res = res };
-	int rc, attempt = 0;
+	int rc, attempt = 0, refused = 0;
 	bool transient;
 
 	for (;;) {
@@ -75,6 +75,26 @@ int s3_do(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 		}
 		if (!transient)
 			break;
+		/* no connection: nothing was sent, so even a conditional write may go again,
+		 * but a server that is not there is not there: two quick retries, then say so
+		 * (not 40 retries over 11 s as "outcome unknown") */
+		if (x.not_sent) {
+			if (refused++ >= S3_REFUSED_RETRIES) {
+				size_t n = strlen(res->msg);
+
+				snprintf(res->msg + n, sizeof(res->msg) - n, " (nothing was sent; %d "
+					 "attempts: is the endpoint %s up?)", res->attempts,
+					 s3->conf.endpoint ? s3->conf.endpoint : "(AWS)");
+				s3_scrub(s3, res->msg);
+				break;
+			}
+			if (!backoff(s3, attempt++)) {
+				s3_req_msg(s3, rq, res, "cancelled");
+				rc = FERRY_S3_CANCELLED;
+				break;
+			}
+			continue;
+		}
 		if (!rq->idempotent) {
 			rc = S3_RC_AMBIGUOUS;
 			break;

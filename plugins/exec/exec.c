@@ -53,20 +53,60 @@ static char **command_argv(struct ferry_ctx *c, const char *key)
 	return argv;
 }
 
+/* Can the program of a command line be executed? A name without '/' is looked up in PATH
+ * (as execvp does); a path is taken from the command's working directory. 0, or -1 with
+ * the reason in why. */
+static int program_ok(struct ferry_ctx *c, const char *prog, char *why, size_t n)
+{
+	char path[4096];
+
+	if (strchr(prog, '/')) {
+		char *cwd = ferry_cfg(c, "cwd") && prog[0] != '/' ? ferry_cfg_path(c, "cwd") : NULL;
+
+		snprintf(path, sizeof(path), "%s%s%s", cwd ? cwd : "", cwd ? "/" : "", prog);
+		free(cwd);
+		if (access(path, X_OK) == 0)
+			return 0;
+		snprintf(why, n, "program '%s' %s", path, errno == ENOENT ? "does not exist" :
+			 "is not executable");
+		return -1;
+	} else {
+		const char *p = getenv("PATH") ? getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
+
+		while (*p) {
+			size_t len = strcspn(p, ":");
+
+			snprintf(path, sizeof(path), "%.*s/%s", (int)len, len ? p : ".", prog);
+			if (access(path, X_OK) == 0)
+				return 0;
+			p += len + (p[len] == ':');
+		}
+		snprintf(why, n, "program '%s' is not in PATH (%s)", prog,
+			 getenv("PATH") ? getenv("PATH") : "unset");
+		return -1;
+	}
+}
+
 static int exec_check(struct ferry_ctx *c)
 {
 	static const char *const keys[] = { "command", "undo", "cleanup", NULL };
 	const char *const *k;
 
 	for (k = keys; *k; k++) {
-		char **argv;
+		char **argv, why[4300];
+		int bad;
 
 		if (!ferry_cfg(c, *k))
 			continue;
 		argv = command_argv(c, *k);
 		if (!argv)
 			return FERRY_USAGE;
+		/* with shell = true the shell finds the program; sh itself is there */
+		bad = !ferry_cfg_bool(c, "shell") && argv[0] &&
+		      program_ok(c, argv[0], why, sizeof(why)) != 0;
 		exec_argv_free(argv);
+		if (bad)
+			return ferry_cfg_error(c, *k, "%s", why);
 	}
 	return FERRY_OK;
 }
@@ -358,4 +398,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.abi = FERRY_STAGE_ABI, .size = sizeof(struct ferry_stage), .name = "exec",
 	.check = exec_check, .dry_run = exec_dry_run, .run = exec_run,
 	.undo = exec_undo, .cleanup = exec_cleanup, .keys = exec_keys,
+	.summary = "run a command (with optional undo and cleanup commands)",
 };

@@ -386,4 +386,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.cleanup = lock_cleanup,
 	.keys = lock_keys,
 	.provides = "lock",
+	.summary = "take the org's lock object (conditional create, backoff, expired-lock takeover)",
 };

@@ -489,4 +489,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.cleanup = mount_cleanup,
 	.keys = mount_keys,
 	.provides = "mount",
+	.summary = "mount the bucket with ferryfs (unmounted on cleanup)",
 };

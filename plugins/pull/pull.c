@@ -676,4 +676,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.abi = FERRY_STAGE_ABI, .size = sizeof(struct ferry_stage), .name = "pull",
 	.check = pull_check, .dry_run = pull_dry_run, .run = pull_run, .keys = pull_keys,
 	.needs = "mount",
+	.summary = "copy the origin database into the local replica, only the pages that differ",
 };

@@ -792,4 +792,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.abi = FERRY_STAGE_ABI, .size = sizeof(struct ferry_stage), .name = "push",
 	.check = push_check, .dry_run = push_dry_run, .run = push_run, .keys = push_keys,
 	.needs = "lock mount",
+	.summary = "write the replica's changed pages into the origin: one fenced atomic commit",
 };

@@ -124,6 +124,43 @@ static int32_t zone_today(const char *z)
 	return sched_days(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
 }
 
+/* A rule table's path. A relative value resolves against the INI's directory; when that
+ * file is not there and the value is a bare file name (the shipped pipeline.ini's
+ * "state_rules.csv"), the shipped table is used: from the installed share directory
+ * (FERRY_SHARE_DIR/conf), else the source tree's conf/ beside the ferry binary (a build).
+ * So a copied pipeline INI keeps working; a table of one's own is named by a path. */
+static char *data_path(struct ferry_ctx *c, const char *key)
+{
+	const char *v = ferry_cfg(c, key);
+	char *p = ferry_cfg_path(c, key), exe[4096], *alt;
+	ssize_t n;
+
+	if (!p || access(p, F_OK) == 0 || !v || strchr(v, '/'))
+		return p;
+	if (asprintf(&alt, "%s/conf/%s", FERRY_SHARE_DIR, v) >= 0) {
+		if (access(alt, R_OK) == 0)
+			goto found;
+		free(alt);
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		if (strrchr(exe, '/'))
+			*strrchr(exe, '/') = '\0';
+		if (asprintf(&alt, "%s/../conf/%s", exe, v) >= 0) {
+			if (access(alt, R_OK) == 0)
+				goto found;
+			free(alt);
+		}
+	}
+	return p;                           /* the load reports it, naming the key */
+found:
+	ferry_log(c, FERRY_DEBUG, "using the shipped table", "key=%s path='%s' not_found='%s'",
+		  key, alt, p);
+	free(p);
+	return alt;
+}
+
 /* All keys and both data files; FERRY_USAGE with a file:line error on bad values. */
 static int load_config(struct ferry_ctx *c, struct sched_priv *p)
 {
@@ -185,15 +222,16 @@ static int load_config(struct ferry_ctx *c, struct sched_priv *p)
 	o->threads = b[4] < 1 ? 1 : b[4];
 	o->fingerprint = fpk != 0;
 
-	char *rules = ferry_cfg_path(c, "state_rules");
-	char *zips = ferry_cfg_path(c, "zip_states");
+	char *rules = data_path(c, "state_rules");
+	char *zips = data_path(c, "zip_states");
 	if (!rules || !zips) {
 		rc = ferry_cfg_error(c, rules ? "zip_states" : "state_rules", "path is empty");
 		goto out_free;
 	}
-	if (sched_rules_load(rules, &o->rules, err, sizeof(err)) ||
-	    sched_zips_load(zips, &o->zips, err, sizeof(err)))
-		rc = ferry_fail(c, FERRY_USAGE, "%s", err);
+	if (sched_rules_load(rules, &o->rules, err, sizeof(err)))
+		rc = ferry_cfg_error(c, "state_rules", "%s", err);
+	else if (sched_zips_load(zips, &o->zips, err, sizeof(err)))
+		rc = ferry_cfg_error(c, "zip_states", "%s", err);
 out_free:
 	free(rules);
 	free(zips);
@@ -495,4 +533,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.abi = FERRY_STAGE_ABI, .size = sizeof(struct ferry_stage), .name = "schedule",
 	.check = schedule_check, .dry_run = schedule_dry_run, .run = schedule_run,
 	.undo = schedule_undo, .cleanup = schedule_cleanup, .keys = schedule_keys,
+	.summary = "compute the email schedule into the replica (anniversaries, state exclusions)",
 };

@@ -370,4 +370,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.undo = snapshot_undo,
 	.cleanup = snapshot_cleanup,
 	.keys = snapshot_keys,
+	.summary = "server-side copy of the database object to a dated key, with retention",
 };

@@ -107,4 +107,5 @@ FERRY_EXPORT const struct ferry_stage ferry_stage_v1 = {
 	.cleanup = unlock_nothing,
 	.keys = unlock_keys,
 	.ends = "lock",
+	.summary = "release the lock the lock stage took, only if it is still ours",
 };

@@ -50,7 +50,7 @@ ferry -c "$T/p.ini" run --from consume >/dev/null 2>&1 || fail "--from failed"
 ferry -c "$T/p.ini" list >"$T/list" 2>&1 || fail "list failed"
 assert_contains "$T/list" "produce"
 grep -qE '^2 +consume +exec +yes +ok' "$T/list" || { cat "$T/list"; fail "list line for consume"; }
-ferry -c "$T/p.ini" status >"$T/status" 2>&1 || fail "status failed"
+ferry -c "$T/p.ini" status -v >"$T/status" 2>&1 || fail "status failed"
 assert_contains "$T/status" "pipeline  rerun"
 assert_contains "$T/status" "token=$tok"
 

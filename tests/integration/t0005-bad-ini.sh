@@ -29,7 +29,7 @@ bad "$hdr$ok_stage$ok_stage" "bad5.ini:6: duplicate stage name 'a' (first at lin
 bad "$hdr$ok_stage[stages b]\nplugin = exec\n" "bad6.ini:6: unknown section [stages b]"
 bad "$hdr$ok_stage""shell = sometimes\n" "bad7.ini:6: key 'shell': bad boolean 'sometimes'"
 bad "[pipeline]\nstate_dir = $T/state\ndeadline = 5 years\n$ok_stage" "bad8.ini:3: key 'deadline': bad duration '5 years'"
-bad "$hdr[stage a]\nplugin = nosuchplugin\ncommand = x\n" "stage 'a': plugin not found: "
+bad "$hdr[stage a]\nplugin = nosuchplugin\ncommand = x\n" "bad9.ini:4: stage 'a': no plugin 'nosuchplugin' in "
 bad "$hdr$ok_stage""command = again\n" "bad10.ini:6: key 'command': duplicate key in [stage a] (first at line 5)"
 bad "$hdr[stage a]\ncommand = touch $T/ran\n" "bad11.ini:3: key 'plugin': missing required key in [stage a]"
 bad "$hdr[stage a]\nplugin = exec\ncommand = echo 'unterminated\n" "bad12.ini:5: key 'command': unterminated single quote"

@@ -46,8 +46,8 @@ plugin = notbuilt2
 INI
 rc=0; ferry -c "$T/p2.ini" check >"$T/out" 2>"$T/err" || rc=$?
 assert_eq 2 $rc "check with missing plugins"
-assert_contains "$T/err" "stage 'one': plugin not found: "
-assert_contains "$T/err" "stage 'three': plugin not found: "
+assert_contains "$T/err" "stage 'one': no plugin 'notbuilt1' in "
+assert_contains "$T/err" "stage 'three': no plugin 'notbuilt2' in "
 assert_contains "$T/out" "stage two              plugin exec       ok"
 assert_contains "$T/out" "stage one              plugin notbuilt1  NOT OK"
 [ ! -e "$T/state" ] || fail "check created state_dir"

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 ferry --help >"$T/help" || fail "--help failed"
-for w in "run [--dry-run] [--from STAGE]" list status check "s3 ls|head|get|put|rm|cp" "lock status|break"; do
+for w in "  run " "  list " "  status " "  check " "  s3 " "  lock " "  work " "  help "; do
 	assert_contains "$T/help" "$w"
 done
 ferry --version | grep -qE '^ferry [0-9]+\.[0-9]+\.[0-9]+ \(stage ABI 2\)$' || fail "--version"

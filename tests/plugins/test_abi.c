@@ -8,9 +8,9 @@
 #include "ferry_stage.h"
 
 /* The descriptor's layout: appending fields is allowed, changing these is an ABI bump. */
-/* Within ABI 2, needs/provides/ends were appended (72 -> 96 bytes); a 72-byte descriptor
- * (FERRY_STAGE_MIN_SIZE) still loads and declares none of them. */
-static_assert(sizeof(struct ferry_stage) == 96, "struct ferry_stage changed size");
+/* Within ABI 2, needs/provides/ends/summary were appended (72 -> 104 bytes); a 72-byte
+ * descriptor (FERRY_STAGE_MIN_SIZE) still loads and declares none of them. */
+static_assert(sizeof(struct ferry_stage) == 104, "struct ferry_stage changed size");
 static_assert(FERRY_STAGE_MIN_SIZE == 72, "the ABI 2 minimum descriptor changed");
 static_assert(offsetof(struct ferry_stage, run) == 40, "struct ferry_stage changed layout");
 static_assert(offsetof(struct ferry_stage, keys) == 64, "struct ferry_stage changed layout");
