@@ -76,10 +76,11 @@ int s3_do(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 		if (!transient)
 			break;
 		/* no connection: nothing was sent, so even a conditional write may go again,
-		 * but a server that is not there is not there: two quick retries, then say so
+		 * but a server that is not there is not there: two quick retries (fewer if max_retries
+		 * says so), then say so
 		 * (not 40 retries over 11 s as "outcome unknown") */
 		if (x.not_sent) {
-			if (refused++ >= S3_REFUSED_RETRIES) {
+			if (refused++ >= S3_REFUSED_RETRIES || attempt >= s3->conf.max_retries) {
 				size_t n = strlen(res->msg);
 
 				snprintf(res->msg + n, sizeof(res->msg) - n, " (nothing was sent; %d "

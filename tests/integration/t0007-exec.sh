@@ -45,10 +45,16 @@ assert_eq 1 $rc "timeout exit"
 assert_contains "$T/err" "run command timed out after 500ms"
 [ $(( $(date +%s) - start )) -lt 10 ] || fail "timeout was not enforced"
 
-# a missing program fails the stage clearly
+# a missing program is a config error, found before any stage runs
 rc=0; ferry -c "$T/t.ini" run slow --command /nonexistent/prog >/dev/null 2>"$T/err" || rc=$?
-assert_eq 1 $rc "missing program"
-assert_contains "$T/err" "exec: cannot run '/nonexistent/prog': No such file or directory"
+assert_eq 2 $rc "missing program"
+assert_contains "$T/err" "program '/nonexistent/prog' does not exist"
+rc=0; ferry -c "$T/t.ini" run slow --command no-such-prog-xyz >/dev/null 2>"$T/err" || rc=$?
+assert_eq 2 $rc "program not in PATH"
+assert_contains "$T/err" "program 'no-such-prog-xyz' is not in PATH"
+# one that vanishes after the check (here: the shell cannot find it) fails the stage clearly
+rc=0; ferry -c "$T/t.ini" run slow --shell true --command /nonexistent/prog >/dev/null 2>"$T/err" || rc=$?
+assert_eq 1 $rc "missing program at run time"
 assert_contains "$T/err" "exited with status 127"
 
 # --KEY VALUE and --KEY=VALUE after a single stage are -o STAGE.KEY=VALUE

@@ -93,7 +93,7 @@ retry_base = 10ms
 INI
 assert_exit 1 ferry -c s3.ini s3 head x 2>eu.log
 assert_contains eu.log "HEAD 'x': "
-assert_contains eu.log "after 2 attempts"
+assert_contains eu.log "2 attempts: is the endpoint http://127.0.0.1:1 up?"
 cat eu.log >>"$LOG"
 # a bad [s3] value is a config error naming file:line and key
 printf '[pipeline]\nname = t\nstate_dir = %s/state\n[s3]\nconnect_timeout = soon\n' "$T" >bad.ini

@@ -311,7 +311,8 @@ static void test_refused(void)
 	ASSERT_EQ(ferry_s3_head(s3, "k", NULL, &r), FERRY_S3_ERROR);
 	ASSERT_EQ(r.attempts, 3);
 	ASSERT_CONTAINS(r.msg, "HEAD 'k': ");
-	ASSERT_CONTAINS(r.msg, "after 3 attempts");
+	ASSERT_CONTAINS(r.msg, "3 attempts: is the endpoint");
+	ASSERT_CONTAINS(r.msg, "nothing was sent");
 	no_secrets(&r);
 	ferry_s3_free(s3);
 }
