@@ -11,6 +11,7 @@
 
 #include "cfg.h"
 #include "ferry_ctx.h"
+#include "ferry_fsclient.h"
 #include "ferry_log.h"
 #include "ferry_parse.h"
 #include "ferry_s3.h"
@@ -299,5 +300,23 @@ struct ferry_s3 *ferry_s3(struct ferry_ctx *c)
 
 	if (!s3)
 		ferry_fail(c, FERRY_USAGE, "cannot open the S3 client: %s", c->run->s3_err);
+	return s3;
+}
+
+struct ferry_s3 *ferry_s3_for_mount(struct ferry_ctx *c, const char *path, char **key)
+{
+	char bucket[256] = "";
+	char *k = ferry_pages_ferryfs_key(NULL, path, bucket, sizeof(bucket));
+	struct ferry_s3 *s3;
+
+	*key = NULL;
+	if (!k)
+		return NULL;
+	s3 = ferry_cfg_global(c, "s3", "bucket") || getenv("BUCKET_NAME") ? run_s3(c->run) : NULL;
+	if (!s3 || strcmp(ferry_s3_bucket(s3), bucket) != 0) {
+		free(k);
+		return NULL;
+	}
+	*key = k;
 	return s3;
 }

@@ -37,6 +37,8 @@ A rule (JSON object); all match fields are optional:
       bad_length   forward, answer with a Content-Length larger than the body, close
       truncate     forward, send half of the body, close
       garbage_xml  forward, replace a 200 body with malformed XML
+      flip_byte    flip one bit in the middle of the request body, then forward (bytes
+                   damaged on the way, after the client computed its checksums)
     seconds  2.5             for stall / stall_reply
 Only the first rule that fires applies to a request.
 """
@@ -61,7 +63,7 @@ UPSTREAM = None     # (host, port)
 LOCAL = threading.local()
 
 ACTIONS = {"500", "503", "reset", "stall", "stall_reply", "drop", "strip_cond", "412",
-           "bad_length", "truncate", "garbage_xml"}
+           "bad_length", "truncate", "garbage_xml", "flip_byte"}
 
 
 def fresh_stats():
@@ -268,6 +270,8 @@ class Proxy(BaseHTTPRequestHandler):
             return
         if action == "stall":
             time.sleep(float(rule.get("seconds", 1)))
+        if action == "flip_byte" and body:
+            body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) + body[len(body) // 2 + 1:]
 
         fwd = []
         for k, v in self.headers.items():

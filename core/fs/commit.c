@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@ struct mpu_job {
 	char **etags;
 	int next;                           /* next part index to take */
 	int err;                            /* first errno */
+	bool unproven;                      /* an uploaded part's ETag was not its MD5 */
 	pthread_mutex_t mu;
 };
 
@@ -97,6 +99,8 @@ static int mpu_one(struct mpu_job *j, int i)
 			   res.msg);
 		return s3_errno(rc);
 	}
+	if (!res.verified)
+		__atomic_store_n(&j->unproven, true, __ATOMIC_RELAXED);
 	STAT_ADD(fs, bytes_up, len);
 	return 0;
 }
@@ -177,6 +181,8 @@ static int commit_mpu(struct mpu_job *j, const struct ferry_s3_cond *cond,
 	}
 	STAT_ADD(fs, mpu_complete, 1);
 	rc = ferry_s3_mpu_complete(fs->s3, j->key, upload_id, j->etags, j->nparts, cond, res);
+	if (j->unproven)
+		res->verified = false;
 	ferry_logf(FERRY_DEBUG, "ferryfs", "multipart commit",
 		   "key='%s' parts=%d parts_ms=%lld complete_ms=%lld", j->key, j->nparts,
 		   (long long)(t_parts - t0), (long long)(ferry_mono_ms() - t_parts));
@@ -291,9 +297,30 @@ int commit_node(struct fs *fs, struct node *n)
 		if (e)
 			goto out;
 	}
+	if (!e) {
+		/* the object as the store now describes it: our ETag and size, or it was not
+		 * our commit that the ETag proved */
+		struct ferry_s3_res h;
+
+		if (ferry_s3_head(fs->s3, key, NULL, &h) != FERRY_S3_OK) {
+			ferry_logf(FERRY_WARN, "ferryfs", "cannot HEAD the object just committed",
+				   "msg=\"%s\"", h.msg);
+			res.verified = false;
+		} else if (strcmp(h.etag, res.etag) != 0) {
+			ferry_logf(FERRY_WARN, "ferryfs", "the object changed right after our commit",
+				   "key='%s' committed=%s now=%s", key, res.etag, h.etag);
+			res.verified = false;
+		} else if (h.size != size) {
+			ferry_logf(FERRY_ERROR, "ferryfs", "the committed object has another size",
+				   "key='%s' size=%llu expected=%llu", key,
+				   (unsigned long long)h.size, (unsigned long long)size);
+			e = EIO;
+		}
+	}
 out:
 	pthread_mutex_lock(&n->mu);
 	if (!e) {
+		n->verified = res.verified ? 1 : -1;
 		snprintf(n->etag, sizeof(n->etag), "%s", res.etag);
 		snprintf(n->base_etag, sizeof(n->base_etag), "%s", res.etag);
 		n->base_limit = size;

@@ -14,7 +14,7 @@
 #include "ferry_fsproto.h"
 #include "ferry_s3.h"
 
-#define FS_PART_SIZE     (8ull << 20)      /* multipart part size, and the PUT/MPU threshold */
+#define FS_PART_SIZE     FERRY_FS_PART_SIZE /* multipart part size, and the PUT/MPU threshold */
 #define FS_MAX_IO        (1u << 20)        /* max_read / max_write */
 #define FS_STATS_INO     2                 /* never a node address */
 #define FS_ETAG_MAX      80
@@ -118,6 +118,8 @@ struct node {
 	bool changed;                       /* a commit is needed */
 	bool fsync_only;                    /* user.ferry.commit=fsync: close never commits */
 	bool stale;                         /* the base object was replaced underneath */
+	int verified;                       /* last commit: 0 none yet, 1 proven by MD5 ETags,
+					     * -1 not provable (see FERRY_XATTR_VERIFIED) */
 	bool committing;                    /* a commit is running: writes wait */
 	struct fetch *fetches;              /* GETs in flight into cache_fd */
 	struct waiter *waiters;             /* readers waiting for bytes of those GETs */

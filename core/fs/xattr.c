@@ -12,13 +12,18 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	struct node *n;
 	size_t len;
 
-	if (ino == FS_STATS_INO || strcmp(name, FERRY_XATTR_ETAG) != 0) {
+	bool verified = ino != FS_STATS_INO && strcmp(name, FERRY_XATTR_VERIFIED) == 0;
+
+	if (ino == FS_STATS_INO || (strcmp(name, FERRY_XATTR_ETAG) != 0 && !verified)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
 	n = node_of(fs, ino);
 	pthread_mutex_lock(&n->mu);
-	if (!n->is_dir && !n->is_new)
+	if (verified && n->verified)        /* the value travels in etag[] */
+		snprintf(etag, sizeof(etag), "%s", n->verified > 0 ? FERRY_VERIFIED_MD5 :
+			 FERRY_VERIFIED_NONE);
+	else if (!verified && !n->is_dir && !n->is_new)
 		snprintf(etag, sizeof(etag), "%s", n->nopen ? n->base_etag : n->etag);
 	pthread_mutex_unlock(&n->mu);
 	len = strlen(etag);

@@ -64,5 +64,9 @@ int64_t ferry_deadline_left_ms(const struct ferry_ctx *c); /* INT64_MAX when no 
 /* The process-wide S3 client built from [s3] and the AWS_* environment, opened on
  * first use; NULL with the reason set via ferry_fail when it cannot be opened. */
 struct ferry_s3 *ferry_s3(struct ferry_ctx *c);
+/* The same client and the object key (malloc'd, in *key) behind a file on a ferryfs mount,
+ * for reading the store directly; NULL (nothing recorded) when path is not on ferryfs or
+ * [s3] does not address the mount's bucket. */
+struct ferry_s3 *ferry_s3_for_mount(struct ferry_ctx *c, const char *path, char **key);
 
 #endif

@@ -6,6 +6,15 @@
 
 /* The object's ETag of the version an open file reads (getxattr, read-only). */
 #define FERRY_XATTR_ETAG     "user.ferry.etag"
+/* How the last commit of this file (by this mount) was proven (getxattr, read-only; ENODATA
+ * before any commit): "md5", the store's ETags prove every byte of the new object: each
+ * uploaded part or PUT went with Content-MD5 and came back with that MD5 as its ETag, the
+ * copied parts' ETags and those make the object's ETag, which Complete and a HEAD after it
+ * both gave (and the HEAD the size); "none", the store's ETags are not MD5s (SSE-KMS,
+ * some stores): a client must read back what it needs to trust. */
+#define FERRY_XATTR_VERIFIED "user.ferry.verified"
+#define FERRY_VERIFIED_MD5   "md5"
+#define FERRY_VERIFIED_NONE  "none"
 /* When an open file's changes are committed (setxattr, write-only): "fsync", only
  * fsync(2) commits (a writer that dies half-way leaves the object as it was); "close",
  * the default, the last close commits too. */
@@ -17,6 +26,11 @@
 #define FERRY_XATTR_FETCH    "user.ferry.fetch"
 #define FERRY_FETCH_RANGED   "ranged"
 #define FERRY_FETCH_AUTO     "auto"
+
+/* ferryfs commits objects of more than one part as 8 MiB parts: part i holds bytes
+ * [i * FERRY_FS_PART_SIZE, (i + 1) * FERRY_FS_PART_SIZE); a part with no changed byte is
+ * copied server-side from the version the file was opened at. */
+#define FERRY_FS_PART_SIZE   (8ull << 20)
 
 /* A read-only JSON file in the mount's root with the mount's request counters. */
 #define FERRY_FS_STATS_NAME  ".ferryfs-stats"

@@ -90,7 +90,14 @@ struct ferry_s3_res {
 	char code[64];                      /* S3 error code, e.g. "PreconditionFailed" */
 	char request_id[80];                /* x-amz-request-id or the error body's RequestId */
 	char msg[512];                      /* ready-made: "PUT 'key': 412 PreconditionFailed: ... (request id X)" */
+	bool verified;                      /* a write whose ETag proves its bytes: a PUT's ETag is
+					     * the MD5 of the body sent (Content-MD5), a multipart's
+					     * is the one its parts' MD5s make */
+	bool etag_not_md5;                  /* the answer said its ETag is no MD5: SSE-KMS or SSE-C
+					     * (x-amz-server-side-encryption: aws:kms..., or
+					     * x-amz-server-side-encryption-customer-algorithm) */
 };
+
 
 /* Conditions for reads and writes; NULL fields are not sent. */
 struct ferry_s3_cond {

@@ -132,6 +132,9 @@ struct s3_req {
 	uint64_t range_off;                 /* first byte wanted */
 	uint64_t range_len;                 /* 0 = to the end */
 	const char *if_match;               /* GET: caller's pin (resumes pin the seen ETag) */
+	bool has_md5;                       /* s3_req_md5: Content-MD5 sent, md5 holds it */
+	unsigned char md5[16];
+	char md5_b64[32];
 };
 
 /* One request's transfer state, across its attempts. */
@@ -173,6 +176,14 @@ struct ferry_s3_res *s3_req_begin(struct s3_req *rq, const char *method, const c
 /* The request body: len bytes of data (NULL for none), or of fd from off. */
 void s3_req_body(struct s3_req *rq, const void *data, size_t len);
 void s3_req_body_fd(struct s3_req *rq, int fd, off_t off, uint64_t len);
+/* The body's MD5 (read from memory or the fd) into rq->md5, sent as Content-MD5: the store
+ * refuses a body that arrives changed (BadDigest). 0, or -1 with res->msg set. */
+int s3_req_md5(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res);
+/* After a 2xx of a body with Content-MD5: res->verified when the ETag is that MD5 (the
+ * stored bytes are ours). An ETag the answer says is no MD5 (SSE-KMS, SSE-C) or that is
+ * not MD5-shaped proves nothing: FERRY_S3_OK, not verified. An MD5-shaped ETag of other
+ * bytes (a store that does not check Content-MD5 took a damaged body): FERRY_S3_ERROR. */
+int s3_req_md5_check(struct ferry_s3 *s3, const struct s3_req *rq, struct ferry_s3_res *res);
 /* Add a signed header (nothing when value is NULL). */
 void s3_req_hdr(struct s3_req *rq, const char *name, const char *value);
 /* The cond's If-Match / If-None-Match as headers. */

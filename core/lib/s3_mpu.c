@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "ferry_log.h"
 #include "s3_internal.h"
 
 int ferry_s3_mpu_create(struct ferry_s3 *s3, const char *key, char **upload_id,
@@ -63,12 +64,15 @@ static int part_common(struct ferry_s3 *s3, struct s3_req *rq, const char *uploa
 	int rc;
 
 	part_query(rq, q, pn, part, upload_id);
+	if (s3_req_md5(s3, rq, res) != 0)
+		return FERRY_S3_ERROR;
 	rc = s3_do(s3, rq, res, NULL);
 	if (rc == FERRY_S3_OK) {
 		if (!res->etag[0]) {
 			s3_req_msg(s3, rq, res, "no ETag for part %d", part);
 			return FERRY_S3_ERROR;
 		}
+		rc = s3_req_md5_check(s3, rq, res);
 		snprintf(etag_out, 80, "%s", res->etag);
 	}
 	return rc;
@@ -240,6 +244,14 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 	if (rc == FERRY_S3_OK && body.len &&
 	    s3xml_field(body.data, body.len, "*/ETag", etag, sizeof(etag)) == 0)
 		s3_scopy(res->etag, sizeof(res->etag), etag);
+	/* the parts' MD5s (uploaded: checked against Content-MD5; copied: the store's) make
+	 * the object's ETag: when the store gives that ETag, the object is the parts; another
+	 * ETag proves nothing (the object is committed: the caller reads back to know) */
+	res->verified = rc == FERRY_S3_OK && want[0] && strcmp(res->etag, want) == 0;
+	if (rc == FERRY_S3_OK && !res->verified)
+		ferry_logf(FERRY_INFO, "s3", "the completed object's ETag is not the one its parts make",
+			   "key='%s' etag=%s expected=%s parts=%d", key, res->etag,
+			   want[0] ? want : "-", nparts);
 	ferry_buf_release(&body);
 	ferry_buf_release(&xml);
 	return rc;

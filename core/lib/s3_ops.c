@@ -194,10 +194,16 @@ static enum s3_verdict verify_put(struct ferry_s3 *s3, const struct s3_req *put,
 static int put_common(struct ferry_s3 *s3, struct s3_req *rq, const struct ferry_s3_cond *cond,
 		      struct ferry_s3_res *res)
 {
+	int rc;
+
+	if (s3_req_md5(s3, rq, res) != 0)
+		return FERRY_S3_ERROR;
 	s3_req_cond(rq, cond);
 	if (!s3_is_conditional(cond))
-		return s3_do(s3, rq, res, NULL);
-	return s3_do_cond(s3, rq, res, verify_put, NULL, NULL);
+		rc = s3_do(s3, rq, res, NULL);
+	else
+		rc = s3_do_cond(s3, rq, res, verify_put, NULL, NULL);
+	return rc == FERRY_S3_OK ? s3_req_md5_check(s3, rq, res) : rc;
 }
 
 int ferry_s3_put(struct ferry_s3 *s3, const char *key, const void *data, size_t len,

@@ -13,8 +13,10 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
 
 #include "ferry_time.h"
+#include "ferry_log.h"
 #include "s3_internal.h"
 
 /* ---------------------------------------------------------------- strings and bodies */
@@ -99,6 +101,70 @@ void s3_req_body_fd(struct s3_req *rq, int fd, off_t off, uint64_t len)
 	rq->fd = fd;
 	rq->fd_off = off;
 	rq->body_len = len;
+}
+
+int s3_req_md5(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned int dlen = 0;
+	bool ok = md && EVP_DigestInit_ex(md, EVP_md5(), NULL) == 1;
+
+	if (ok && rq->fd >= 0) {
+		static const size_t chunk = 1u << 20;
+		unsigned char *buf = malloc(chunk);
+		uint64_t done = 0;
+
+		ok = buf != NULL;
+		while (ok && done < rq->body_len) {
+			size_t want = rq->body_len - done < chunk ? (size_t)(rq->body_len - done) : chunk;
+			ssize_t n = pread(rq->fd, buf, want, rq->fd_off + (off_t)done);
+
+			if (n <= 0) {
+				s3_req_msg(s3, rq, res, "cannot read the body to checksum it: %s",
+					   n < 0 ? strerror(errno) : "file shorter than the body");
+				ok = false;
+				break;
+			}
+			EVP_DigestUpdate(md, buf, (size_t)n);
+			done += (uint64_t)n;
+		}
+		free(buf);
+	} else if (ok) {
+		EVP_DigestUpdate(md, rq->body ? rq->body : "", (size_t)rq->body_len);
+	}
+	if (ok)
+		ok = EVP_DigestFinal_ex(md, rq->md5, &dlen) == 1 && dlen == 16;
+	EVP_MD_CTX_free(md);
+	if (!ok) {
+		if (!res->msg[0])
+			s3_req_msg(s3, rq, res, "cannot compute the body's MD5");
+		return -1;
+	}
+	EVP_EncodeBlock((unsigned char *)rq->md5_b64, rq->md5, 16);
+	rq->has_md5 = true;
+	s3_req_hdr(rq, "content-md5", rq->md5_b64);
+	return 0;
+}
+
+int s3_req_md5_check(struct ferry_s3 *s3, const struct s3_req *rq, struct ferry_s3_res *res)
+{
+	char hex[33];
+	const char *e = res->etag[0] == '"' ? res->etag + 1 : res->etag;
+	int i;
+
+	if (!rq->has_md5 || res->etag_not_md5 || strspn(e, "0123456789abcdefABCDEF") != 32 ||
+	    (e[32] && e[32] != '"'))
+		return FERRY_S3_OK;         /* an ETag that is no MD5: it proves nothing */
+	for (i = 0; i < 16; i++)
+		sprintf(hex + 2 * i, "%02x", rq->md5[i]);
+	res->verified = strncasecmp(e, hex, 32) == 0;
+	if (res->verified)
+		return FERRY_S3_OK;
+	/* a store that checks Content-MD5 refuses a damaged body (400 BadDigest); one that
+	 * does not stored other bytes than ours */
+	s3_req_msg(s3, rq, res, "the store's ETag %s is not the MD5 \"%s\" of the body sent: "
+		   "the bytes changed on the way", res->etag, hex);
+	return FERRY_S3_ERROR;
 }
 
 void s3_req_hdr(struct s3_req *rq, const char *name, const char *value)
@@ -299,6 +365,10 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		time_t t = curl_getdate(value, NULL);
 
 		res->date = t > 0 ? t : 0;
+	} else if ((!strcasecmp(name, "x-amz-server-side-encryption") &&
+		    !strncasecmp(value, "aws:kms", 7)) ||
+		   !strcasecmp(name, "x-amz-server-side-encryption-customer-algorithm")) {
+		res->etag_not_md5 = true;
 	} else if (!strcasecmp(name, "x-amz-request-id") ||
 		   (!strcasecmp(name, "x-amzn-requestid") && !res->request_id[0])) {
 		s3_scopy(res->request_id, sizeof(res->request_id), value);

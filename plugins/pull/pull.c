@@ -101,20 +101,10 @@ int pull_job_init(struct pull_job *j, struct ferry_ctx *c, char *origin, char *r
  * client to address the mount's bucket. */
 static void direct_s3(struct pull_job *j)
 {
-	char bucket[256] = "";
-	char *key = ferry_pages_ferryfs_key(NULL, j->origin, bucket, sizeof(bucket));
-
-	if (!key)
-		return;
-	if (ferry_cfg_global(j->c, "s3", "bucket") || getenv("BUCKET_NAME"))
-		j->s3 = ferry_s3(j->c);
-	if (!j->s3 || strcmp(ferry_s3_bucket(j->s3), bucket) != 0) {
-		ferry_log(j->c, FERRY_DEBUG, "reading pages through the mount", "bucket=%s", bucket);
-		j->s3 = NULL;
-		free(key);
-		return;
-	}
-	j->s3key = key;
+	j->s3 = ferry_s3_for_mount(j->c, j->origin, &j->s3key);
+	if (!j->s3)
+		ferry_log(j->c, FERRY_DEBUG, "reading pages through the mount", "origin='%s'",
+			  j->origin);
 }
 
 /* Open the origin and learn its ETag (none on a plain file). 1 when it does not exist. */

@@ -38,7 +38,12 @@
  *   4. pwrites only the pages whose hash differs from the state, truncates or extends,
  *      and fsyncs: ferryfs commits one object conditional on the ETag seen at open
  *      (untouched 8 MiB parts are copied server-side); a lost race fails the fsync;
- *   5. reads the new object back and compares its whole-database checksum (verify);
+ *   5. proves the new object equals the replica (verify): by default from what ferryfs
+ *      learned at commit (every uploaded part went with Content-MD5 and came back with
+ *      that MD5 as its ETag; the object's ETag is the one computed from all parts' ETags,
+ *      copied ones included; a HEAD gave that ETag and the size): nothing is read back.
+ *      Where the store's ETags are not MD5s, only the uploaded parts are read back from
+ *      the store and their pages compared; verify = readback reads the whole object;
  *   6. writes the manifest sidecar for the new ETag (page hashes, checksum, lock
  *      generation) and the replica's new state.
  * A crash after 4 and before 6 leaves a manifest for an older ETag: the next pull sees
@@ -63,6 +68,7 @@ struct push_job {
 	struct ferry_manifest now;          /* the replica's pages, pushed */
 	uint64_t *list;                     /* pages to write */
 	size_t n;
+	uint64_t pages_filled;              /* unchanged pages written to complete a part */
 	uint64_t origin_size;
 	char etag[FERRY_ETAG_MAX];
 	bool etag_known;
@@ -245,7 +251,7 @@ static uint64_t parts_touched(const struct push_job *j)
 	uint64_t parts = 0, last = UINT64_MAX;
 
 	for (size_t i = 0; i < j->n; i++) {
-		uint64_t p = j->list[i] * j->now.page_size / (8ull << 20);
+		uint64_t p = j->list[i] * j->now.page_size / FERRY_FS_PART_SIZE;
 
 		if (p != last)
 			parts++;
@@ -330,10 +336,53 @@ static int open_origin(struct push_job *j)
 	}
 }
 
+/* The page runs to write, [first, first + count) each, in order: the changed pages; on
+ * ferryfs, every page of each 8 MiB part that holds a changed one (the replica's unchanged
+ * pages are the origin's, the fence proved it), so that ferryfs holds the whole part and
+ * uploads it without first fetching the rest of it from the store. */
+struct page_run {
+	uint64_t first, count;
+};
+
+static struct page_run *page_runs(const struct push_job *j, size_t *nruns, uint64_t *pages)
+{
+	const uint64_t ps = j->now.page_size, per_part = FERRY_FS_PART_SIZE / ps;
+	struct page_run *r = calloc(j->n ? j->n : 1, sizeof(*r));
+	size_t n = 0;
+
+	*pages = 0;
+	if (!r)
+		return NULL;
+	for (size_t i = 0; i < j->n; i++) {
+		uint64_t first = j->list[i], count = 1;
+
+		if (j->etag_known && per_part) {
+			first = first / per_part * per_part;
+			count = per_part;
+			if (first + count > j->now.page_count)
+				count = j->now.page_count - first;
+		}
+		if (n && r[n - 1].first + r[n - 1].count >= first + count)
+			continue;           /* inside the run before (same part) */
+		if (n && r[n - 1].first + r[n - 1].count == first) {
+			r[n - 1].count += count;
+		} else {
+			r[n].first = first;
+			r[n].count = count;
+			n++;
+		}
+		*pages += count;
+	}
+	*nruns = n;
+	return r;
+}
+
 static int write_pages(struct push_job *j)
 {
 	uint32_t ps = j->now.page_size;
-	size_t max_run;
+	size_t max_run, nruns = 0;
+	uint64_t pages = 0, done = 0;
+	struct page_run *runs;
 	unsigned char *buf;
 	struct ferry_progress prog;
 	int rc = FERRY_FAIL;
@@ -342,38 +391,49 @@ static int write_pages(struct push_job *j)
 		return 0;                   /* also: an empty database has no page size */
 	max_run = RUN_BYTES / ps ? RUN_BYTES / ps : 1;
 	buf = malloc(max_run * ps);
-	if (!buf)
+	runs = page_runs(j, &nruns, &pages);
+	if (!buf || !runs) {
+		free(buf);
+		free(runs);
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+	}
+	j->pages_filled = pages - j->n;
 	j->cb.step = "writing changed pages into the mount's cache";
-	ferry_progress_init(&prog, &j->cb, j->n);
-	for (size_t i = 0; i < j->n;) {
-		size_t run = 1, len;
-		ssize_t w;
+	ferry_progress_init(&prog, &j->cb, pages);
+	for (size_t r = 0; r < nruns; r++) {
+		for (uint64_t at = runs[r].first; at < runs[r].first + runs[r].count;) {
+			uint64_t run = runs[r].first + runs[r].count - at;
+			size_t len;
+			ssize_t w;
 
-		while (i + run < j->n && run < max_run && j->list[i + run] == j->list[i] + run)
-			run++;
-		len = run * ps;
-		if (pread(j->rfd, buf, len, (off_t)(j->list[i] * ps)) != (ssize_t)len) {
-			rc = ferry_fail(j->c, FERRY_FAIL, "cannot read replica '%s': %s", j->replica,
-					strerror(errno));
-			goto out;
-		}
-		w = pwrite(j->ofd, buf, len, (off_t)(j->list[i] * ps));
-		if (w != (ssize_t)len) {
-			rc = ferry_fail(j->c, FERRY_FAIL, "cannot write origin '%s': %s", j->origin,
-					w < 0 ? strerror(errno) : "short write");
-			goto out;
-		}
-		i += run;
-		ferry_progress_add(&prog, run, len);
-		if (i >= j->n / 2 && i - run < j->n / 2 && ferry_failpoint("push.mid_write")) {
-			rc = ferry_fail(j->c, FERRY_FAIL, "failpoint push.mid_write");
-			goto out;
+			if (run > max_run)
+				run = max_run;
+			len = (size_t)run * ps;
+			if (pread(j->rfd, buf, len, (off_t)(at * ps)) != (ssize_t)len) {
+				rc = ferry_fail(j->c, FERRY_FAIL, "cannot read replica '%s': %s", j->replica,
+						strerror(errno));
+				goto out;
+			}
+			w = pwrite(j->ofd, buf, len, (off_t)(at * ps));
+			if (w != (ssize_t)len) {
+				rc = ferry_fail(j->c, FERRY_FAIL, "cannot write origin '%s': %s", j->origin,
+						w < 0 ? strerror(errno) : "short write");
+				goto out;
+			}
+			at += run;
+			done += run;
+			ferry_progress_add(&prog, run, len);
+			if (done >= pages / 2 && done - run < pages / 2 &&
+			    ferry_failpoint("push.mid_write")) {
+				rc = ferry_fail(j->c, FERRY_FAIL, "failpoint push.mid_write");
+				goto out;
+			}
 		}
 	}
 	rc = 0;
 out:
 	ferry_progress_end(&prog);
+	free(runs);
 	free(buf);
 	return rc;
 }
@@ -513,7 +573,8 @@ static int commit_watched(struct push_job *j)
 	return rc;
 }
 
-/* Read the new object back and compare the whole-database checksum. */
+/* Read the new object back through its path and compare the whole-database checksum: for
+ * an origin that is no object of the [s3] bucket (a local file in development). */
 static int verify_readback(struct push_job *j)
 {
 	struct ferry_manifest back = { 0 };
@@ -551,6 +612,147 @@ out:
 	ferry_manifest_release(&back);
 	close(fd);
 	return rc;
+}
+
+enum verify_mode { VERIFY_NONE, VERIFY_ETAG, VERIFY_READBACK };
+
+static enum verify_mode verify_mode(struct ferry_ctx *c)
+{
+	const char *v = ferry_cfg(c, "verify");
+
+	if (!strcmp(v, "none"))
+		return VERIFY_NONE;
+	if (!strcmp(v, "etag"))
+		return VERIFY_ETAG;
+	return VERIFY_READBACK;             /* readback, or its old name checksum */
+}
+
+/* Did ferryfs prove the commit by the store's ETags (user.ferry.verified = md5)? */
+static bool commit_proven(const struct push_job *j)
+{
+	char v[16];
+	ssize_t n = getxattr(j->origin, FERRY_XATTR_VERIFIED, v, sizeof(v) - 1);
+
+	if (n < 0)
+		return false;
+	v[n] = '\0';
+	return strcmp(v, FERRY_VERIFIED_MD5) == 0;
+}
+
+/* Compare the pages of one part read back from the store with the replica's hashes. */
+static int compare_part(struct push_job *j, struct ferry_hasher *h, const unsigned char *buf,
+			uint64_t off, uint64_t len)
+{
+	const uint64_t ps = j->now.page_size;
+	unsigned char hash[FERRY_PAGE_HASH_LEN];
+
+	for (uint64_t p = off / ps; p < (off + len) / ps; p++) {
+		if (ferry_pages_is_lock_page(p, j->now.page_size))
+			continue;
+		if (ferry_hasher_page(h, buf + (p * ps - off), ps, hash) != 0)
+			return ferry_fail(j->c, FERRY_FAIL, "cannot hash page %" PRIu64, p);
+		if (memcmp(hash, j->now.hashes + p * FERRY_PAGE_HASH_LEN, FERRY_PAGE_HASH_LEN) != 0)
+			return ferry_fail(j->c, FERRY_FAIL, "origin '%s' does not match the replica after "
+					  "push: page %" PRIu64 " differs in the part read back from "
+					  "the store (bytes %" PRIu64 "..%" PRIu64 ", etag %s)", j->origin,
+					  p + 1, off, off + len, j->etag);
+	}
+	return 0;
+}
+
+/* Read back, straight from the store (never through the mount, whose cache holds what
+ * push wrote) and pinned to the new ETag, every part (all), or the parts this push uploaded
+ * (those with a written page; the others were copied server-side from the version the
+ * replica was synced to; every part when the commit copied none), and compare their pages
+ * with the replica's. 0; -1 when the store
+ * cannot be read directly (the caller reads the whole object back through the mount); or a
+ * FERRY_ code after ferry_fail. */
+static int verify_parts(struct push_job *j, bool all)
+{
+	const uint64_t ps = j->now.page_size, size = j->now.page_count * ps;
+	const struct ferry_s3_cond cond = { .if_match = j->etag };
+	char *key = NULL;
+	struct ferry_s3 *s3 = j->etag_known ? ferry_s3_for_mount(j->c, j->origin, &key) : NULL;
+	uint64_t nparts = (size + FERRY_FS_PART_SIZE - 1) / FERRY_FS_PART_SIZE, bytes = 0, parts = 0;
+	uint64_t last = UINT64_MAX;
+	struct ferry_hasher *h = NULL;
+	struct ferry_progress prog;
+	unsigned char *buf = NULL;
+	int64_t t0 = ferry_mono_ms();
+	int rc = 0;
+
+	if (!s3)
+		return -1;
+	all = all || !j->have_commit_stats ||
+	      j->stats_commit.bytes_copied == j->stats_before.bytes_copied;
+	buf = malloc(FERRY_FS_PART_SIZE);
+	h = ferry_hasher_new();
+	if (!buf || !h) {
+		rc = ferry_fail(j->c, FERRY_FAIL, "out of memory");
+		goto out;
+	}
+	j->cb.step = all ? "verifying: reading the new object back from the store" :
+			   "verifying: reading the uploaded parts back from the store";
+	ferry_progress_init(&prog, &j->cb, all ? j->now.page_count : parts_touched(j) *
+			    (FERRY_FS_PART_SIZE / ps));
+	for (uint64_t i = 0; i < (all ? nparts : j->n) && !rc; i++) {
+		uint64_t part = all ? i : j->list[i] * ps / FERRY_FS_PART_SIZE;
+		uint64_t off = part * FERRY_FS_PART_SIZE, len;
+		struct ferry_s3_res res;
+		size_t got = 0;
+
+		if (part == last || off >= size)
+			continue;
+		last = part;
+		len = size - off < FERRY_FS_PART_SIZE ? size - off : FERRY_FS_PART_SIZE;
+		if (j->cb.cancelled && j->cb.cancelled(j->cb.arg)) {
+			rc = ferry_fail(j->c, FERRY_FAIL, "cancelled while verifying");
+			break;
+		}
+		if (ferry_s3_get_into(s3, key, &cond, off, (size_t)len, buf, &got, &res) !=
+		    FERRY_S3_OK || got != len) {
+			rc = ferry_fail(j->c, FERRY_FAIL, "cannot read origin '%s' back to verify: %s",
+					j->origin, got != len && !res.msg[0] ? "short read" : res.msg);
+			break;
+		}
+		rc = compare_part(j, h, buf, off, len);
+		bytes += len;
+		parts++;
+		ferry_progress_add(&prog, len / ps, len);
+	}
+	ferry_progress_end(&prog);
+	if (!rc)
+		ferry_log(j->c, FERRY_INFO, "verified: what was read back from the store matches the "
+			  "replica", "how=%s parts=%" PRIu64 " of=%" PRIu64 " bytes_read=%" PRIu64
+			  " ms=%" PRId64, parts == nparts ? "readback" : "readback-uploaded", parts,
+			  nparts, bytes, ferry_mono_ms() - t0);
+out:
+	ferry_hasher_free(h);
+	free(buf);
+	free(key);
+	return rc;
+}
+
+/* Prove the committed object equals the replica, as verify says. */
+static int verify(struct push_job *j, enum verify_mode mode)
+{
+	int rc;
+
+	if (mode == VERIFY_NONE)
+		return 0;
+	if (mode == VERIFY_ETAG) {
+		if (commit_proven(j)) {
+			ferry_log(j->c, FERRY_INFO, "verified by the store's ETags: nothing read back",
+				  "how=md5 etag=%s", j->etag);
+			return 0;
+		}
+		if (j->etag_known)
+			ferry_log(j->c, FERRY_INFO, "the store's ETags prove nothing here (not MD5s): "
+				  "reading back what was uploaded", "etag=%s", j->etag);
+	}
+	rc = verify_parts(j, mode == VERIFY_READBACK);
+	/* a plain local origin, or [s3] does not address the mount's bucket */
+	return rc >= 0 ? rc : verify_readback(j);
 }
 
 static int write_sidecars(struct push_job *j)
@@ -641,7 +843,7 @@ static int push_run(struct ferry_ctx *c)
 	struct push_job j;
 	uint64_t t0 = (uint64_t)ferry_mono_ms(), tw, size;
 	char err[512];
-	bool verify;
+	enum verify_mode mode;
 	int rc;
 
 	rc = assert_lock_held(c, (int64_t)(ferry_cfg_ms(c, "lease_need") / 1000));
@@ -650,7 +852,7 @@ static int push_run(struct ferry_ctx *c)
 	rc = job_init(&j, c);
 	if (rc)
 		goto out;
-	verify = strcmp(ferry_cfg(c, "verify"), "none") != 0;
+	mode = verify_mode(c);
 	if (ferry_pages_recover(ferry_stage_name(c), j.replica, err, sizeof(err)) != 0) {
 		rc = ferry_fail(c, FERRY_FAIL, "%s", err);
 		goto out;
@@ -690,7 +892,8 @@ static int push_run(struct ferry_ctx *c)
 	if (rc)
 		goto out;
 	ferry_log(c, FERRY_INFO, "wrote changed pages into the mount's cache (sent by the commit)",
-		  "pages=%zu bytes=%" PRIu64 " ms=%" PRIu64, j.n, (uint64_t)j.n * j.now.page_size,
+		  "pages=%zu bytes=%" PRIu64 " filled=%" PRIu64 " ms=%" PRIu64, j.n,
+		  (uint64_t)(j.n + j.pages_filled) * j.now.page_size, j.pages_filled,
 		  (uint64_t)ferry_mono_ms() - tw);
 	if (j.origin_size != size && ftruncate(j.ofd, (off_t)size) != 0) {
 		rc = ferry_fail(c, FERRY_FAIL, "cannot resize origin '%s': %s", j.origin, strerror(errno));
@@ -713,12 +916,9 @@ static int push_run(struct ferry_ctx *c)
 	j.ofd = -1;
 	if (j.etag_known || j.create)
 		j.etag_known = ferry_pages_etag_path(j.origin, j.etag, sizeof(j.etag)) == 0;
-	if (verify) {
-		rc = verify_readback(&j);
-		if (rc)
-			goto out;
-	}
-	rc = write_sidecars(&j);
+	rc = verify(&j, mode);
+	if (!rc)
+		rc = write_sidecars(&j);
 	if (rc)
 		goto out;
 	publish(&j, (uint64_t)ferry_mono_ms() - t0, true);
@@ -780,9 +980,12 @@ static const struct ferry_key push_keys[] = {
 	{ "origin", FERRY_KEY_PATH, NULL, 0,
 	  "the database on the ferryfs mount (default: the pull stage's origin)" },
 	{ "lease_need", FERRY_KEY_DURATION, "2m", 0, "lock lease that must be left to push" },
-	{ "verify", FERRY_KEY_ENUM, "checksum", 0,
-	  "checksum|none: read the new object back and compare the database checksum",
-	  "checksum|none" },
+	{ "verify", FERRY_KEY_ENUM, "etag", 0,
+	  "how the new object is proven equal to the replica: etag, by the store's checksums "
+	  "(Content-MD5 on every upload, the multipart ETag computed from all parts), reading "
+	  "back only the uploaded parts where the store's ETags are not MD5s; readback (old "
+	  "name: checksum), the whole object read back; none, not at all",
+	  "etag|readback|checksum|none" },
 	{ "manifest", FERRY_KEY_OBJKEY, ".ferry-manifest", 0,
 	  "suffix of the page-hash sidecar next to the origin (as in pull)" },
 	{ NULL, 0, NULL, 0, NULL },

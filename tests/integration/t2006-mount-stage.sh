@@ -75,7 +75,8 @@ assert_contains "$T/run2.err" "cleaning stale mount"
 assert_eq "hello from s3" "$(cat "$T/seen")" "read after stale-mount recovery"
 no_mount_left
 
-# ferryfs SIGKILLed mid-read: the reading stage fails, the run unwinds, nothing is left
+# ferryfs SIGKILLed mid-read (the reader takes >= 2.4 s, the kill comes at 0.3 s): the
+# reading stage fails, the run unwinds, nothing is left
 head -c $((48 * 1048576)) /dev/urandom >"$T/big"
 put_obj org-data/big.bin "$T/big"
 cat >>"$T/p.ini" <<INI
@@ -83,7 +84,9 @@ cat >>"$T/p.ini" <<INI
 [stage reader]
 plugin = exec
 shell  = true
-command = dd if="\$FERRY_FACT_MOUNT_MOUNTPOINT/big.bin" of=/dev/null bs=64k 2>$T/dd.err & sleep 0.3; kill -9 \$FERRY_FACT_MOUNT_PID; wait \$!
+command = (for i in \$(seq 0 47); do dd if="\$FERRY_FACT_MOUNT_MOUNTPOINT/big.bin"
+  of=/dev/null bs=1M count=1 skip=\$i status=none || exit 1; sleep 0.05; done) 2>$T/dd.err &
+  sleep 0.3; kill -9 \$FERRY_FACT_MOUNT_PID; wait \$!
 INI
 rc=0; ferry -c "$T/p.ini" run >"$T/run3.out" 2>"$T/run3.err" || rc=$?
 assert_eq 1 $rc "exit status when ferryfs dies mid-read"
