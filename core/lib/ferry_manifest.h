@@ -2,6 +2,7 @@
 #ifndef FERRY_MANIFEST_H
 #define FERRY_MANIFEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,5 +43,17 @@ int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, s
 int ferry_manifest_save(const char *path, const struct ferry_manifest *m, char *err, size_t errlen);
 /* Write through a mount: open (O_CREAT|O_TRUNC), write, fsync, close (fsync commits). */
 int ferry_manifest_put(const char *path, const struct ferry_manifest *m, char *err, size_t errlen);
+
+/* The replica's stamp, REPLICA.ferry-stamp: "while the replica has this identity (device,
+ * inode, size, mtime, ctime), its pages are those of the state file whose db_sum is S".
+ * Written after a sync (pull, push); while it holds, pull and push take the state's page
+ * hashes instead of hashing the replica again. Any write changes mtime and ctime (ctime
+ * cannot be set back by anyone); as in git's racy-clean rule a stamp is trusted only when
+ * the replica's mtime is older than the stamp file's own, so that a write in the clock
+ * tick of the stamp is never missed (save waits out that tick when it must, <= 20 ms). */
+int ferry_replica_stamp_save(const char *replica, const struct ferry_manifest *state, char *err,
+			     size_t errlen);
+/* Does the stamp hold for the open replica fd and this state? */
+bool ferry_replica_stamp_holds(const char *replica, int fd, const struct ferry_manifest *state);
 
 #endif

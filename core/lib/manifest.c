@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ferry_file.h"
@@ -253,4 +254,96 @@ int ferry_manifest_put(const char *path, const struct ferry_manifest *m, char *e
 out_buf:
 	free(buf);
 	return rc;
+}
+
+#define STAMP_SUFFIX ".ferry-stamp"
+#define STAMP_MAGIC  "ferry-replica-stamp 1"
+
+static char *stamp_path(const char *replica)
+{
+	size_t n = strlen(replica) + sizeof(STAMP_SUFFIX);
+	char *p = malloc(n);
+
+	if (p)
+		snprintf(p, n, "%s%s", replica, STAMP_SUFFIX);
+	return p;
+}
+
+static void stamp_body(char *out, size_t n, const struct stat *st, const char *sum)
+{
+	snprintf(out, n, "%s\n%ju %ju %jd %jd.%09ld %jd.%09ld\n%s\n", STAMP_MAGIC,
+		 (uintmax_t)st->st_dev, (uintmax_t)st->st_ino, (intmax_t)st->st_size,
+		 (intmax_t)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, (intmax_t)st->st_ctim.tv_sec,
+		 st->st_ctim.tv_nsec, sum);
+}
+
+static int64_t ts_ns(struct timespec t)
+{
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int ferry_replica_stamp_save(const char *replica, const struct ferry_manifest *state, char *err,
+			     size_t errlen)
+{
+	char *path = stamp_path(replica), body[512], sum[2 * FERRY_DB_SUM_LEN + 1];
+	struct stat st, ss;
+	struct timespec now;
+	int rc = -1;
+
+	if (!path) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (stat(replica, &st) != 0) {
+		snprintf(err, errlen, "cannot stat '%s': %s", replica, strerror(errno));
+		goto out;
+	}
+	/* the stamp file's mtime must come after the replica's (see the header) */
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (ts_ns(now) - ts_ns(st.st_mtim) < 20000000 && ts_ns(now) >= ts_ns(st.st_mtim)) {
+		int64_t wait = 20000000 - (ts_ns(now) - ts_ns(st.st_mtim));
+		struct timespec ts = { 0, (long)wait };
+
+		nanosleep(&ts, NULL);
+	}
+	ferry_manifest_sum_hex(state, sum);
+	stamp_body(body, sizeof(body), &st, sum);
+	if (ferry_file_replace(path, body, strlen(body), 0600, 0, err, errlen) != 0)
+		goto out;
+	if (stat(path, &ss) != 0 || ts_ns(ss.st_mtim) <= ts_ns(st.st_mtim)) {
+		unlink(path);               /* a clock that did not move: no stamp, no harm */
+		snprintf(err, errlen, "the stamp's time is not after the replica's");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(path);
+	return rc;
+}
+
+bool ferry_replica_stamp_holds(const char *replica, int fd, const struct ferry_manifest *state)
+{
+	char *path = stamp_path(replica), want[512], got[512], sum[2 * FERRY_DB_SUM_LEN + 1];
+	struct stat st, ss;
+	bool ok = false;
+	ssize_t n;
+	int sfd;
+
+	if (!path)
+		return false;
+	sfd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (sfd < 0)
+		return false;
+	n = read(sfd, got, sizeof(got) - 1);
+	if (n > 0 && fstat(sfd, &ss) == 0 && fstat(fd, &st) == 0 &&
+	    ts_ns(st.st_mtim) < ts_ns(ss.st_mtim) &&
+	    (uint64_t)st.st_size == state->page_count * state->page_size) {
+		got[n] = '\0';
+		ferry_manifest_sum_hex(state, sum);
+		stamp_body(want, sizeof(want), &st, sum);
+		ok = strcmp(want, got) == 0;
+	}
+	close(sfd);
+	return ok;
 }

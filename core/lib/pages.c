@@ -6,12 +6,14 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ferry_log.h"
@@ -404,82 +406,216 @@ int ferry_pages_hash_fd(int fd, uint32_t page_size, uint64_t page_count, unsigne
 				      errlen);
 }
 
-int ferry_pages_hash_range(int fd, uint32_t page_size, uint64_t first, uint64_t page_count,
-			   unsigned char *hashes, const struct ferry_pages_cb *cb,
-			   uint64_t *bytes_read, char *err, size_t errlen)
+/* Hashing a whole database is the cost of a warm run: big ranges are cut into one slice
+ * per core (at most HASH_THREADS), each read and hashed by its own thread; the calling
+ * thread reports progress from the slices' counters. */
+#define HASH_THREADS     4
+#define HASH_SLICE_MIN   (32ull << 20)      /* bytes below which one thread does it all */
+
+struct hash_slice {
+	int fd;
+	uint32_t page_size;
+	uint64_t first, end;                /* pages [first, end) */
+	unsigned char *hashes;
+	const struct ferry_pages_cb *cb;    /* cancellation only */
+	uint64_t done;                      /* pages (atomic) */
+	uint64_t bytes;                     /* bytes read (atomic) */
+	bool *stop;                         /* another slice failed */
+	int errnum;
+	char err[200];
+	pthread_mutex_t *mu;                /* with cv: the caller waits for the slices */
+	pthread_cond_t *cv;
+	int *running;
+};
+
+static int slice_hash(struct hash_slice *s)
 {
-	struct ferry_progress prog;
+	uint64_t per = CHUNK_BYTES / s->page_size, lock = ferry_pages_lock_index(s->page_size);
+	uint64_t i = s->first;
 	struct ferry_hasher *h;
-	uint64_t per = CHUNK_BYTES / page_size, lock = ferry_pages_lock_index(page_size);
-	uint64_t i = first;
 	unsigned char *buf;
 	int rc = -1;
 
-	if (page_count == 0)
-		return 0;
-	page_count += first;            /* from here on: the end index */
 	if (per == 0)
 		per = 1;
-	buf = malloc((size_t)(per * page_size));
-	if (!buf) {
-		pages_seterr(err, errlen, "out of memory");
-		return -1;
-	}
+	buf = malloc((size_t)(per * s->page_size));
 	h = ferry_hasher_new();
-	if (!h) {
-		pages_seterr(err, errlen, "cannot set up SHA-256");
-		goto out_buf;
+	if (!buf || !h) {
+		snprintf(s->err, sizeof(s->err), !buf ? "out of memory" : "cannot set up SHA-256");
+		s->errnum = ENOMEM;
+		goto out;
 	}
-	ferry_progress_init(&prog, cb, page_count - first);
-	while (i < page_count) {
-		uint64_t n = page_count - i;
+	while (i < s->end) {
+		uint64_t n = s->end - i;
 		ssize_t got;
 
 		if (i == lock) {
-			memset(hashes + i * FERRY_PAGE_HASH_LEN, 0, FERRY_PAGE_HASH_LEN);
+			memset(s->hashes + i * FERRY_PAGE_HASH_LEN, 0, FERRY_PAGE_HASH_LEN);
 			i++;
+			__atomic_add_fetch(&s->done, 1, __ATOMIC_RELAXED);
 			continue;
 		}
 		if (n > per)
 			n = per;
 		if (i < lock && i + n > lock)
 			n = lock - i;           /* stop before the lock-byte page: never read it */
-		if (cb_cancelled(cb)) {
-			pages_seterr(err, errlen, "cancelled");
-			errno = ECANCELED;
-			goto out_progress;
+		if (__atomic_load_n(s->stop, __ATOMIC_RELAXED) || cb_cancelled(s->cb)) {
+			snprintf(s->err, sizeof(s->err), "cancelled");
+			s->errnum = ECANCELED;
+			goto out;
 		}
-		got = pages_pread_full(fd, buf, (size_t)(n * page_size), i * page_size);
+		got = pages_pread_full(s->fd, buf, (size_t)(n * s->page_size), i * s->page_size);
 		if (got < 0) {
-			pages_seterr(err, errlen, "read at offset %" PRIu64 ": %s", i * page_size,
-				     strerror(errno));
-			goto out_progress;
+			s->errnum = errno;
+			snprintf(s->err, sizeof(s->err), "read at offset %" PRIu64 ": %s",
+				 i * s->page_size, strerror(errno));
+			goto out;
 		}
-		if ((uint64_t)got != n * page_size) {
-			pages_seterr(err, errlen,
-				     "truncated: file ends at %" PRIu64 ", expected %" PRIu64
-				     " bytes",
-				     i * page_size + (uint64_t)got, page_count * page_size);
-			errno = EIO;
-			goto out_progress;
+		if ((uint64_t)got != n * s->page_size) {
+			snprintf(s->err, sizeof(s->err), "truncated: file ends at %" PRIu64 ", expected %"
+				 PRIu64 " bytes", i * s->page_size + (uint64_t)got,
+				 s->end * s->page_size);
+			s->errnum = EIO;
+			goto out;
 		}
-		if (bytes_read)
-			*bytes_read += (uint64_t)got;
 		for (uint64_t k = 0; k < n; k++)
-			if (ferry_hasher_page(h, buf + k * page_size, page_size,
-					      hashes + (i + k) * FERRY_PAGE_HASH_LEN) != 0) {
-				pages_seterr(err, errlen, "SHA-256 failed");
-				goto out_progress;
+			if (ferry_hasher_page(h, buf + k * s->page_size, s->page_size,
+					      s->hashes + (i + k) * FERRY_PAGE_HASH_LEN) != 0) {
+				snprintf(s->err, sizeof(s->err), "SHA-256 failed");
+				s->errnum = EIO;
+				goto out;
 			}
 		i += n;
-		ferry_progress_add(&prog, n, (uint64_t)got);
+		__atomic_add_fetch(&s->done, n, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&s->bytes, (uint64_t)got, __ATOMIC_RELAXED);
 	}
 	rc = 0;
-out_progress:
-	ferry_progress_end(&prog);
+out:
+	if (rc)
+		__atomic_store_n(s->stop, true, __ATOMIC_RELAXED);
 	ferry_hasher_free(h);
-out_buf:
 	free(buf);
+	return rc;
+}
+
+static void *slice_main(void *arg)
+{
+	struct hash_slice *s = arg;
+
+	slice_hash(s);
+	pthread_mutex_lock(s->mu);
+	(*s->running)--;
+	pthread_cond_signal(s->cv);
+	pthread_mutex_unlock(s->mu);
+	return NULL;
+}
+
+static int hash_threads(uint64_t bytes)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	uint64_t t = bytes / HASH_SLICE_MIN;
+
+	if (cpus < 1)
+		cpus = 1;
+	if (t > (uint64_t)cpus)
+		t = (uint64_t)cpus;
+	if (t > HASH_THREADS)
+		t = HASH_THREADS;
+	return t < 1 ? 1 : (int)t;
+}
+
+int ferry_pages_hash_range(int fd, uint32_t page_size, uint64_t first, uint64_t page_count,
+			   unsigned char *hashes, const struct ferry_pages_cb *cb,
+			   uint64_t *bytes_read, char *err, size_t errlen)
+{
+	struct hash_slice sl[HASH_THREADS];
+	pthread_t th[HASH_THREADS];
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv;
+	pthread_condattr_t ca;
+	struct ferry_progress prog;
+	uint64_t reported = 0, reported_b = 0, bytes = 0;
+	int nt = hash_threads(page_count * page_size), started = 0, running = 0, rc = 0;
+	bool stop = false;
+
+	if (page_count == 0)
+		return 0;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&cv, &ca);
+	pthread_condattr_destroy(&ca);
+	ferry_progress_init(&prog, cb, page_count);
+	for (int t = 0; t < nt; t++) {
+		sl[t] = (struct hash_slice){
+			.fd = fd, .page_size = page_size, .hashes = hashes, .cb = cb, .stop = &stop,
+			.first = first + page_count * (uint64_t)t / (uint64_t)nt,
+			.end = first + page_count * (uint64_t)(t + 1) / (uint64_t)nt,
+			.mu = &mu, .cv = &cv, .running = &running,
+		};
+	}
+	if (page_count * page_size < HASH_SLICE_MIN) {
+		slice_hash(&sl[0]);         /* small: no thread, no progress to report */
+	} else {
+		pthread_mutex_lock(&mu);
+		for (int t = 0; t < nt; t++) {
+			running++;
+			if (pthread_create(&th[t], NULL, slice_main, &sl[t]) != 0) {
+				running--;
+				break;
+			}
+			started++;
+		}
+		/* what no thread took, this one does (after the others finish) */
+		while (running > 0) {
+			struct timespec ts;
+			uint64_t done = 0, b = 0;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_nsec += 100 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&cv, &mu, &ts);
+			for (int t = 0; t < started; t++) {
+				done += __atomic_load_n(&sl[t].done, __ATOMIC_RELAXED);
+				b += __atomic_load_n(&sl[t].bytes, __ATOMIC_RELAXED);
+			}
+			pthread_mutex_unlock(&mu);
+			if (done > reported)
+				ferry_progress_add(&prog, done - reported, b - reported_b);
+			reported = done;
+			reported_b = b;
+			pthread_mutex_lock(&mu);
+		}
+		pthread_mutex_unlock(&mu);
+		for (int t = 0; t < started; t++)
+			pthread_join(th[t], NULL);
+		for (int t = started; t < nt && !stop; t++)
+			slice_hash(&sl[t]);
+	}
+	/* the first real failure, else a cancellation */
+	for (int t = 0; t < nt; t++) {
+		bytes += sl[t].bytes;
+		if (sl[t].errnum && (!rc || errno == ECANCELED)) {
+			rc = -1;
+			pages_seterr(err, errlen, "%s", sl[t].err);
+			errno = sl[t].errnum;
+		}
+	}
+	if (!rc) {
+		uint64_t done = 0;
+
+		for (int t = 0; t < nt; t++)
+			done += sl[t].done;
+		if (done > reported)
+			ferry_progress_add(&prog, done - reported, bytes - reported_b);
+	}
+	if (bytes_read)
+		*bytes_read += bytes;
+	ferry_progress_end(&prog);
+	pthread_cond_destroy(&cv);
+	pthread_mutex_destroy(&mu);
 	return rc;
 }
 

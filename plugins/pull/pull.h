@@ -48,6 +48,7 @@ struct pull_job {
 	struct ferry_db_info rinfo;
 	struct ferry_manifest state;        /* replica's state file */
 	bool have_state;
+	bool stamp_held;                    /* the replica's stamp held: not hashed */
 	struct ferry_manifest want;         /* hashes of the origin version being pulled */
 	enum pull_source source;
 	unsigned char *rhashes;             /* replica page hashes */

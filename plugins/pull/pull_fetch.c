@@ -497,6 +497,18 @@ static int check_before_commit(struct pull_job *j, int fd, const char *path)
 	return rc;
 }
 
+/* The replica now has the pages of want: stamp it (a failed stamp only costs the next
+ * run a hash of the replica). */
+static void save_stamp(struct pull_job *j)
+{
+	char err[256];
+
+	ferry_manifest_sum(&j->want);
+	if (j->want.page_count &&
+	    ferry_replica_stamp_save(j->replica, &j->want, err, sizeof(err)) != 0)
+		ferry_log(j->c, FERRY_DEBUG, "replica not stamped", "reason='%s'", err);
+}
+
 static int save_state(struct pull_job *j)
 {
 	char err[256];
@@ -505,6 +517,7 @@ static int save_state(struct pull_job *j)
 	ferry_manifest_sum(&j->want);
 	if (ferry_manifest_save(j->state_path, &j->want, err, sizeof(err)) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot save state '%s': %s", j->state_path, err);
+	save_stamp(j);
 	return 0;
 }
 
@@ -556,6 +569,8 @@ static int do_patch(struct pull_job *j)
 				  j->source == SRC_STATE ? "state" : "manifest");
 			if (j->source == SRC_MANIFEST)
 				return save_state(j);
+			if (!j->stamp_held)
+				save_stamp(j);
 			return 0;
 		}
 	}

@@ -1,11 +1,13 @@
 /* pull_plan.c: which origin pages a pull reads, and how: runs, groups, ranged or in order. */
 #include "pull.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ferry_ctx.h"
 #include "ferry_stage.h"
+#include "ferry_time.h"
 
 /* Hash the replica's pages (those a patch could keep). */
 int pull_hash_replica(struct pull_job *j)
@@ -16,10 +18,26 @@ int pull_hash_replica(struct pull_job *j)
 	j->rhashes = calloc(n ? (size_t)n : 1, FERRY_PAGE_HASH_LEN);
 	if (!j->rhashes)
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
-	if (n && j->rinfo.page_size &&
-	    ferry_pages_hash_fd(j->rfd, j->rinfo.page_size, n, j->rhashes, NULL, NULL, err,
-				sizeof(err)) != 0)
-		return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s", j->replica, err);
+	/* unchanged since the last sync (its stamp holds): its pages are the state's */
+	if (n && j->have_state && j->state.page_size == j->rinfo.page_size &&
+	    j->state.page_count == n && ferry_replica_stamp_holds(j->replica, j->rfd, &j->state)) {
+		memcpy(j->rhashes, j->state.hashes, (size_t)n * FERRY_PAGE_HASH_LEN);
+		j->stamp_held = true;
+		ferry_log(j->c, FERRY_INFO, "replica unchanged since the last sync: not hashed",
+			  "pages=%" PRIu64, n);
+		return 0;
+	}
+	if (n && j->rinfo.page_size) {
+		int64_t t0 = ferry_mono_ms();
+		uint64_t bytes = 0;
+
+		j->cb.step = "hashing the replica";
+		if (ferry_pages_hash_fd(j->rfd, j->rinfo.page_size, n, j->rhashes, &j->cb, &bytes, err,
+					sizeof(err)) != 0)
+			return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s", j->replica, err);
+		ferry_log(j->c, FERRY_INFO, "hashed the replica", "pages=%" PRIu64 " bytes=%" PRIu64
+			  " ms=%" PRId64, n, bytes, ferry_mono_ms() - t0);
+	}
 	return 0;
 }
 

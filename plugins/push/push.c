@@ -69,6 +69,7 @@ struct push_job {
 	uint64_t *list;                     /* pages to write */
 	size_t n;
 	uint64_t pages_filled;              /* unchanged pages written to complete a part */
+	bool stamp_held;                    /* the replica's stamp held: not hashed */
 	uint64_t origin_size;
 	char etag[FERRY_ETAG_MAX];
 	bool etag_known;
@@ -227,12 +228,38 @@ static int freeze_replica(struct push_job *j, bool dry)
 		return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s; nothing sent", j->replica, err);
 	if (ferry_manifest_alloc(&j->now, j->rinfo.page_size, j->rinfo.page_count) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
-	if (j->rinfo.page_count &&
-	    ferry_pages_hash_fd(j->rfd, j->rinfo.page_size, j->rinfo.page_count, j->now.hashes,
-				NULL, NULL, err, sizeof(err)) != 0)
-		return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s", j->replica, err);
+	if (j->rinfo.page_count && j->state.page_size == j->rinfo.page_size &&
+	    j->state.page_count == j->rinfo.page_count && !(j->state.flags & FERRY_MANIFEST_ABSENT) &&
+	    ferry_replica_stamp_holds(j->replica, j->rfd, &j->state)) {
+		/* unchanged since the last sync (its stamp holds): its pages are the state's */
+		memcpy(j->now.hashes, j->state.hashes, (size_t)j->rinfo.page_count * FERRY_PAGE_HASH_LEN);
+		j->stamp_held = true;
+		ferry_log(j->c, FERRY_INFO, "replica unchanged since the last sync: not hashed",
+			  "pages=%" PRIu64, j->rinfo.page_count);
+	} else if (j->rinfo.page_count) {
+		int64_t t0 = ferry_mono_ms();
+		uint64_t bytes = 0;
+
+		j->cb.step = "hashing the replica";
+		if (ferry_pages_hash_fd(j->rfd, j->rinfo.page_size, j->rinfo.page_count, j->now.hashes,
+					dry ? NULL : &j->cb, &bytes, err, sizeof(err)) != 0)
+			return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s", j->replica, err);
+		ferry_log(j->c, FERRY_INFO, "hashed the replica", "pages=%" PRIu64 " bytes=%" PRIu64
+			  " ms=%" PRId64, j->rinfo.page_count, bytes, ferry_mono_ms() - t0);
+	}
 	ferry_manifest_sum(&j->now);
 	return 0;
+}
+
+/* The replica now has the pages of the saved state: stamp it (a failed stamp only costs
+ * the next run a hash of the replica). */
+static void save_stamp(struct push_job *j)
+{
+	char err[256];
+
+	if (j->now.page_count && !j->stamp_held &&
+	    ferry_replica_stamp_save(j->replica, &j->now, err, sizeof(err)) != 0)
+		ferry_log(j->c, FERRY_DEBUG, "replica not stamped", "reason='%s'", err);
 }
 
 static int diff(struct push_job *j)
@@ -773,6 +800,7 @@ static int write_sidecars(struct push_job *j)
 	}
 	if (ferry_manifest_save(j->state_path, &j->now, err, sizeof(err)) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot save state '%s': %s", j->state_path, err);
+	save_stamp(j);
 	return 0;
 }
 
@@ -874,6 +902,8 @@ static int push_run(struct ferry_ctx *c)
 	if (j.n == 0 && j.origin_size == size && !j.create) {
 		if (j.etag_known && !manifest_current(&j))
 			rc = write_sidecars(&j);
+		else
+			save_stamp(&j);
 		if (!rc)
 			publish(&j, (uint64_t)ferry_mono_ms() - t0, false);
 		goto out;
