@@ -26,7 +26,9 @@ static const struct ferry_key snapshot_keys[] = {
 	  "objects above this are copied with UploadPartCopy in parts of this size (5MiB..5GiB)" },
 	{ "keep", FERRY_KEY_INT, "0", 0, "keep the newest N snapshots, delete older ones (0 = all)" },
 	{ "etag_from", FERRY_KEY_STRING, "pull", 0,
-	  "stage whose 'etag' fact pins the source version (else a HEAD does)" },
+	  "stage whose 'etag' fact (pull: 'origin_etag') pins the source version: a snapshot of "
+	  "exactly what that stage saw, or none (exit 4) when the object changed since; "
+	  "empty: the version a HEAD finds" },
 	{ NULL, 0, NULL, 0, NULL },
 };
 
@@ -148,6 +150,12 @@ static int source_of(struct ferry_ctx *c, struct ferry_s3 *s3, const char *key, 
 {
 	const char *from = ferry_cfg(c, "etag_from");
 	const char *fact = from && *from ? ferry_fact(c, from, "etag") : NULL;
+
+	/* pull records the version it read as origin_etag (push's etag is the one it wrote) */
+	if ((!fact || !*fact) && from && *from)
+		fact = ferry_fact(c, from, "origin_etag");
+	if (fact && !*fact)
+		fact = NULL;                /* a plain file or a created object: no version */
 	struct ferry_s3_cond cond = { .if_match = fact };
 	struct ferry_s3_res res;
 	int rc;

@@ -37,10 +37,14 @@ for s in j["stages"]:
     print(f"    {s['name']:<10} {s['ms']:>8} ms  {b}")
 PY
 }
+phases() { # the pull and push phase lines of a run's log (-q keeps warnings only: rerun -v)
+	grep -E "(pull|push) (hashed|wrote|committed|verified|replica unchanged|pulled|pushed)" "$1" |
+		sed -E 's/^[^ ]+ info /      /' || true
+}
 echo "# org database: $N contacts, $((size / 1048576)) MiB, moto_server on 127.0.0.1"
 
-t=$(date +%s%N); ferry -q -c "$PIPE" run 2>"$T/cold.err"; cold=$(ms "$t")
-echo "ferry cold (no replica):            $cold ms"; stage_table
+t=$(date +%s%N); ferry -c "$PIPE" run 2>"$T/cold.err"; cold=$(ms "$t")
+echo "ferry cold (no replica):            $cold ms"; stage_table; phases "$T/cold.err"
 t=$(date +%s%N); ferry -q -c "$PIPE" run 2>"$T/warm.err"; warm=$(ms "$t")
 echo "ferry warm (replica, no change):    $warm ms"; stage_table
 cp "$FERRY_STATE_DIR/org.db" "$T/warm.db"   # the schedule stage alone runs on this below
@@ -49,8 +53,8 @@ cp "$FERRY_STATE_DIR/org.db.ferry-sched" "$T/warm.db.ferry-sched" 2>/dev/null ||
 # the daily case: the next day's run on the same org
 NEXT=$(date -u -d "$TODAY + 1 day" +%F)
 sed -i "s/^today = $TODAY/today = $NEXT/" "$PIPE"
-t=$(date +%s%N); ferry -q -c "$PIPE" run 2>"$T/next.err"; next=$(ms "$t")
-echo "ferry next day (today = $NEXT):  $next ms"; stage_table
+t=$(date +%s%N); ferry -c "$PIPE" run 2>"$T/next.err"; next=$(ms "$t")
+echo "ferry next day (today = $NEXT):  $next ms"; stage_table; phases "$T/next.err"
 python3 - "$FERRY_STATE_DIR/journal.json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -94,6 +98,7 @@ if command -v s3fs >/dev/null; then
 	seed=$(ms "$t")
 	echo "seed path, s3fs cp down+schedule+cp up: $seed ms"
 	fusermount3 -u "$T/s3fs"
+	rm -f "$T/passwd"
 fi
 echo
 echo "ratios (this run):"

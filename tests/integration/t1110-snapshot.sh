@@ -70,5 +70,57 @@ assert_contains "$T/e3" "cannot snapshot 'org-data/none.db': no such object"
 assert_exit 2 ferry -c "$T/s.ini" run -o 'snapshot.dest=x/{key}.db' 2>"$T/e4"
 assert_contains "$T/e4" "{time}"
 
+# the default etag_from = pull pins the version pull read (its origin_etag fact): the
+# snapshot is that version, and an object replaced after the pull is refused (exit 4)
+need_fuse
+command -v sqlite3 >/dev/null || skip "sqlite3 CLI missing"
+rm -f "$T/db"
+sqlite3 "$T/db" "CREATE TABLE t(a); INSERT INTO t VALUES (randomblob(9000));"
+s3x put "$DB" "$T/db"
+mkdir -p "$T/mnt"
+cat >"$T/p.ini" <<INI
+[pipeline]
+name = snap-pinned
+state_dir = $T/state2
+
+[s3]
+endpoint = \${AWS_ENDPOINT_URL_S3}
+bucket = \${BUCKET_NAME}
+
+[stage mount]
+plugin = mount
+mountpoint = $T/mnt
+
+[stage pull]
+plugin = pull
+origin = $T/mnt/$DB
+replica = \${state_dir}/org.db
+
+[stage snapshot]
+plugin = snapshot
+key = $DB
+dest = pinned/{time}.db
+INI
+ferry -v -c "$T/p.ini" run >"$T/o5" 2>"$T/e5" || { cat "$T/e5" >&2; fail "pinned snapshot failed"; }
+pulled=$(grep -o 'fact origin_etag=.*' "$T/e5" | head -1 | cut -d= -f2-)
+[ -n "$pulled" ] && [ "$pulled" != '""' ] || fail "pull published no origin_etag: $(cat "$T/e5")"
+snap=$(s3x list pinned/)
+s3x get "$snap" "$T/copy5"
+cmp -s "$T/db" "$T/copy5" || fail "pinned snapshot differs from the version pulled"
+s3x rm "$snap"
+# the object replaced between pull and snapshot (by an exec stage)
+head -c 4096 /dev/urandom >"$T/other"
+cat >>"$T/p.ini" <<INI
+[stage replace]
+plugin = exec
+command = cp $T/other $T/mnt/$DB
+INI
+sed -i '/^\[stage snapshot\]/,/^dest/d' "$T/p.ini"
+printf '[stage snapshot]\nplugin = snapshot\nkey = %s\ndest = pinned/{time}.db\n' "$DB" >>"$T/p.ini"
+assert_exit 4 ferry -c "$T/p.ini" run 2>"$T/e6"
+assert_contains "$T/e6" "cannot snapshot '$DB': it changed since stage 'pull' saw ETag"
+[ -z "$(s3x list pinned/)" ] || fail "a snapshot of the replaced object was made"
+no_mount_left
+
 assert_no_secrets "$T"
 valgrind_verdict
