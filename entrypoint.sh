@@ -17,7 +17,7 @@
 #                       "BUCKET_NAME ORG_ID AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY",
 #                       without ORG_ID in work mode)
 #
-# Exit status (run and work modes): ferry's own (DESIGN §4: 0, 1, 2, 3, 4, 130, 143; work:
+# Exit status (run and work modes): ferry's own (0, 1, 2, 3, 4, 130, 143; work:
 # 0, 1, 2, 143); 2 when the environment is incomplete, before ferry starts.
 #
 # Why ferry runs in the background: bash runs no trap while it waits for a foreground

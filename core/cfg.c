@@ -1,4 +1,4 @@
-/* cfg.c: the pipeline INI (DESIGN §2): parse with inih, apply -o, expand ${VAR}, validate. */
+/* cfg.c: the pipeline INI: parse with inih, apply -o, expand ${VAR}, validate. */
 #include "cfg.h"
 
 #include <ctype.h>

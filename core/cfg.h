@@ -1,4 +1,4 @@
-/* cfg.h: the pipeline INI (DESIGN §2): parse with inih, apply -o, expand ${VAR}, validate. */
+/* cfg.h: the pipeline INI: parse with inih, apply -o, expand ${VAR}, validate. */
 #ifndef FERRY_CFG_H
 #define FERRY_CFG_H
 

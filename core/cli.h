@@ -47,7 +47,7 @@ const char *cli_suggest_command(const char *word);   /* among the commands */
 void cli_overview(FILE *f);
 int cli_command_help(const char *name, FILE *f);
 
-/* The subcommands, one a file (core/cmd_NAME.c); each returns an exit code (DESIGN §4). */
+/* The subcommands, one a file (core/cmd_NAME.c); each returns an exit code. */
 int cmd_run(struct cli *cli);               /* ferry run [--dry-run] [--from STAGE] [STAGE...] */
 int cmd_list(struct cli *cli);              /* ferry list */
 int cmd_status(struct cli *cli);            /* ferry status */

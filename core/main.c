@@ -1,5 +1,5 @@
 /* main.c: ferry's command line: the options, the subcommand table (each subcommand in its
- * core/cmd_NAME.c), signals, exit codes (DESIGN §4). */
+ * core/cmd_NAME.c), signals, exit codes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -18,7 +18,7 @@ struct pipeline_opts {
  * Returns 0 or FERRY_USAGE (already logged). cfg stays owned by the caller. */
 int pipeline_prepare(struct run *r, struct config *cfg, const char *config_path,
 		     const struct pipeline_opts *o);
-/* Run the selected stages and unwind; returns ferry's exit code (DESIGN §4). */
+/* Run the selected stages and unwind; returns ferry's exit code. */
 int pipeline_run(struct run *r);
 /* Free the stage contexts pipeline_prepare made, then the run (run_release). */
 void pipeline_release(struct run *r);

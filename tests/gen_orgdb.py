@@ -213,7 +213,7 @@ def main():
             elif x < 0.18:                     # a stale plan of an older run: replaced
                 sc.append((cid, TYPES[int(r() * 4)], day[t0 - 30 + int(r() * 331)],
                            "pre-scheduled" if r() < 0.5 else "skipped", "stale"))
-        # unique keys only (the spec's index)
+        # unique keys only (the schedule's index)
         seen = set()
         uniq = []
         for row in sc:

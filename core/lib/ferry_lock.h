@@ -1,4 +1,4 @@
-/* ferry_lock.h: the S3 lock object (DESIGN §6): body, acquire, release, and the lease question. */
+/* ferry_lock.h: the S3 lock object: body, acquire, release, and the lease question. */
 #ifndef FERRY_LOCK_H
 #define FERRY_LOCK_H
 
@@ -83,7 +83,7 @@ struct ferry_lock_held {
 	unsigned int polls;                 /* times it found the lock held */
 };
 
-/* Acquire (DESIGN §6): create with If-None-Match: *, or take an expired lock over
+/* Acquire: create with If-None-Match: *, or take an expired lock over
  * with If-Match and generation + 1, else poll with jittered backoff until max_wait.
  * Returns FERRY_OK; FERRY_NOLOCK naming holder and expiry; FERRY_FAIL on an S3 error
  * or cancellation. err holds the reason (never a credential). */

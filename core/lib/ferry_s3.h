@@ -201,7 +201,7 @@ struct ferry_s3_stats {
 };
 void ferry_s3_stats_get(struct ferry_s3 *s3, struct ferry_s3_stats *out);
 
-/* Endpoint probe for `ferry check` (DESIGN §6): two If-None-Match:* PUTs of a scratch
+/* Endpoint probe for `ferry check`: two If-None-Match:* PUTs of a scratch
  * key (the second must get 412), If-Match on PUT, UploadPartCopy; the scratch keys
  * are removed. Returns 0 when the probe ran (see the flags), else an rc. */
 struct ferry_s3_features {

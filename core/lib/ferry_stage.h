@@ -1,4 +1,4 @@
-/* ferry_stage.h: the contract between the ferry supervisor and its stage plugins (DESIGN §3). */
+/* ferry_stage.h: the contract between the ferry supervisor and its stage plugins. */
 #ifndef FERRY_STAGE_H
 #define FERRY_STAGE_H
 
@@ -8,7 +8,7 @@
 					     * ferry_key grew `choices`) */
 #define FERRY_EXPORT    __attribute__((visibility("default")))
 
-/* Return codes of stage callbacks; they are also ferry's exit codes (DESIGN §4). */
+/* Return codes of stage callbacks; they are also ferry's exit codes. */
 enum ferry_rc {
 	FERRY_OK = 0,
 	FERRY_FAIL = 1,                     /* the stage failed; the run is unwound */

@@ -1,4 +1,4 @@
-/* lock.c: the distributed lock on an S3 object (DESIGN §6), shared by the lock/unlock stages,
+/* lock.c: the distributed lock on an S3 object, shared by the lock/unlock stages,
  * `ferry lock` and the race tool. */
 #include "ferry_lock.h"
 

@@ -59,7 +59,7 @@ static int lock_check(struct ferry_ctx *c)
 		return ferry_cfg_error(c, "backoff_base", "must be above 0");
 	if (cap < base)
 		return ferry_cfg_error(c, "backoff_cap", "must not be below backoff_base");
-	/* DESIGN §2: the whole run must end before the lock could be taken over. */
+	/* the whole run must end before the lock could be taken over. */
 	if (deadline && deadline >= ttl)
 		return ferry_cfg_error(c, "ttl", "must be above the pipeline deadline (%" PRIu64
 				       " s), else another run could take the lock mid-run",

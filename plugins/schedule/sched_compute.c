@@ -1,4 +1,4 @@
-/* sched_compute.c: candidates (§7), smoothing, daily cap and frequency limit (§8) on day numbers. */
+/* sched_compute.c: candidates, smoothing, daily cap, frequency limit (RULES.md), on day numbers. */
 #include "sched_core.h"
 
 #include <stdlib.h>
@@ -29,7 +29,7 @@ const char *sched_reason_text(int reason, int state, char *buf, size_t len)
 	}
 }
 
-/* Is d in a window of years d.year-1 .. d.year+1 (§5.2)? W = the largest end, A = the
+/* Is d in a window of years d.year-1 .. d.year+1 ? (RULES.md) W = the largest end, A = the
  * anchor's real anniversary in the year that produced W. */
 static bool in_window(const struct sched_window *w, int am, int ad, int32_t d, int32_t *W,
 		      int32_t *A)
@@ -113,7 +113,7 @@ static void counted_range(const struct sched_plan *p, size_t *pos, int64_t cid, 
 	*pos = *b;          /* a repeated contact id sees the same rows */
 }
 
-/* §7.5: a counted row of this type dated in [lo, hi]. */
+/* RULES.md, the four emails: a counted row of this type dated in [lo, hi]. */
 static bool already_sent(const struct sched_plan *p, size_t b, size_t e, int type, int32_t lo,
 			 int32_t hi)
 {
@@ -128,7 +128,7 @@ struct post {
 	int32_t event;
 };
 
-/* §7 for contact ci: appends its candidates to p->cd. */
+/* RULES.md, the four emails for contact ci: appends its candidates to p->cd. */
 static int contact_candidates(const struct sched_opts *o, struct sched_plan *p, uint32_t ci,
 			      size_t cb, size_t ce)
 {
@@ -238,7 +238,7 @@ static void profile_params(const struct sched_opts *o, int64_t n, struct sched_r
 	rep->ed_limit = lim;
 }
 
-/* §8.2 smoothing: counts taken once, before any move. */
+/* RULES.md, spreading the load smoothing: counts taken once, before any move. */
 static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limit, int window,
 		  int32_t lo, int32_t hi)
 {
@@ -279,7 +279,7 @@ static bool cap_before(const struct sched_cand *a, const struct sched_cand *b)
 	return a < b;
 }
 
-/* §8.2 daily cap with overflow. */
+/* RULES.md, spreading the load daily cap with overflow. */
 static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t cap, int32_t lo,
 		     int32_t hi)
 {
@@ -373,7 +373,7 @@ out:
 	return rc;
 }
 
-/* §8.3: is d acceptable given the multiset f (n dates) of the contact's counted and
+/* Frequency limit: is d acceptable given the multiset f (n dates) of the contact's counted and
  * accepted dates? */
 static bool freq_ok(const int32_t *f, size_t n, int32_t d, int period, int max)
 {

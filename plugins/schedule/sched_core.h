@@ -1,4 +1,4 @@
-/* sched_core.h: internals of the schedule stage (spec/scheduler.md), shared by its files and unit tests. */
+/* sched_core.h: internals of the schedule stage (RULES.md), shared by its files and unit tests. */
 #ifndef FERRY_SCHED_CORE_H
 #define FERRY_SCHED_CORE_H
 
@@ -15,13 +15,13 @@ int sched_mdays(int y, int m);
 int32_t sched_days(int y, int m, int d);
 void sched_civil(int32_t n, int *y, int *m, int *d);
 int sched_year(int32_t n);
-/* anniv(y, E) of spec §5.1 for an anchor of month m, day d. */
+/* anniv(y, E) of RULES.md, exclusion windows for an anchor of month m, day d. */
 int32_t sched_anniv(int y, int m, int d);
-/* next_anniv(ref, E) of spec §5.1. */
+/* next_anniv(ref, E) of RULES.md, exclusion windows. */
 int32_t sched_next_anniv(int32_t ref, int m, int d);
 /* Exactly "YYYY-MM-DD", a real date with year 1800..2200 (len must be 10). */
 bool sched_parse_ymd(const char *s, size_t len, int32_t *out);
-/* A contact date (§6.4): 1 = parsed, 0 = absent, -1 = malformed. */
+/* A contact date (RULES.md, contacts that get nothing): 1 = parsed, 0 = absent, -1 = malformed. */
 int sched_parse_value_date(const char *s, size_t len, int32_t *out);
 void sched_fmt_date(int32_t n, char out[11]);
 uint32_t sched_fnv1a32(const char *s, size_t n);
@@ -60,11 +60,11 @@ int sched_rules_parse(const char *path, const char *text, size_t len, struct sch
 int sched_zips_load(const char *path, struct sched_zips *z, char *err, size_t errlen);
 int sched_zips_parse(const char *path, const char *text, size_t len, struct sched_zips *z,
 		     char *err, size_t errlen);
-/* §6.1, on the trimmed value. */
+/* RULES.md, contacts that get nothing, on the trimmed value. */
 bool sched_email_valid(const char *s, size_t n);
-/* §6.2 step 2: the state index derived from a (raw) zip_code value, -1 if none. */
+/* The state index derived from a (raw) zip_code value, -1 if none (RULES.md). */
 int sched_zip_state(const struct sched_zips *z, const char *s, size_t n);
-/* §6.2 step 1: the state index of a raw state value, -1 if absent/unknown. */
+/* The state index of a raw state value, -1 if absent/unknown (RULES.md). */
 int sched_state_resolve(const char *s, size_t n);
 /* Trim ASCII spaces and tabs of [*s, *s + *n). */
 void sched_trim(const char **s, size_t *n);
@@ -108,7 +108,7 @@ void sched_opts_default(struct sched_opts *o);
 struct sched_report {
 	int64_t contacts;                   /* rows of contacts */
 	int64_t valid;                      /* present, valid email and dates */
-	int64_t bad;                        /* bad rows (§12) */
+	int64_t bad;                        /* bad rows (RULES.md, contacts that get nothing) */
 	int64_t no_email;                   /* absent email */
 	int64_t no_state;                   /* unknown state with policy skip */
 	int64_t unknown_state;              /* present but unknown state values (warned) */
@@ -188,14 +188,14 @@ struct sched_contact {
 	int32_t birth;                      /* day number or SCHED_NODATE */
 	int32_t ed;                         /* day number or SCHED_NODATE */
 	int8_t state;                       /* state index, -1 = no rules */
-	uint8_t failed_uw;                  /* failed underwriting (§2.2) */
+	uint8_t failed_uw;                  /* failed underwriting (RULES.md, inputs) */
 	uint8_t bm, bd;                     /* birth month and day */
 	uint8_t em, edd;                    /* effective date month and day */
 };
 
 struct sched_cand {
 	uint32_t ci;                        /* index into the contacts array */
-	int32_t date;                       /* send date S, final after §8 */
+	int32_t date;                       /* send date S, final after RULES.md, spreading the load */
 	int32_t orig;                       /* O: date after smoothing (cap ordering) */
 	int32_t event;                      /* event date A */
 	uint8_t type;                       /* enum sched_type */
@@ -220,12 +220,13 @@ struct sched_plan {
 	size_t ncnt_dates;
 	struct sched_cand *cd;              /* candidates, grouped per contact */
 	size_t ncd, acd;
-	int64_t n_emails;                   /* N of §8.1 */
+	int64_t n_emails;                   /* N of RULES.md, spreading the load */
 };
 
 int32_t sched_excluded(const struct sched_opts *o, const struct sched_contact *c, int32_t d,
 		       int *reason, int32_t *event);
-/* §7 for all contacts, then §8; results in p->cd, sorted by unique key per contact. */
+/* Candidates for all contacts, then the load passes (RULES.md); results in p->cd, sorted by
+ * unique key per contact. */
 int sched_compute(const struct sched_opts *o, struct sched_plan *p, struct sched_report *rep);
 void sched_plan_free(struct sched_plan *p);
 /* The text of a skip reason (NULL for none) for contact c. */

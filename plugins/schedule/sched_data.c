@@ -134,7 +134,7 @@ int sched_zip_state(const struct sched_zips *z, const char *s, size_t n)
 	return z->state[(s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0')];
 }
 
-/* ---- the CSV data files (§5 line rules) ---- */
+/* ---- the CSV data files (RULES.md, exclusion windows line rules) ---- */
 
 struct lines {
 	const char *path;

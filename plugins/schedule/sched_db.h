@@ -1,5 +1,5 @@
 /* sched_db.h: the schedule stage's database side, shared by sched_db.c (the run), sched_load.c
- * (reading what the run starts from) and sched_write.c (the §9.3 diff and the dry-run CSV). */
+ * (reading what the run starts from) and sched_write.c (the diff and the dry-run CSV). */
 #ifndef FERRY_SCHED_DB_H
 #define FERRY_SCHED_DB_H
 
@@ -11,7 +11,7 @@
 
 #include "sched_core.h"
 
-/* An owned row of email_schedules as read before the run (§9.2). */
+/* An owned row of email_schedules as read before the run (RULES.md, what is written). */
 struct sched_old {
 	int64_t rowid;                      /* rowid, for UPDATE/DELETE */
 	int64_t cid;                        /* contact_id, INT64_MIN if not an integer */
@@ -74,15 +74,15 @@ int sched_exec(struct sched_run *r, const char *sql, const char *what);
 /* ---- reading (sched_load.c) ---- */
 /* The columns the stage needs exist; sets es_exists and es_cols. */
 int sched_check_schema(struct sched_run *r);
-/* Contacts (§6), failed underwriting (§2.2), counted (§2.3) and owned (§9.2) rows. */
+/* Contacts, failed underwriting, counted and owned rows (RULES.md, inputs). */
 int sched_load(struct sched_run *r);
 
 /* ---- writing (sched_write.c) ---- */
-/* §9.1 DDL, then the §9.3 diff of the plan against the owned rows. */
+/* The DDL, then the diff of the plan against the owned rows (RULES.md, what is written). */
 int sched_write(struct sched_run *r);
 /* The counts of sched_write without writing (dry run). */
 int sched_count(struct sched_run *r);
-/* §10 dry-run CSV of the plan. */
+/* RULES.md, what is written dry-run CSV of the plan. */
 int sched_print_csv(struct sched_run *r, FILE *out);
 
 #endif

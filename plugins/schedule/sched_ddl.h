@@ -1,4 +1,4 @@
-/* sched_ddl.h: the email_schedules table of spec §9.1, shared by the schedule stage and
+/* sched_ddl.h: the email_schedules table (RULES.md), shared by the schedule stage and
  * the benchmark's calibration floor (tests/tools/sched_floor.c), which must use the same schema. */
 #ifndef FERRY_SCHED_DDL_H
 #define FERRY_SCHED_DDL_H

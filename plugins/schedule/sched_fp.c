@@ -35,8 +35,8 @@
  * The inputs and the sidecar's own integrity use SHA-256 (small).
  *
  * When is a state known to be a fixed point (sched_db.c, fp_end)? Either the full run
- * wrote no page (proved), or it wrote rows into the canonical §9.1 schema (no trigger,
- * no other unique index, known affinities), where the spec's idempotence holds: the
+ * wrote no page (proved), or it wrote rows into the canonical schema of sched_ddl.h (no trigger,
+ * no other unique index, known affinities), where the rules' idempotence holds: the
  * plan depends only on contacts, events and rows the stage does not own, and every row
  * written reads back equal. The header counter is used only to prove that the bytes
  * tagged after our COMMIT are ours: +0 when we wrote nothing, +1 for our one commit;

@@ -147,8 +147,8 @@ static int type_of(const unsigned char *s, int n)
 	return T_OTHER;
 }
 
-/* One scan of the rowid range [lo, hi] of email_schedules: counted rows (§2.3) and owned
- * rows (§9.2). */
+/* One scan of the rowid range [lo, hi] of email_schedules: counted rows and owned
+ * rows (RULES.md, what is written). */
 static int load_schedules(struct sched_run *r, int64_t lo, int64_t hi)
 {
 	char sql[1024];
@@ -288,7 +288,7 @@ static int finish_schedules(struct sched_run *r)
 	return 0;
 }
 
-/* §2.2: ids of contacts whose latest eligibility answer has medical conditions. */
+/* RULES.md, inputs: ids of contacts whose latest eligibility answer has medical conditions. */
 static int load_failed(struct sched_run *r)
 {
 	static const char sql[] =
@@ -354,7 +354,7 @@ static int bad_row(struct sched_run *r, enum sched_warn_kind kind, int64_t id, c
 	return 0;
 }
 
-/* Reads contacts in id order and validates them (§6): the plan's contacts. */
+/* Reads contacts in id order and validates them (RULES.md): the plan's contacts. */
 static int load_contacts(struct sched_run *r)
 {
 	static const char sql[] =

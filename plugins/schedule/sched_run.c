@@ -55,7 +55,7 @@ static bool wal_mode(struct sched_run *r)
 	return wal;
 }
 
-/* email_schedules exactly as §9.1 makes it: the affinities of what we write are known, so
+/* email_schedules exactly as sched_ddl.h makes it: the affinities of what we write are known, so
  * every row reads back equal, and no trigger or other unique index acts on our writes.
  * Only then is the state after a run that wrote rows known to be a fixed point. */
 static bool canonical_schema(struct sched_run *r)

@@ -1,4 +1,4 @@
-/* sched_write.c: the schedule stage's writes: §9.1 DDL, the §9.3 diff, the §10 dry-run CSV. */
+/* sched_write.c: the schedule stage's writes: the DDL, the diff, the dry-run CSV (RULES.md). */
 #include "sched_db.h"
 #include "sched_ddl.h"
 
@@ -6,7 +6,7 @@
 
 #include "ferry_stage.h"
 
-/* §9.1 DDL: create or complete the table, then the indexes. */
+/* RULES.md, what is written DDL: create or complete the table, then the indexes. */
 static int ddl(struct sched_run *r)
 {
 	char sql[256];
@@ -146,7 +146,7 @@ static int do_delete(struct sched_run *r, struct writer *w, int64_t rowid)
 	return step(r, w->del, "delete from");
 }
 
-/* §9.3: merge the new rows with the old owned rows (both in unique-key order). In a dry
+/* Merge the new rows with the old owned rows (both in unique-key order). In a dry
  * run w has no statements and only counts. */
 static int diff(struct sched_run *r, struct writer *w)
 {
@@ -244,7 +244,7 @@ static char *put_str(char *p, const char *s)
 	return p + n;
 }
 
-/* §10 dry-run CSV, in unique-key order; rows INSERT OR IGNORE would drop are not shown. */
+/* The dry-run CSV, in unique-key order; rows INSERT OR IGNORE would drop are not shown. */
 int sched_print_csv(struct sched_run *r, FILE *out)
 {
 	struct sched_plan *p = &r->plan;

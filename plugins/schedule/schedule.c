@@ -1,4 +1,4 @@
-/* schedule.c: the `schedule` stage plugin: configuration (spec §4), run, dry run, summary (§11). */
+/* schedule.c: the `schedule` stage plugin: configuration, run, dry run, summary (README.md). */
 #include "sched_core.h"
 
 #include <errno.h>
@@ -26,7 +26,8 @@ static const struct ferry_key schedule_keys[] = {
 	{ "aep_enabled", FERRY_KEY_INT, "1", 0, "0/1: AEP email" },
 	{ "aep_date", FERRY_KEY_STRING, "09-15", 0, "MM-DD of the AEP email (not 02-29)" },
 	{ "post_window_enabled", FERRY_KEY_INT, "1", 0, "0/1: post-window catch-up emails" },
-	{ "exclude_failed_underwriting", FERRY_KEY_INT, "0", 0, "0/1: read contact_events (§7.7)" },
+	{ "exclude_failed_underwriting", FERRY_KEY_INT, "0", 0,
+	  "0/1: leave out contacts that failed underwriting (contact_events)" },
 	{ "unknown_state_policy", FERRY_KEY_ENUM, "no_rules", 0, "no_rules or skip",
 	  "no_rules|skip" },
 	{ "max_emails_per_period", FERRY_KEY_INT, "3", 0, "frequency limit, >= 1" },
@@ -104,7 +105,7 @@ static bool valid_zone(const char *z)
 	return n == 4 && !memcmp(magic, "TZif", 4);
 }
 
-/* today in zone z, computed once per run (spec §4). */
+/* today in zone z, computed once per run (RULES.md, inputs). */
 static int32_t zone_today(const char *z)
 {
 	char *saved = getenv("TZ") ? strdup(getenv("TZ")) : NULL;

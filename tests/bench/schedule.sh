@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/bench/schedule.sh: benchmark of the schedule stage (spec §11) on a generated org DB:
+# tests/bench/schedule.sh: benchmark of the schedule stage (RULES.md, README.md, summary) on a generated org DB:
 # cold and warm runs, load/compute/write ms, contacts/s, peak RSS, pages changed by the warm
 # run, and the calibration floor (tests/tools/sched_floor) measured in the same run. "warm" is
 # the rerun as deployed (the fingerprint shortcut); "warm, full" is the same rerun with

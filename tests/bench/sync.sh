@@ -5,7 +5,7 @@
 # s3fs in the same run, plus SIGKILL-during-pull and SIGKILL-during-push iterations.
 #   SIZE_MB=256 CRASH_ITER=50 PUSH_ITER=50 CRASH_MB=16 bash tests/bench/sync.sh
 #   (defaults; markdown on stdout)
-# moto serves a ranged GET in time proportional to the object's size (DESIGN §10), so the
+# moto serves a ranged GET in time proportional to the object's size (a moto quirk: it reads the whole object for a ranged GET), so the
 # differential pulls here are dominated by moto, not by bytes; the crash loop uses its own
 # CRASH_MB database so that kills land inside the pull.
 . "$(dirname "$0")/../lib.sh"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stages run in INI order; reordering sections reorders the run; a failure at each
-# position unwinds exactly the started stages in reverse (DESIGN §3), in log and journal.
+# position unwinds exactly the started stages in reverse, in log and journal.
 . "$(dirname "$0")/../lib.sh"
 
 # pipeline ORDER FAILING: exec stages named by ORDER (e.g. "a b c d e"), FAILING fails.
@@ -37,7 +37,7 @@ pipeline "c a e b d" none >"$T/p.ini"
 ferry -c "$T/p.ini" run >"$T/out" 2>"$T/err" || fail "reordered pipeline failed"
 assert_eq "run-c run-a run-e run-b run-d" "$(grep '^run-' "$T/out" | paste -sd' ' -)" "reordered"
 
-# Failure at each position: exit 1, unwinding exactly as DESIGN §3 says.
+# Failure at each position: exit 1, unwinding exactly the started stages in reverse.
 for f in a b c d e; do
 	pipeline "a b c d e" "$f" >"$T/p.ini"
 	rc=0

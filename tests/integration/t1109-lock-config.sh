@@ -8,7 +8,7 @@ LOCK=org-data/42.db.lock
 moto_start
 write_ini "$T/a.ini" a
 
-# the pipeline deadline must stay below the lock's ttl (DESIGN §2)
+# the pipeline deadline must stay below the lock's ttl 
 sed -i 's/^name = a$/name = a\ndeadline = 2h/' "$T/a.ini"
 assert_exit 2 ferry -c "$T/a.ini" run 2>"$T/e1"
 assert_contains "$T/e1" "a.ini:"

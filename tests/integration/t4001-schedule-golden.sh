@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# t4001: the spec's worked example (§14) through `ferry run schedule`: exact rows, a rerun that
+# t4001: the worked examples of plugins/schedule/RULES.md through `ferry run schedule`: exact rows, a rerun that
 # changes no byte, the dry-run CSV, and the next day after the sender took a row.
 . "$(dirname "$0")/../lib.sh"
 command -v python3 >/dev/null || skip "python3 missing"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# t4002: properties on a generated org DB (spec §7-§9): nothing pre-scheduled before today or in
+# t4002: properties on a generated org DB (RULES.md): nothing pre-scheduled before today or in
 # an exclusion window, frequency limit holds counting sent rows, rows not owned stay
 # byte-identical, and a rerun with the same today changes no page.
 . "$(dirname "$0")/../lib.sh"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# t4003: bad input (spec §12): clear errors, the right exit code, and the file unchanged.
+# t4003: bad input (RULES.md, contacts that get nothing): clear errors, the right exit code, and the file unchanged.
 . "$(dirname "$0")/../lib.sh"
 command -v python3 >/dev/null || skip "python3 missing"
 FIX=$SRC_DIR/tests/schedule

@@ -1,4 +1,4 @@
-/* test_abi.c: dlopen every built stage plugin and check its descriptor (DESIGN §3). */
+/* test_abi.c: dlopen every built stage plugin and check its descriptor. */
 #include <assert.h>
 #include <dirent.h>
 #include <dlfcn.h>

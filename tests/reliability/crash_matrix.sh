@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/reliability/crash_matrix.sh [ITERATIONS] [POINT...]: the crash matrix (issue 9 §1).
+# tests/reliability/crash_matrix.sh [ITERATIONS] [POINT...]: the crash matrix.
 # For each fault point, ITERATIONS times: reset the org DB on S3 to a base version, run the
 # default pipeline with FERRY_FAILPOINT=POINT:kill (ferry SIGKILLs itself there), then check
 #   - data: the S3 object is byte-equal to the base or to the replica the run was pushing,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/reliability/s3_faults.sh [CASE...]: the S3 fault matrix (issue 9 §2). The whole
+# tests/reliability/s3_faults.sh [CASE...]: the S3 fault matrix. The whole
 # default pipeline runs through tests/s3proxy.py, which injects one kind of fault into a
 # few requests of every kind. Each case must either succeed (through retries) or fail with
 # unwinding and a clear message; in both, the object on S3 is the base or the replica (never

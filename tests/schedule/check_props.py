@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""check_props.py: property checks of a scheduled org DB, independent of the C code (spec/scheduler.md).
+"""check_props.py: property checks of a scheduled org DB, independent of the C code (RULES.md).
 
   check_props.py props DB TODAY [MAX PERIOD]   no pre-scheduled row before today or inside the
                                                contact's exclusion window; frequency limit holds

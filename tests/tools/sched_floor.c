@@ -1,4 +1,4 @@
-/* sched_floor.c: the §11 calibration floor: SQLite inserting the schedule's rows into the same schema in one transaction. */
+/* sched_floor.c: the schedule bench's floor: SQLite inserting the rows, same schema, one transaction. */
 #include <sqlite3.h>
 
 #include "../../plugins/schedule/sched_ddl.h"
@@ -13,7 +13,7 @@
  *
  * Reads the owned rows that a schedule run wrote into ROWS_DB (in unique-key order) into
  * memory, then times, on TARGET_DB (a copy of the same input database without
- * email_schedules): BEGIN IMMEDIATE, the §9.1 DDL and indexes, one INSERT per row,
+ * email_schedules): BEGIN IMMEDIATE, the DDL and indexes, one INSERT per row,
  * COMMIT (durable, default synchronous). The connection settings are the stage's own
  * (page cache), so the only difference left is the stage's reading and computing.
  * Prints "floor_ms=N rows=N".

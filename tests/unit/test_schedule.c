@@ -1,4 +1,4 @@
-/* test_schedule.c: unit and golden tests of the schedule stage's core (spec/scheduler.md). */
+/* test_schedule.c: unit and golden tests of the schedule stage's core (RULES.md). */
 #include "unit.h"
 
 #include <openssl/evp.h>
@@ -69,7 +69,7 @@ static void test_dates(void)
 	ASSERT_STREQ(fmt(sched_next_anniv(D("2024-10-01"), 10, 1)), "2024-10-01");
 	ASSERT_STREQ(fmt(sched_next_anniv(D("2024-10-02"), 10, 1)), "2025-10-01");
 	ASSERT_STREQ(fmt(sched_next_anniv(D("2024-12-31"), 1, 1)), "2025-01-01");
-	/* strict parsing (§6.4) */
+	/* strict parsing (RULES.md, contacts that get nothing) */
 	int32_t v;
 	ASSERT_EQ(sched_parse_value_date("1961-02-30", 10, &v), -1);
 	ASSERT_EQ(sched_parse_value_date("1960-02-29", 10, &v), 1);
@@ -243,7 +243,7 @@ static void test_email_state(void)
 	ASSERT_EQ(sched_zip_state(&z, "00001", 5), -1);   /* prefix 000: no state */
 }
 
-/* ---- exclusion windows at their edges, derived by hand from §5 ---- */
+/* ---- exclusion windows at their edges, derived by hand from RULES.md, exclusion windows ---- */
 
 static struct sched_opts opts;
 
@@ -476,7 +476,7 @@ static void expect_rows(const char *want)
 #define EW(st) "skipped Effective date exclusion window for " st " "
 #define T " 08:30:00\n"
 
-/* §14, every row; ids 3, 10, 11, 13, 14 are the bad rows that make N = 15. */
+/* RULES.md, worked examples, every row; ids 3, 10, 11, 13, 14 are the bad rows that make N = 15. */
 static const char example_rows[] =
 	"INSERT INTO contacts (id, email, state, zip_code, birth_date, effective_date) VALUES "
 	"(1, 'c1@example.com', 'TX', NULL, '1950-12-15', '2020-01-10'),"
@@ -596,7 +596,7 @@ static void test_worked_example(void)
 	ASSERT_STREQ(lines[35], "15,effective_date,2024-10-01,08:30:00,pre-scheduled,,20,2024,10,5\n");
 	fclose(f);
 
-	/* the next day, after the sender took contact 15's birthday row (§14) */
+	/* the next day, after the sender took contact 15's birthday row (RULES.md, worked examples) */
 	sql("UPDATE email_schedules SET status = 'sent' WHERE contact_id = 15 AND email_type = 'birthday'");
 	opts.today = D("2024-10-02");
 	opts.run_id = "run-2";
@@ -878,7 +878,7 @@ static void test_states(void)
 	ASSERT_CONTAINS(dump(), "3 birthday 2025-03-01 " PRE "10 2025-03-15" T);
 }
 
-/* §2.2/§7.7: latest eligibility answer by (created_at, id); JSON true or "true". */
+/* Failed underwriting: latest eligibility answer by (created_at, id); JSON true or "true". */
 static void test_underwriting(void)
 {
 	struct sched_report rep;
@@ -917,7 +917,7 @@ static void test_underwriting(void)
 		    "5 aep 2025-09-15 " PRE "30 2025-09-15" T);
 }
 
-/* §12 schema errors, and §9 ownership: rows not owned are never touched. */
+/* Schema errors, and ownership: rows not owned are never touched. */
 static void test_schema_and_ownership(void)
 {
 	struct sched_report rep;
