@@ -15,10 +15,8 @@
 # last) before the platform's kill timeout. tini -s also makes it a subreaper where the
 # platform's own init is PID 1 (fly.io), instead of warning.
 #
-# No container engine runs on the project's machines: tests/container/check.sh runs these
-# same steps in debootstrap chroots and reports the installed size.
-# Keep to FROM / ENV / WORKDIR / COPY / RUN / ENTRYPOINT / CMD / STOPSIGNAL / LABEL, one
-# instruction per line (continuations are fine): check.sh interprets exactly those.
+# tests/container/run.sh builds this file with podman and runs the image against a local S3
+# server (default pipeline, missing variable, stop mid-run, serve + exec, work mode).
 
 FROM debian:12 AS build
 RUN apt-get update \

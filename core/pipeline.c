@@ -145,7 +145,7 @@ static int held_at(struct run *r, size_t at, const char *res, const char *dir)
 
 /* A selection of stages (names or --from) that lacks what its stages need: select, from
  * the INI, the enabled stages that provide it, and those that end what they provide
- * (the lock brought in is released by unlock). Logs "bringing in lock, mount for push". */
+ * (the lock brought in is released by unlock). Logs "bringing in lock, mount, unlock for push". */
 static void bring_in(struct run *r, const char *dir)
 {
 	bool changed = true;
