@@ -57,6 +57,19 @@ static void iso_ms(int64_t ms, char *out, size_t len)
 	snprintf(out + strlen(out), len - strlen(out), ".%03dZ", (int)(ms % 1000));
 }
 
+/* A run's start, end, result (none yet: unset) and exit code into o. */
+static void put_outcome(json_t *o, const struct run *r, const char *unset)
+{
+	char ts[64];
+
+	iso_ms(r->started_at, ts, sizeof(ts));
+	json_object_set_new(o, "started_at", json_string(ts));
+	iso_ms(r->ended_at, ts, sizeof(ts));
+	json_object_set_new(o, "ended_at", json_string(ts));
+	json_object_set_new(o, "result", json_string(r->result ? r->result : unset));
+	json_object_set_new(o, "exit", json_integer(r->exit_code));
+}
+
 static json_t *journal_json(const struct run *r)
 {
 	json_t *root = json_object(), *stages = json_array(), *events = json_array();
@@ -68,12 +81,7 @@ static json_t *journal_json(const struct run *r)
 	json_object_set_new(root, "run_id", json_string(r->run_id ? r->run_id : ""));
 	json_object_set_new(root, "config", json_string(r->config_path ? r->config_path : ""));
 	json_object_set_new(root, "pid", json_integer(getpid()));
-	iso_ms(r->started_at, ts, sizeof(ts));
-	json_object_set_new(root, "started_at", json_string(ts));
-	iso_ms(r->ended_at, ts, sizeof(ts));
-	json_object_set_new(root, "ended_at", json_string(ts));
-	json_object_set_new(root, "result", json_string(r->result ? r->result : "running"));
-	json_object_set_new(root, "exit", json_integer(r->exit_code));
+	put_outcome(root, r, "running");
 	if (r->partial)
 		json_object_set_new(root, "partial", json_boolean(true));
 	if (r->deadline_hit)
@@ -299,7 +307,7 @@ static void history_trim(const char *path)
 void journal_history_append(const struct run *r)
 {
 	json_t *o = json_object();
-	char path[4096], ts[64], stages[1024] = "", *line;
+	char path[4096], stages[1024] = "", *line;
 	struct stat st;
 	size_t i;
 	FILE *f;
@@ -311,12 +319,7 @@ void journal_history_append(const struct run *r)
 			snprintf(stages + strlen(stages), sizeof(stages) - strlen(stages), "%s%s",
 				 *stages ? "," : "", r->st[i].name);
 	json_object_set_new(o, "run_id", json_string(r->run_id ? r->run_id : ""));
-	iso_ms(r->started_at, ts, sizeof(ts));
-	json_object_set_new(o, "started_at", json_string(ts));
-	iso_ms(r->ended_at, ts, sizeof(ts));
-	json_object_set_new(o, "ended_at", json_string(ts));
-	json_object_set_new(o, "result", json_string(r->result ? r->result : ""));
-	json_object_set_new(o, "exit", json_integer(r->exit_code));
+	put_outcome(o, r, "");
 	json_object_set_new(o, "ms", json_integer(r->ended_at - r->started_at));
 	json_object_set_new(o, "stages", json_string(stages));
 	json_object_set_new(o, "partial", json_boolean(r->partial));
