@@ -244,7 +244,7 @@ static void print_text(const struct status *s, bool verbose)
 				printf("%-16s   %s=%s\n", "", st->facts[j].key, st->facts[j].value);
 	}
 	if (s->replica_rc == 0 && s->changed == 0)
-		printf("\nreplica   in sync with the last sync (etag %s)\n",
+		printf("\nreplica   in sync (etag %s)\n",
 		       *s->synced_etag ? s->synced_etag : "-");
 	else if (s->replica_rc == 0)
 		printf("\nreplica   %" PRIu64 " pages changed since the last sync (not pushed)\n",

@@ -19,7 +19,7 @@ ferry -c "$PIPE" status >"$T/s1" 2>&1 || { cat "$T/s1"; fail "status after a run
 assert_contains "$T/s1" "ok (exit 0), ended "
 assert_contains "$T/s1" " s ago"
 grep -qE '^push +ok +[0-9.]+s  ran$' "$T/s1" || { cat "$T/s1"; fail "push not shown as ran"; }
-assert_contains "$T/s1" "replica   in sync with the last sync"
+assert_contains "$T/s1" "replica   in sync (etag "
 grep -qE "^  20[0-9-]+ [0-9:]+  ok +0 +[0-9.]+s  lock,mount,pull,schedule,push,unlock$" "$T/s1" ||
 	{ cat "$T/s1"; fail "history line of the whole run"; }
 fits80 "$T/s1"
