@@ -389,6 +389,7 @@ static int expand_var(struct expand *x, const char *name, size_t nlen, const cha
 {
 	char nm[128];
 	const struct cfg_entry *pe;
+	const struct ferry_key *pk;
 	const char *env;
 
 	if (nlen >= sizeof(nm)) {
@@ -407,7 +408,12 @@ static int expand_var(struct expand *x, const char *name, size_t nlen, const cha
 	}
 	if (has_def)
 		return expand_into(x, def, dlen, out, depth + 1);
-	snprintf(x->err, x->errlen, "%s: key '%s': variable '%s' is not set", x->where, x->key, nm);
+	/* a [pipeline] key left out takes its default, as it does everywhere else */
+	pk = cfg_key_find(pipeline_keys, nm);
+	if (pk && pk->def)
+		return expand_into(x, pk->def, strlen(pk->def), out, depth + 1);
+	snprintf(x->err, x->errlen, "%s: key '%s': variable '%s' is not set (neither a [pipeline] "
+		 "key nor an environment variable)", x->where, x->key, nm);
 	return -1;
 }
 

@@ -45,6 +45,12 @@ long=$(printf 'x%.0s' $(seq 1 260))
 bad "$hdr$ok_stage""cleanup = $long\n" "bad21.ini:6: line too long"
 note "$n bad-INI cases checked"
 
+# no [pipeline] section: ${state_dir} is the key's default, not "variable is not set"
+printf '[stage a]\nplugin = exec\ncommand = echo ${state_dir}\n' >"$T/nopipe.ini"
+ferry -c "$T/nopipe.ini" run --dry-run >"$T/out" 2>"$T/err" || fail "no [pipeline]: $(cat "$T/err")"
+assert_contains "$T/err" "/var/lib/ferry"
+assert_not_contains "$T/err" "is not set"
+
 rc=0; ferry -c "$T/missing.ini" run 2>"$T/err" || rc=$?
 assert_eq 2 $rc "missing config"
 assert_contains "$T/err" "cannot open '$T/missing.ini': No such file or directory"
