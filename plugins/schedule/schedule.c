@@ -128,7 +128,7 @@ static int32_t zone_today(const char *z)
 /* A rule table's path. A relative value resolves against the INI's directory; when that
  * file is not there and the value is a bare file name (the shipped pipeline.ini's
  * "state_rules.csv"), the shipped table is used: from the installed share directory
- * (FERRY_SHARE_DIR/conf), else the source tree's conf/ beside the ferry binary (a build).
+ * (FERRY_SHARE_DIR/conf), else the source tree's conf/ above the ferry binary (a build).
  * So a copied pipeline INI keeps working; a table of one's own is named by a path. */
 static char *data_path(struct ferry_ctx *c, const char *key)
 {
@@ -148,7 +148,10 @@ static char *data_path(struct ferry_ctx *c, const char *key)
 		exe[n] = '\0';
 		if (strrchr(exe, '/'))
 			*strrchr(exe, '/') = '\0';
-		if (asprintf(&alt, "%s/../conf/%s", exe, v) >= 0) {
+		/* build trees: build/ferry and build/asan/ferry */
+		for (const char *up = "/..", *up2 = "/../.."; up; up = up2, up2 = NULL) {
+			if (asprintf(&alt, "%s%s/conf/%s", exe, up, v) < 0)
+				break;
 			if (access(alt, R_OK) == 0)
 				goto found;
 			free(alt);
