@@ -520,6 +520,67 @@ static void test_hash_fd(void)
 	ferry_manifest_release(&b);
 }
 
+/* A file big enough to be hashed by several threads (80 MiB of 4 KiB pages, random bytes):
+ * every page's hash equals the single-page hasher's; bytes are counted once; a truncated
+ * file fails with the offset named; a range starting mid-file hashes only its pages. */
+static void test_hash_threads(void)
+{
+	const uint64_t pages = 20480;
+	const uint32_t ps = 4096;
+	unsigned char *buf = malloc(ps), *h = calloc(pages, FERRY_PAGE_HASH_LEN), one[16];
+	struct ferry_hasher *hs = ferry_hasher_new();
+	char err[256];
+	uint64_t bytes = 0, bad = 0;
+	int fd = open(tpath("big.bin"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+	ASSERT_TRUE(buf && h && hs && fd >= 0);
+	if (!buf || !h || !hs || fd < 0)
+		return;
+	uint64_t x = 88172645463325252ull, wrote = 0;
+
+	for (uint64_t i = 0; i < pages; i++) {
+		for (uint32_t k = 0; k < ps; k += 8) {
+			x ^= x << 13;       /* xorshift64 */
+			x ^= x >> 7;
+			x ^= x << 17;
+			memcpy(buf + k, &x, 8);
+		}
+		wrote += pwrite(fd, buf, ps, (off_t)(i * ps)) == (ssize_t)ps;
+	}
+	ASSERT_EQ(wrote, pages);
+	ASSERT_EQ(ferry_pages_hash_fd(fd, ps, pages, h, NULL, &bytes, err, sizeof(err)), 0);
+	ASSERT_EQ(bytes, pages * ps);
+	for (uint64_t i = 0; i < pages; i += 97) {
+		ASSERT_EQ(pread(fd, buf, ps, (off_t)(i * ps)), (ssize_t)ps);
+		ASSERT_EQ(ferry_hasher_page(hs, buf, ps, one), 0);
+		bad += memcmp(one, h + i * FERRY_PAGE_HASH_LEN, FERRY_PAGE_HASH_LEN) != 0;
+	}
+	ASSERT_EQ(bad, 0);
+	/* the last page of each slice and the first of the next, hashed alone */
+	for (uint64_t i = pages / 4 - 1; i < pages; i += pages / 4) {
+		for (uint64_t k = i; k <= i + 1 && k < pages; k++) {
+			ASSERT_EQ(pread(fd, buf, ps, (off_t)(k * ps)), (ssize_t)ps);
+			ASSERT_EQ(ferry_hasher_page(hs, buf, ps, one), 0);
+			ASSERT_EQ(memcmp(one, h + k * FERRY_PAGE_HASH_LEN, FERRY_PAGE_HASH_LEN), 0);
+		}
+	}
+	memset(h, 0, pages * FERRY_PAGE_HASH_LEN);
+	ASSERT_EQ(ferry_pages_hash_range(fd, ps, pages / 2, pages / 2, h, NULL, NULL, err,
+					 sizeof(err)), 0);
+	ASSERT_EQ(h[0] | h[(pages / 2 - 1) * FERRY_PAGE_HASH_LEN], 0);
+	ASSERT_EQ(pread(fd, buf, ps, (off_t)(pages / 2 * ps)), (ssize_t)ps);
+	ASSERT_EQ(ferry_hasher_page(hs, buf, ps, one), 0);
+	ASSERT_EQ(memcmp(one, h + pages / 2 * FERRY_PAGE_HASH_LEN, FERRY_PAGE_HASH_LEN), 0);
+	ASSERT_EQ(ftruncate(fd, (off_t)((pages - 100) * ps)), 0);
+	ASSERT_EQ(ferry_pages_hash_fd(fd, ps, pages, h, NULL, NULL, err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "truncated: file ends at");
+	close(fd);
+	unlink(tpath("big.bin"));
+	ferry_hasher_free(hs);
+	free(h);
+	free(buf);
+}
+
 /* ferry_pages_diff: differing, added and lock-byte pages; the shared helpers */
 static void test_diff(void)
 {
@@ -600,6 +661,7 @@ int main(void)
 	test_lock_page();
 	test_undo();
 	test_hash_fd();
+	test_hash_threads();
 	test_ferryfs_key();
 	test_diff();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
