@@ -1,4 +1,4 @@
--- spec §14 worked example (today = 2024-10-01); ids 3, 10, 11, 13, 14 are bad rows so N = 15
+-- the worked example of plugins/schedule/RULES.md (today = 2024-10-01); ids 3, 10, 11, 13, 14 are bad rows so N = 15
 CREATE TABLE contacts (id INTEGER PRIMARY KEY, first_name TEXT, email TEXT, state TEXT,
                        zip_code TEXT, birth_date TEXT, effective_date TEXT);
 INSERT INTO contacts (id, email, state, zip_code, birth_date, effective_date) VALUES
