@@ -55,8 +55,9 @@ rm -f "$T/fail.o2"
 port=$(free_port)
 worker d -o work.metrics_port=$port -o work.idle=1h -o work.records=daemon/
 n=0
-until curl -fs "http://127.0.0.1:$port/metrics" -o "$T/metrics" && grep -q '^ferry_work_passes_total 1' "$T/metrics" &&
-	grep -q 'idle until the next pass' "$T/d.err"; do
+# the log first: metrics fetched before the pass ended could miss its last run
+until grep -q 'idle until the next pass' "$T/d.err" &&
+	curl -fs "http://127.0.0.1:$port/metrics" -o "$T/metrics" && grep -q '^ferry_work_passes_total 1' "$T/metrics"; do
 	n=$((n + 1)); [ $n -lt 600 ] || { cat "$T/d.err" >&2; fail "no metrics after a pass"; }
 	kill -0 "$WORKER_PID" || { cat "$T/d.err" >&2; fail "the worker exited"; }
 	sleep 0.1
