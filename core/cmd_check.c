@@ -16,6 +16,7 @@ int cmd_check(struct cli *cli)
 	struct ferry_s3_features f;
 	struct ferry_s3_res res;
 	struct ferry_s3 *s3;
+	char why[1024];
 	struct run r;
 	int rc, prc;
 	size_t i;
@@ -37,7 +38,8 @@ int cmd_check(struct cli *cli)
 		goto out_run;
 	}
 	memset(&res, 0, sizeof(res));
-	prc = ferry_s3_probe(s3, ".ferry-probe/", &f, &res);
+	/* always a fresh probe; a safe result refreshes the lock stage's cache */
+	prc = ferry_s3_probe_cached(s3, r.state_dir, 0, &f, &res);
 	if (prc != FERRY_S3_OK) {
 		printf("s3: probe of bucket '%s' failed: %s\n", ferry_s3_bucket(s3), res.msg);
 		if (!rc)
@@ -45,15 +47,14 @@ int cmd_check(struct cli *cli)
 		goto out_run;
 	}
 	printf("s3: bucket '%s' reachable\n", ferry_s3_bucket(s3));
-	printf("s3: conditional create (If-None-Match: *)  %s\n", f.conditional_create ? "yes" : "NO");
-	printf("s3: conditional put (If-Match)             %s\n", f.conditional_put ? "yes" : "NO");
-	printf("s3: conditional delete (If-Match)          %s\n", f.conditional_delete ? "yes" : "no");
-	printf("s3: UploadPartCopy                         %s\n", f.upload_part_copy ? "yes" : "no");
-	if (!f.conditional_create || !f.conditional_put) {
-		printf("s3: the store does not enforce conditional writes: the lock stage refuses to "
-		       "run on this endpoint\n");
+	ferry_s3_features_print(stdout, "s3: ", s3, &f);
+	if (ferry_s3_features_unsafe(s3, &f, why, sizeof(why))) {
+		printf("s3: REFUSED: %s\n", why);
+		printf("s3: the lock stage refuses to run on this store\n");
 		if (!rc)
 			rc = FERRY_FAIL;
+	} else {
+		printf("s3: the store fences every write ferry relies on\n");
 	}
 out_run:
 	pipeline_release(&r);

@@ -1,5 +1,6 @@
 # tests/e2e.sh: set-up shared by the end-to-end tests (source after lib.sh).
-#   e2e_setup [CONTACTS]   moto_start (E2E_MOTO=serial: moto_start_serial), a generated org DB uploaded as org-data/$ORG_ID.db,
+#   e2e_setup [CONTACTS]   moto_start (E2E_MOTO=serial: moto_start_serial; E2E_STORE=gcs: the
+#                          GCS test server in front, FERRY_S3_DIALECT=gcs), a generated org DB uploaded as org-data/$ORG_ID.db,
 #                          the env of conf/pipeline.ini (ORG_ID, FERRY_STATE_DIR,
 #                          FERRY_MOUNTPOINT) and $PIPE (a copy of the default pipeline)
 #   e2e_get KEY FILE       download an object with ferry itself
@@ -11,6 +12,8 @@ e2e_setup() {
 	need_fuse
 	# races of conditional writes need moto serialised (see moto_start_serial)
 	if [ "${E2E_MOTO:-}" = serial ]; then moto_start_serial e2e-bucket; else moto_start e2e-bucket; fi
+	# E2E_STORE=gcs: the GCS XML-API test server in front of moto, the gcs dialect
+	if [ "${E2E_STORE:-}" = gcs ]; then . "$TESTS_DIR/gcs.sh"; gcs_start; fi
 	export ORG_ID=7 FERRY_STATE_DIR=$T/state FERRY_MOUNTPOINT=$T/mnt
 	python3 "$TESTS_DIR/gen_orgdb.py" --contacts "$contacts" --seed 11 "$T/org.db" >/dev/null ||
 		fail "gen_orgdb failed"

@@ -41,12 +41,13 @@ static bool part_copyable(const struct fs *fs, const char *base_etag, uint64_t b
 
 /* A commit with no part to copy uploads every byte anyway: up to put_max it is one PUT,
  * which spares the multipart round trips and the store's CompleteMultipartUpload (which
- * some stores pay for by reading every part again). */
+ * some stores pay for by reading every part again). Where a multipart completion cannot
+ * be fenced (GCS), every commit is one PUT, whatever its size. */
 static bool commit_as_put(const struct fs *fs, const char *base_etag, uint64_t size,
 			  uint64_t base_limit, const struct ivl *dirty)
 {
-	if (size < FS_PART_SIZE)
-		return true;
+	if (size < FS_PART_SIZE || !ferry_s3_multipart_fenced(fs->s3))
+		return true;            /* GCS fences no multipart completion: one PUT */
 	if (size > fs->put_max)
 		return false;
 	for (uint64_t off = 0; off < size; off += FS_PART_SIZE)

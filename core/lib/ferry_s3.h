@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -36,6 +37,20 @@ enum ferry_s3_rc {
 	FERRY_S3_DENIED = -6,               /* 403 */
 	FERRY_S3_CANCELLED = -7,            /* the cancel callback said stop */
 	FERRY_S3_ERROR = -8,                /* anything else, after the retries allowed */
+};
+
+/* How a store spells conditions and names versions ([s3] dialect; core/lib/STORES.md).
+ *  s3:  If-None-Match: * / If-Match: "etag"; the version is the ETag.
+ *  gcs: x-goog-if-generation-match: 0 / N (writes, deletes and reads alike); the version is
+ *       the generation (x-goog-generation); If-Match on writes is ignored by GCS; multipart
+ *       completions take no precondition, so fenced writes are single PUTs.
+ *  r2:  s3, with CopyObject's destination conditions spelled cf-copy-destination-if-*.
+ *  auto (default): gcs for storage.googleapis.com, r2 for *.r2.cloudflarestorage.com, else s3. */
+enum ferry_s3_dialect {
+	FERRY_S3_DIALECT_AUTO = 0,
+	FERRY_S3_DIALECT_S3,
+	FERRY_S3_DIALECT_GCS,
+	FERRY_S3_DIALECT_R2,
 };
 
 struct ferry_s3_conf {
@@ -55,16 +70,18 @@ struct ferry_s3_conf {
 	int max_retries;                    /* for idempotent requests; default 5 */
 	long retry_base_ms;                 /* first backoff; default 100 */
 	long retry_cap_ms;                  /* backoff cap; default 5000 */
+	enum ferry_s3_dialect dialect;      /* default auto */
 };
 
 /* Defaults, then the environment the way AWS tools read it: AWS_ENDPOINT_URL_S3, then
  * AWS_ENDPOINT_URL; AWS_REGION, then AWS_DEFAULT_REGION; AWS_ACCESS_KEY_ID,
- * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; AWS_CA_BUNDLE; BUCKET_NAME for bucket. */
+ * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; AWS_CA_BUNDLE; BUCKET_NAME for bucket;
+ * FERRY_S3_DIALECT (auto, s3, gcs, r2) for dialect. */
 void ferry_s3_conf_init(struct ferry_s3_conf *conf);
 void ferry_s3_conf_from_env(struct ferry_s3_conf *conf);
 /* Apply one [s3] INI key (endpoint, region, bucket, path_style, verify_tls, ca_bundle,
  * connect_timeout, low_speed_time, low_speed_limit, request_timeout, max_retries,
- * retry_base, retry_cap). Returns 0, or -1 with a reason in err (unknown key, bad value). */
+ * retry_base, retry_cap, dialect). Returns 0, or -1 with a reason in err (unknown key, bad value). */
 int ferry_s3_conf_set(struct ferry_s3_conf *conf, const char *key, const char *value,
 		      char *err, size_t errlen);
 bool ferry_s3_conf_is_key(const char *key);  /* is this a valid [s3] key */
@@ -76,13 +93,27 @@ struct ferry_s3;
 struct ferry_s3 *ferry_s3_new(const struct ferry_s3_conf *conf, char *err, size_t errlen);
 void ferry_s3_free(struct ferry_s3 *s3);
 const char *ferry_s3_bucket(const struct ferry_s3 *s3);
+/* The dialect in use (auto resolved) and its name ("s3", "gcs", "r2"). */
+enum ferry_s3_dialect ferry_s3_dialect(const struct ferry_s3 *s3);
+const char *ferry_s3_dialect_name(enum ferry_s3_dialect d);
+/* Whether a multipart completion can be fenced (If-Match / If-None-Match on
+ * CompleteMultipartUpload): not on GCS, where a fenced write is one PUT. */
+bool ferry_s3_multipart_fenced(const struct ferry_s3 *s3);
+/* How this dialect spells a condition, for messages: create-only ("If-None-Match: *",
+ * "x-goog-if-generation-match: 0") or the version header ("If-Match",
+ * "x-goog-if-generation-match"). */
+const char *ferry_s3_cond_spelling(const struct ferry_s3 *s3, bool create_only);
+/* "host[:port]/bucket" for messages and the probe cache. */
+const char *ferry_s3_store_name(const struct ferry_s3 *s3);
 /* Called during transfers and backoff waits; returning true aborts with CANCELLED. */
 void ferry_s3_set_cancel(struct ferry_s3 *s3, bool (*cancelled)(void *arg), void *arg);
 
 /* What one request learned. Every call fills it (when not NULL), success or not. */
 struct ferry_s3_res {
 	long status;                        /* last HTTP status, 0 if none */
-	char etag[80];                      /* ETag as sent, with its quotes */
+	char etag[80];                      /* the version conditions speak of: the ETag as sent
+					     * (with its quotes), or on GCS the generation */
+	char content_etag[80];              /* the ETag header itself (an MD5 or a multipart one) */
 	uint64_t size;                      /* object size (HEAD, or total of a ranged GET) */
 	time_t last_modified;               /* Last-Modified, 0 if none */
 	time_t date;                        /* server Date header, 0 if none */
@@ -99,9 +130,10 @@ struct ferry_s3_res {
 };
 
 
-/* Conditions for reads and writes; NULL fields are not sent. */
+/* Conditions for reads and writes; NULL fields are not sent. Spelled per dialect: on
+ * GCS both become x-goog-if-generation-match (0 for create-only). */
 struct ferry_s3_cond {
-	const char *if_match;               /* ETag with quotes */
+	const char *if_match;               /* a version (res.etag): ETag with quotes, or generation */
 	const char *if_none_match;          /* "*" for create-only */
 };
 
@@ -151,7 +183,8 @@ int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_m
 struct ferry_s3_entry {
 	char *key;                          /* full key */
 	uint64_t size;
-	char *etag;
+	char *etag;                         /* the version: ETag, or on GCS the generation */
+	char *generation;                   /* GCS's <Generation>, NULL elsewhere */
 	time_t last_modified;
 };
 struct ferry_s3_list {
@@ -201,16 +234,44 @@ struct ferry_s3_stats {
 };
 void ferry_s3_stats_get(struct ferry_s3 *s3, struct ferry_s3_stats *out);
 
-/* Endpoint probe for `ferry check`: two If-None-Match:* PUTs of a scratch
- * key (the second must get 412), If-Match on PUT, UploadPartCopy; the scratch keys
- * are removed. Returns 0 when the probe ran (see the flags), else an rc. */
+/* The endpoint probe behind `ferry check` and the lock stage (core/lib/s3_probe.c;
+ * core/lib/STORES.md): on scratch keys under scratch_prefix, in the client's dialect,
+ *  1. create if absent, twice: the second must be refused;
+ *  2. replace with a wrong version: refused;
+ *  3. write if version V on an absent key: refused (404 as AWS answers, or 412);
+ *  4. delete with a wrong version: refused (and with the right one: done);
+ *  5. a ranged GET returns exactly the bytes asked for;
+ *  6. UploadPartCopy works (else ferryfs uploads the parts itself).
+ * The scratch keys are removed. Returns 0 when the probe ran (see the flags), else an rc. */
 struct ferry_s3_features {
-	bool conditional_create;            /* If-None-Match: * enforced */
-	bool conditional_put;               /* If-Match enforced on PUT */
-	bool conditional_delete;            /* If-Match enforced on DELETE */
-	bool upload_part_copy;              /* UploadPartCopy implemented */
+	bool conditional_create;            /* 1 */
+	bool conditional_put;               /* 2 */
+	bool absent_refused;                /* 3 */
+	bool conditional_delete;            /* 4 */
+	bool ranged_get;                    /* 5 */
+	bool upload_part_copy;              /* 6 */
+	long status[6];                     /* the HTTP status each step got (0: not sent) */
+	bool multipart_fenced;              /* ferry_s3_multipart_fenced */
+	char dialect[8];                    /* "s3", "gcs", "r2" */
+	time_t probed_at;
+	bool cached;                        /* read from the probe cache */
 };
 int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
 		   struct ferry_s3_features *out, struct ferry_s3_res *res);
+/* The probe, or its result of less than max_age_s ago for this endpoint, bucket and
+ * dialect, kept in dir (state_dir) as s3-probe-HASH.json (no URL on disk). Only a safe
+ * result is kept: a store found unsafe is probed again next time. */
+int ferry_s3_probe_cached(struct ferry_s3 *s3, const char *dir, long max_age_s,
+			  struct ferry_s3_features *out, struct ferry_s3_res *res);
+/* Whether a safe result of less than max_age_s ago is cached (into out); sends nothing. */
+bool ferry_s3_probe_peek(struct ferry_s3 *s3, const char *dir, long max_age_s,
+			 struct ferry_s3_features *out);
+/* NULL when the store fences what ferry relies on (1-5), else why not, naming the store,
+ * the dialect and the first property that failed. */
+const char *ferry_s3_features_unsafe(struct ferry_s3 *s3, const struct ferry_s3_features *f,
+				     char *why, size_t n);
+/* The matrix, one line a property, each line starting with prefix. */
+void ferry_s3_features_print(FILE *out, const char *prefix, struct ferry_s3 *s3,
+			     const struct ferry_s3_features *f);
 
 #endif

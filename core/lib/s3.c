@@ -124,6 +124,7 @@ void ferry_s3_free(struct ferry_s3 *s3)
 	free(s3->scheme);
 	free(s3->host);
 	free(s3->base_path);
+	free(s3->store_name);
 	ferry_s3_conf_release(&s3->conf);
 	free(s3);
 }
@@ -131,6 +132,28 @@ void ferry_s3_free(struct ferry_s3 *s3)
 const char *ferry_s3_bucket(const struct ferry_s3 *s3)
 {
 	return s3->conf.bucket;
+}
+
+enum ferry_s3_dialect ferry_s3_dialect(const struct ferry_s3 *s3)
+{
+	return s3->dialect;
+}
+
+bool ferry_s3_multipart_fenced(const struct ferry_s3 *s3)
+{
+	return s3->dialect != FERRY_S3_DIALECT_GCS;
+}
+
+const char *ferry_s3_cond_spelling(const struct ferry_s3 *s3, bool create_only)
+{
+	if (s3->dialect == FERRY_S3_DIALECT_GCS)
+		return create_only ? "x-goog-if-generation-match: 0" : "x-goog-if-generation-match";
+	return create_only ? "If-None-Match: *" : "If-Match";
+}
+
+const char *ferry_s3_store_name(const struct ferry_s3 *s3)
+{
+	return s3->store_name;
 }
 
 void ferry_s3_set_cancel(struct ferry_s3 *s3, bool (*cancelled)(void *arg), void *arg)

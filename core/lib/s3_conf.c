@@ -73,12 +73,19 @@ void ferry_s3_conf_from_env(struct ferry_s3_conf *conf)
 		if (v)
 			set_str((char **)((char *)conf + env_vars[i].field), v);
 	}
+	/* ferry's own: the dialect, for a container set up by environment alone; an
+	 * unknown name leaves auto (the [s3] key, checked, wins anyway) */
+	if (env("FERRY_S3_DIALECT")) {
+		char err[128];
+
+		ferry_s3_conf_set(conf, "dialect", env("FERRY_S3_DIALECT"), err, sizeof(err));
+	}
 }
 
 static const char *const conf_keys[] = {
 	"endpoint", "region", "bucket", "path_style", "verify_tls", "ca_bundle",
 	"connect_timeout", "low_speed_time", "low_speed_limit", "request_timeout",
-	"max_retries", "retry_base", "retry_cap", NULL,
+	"max_retries", "retry_base", "retry_cap", "dialect", NULL,
 };
 
 bool ferry_s3_conf_is_key(const char *key)
@@ -176,8 +183,25 @@ int ferry_s3_conf_set(struct ferry_s3_conf *conf, const char *key, const char *v
 		conf->max_retries = (int)i;
 		return 0;
 	}
+	if (!strcmp(key, "dialect")) {
+		static const char *const names[] = { "auto", "s3", "gcs", "r2" };
+
+		for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++)
+			if (!strcasecmp(value, names[k])) {
+				conf->dialect = (enum ferry_s3_dialect)k;
+				return 0;
+			}
+		snprintf(err, errlen, "bad value '%s' for 'dialect' (auto, s3, gcs or r2)", value);
+		return -1;
+	}
 	snprintf(err, errlen, "unknown key '%s' in [s3]", key);
 	return -1;
+}
+
+const char *ferry_s3_dialect_name(enum ferry_s3_dialect d)
+{
+	return d == FERRY_S3_DIALECT_GCS ? "gcs" : d == FERRY_S3_DIALECT_R2 ? "r2" :
+	       d == FERRY_S3_DIALECT_S3 ? "s3" : "auto";
 }
 
 /* Credentials do not linger in freed memory. */
@@ -277,6 +301,12 @@ int s3_conf_endpoint(struct ferry_s3 *s3, char *err, size_t errlen)
 		ferry_logf(FERRY_WARN, "s3", "endpoint is plain http: object data crosses the "
 			   "network unencrypted (requests are still signed)", "host=%s", host);
 	aws = !c->endpoint || ends_with(host, ".amazonaws.com");
+	s3->dialect = c->dialect;
+	if (s3->dialect == FERRY_S3_DIALECT_AUTO)
+		s3->dialect = !strcasecmp(host, "storage.googleapis.com") ||
+			      ends_with(host, ".storage.googleapis.com") ? FERRY_S3_DIALECT_GCS :
+			      ends_with(host, ".r2.cloudflarestorage.com") ? FERRY_S3_DIALECT_R2 :
+			      FERRY_S3_DIALECT_S3;
 	if (c->path_style >= 0)
 		s3->path_style = c->path_style == 1;
 	else
@@ -289,7 +319,10 @@ int s3_conf_endpoint(struct ferry_s3 *s3, char *err, size_t errlen)
 		goto out;
 	}
 	s3->base_path = strdup(path ? path : "");
-	if (!s3->scheme || !s3->base_path) {
+	if (asprintf(&s3->store_name, "%s%s%s/%s", host, port ? ":" : "", port ? port : "",
+		     c->bucket) < 0)
+		s3->store_name = NULL;
+	if (!s3->scheme || !s3->base_path || !s3->store_name) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}

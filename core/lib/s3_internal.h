@@ -81,6 +81,8 @@ struct ferry_s3 {
 	bool loopback;                      /* 127.0.0.0/8, ::1 or localhost */
 	bool path_style;                    /* resolved from conf->path_style */
 	char *sign_region;                  /* region used in the credential scope */
+	enum ferry_s3_dialect dialect;      /* resolved: never AUTO */
+	char *store_name;                   /* "host[:port]/bucket" */
 	CURLSH *share;                      /* DNS, connections, TLS sessions */
 	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST]; /* one per kind of shared data */
 	pthread_mutex_t pool_lock;          /* guards pool and n_pool */
@@ -186,8 +188,17 @@ int s3_req_md5(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res)
 int s3_req_md5_check(struct ferry_s3 *s3, const struct s3_req *rq, struct ferry_s3_res *res);
 /* Add a signed header (nothing when value is NULL). */
 void s3_req_hdr(struct s3_req *rq, const char *name, const char *value);
-/* The cond's If-Match / If-None-Match as headers. */
-void s3_req_cond(struct s3_req *rq, const struct ferry_s3_cond *cond);
+/* The cond as headers in the store's dialect: If-Match / If-None-Match, or on GCS
+ * x-goog-if-generation-match (0 for create-only). */
+void s3_req_cond(const struct ferry_s3 *s3, struct s3_req *rq, const struct ferry_s3_cond *cond);
+/* The header that pins a version: If-Match, or x-goog-if-generation-match on GCS. */
+const char *s3_version_hdr(const struct ferry_s3 *s3);
+/* The header that pins a copy's source: x-amz-copy-source-if-match, or on GCS
+ * x-goog-copy-source-if-generation-match. */
+const char *s3_copy_source_pin_hdr(const struct ferry_s3 *s3);
+/* A result's content ETag (from a response body: copy, complete, part copy); on S3 it is
+ * the version too. */
+void s3_res_content_etag(const struct ferry_s3 *s3, struct ferry_s3_res *res, const char *etag);
 bool s3_is_conditional(const struct ferry_s3_cond *cond);
 /* The key a request is about, "" for a bucket-level one. */
 const char *s3_req_what(const struct s3_req *rq);

@@ -68,12 +68,12 @@ static int part_common(struct ferry_s3 *s3, struct s3_req *rq, const char *uploa
 		return FERRY_S3_ERROR;
 	rc = s3_do(s3, rq, res, NULL);
 	if (rc == FERRY_S3_OK) {
-		if (!res->etag[0]) {
+		if (!res->content_etag[0]) {
 			s3_req_msg(s3, rq, res, "no ETag for part %d", part);
 			return FERRY_S3_ERROR;
 		}
 		rc = s3_req_md5_check(s3, rq, res);
-		snprintf(etag_out, 80, "%s", res->etag);
+		snprintf(etag_out, 80, "%s", res->content_etag);
 	}
 	return rc;
 }
@@ -126,7 +126,7 @@ int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upl
 	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
 	s3_req_hdr(&rq, "x-amz-copy-source", src);
 	s3_req_hdr(&rq, "x-amz-copy-source-range", range);
-	s3_req_hdr(&rq, "x-amz-copy-source-if-match", src_if_match);
+	s3_req_hdr(&rq, s3_copy_source_pin_hdr(s3), src_if_match);
 	part_query(&rq, q, pn, part, upload_id);
 	rq.keep_max = S3_ERR_BODY_MAX;
 	rc = s3_do(s3, &rq, res, &body);
@@ -140,7 +140,7 @@ int ferry_s3_mpu_part_copy(struct ferry_s3 *s3, const char *key, const char *upl
 			rc = FERRY_S3_ERROR;
 		} else {
 			snprintf(etag_out, 80, "%s", etag);
-			s3_scopy(res->etag, sizeof(res->etag), etag);
+			s3_res_content_etag(s3, res, etag);
 			S3_STAT_ADD(s3, bytes_copied, len);
 		}
 	}
@@ -233,7 +233,7 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 	s3_req_body(&rq, xml.data, xml.len);
 	rq.keep_max = S3_ERR_BODY_MAX;
 	s3_req_hdr(&rq, "content-type", "application/xml");
-	s3_req_cond(&rq, cond);
+	s3_req_cond(s3, &rq, cond);
 	if (!mpu_expected_etag(part_etags, nparts, want))
 		want[0] = '\0';
 	/* Completing is never resent blindly, conditional or not: a second complete of a
@@ -243,14 +243,14 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 		rc = s3_check_200_error(s3, &rq, &body, res);
 	if (rc == FERRY_S3_OK && body.len &&
 	    s3xml_field(body.data, body.len, "*/ETag", etag, sizeof(etag)) == 0)
-		s3_scopy(res->etag, sizeof(res->etag), etag);
+		s3_res_content_etag(s3, res, etag);
 	/* the parts' MD5s (uploaded: checked against Content-MD5; copied: the store's) make
 	 * the object's ETag: when the store gives that ETag, the object is the parts; another
 	 * ETag proves nothing (the object is committed: the caller reads back to know) */
-	res->verified = rc == FERRY_S3_OK && want[0] && strcmp(res->etag, want) == 0;
+	res->verified = rc == FERRY_S3_OK && want[0] && strcmp(res->content_etag, want) == 0;
 	if (rc == FERRY_S3_OK && !res->verified)
 		ferry_logf(FERRY_INFO, "s3", "the completed object's ETag is not the one its parts make",
-			   "key='%s' etag=%s expected=%s parts=%d", key, res->etag,
+			   "key='%s' etag=%s expected=%s parts=%d", key, res->content_etag,
 			   want[0] ? want : "-", nparts);
 	ferry_buf_release(&body);
 	ferry_buf_release(&xml);

@@ -1,11 +1,10 @@
 /* s3_ops.c: the S3 client's object operations: reads, writes, deletes, server-side copy,
- * listing, and the endpoint probe. Multipart uploads are in s3_mpu.c. */
+ * listing. Multipart uploads are in s3_mpu.c, the endpoint probe in s3_probe.c. */
 #include "ferry_s3.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "s3_internal.h"
@@ -19,7 +18,7 @@ int ferry_s3_head(struct ferry_s3 *s3, const char *key, const struct ferry_s3_co
 	struct s3_req rq;
 
 	res = s3_req_begin(&rq, "HEAD", "HEAD", key, res, &local);
-	s3_req_cond(&rq, cond);
+	s3_req_cond(s3, &rq, cond);
 	return s3_do(s3, &rq, res, NULL);
 }
 
@@ -32,7 +31,7 @@ int ferry_s3_get(struct ferry_s3 *s3, const char *key, const struct ferry_s3_con
 
 	res = s3_req_begin(&rq, "GET", "GET", key, res, &local);
 	if (cond) {
-		rq.if_match = cond->if_match;
+		rq.if_match = cond->if_match;   /* spelled per dialect, kept on resumes */
 		s3_req_hdr(&rq, "if-none-match", cond->if_none_match);
 	}
 	rq.ranged = true;
@@ -182,6 +181,7 @@ static enum s3_verdict verify_put(struct ferry_s3 *s3, const struct s3_req *put,
 	else if (rc == FERRY_S3_OK) {
 		v = S3_V_OURS;
 		s3_scopy(out->etag, sizeof(out->etag), r.etag);
+		s3_scopy(out->content_etag, sizeof(out->content_etag), r.content_etag);
 		out->last_modified = r.last_modified;
 		out->date = r.date;
 		out->size = r.size;
@@ -198,7 +198,7 @@ static int put_common(struct ferry_s3 *s3, struct s3_req *rq, const struct ferry
 
 	if (s3_req_md5(s3, rq, res) != 0)
 		return FERRY_S3_ERROR;
-	s3_req_cond(rq, cond);
+	s3_req_cond(s3, rq, cond);
 	if (!s3_is_conditional(cond))
 		rc = s3_do(s3, rq, res, NULL);
 	else
@@ -297,7 +297,7 @@ int ferry_s3_delete(struct ferry_s3 *s3, const char *key, const struct ferry_s3_
 	int rc;
 
 	res = s3_req_begin(&rq, "DELETE", "DELETE", key, res, &local);
-	s3_req_cond(&rq, cond);
+	s3_req_cond(s3, &rq, cond);
 	/* resent after our own first delete landed, verify_delete finds the key gone, as
 	 * we wanted */
 	if (cond && cond->if_match)
@@ -339,18 +339,28 @@ int ferry_s3_copy(struct ferry_s3 *s3, const char *src_key, const char *src_if_m
 		return FERRY_S3_ERROR;
 	}
 	s3_req_hdr(&rq, "x-amz-copy-source", src);
-	s3_req_hdr(&rq, "x-amz-copy-source-if-match", src_if_match);
-	s3_req_cond(&rq, cond);
+	s3_req_hdr(&rq, s3_copy_source_pin_hdr(s3), src_if_match);
+	if (s3->dialect == FERRY_S3_DIALECT_R2 && cond) {
+		/* R2 spells CopyObject's destination conditions its own way */
+		s3_req_hdr(&rq, "cf-copy-destination-if-match", cond->if_match);
+		s3_req_hdr(&rq, "cf-copy-destination-if-none-match", cond->if_none_match);
+	} else {
+		s3_req_cond(s3, &rq, cond);
+	}
 	rq.keep_max = S3_ERR_BODY_MAX;
+	/* on S3 a copy keeps its source's ETag, which src_if_match pinned; a GCS copy gets
+	 * a generation of its own, unknown beforehand */
 	if (s3_is_conditional(cond))
-		rc = s3_do_cond(s3, &rq, res, verify_copy, (void *)src_if_match, &body);
+		rc = s3_do_cond(s3, &rq, res, verify_copy,
+				s3->dialect == FERRY_S3_DIALECT_GCS ? NULL : (void *)src_if_match,
+				&body);
 	else
 		rc = s3_do(s3, &rq, res, &body);
 	if (rc == FERRY_S3_OK && body.len)
 		rc = s3_check_200_error(s3, &rq, &body, res);
 	if (rc == FERRY_S3_OK && body.len &&
 	    s3xml_field(body.data, body.len, "CopyObjectResult/ETag", etag, sizeof(etag)) == 0)
-		s3_scopy(res->etag, sizeof(res->etag), etag);
+		s3_res_content_etag(s3, res, etag);
 	/* a failed source condition is a 412 too; name the source so nobody hunts the target */
 	if (rc == FERRY_S3_PRECONDITION && src_if_match && !s3_is_conditional(cond)) {
 		size_t n = strlen(res->msg);
@@ -372,6 +382,7 @@ void ferry_s3_list_release(struct ferry_s3_list *l)
 	for (i = 0; i < l->n_entries; i++) {
 		free(l->entries[i].key);
 		free(l->entries[i].etag);
+		free(l->entries[i].generation);
 	}
 	free(l->entries);
 	for (i = 0; i < l->n_prefixes; i++)
@@ -413,12 +424,20 @@ static int list_into(struct ferry_s3 *s3, const char *prefix, const char *delimi
 	rc = s3_do(s3, &rq, res, &body);
 	if (rc != FERRY_S3_OK)
 		return rc;
+	size_t e0 = out->n_entries;
+
 	if (s3xml_list(body.data ? body.data : "", body.len, out) != 0) {
 		s3_req_msg(s3, &rq, res, "malformed ListObjectsV2 response (%zu bytes)", body.len);
 		rc = FERRY_S3_ERROR;
 	} else if (out->truncated && !out->next_token) {
 		s3_req_msg(s3, &rq, res, "truncated listing without a continuation token");
 		rc = FERRY_S3_ERROR;
+	}
+	/* on GCS the version is the generation, as everywhere else */
+	for (size_t i = e0; s3->dialect == FERRY_S3_DIALECT_GCS && i < out->n_entries; i++) {
+		free(out->entries[i].etag);
+		out->entries[i].etag = out->entries[i].generation;
+		out->entries[i].generation = NULL;
 	}
 	ferry_buf_release(&body);
 	return rc;
@@ -464,77 +483,4 @@ int ferry_s3_list_all(struct ferry_s3 *s3, const char *prefix, const char *delim
 	if (rc != FERRY_S3_OK)
 		ferry_s3_list_release(out);
 	return rc;
-}
-
-/* ---------------------------------------------------------------- probe */
-
-/* Does the store refuse a PUT of other bytes over key under cond? When it takes it, our
- * body goes back (its new ETag into etag) so the later checks are meaningful. */
-static bool probe_refused(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
-			  const char *body, size_t blen, char etag[80])
-{
-	struct ferry_s3_res r;
-	int rc = ferry_s3_put(s3, key, "other", 5, cond, &r);
-
-	if (rc == FERRY_S3_OK) {
-		ferry_s3_put(s3, key, body, blen, NULL, &r);
-		s3_scopy(etag, 80, r.etag);
-	}
-	return rc == FERRY_S3_PRECONDITION;
-}
-
-int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
-		   struct ferry_s3_features *out, struct ferry_s3_res *res)
-{
-	struct ferry_s3_res local, r;
-	struct ferry_s3_cond create = { .if_none_match = "*" };
-	struct ferry_s3_cond wrong = { .if_match = "\"00000000000000000000000000000000\"" };
-	char key[512], key2[512], nonce[33], body[96], etag[80], petag[80];
-	unsigned char rnd[16];
-	char *upload = NULL;
-	int rc, i;
-	size_t blen;
-
-	res = s3_res_begin(res, &local);
-	memset(out, 0, sizeof(*out));
-	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
-		memset(rnd, 0x5a, sizeof(rnd));
-	for (i = 0; i < 16; i++)
-		sprintf(nonce + 2 * i, "%02x", rnd[i]);
-	if (!scratch_prefix)
-		scratch_prefix = "";
-	snprintf(key, sizeof(key), "%s.ferry-probe-%s", scratch_prefix, nonce);
-	snprintf(key2, sizeof(key2), "%s.ferry-probe-%s.copy", scratch_prefix, nonce);
-	blen = (size_t)snprintf(body, sizeof(body), "ferry probe %s\n", nonce);
-
-	/* 1. conditional create twice: the second must be refused */
-	rc = ferry_s3_put(s3, key, body, blen, &create, res);
-	if (rc != FERRY_S3_OK)
-		return rc;
-	s3_scopy(etag, sizeof(etag), res->etag);
-	out->conditional_create = probe_refused(s3, key, &create, body, blen, etag);
-
-	/* 2. If-Match with a wrong ETag must be refused */
-	out->conditional_put = probe_refused(s3, key, &wrong, body, blen, etag);
-
-	/* 3. UploadPartCopy of the scratch object (501 on stores without it) */
-	rc = ferry_s3_mpu_create(s3, key2, &upload, &r);
-	if (rc == FERRY_S3_OK) {
-		rc = ferry_s3_mpu_part_copy(s3, key2, upload, 1, key, NULL, 0, blen, petag, &r);
-		out->upload_part_copy = rc == FERRY_S3_OK;
-		ferry_s3_mpu_abort(s3, key2, upload, &r);
-		free(upload);
-	}
-
-	/* 4. conditional DELETE: a wrong ETag must be refused, the right one accepted */
-	rc = ferry_s3_delete(s3, key, &wrong, &r);
-	if (rc == FERRY_S3_PRECONDITION) {
-		rc = ferry_s3_delete(s3, key, &(struct ferry_s3_cond){ .if_match = etag }, &r);
-		out->conditional_delete = rc == FERRY_S3_OK;
-	}
-	/* scratch keys go, whatever the store did with the conditions */
-	ferry_s3_delete(s3, key, NULL, &r);
-	ferry_s3_delete(s3, key2, NULL, &r);
-	res->msg[0] = '\0';
-	return FERRY_S3_OK;
 }

@@ -201,9 +201,10 @@ enum s3_verdict s3_verify_etag(struct ferry_s3 *s3, const char *key, const char 
 		return S3_V_RESEND;
 	if (rc != FERRY_S3_OK)
 		return S3_V_UNKNOWN;
-	if (strcmp(found->etag, want))
+	if (strcmp(found->content_etag, want))
 		return S3_V_RESEND;
 	s3_scopy(res->etag, sizeof(res->etag), found->etag);
+	s3_scopy(res->content_etag, sizeof(res->content_etag), found->content_etag);
 	return S3_V_OURS;
 }
 

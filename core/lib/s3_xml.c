@@ -200,6 +200,7 @@ static void list_start(struct xml_walk *w, const char *path)
 	if (!strcmp(path, "ListBucketResult/Contents")) {
 		free(st->cur.key);
 		free(st->cur.etag);
+		free(st->cur.generation);
 		memset(&st->cur, 0, sizeof(st->cur));
 	}
 }
@@ -222,15 +223,21 @@ static void list_end(struct xml_walk *w, const char *path, const char *text)
 		free(st->cur.etag);
 		st->cur.etag = strdup(text);
 		st->oom |= !st->cur.etag;
+	} else if (!strcmp(path, "Contents/Generation")) {
+		free(st->cur.generation);
+		st->cur.generation = strdup(text);
+		st->oom |= !st->cur.generation;
 	} else if (!strcmp(path, "Contents/LastModified")) {
 		st->cur.last_modified = parse_iso8601(text);
 	} else if (!strcmp(path, "Contents")) {
 		if (!st->cur.key) {
 			free(st->cur.etag);
+			free(st->cur.generation);
 		} else if (push_entry(l, &st->cur) != 0) {
 			st->oom = true;
 			free(st->cur.key);
 			free(st->cur.etag);
+			free(st->cur.generation);
 		}
 		memset(&st->cur, 0, sizeof(st->cur));
 	} else if (!strcmp(path, "CommonPrefixes/Prefix")) {
@@ -294,6 +301,7 @@ int s3xml_list(const char *xml, size_t len, struct ferry_s3_list *out)
 	rc = xml_run(&w, xml, len);
 	free(st.cur.key);
 	free(st.cur.etag);
+	free(st.cur.generation);
 	if (rc != 0 || st.oom || strcmp(w.root, "ListBucketResult") != 0)
 		return -1;
 	for (i = e0; st.url && i < out->n_entries; i++)

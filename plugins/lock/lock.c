@@ -1,22 +1,19 @@
 /* lock.c: the `lock` stage: take the org's S3 lock object before anything touches its data. */
-#include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "ferry_ctx.h"
-#include "ferry_file.h"
 #include "ferry_lock.h"
 #include "ferry_parse.h"
 #include "ferry_s3.h"
 #include "ferry_stage.h"
 #include "ferry_time.h"
 
-/* A positive endpoint probe is remembered this long (per endpoint and bucket) so an
- * uncontended acquire stays one request; a negative one is never cached. */
+/* A positive endpoint probe is remembered this long (per endpoint, bucket and dialect) so
+ * an uncontended acquire stays one request; a negative one is never cached. */
 #define PROBE_CACHE_S (24 * 3600)
 
 static const struct ferry_key lock_keys[] = {
@@ -29,7 +26,8 @@ static const struct ferry_key lock_keys[] = {
 	{ "margin", FERRY_KEY_DURATION, "60s", 0, "safety margin taken off the holder's own lease" },
 	{ "owner", FERRY_KEY_STRING, NULL, 0, "free text in the lock body; default \"ferry <pipeline name>\"" },
 	{ "require_conditional", FERRY_KEY_BOOL, "true", 0,
-	  "refuse to run when the store ignores If-None-Match (endpoint probe)" },
+	  "refuse to run when the endpoint probe finds a condition ignored (create if absent, "
+	  "replace or delete with a wrong version, write on an absent key, ranged GET)" },
 	{ NULL, 0, NULL, 0, NULL },
 };
 
@@ -82,103 +80,27 @@ static void owner_of(const struct ferry_ctx *c, char *out, size_t n)
 		snprintf(out, n, "ferry %s", p && *p ? p : "pipeline");
 }
 
-/* ---- endpoint probe, cached per endpoint+bucket in state_dir ------------------------- */
-
-static const char *endpoint_of(const struct ferry_ctx *c)
-{
-	const char *e = ferry_cfg_global(c, "s3", "endpoint");
-
-	if (!e || !*e)
-		e = getenv("AWS_ENDPOINT_URL_S3");
-	if (!e || !*e)
-		e = getenv("AWS_ENDPOINT_URL");
-	return e && *e ? e : "aws";
-}
-
-/* The cache file's path: the endpoint and bucket only as a hash (no URL text on disk). */
-static int probe_cache_path(struct ferry_ctx *c, struct ferry_s3 *s3, char *out, size_t n)
-{
-	const char *dir = ferry_state_dir(c);
-	const char *parts[2] = { endpoint_of(c), ferry_s3_bucket(s3) };
-	uint64_t h = 1469598103934665603ull;
-
-	if (!dir || !*dir)
-		return -1;
-	for (int i = 0; i < 2; i++) {
-		for (const char *p = parts[i] ? parts[i] : ""; *p; p++)
-			h = (h ^ (unsigned char)*p) * 1099511628211ull;
-		h = (h ^ '\n') * 1099511628211ull;
-	}
-	snprintf(out, n, "%s/s3-probe-%016" PRIx64 ".json", dir, h);
-	return 0;
-}
-
-/* 1 = a fresh positive probe is cached, 0 = not. */
-static int probe_cached(struct ferry_ctx *c, struct ferry_s3 *s3)
-{
-	char path[4096];
-	json_t *o;
-	json_int_t at;
-	int ok;
-
-	if (probe_cache_path(c, s3, path, sizeof(path)) != 0)
-		return 0;
-	o = json_load_file(path, 0, NULL);
-	if (!o)
-		return 0;
-	at = json_integer_value(json_object_get(o, "probed_at"));
-	ok = json_is_true(json_object_get(o, "conditional_create")) &&
-	     at <= (json_int_t)time(NULL) && (json_int_t)time(NULL) - at < PROBE_CACHE_S;
-	json_decref(o);
-	return ok;
-}
-
-static void probe_remember(struct ferry_ctx *c, struct ferry_s3 *s3,
-			   const struct ferry_s3_features *f)
-{
-	char path[4096], err[512];
-	char *text = NULL;
-	json_t *o;
-
-	if (probe_cache_path(c, s3, path, sizeof(path)) != 0)
-		return;
-	o = json_pack("{s:I, s:b, s:b, s:b, s:b}", "probed_at", (json_int_t)time(NULL),
-		      "conditional_create", f->conditional_create,
-		      "conditional_put", f->conditional_put,
-		      "conditional_delete", f->conditional_delete,
-		      "upload_part_copy", f->upload_part_copy);
-	if (!o)
-		return;
-	text = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	/* no fsync: a lost cache only costs the next run a probe; 0666 as fopen made it */
-	if (!text || ferry_file_replace(path, text, strlen(text), 0666, 0, err, sizeof(err)) != 0)
-		ferry_log(c, FERRY_DEBUG, "cannot cache the endpoint probe", "path=%s", path);
-	free(text);
-}
+/* ---- endpoint probe, cached per endpoint, bucket and dialect in state_dir ------------ */
 
 static int require_conditional(struct ferry_ctx *c, struct ferry_s3 *s3)
 {
 	struct ferry_s3_features f;
 	struct ferry_s3_res res;
-	char nonce[65], prefix[128];
+	char why[1024];
 	int rc;
 
-	if (probe_cached(c, s3))
-		return FERRY_OK;
-	if (ferry_lock_nonce(nonce) != 0)
-		return ferry_fail(c, FERRY_FAIL, "cannot make a probe key: %s", strerror(errno));
-	/* a scratch prefix of our own, so concurrent runs never probe each other's keys */
-	snprintf(prefix, sizeof(prefix), ".ferry-probe/%.16s/", nonce);
-	rc = ferry_s3_probe(s3, prefix, &f, &res);
+	rc = ferry_s3_probe_cached(s3, ferry_state_dir(c), PROBE_CACHE_S, &f, &res);
 	if (rc != FERRY_S3_OK)
 		return ferry_fail(c, FERRY_FAIL, "cannot probe the endpoint: %s", res.msg);
-	if (!f.conditional_create)
-		return ferry_fail(c, FERRY_USAGE,
-				  "endpoint does not enforce If-None-Match (a second conditional "
-				  "create was not refused with 412): the lock would not be exclusive; "
-				  "refusing to run (set require_conditional = false to override)");
-	probe_remember(c, s3, &f);
+	if (ferry_s3_features_unsafe(s3, &f, why, sizeof(why)))
+		return ferry_fail(c, FERRY_USAGE, "%s; refusing to take a lock there (`ferry check` "
+				  "prints the whole matrix; require_conditional = false overrides)",
+				  why);
+	if (!f.cached)
+		ferry_log(c, FERRY_INFO, "endpoint probed: it fences conditional writes",
+			  "store=%s dialect=%s upload_part_copy=%s multipart_fenced=%s",
+			  ferry_s3_store_name(s3), f.dialect, f.upload_part_copy ? "yes" : "no",
+			  f.multipart_fenced ? "yes" : "no");
 	return FERRY_OK;
 }
 
@@ -337,6 +259,7 @@ static int lock_dry_run(struct ferry_ctx *c)
 {
 	struct ferry_lock_opts o;
 	struct ferry_lock_state st;
+	struct ferry_s3_features f;
 	struct ferry_s3 *s3;
 	char owner[128], err[1024], who[400], exp[32];
 
@@ -344,15 +267,17 @@ static int lock_dry_run(struct ferry_ctx *c)
 	if (!s3)
 		return FERRY_FAIL;
 	opts_of(c, &o, owner, sizeof(owner));
-	if (ferry_cfg_bool(c, "require_conditional") && !probe_cached(c, s3))
+	if (ferry_cfg_bool(c, "require_conditional") &&
+	    !ferry_s3_probe_peek(s3, ferry_state_dir(c), PROBE_CACHE_S, &f))
 		ferry_log(c, FERRY_INFO, "would probe the endpoint first",
-			  "requests=\"PUT If-None-Match:* twice on a scratch key, then delete it\"");
+			  "requests=\"conditional PUTs and DELETEs, a ranged GET and an "
+			  "UploadPartCopy on scratch keys under .ferry-probe/, then delete them\"");
 	if (ferry_lock_read(s3, o.key, &st, err, sizeof(err)) != 0)
 		return ferry_fail(c, FERRY_FAIL, "%s", err);
 	if (!st.exists) {
 		ferry_log(c, FERRY_INFO, "lock is free; would create it",
-			  "request=\"PUT %s If-None-Match: *\" owner=\"%s\" generation=1 ttl_s=%" PRIu64,
-			  o.key, owner, (o.ttl_ms + 999) / 1000);
+			  "request=\"PUT %s %s\" owner=\"%s\" generation=1 ttl_s=%" PRIu64,
+			  o.key, ferry_s3_cond_spelling(s3, true), owner, (o.ttl_ms + 999) / 1000);
 		return FERRY_OK;
 	}
 	if (!st.parsed) {
@@ -365,13 +290,14 @@ static int lock_dry_run(struct ferry_ctx *c)
 	ferry_lock_time_format(st.server_now, exp);
 	if (st.server_now && ferry_lock_is_expired(&st.body, st.server_now))
 		ferry_log(c, FERRY_INFO, "lock is expired; would take it over",
-			  "request=\"PUT %s If-Match: %s\" holder=\"%s\" server_time=%s generation=%" PRIu64,
-			  o.key, st.etag, who, exp, st.body.generation + 1);
+			  "request=\"PUT %s %s: %s\" holder=\"%s\" server_time=%s generation=%" PRIu64,
+			  o.key, ferry_s3_cond_spelling(s3, false), st.etag, who, exp, st.body.generation + 1);
 	else
 		ferry_log(c, FERRY_INFO, "lock is held; would wait for it",
 			  "key=%s holder=\"%s\" server_time=%s max_wait_ms=%" PRIu64
-			  " then=\"PUT If-None-Match: * or, once expired, PUT If-Match: %s\"",
-			  o.key, who, exp, o.max_wait_ms, st.etag);
+			  " then=\"PUT %s or, once expired, PUT %s: %s\"",
+			  o.key, who, exp, o.max_wait_ms, ferry_s3_cond_spelling(s3, true),
+			  ferry_s3_cond_spelling(s3, false), st.etag);
 	return FERRY_OK;
 }
 

@@ -42,7 +42,7 @@ static const struct ferry_key mount_keys[] = {
 static const char *const s3_keys[] = {
 	"endpoint", "region", "path_style", "verify_tls", "ca_bundle", "connect_timeout",
 	"low_speed_time", "low_speed_limit", "request_timeout", "max_retries", "retry_base",
-	"retry_cap", NULL,
+	"retry_cap", "dialect", NULL,
 };
 
 struct mount_priv {

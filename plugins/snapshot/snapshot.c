@@ -296,6 +296,8 @@ static int snapshot_run(struct ferry_ctx *c)
 	if (rc != FERRY_OK)
 		return rc;
 	dest_name(pre, post, now, dst, sizeof(dst));
+	if (!ferry_s3_multipart_fenced(s3))
+		part = UINT64_MAX;      /* GCS: one CopyObject of any size, fenced; no multipart */
 	if (size > part) {
 		rc = copy_multipart(c, s3, key, etag, size, part, dst);
 		if (rc != FERRY_OK)
@@ -336,6 +338,8 @@ static int snapshot_dry_run(struct ferry_ctx *c)
 	if (rc != FERRY_OK)
 		return rc;
 	dest_name(pre, post, now, dst, sizeof(dst));
+	if (!ferry_s3_multipart_fenced(s3))
+		part = UINT64_MAX;
 	if (size > part)
 		ferry_log(c, FERRY_INFO, "would copy in parts",
 			  "src=%s dst=%s bytes=%" PRIu64 " parts=%" PRIu64
@@ -344,8 +348,8 @@ static int snapshot_dry_run(struct ferry_ctx *c)
 	else
 		ferry_log(c, FERRY_INFO, "would copy",
 			  "src=%s dst=%s bytes=%" PRIu64
-			  " request=\"CopyObject x-amz-copy-source-if-match: %s, If-None-Match: *\"",
-			  key, dst, size, etag);
+			  " request=\"CopyObject source pinned to %s, %s\"",
+			  key, dst, size, etag, ferry_s3_cond_spelling(s3, true));
 	return retention(c, s3, pre, post, true);
 }
 

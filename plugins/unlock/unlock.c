@@ -60,7 +60,8 @@ static int unlock_dry_run(struct ferry_ctx *c)
 		/* In a dry run the lock stage took nothing: say what a real run would do. */
 		ferry_log(c, FERRY_INFO,
 			  "would release the lock the lock stage takes in this run",
-			  "lock_stage=%s request=\"GET, compare nonce, DELETE If-Match: <its etag>\"", st);
+			  "lock_stage=%s request=\"GET, compare nonce, DELETE if its version is still "
+			  "the one read\"", st);
 		return FERRY_OK;
 	}
 	s3 = ferry_s3(c);
@@ -72,7 +73,8 @@ static int unlock_dry_run(struct ferry_ctx *c)
 		ferry_log(c, FERRY_INFO, "lock already gone; would delete nothing", "key=%s", key);
 	} else if (s.parsed && strcmp(s.body.nonce, nonce) == 0) {
 		ferry_log(c, FERRY_INFO, "would delete our lock",
-			  "request=\"DELETE %s If-Match: %s\"", key, s.etag);
+			  "request=\"DELETE %s %s: %s\"", key, ferry_s3_cond_spelling(s3, false),
+			  s.etag);
 	} else {
 		if (s.parsed)
 			ferry_lock_describe(&s.body, who, sizeof(who));

@@ -75,12 +75,17 @@ cmp -s renew.txt <(moto_get mine.lock) || fail "renewed body not stored"
 # the probe: moto enforces conditions; behind a header-stripping proxy it does not
 proxy_reset
 F check >check.out 2>>"$LOG" || { cat check.out >&2; fail "ferry check failed on moto"; }
-assert_contains check.out "conditional create (If-None-Match: *)  yes"
-assert_contains check.out "conditional put (If-Match)             yes"
-assert_contains check.out "UploadPartCopy                         yes"
+assert_contains check.out "ok     create if absent, twice: the second refused: 412 to If-None-Match: *"
+assert_contains check.out "ok     replace with a wrong version: refused: 412 to If-Match"
+assert_contains check.out "ok     write if version V on an absent key: refused: 404 to If-Match: \"etag\" (as AWS)"
+assert_contains check.out "ok     delete with a wrong version: refused: 412 to If-Match"
+assert_contains check.out "ok     UploadPartCopy: 200"
 proxy_rule '{"action":"strip_cond","count":-1}'
 assert_exit 1 F check >check2.out 2>>"$LOG"
-assert_contains check2.out "conditional create (If-None-Match: *)  NO"
+assert_contains check2.out "FAILED create if absent, twice: the second refused: 200 to If-None-Match: *"
+assert_contains check2.out "FAILED replace with a wrong version: refused: 200 to If-Match"
+assert_contains check2.out "FAILED write if version V on an absent key: refused: 200"
+assert_contains check2.out "REFUSED: store 127.0.0.1:$PROXY_PORT/"
 assert_contains check2.out "lock stage refuses"
 proxy_reset
 F s3 ls -r .ferry-probe/ >probe-left.out 2>>"$LOG" || fail "ls"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each conf/examples/*.ini through entrypoint.sh, as the container runs it, against
-# moto_server with a real ferryfs mount: `ferry check` passes (config, plugins, endpoint
+# moto_server (gcs.ini: the GCS XML-API test server in front of it) with a real ferryfs mount: `ferry check` passes (config, plugins, endpoint
 # probe), the run exits 0 with push and unlock done and no mount left; for snapshot.ini and
 # exec.ini the object read back changed, a snapshot exists, the exec stage's command ran
 # (a stand-in for the external scheduler).
@@ -17,6 +17,10 @@ ln -s "$FERRY_BIN" "$T/bin/ferry"
 # The mount stage finds ferryfs next to ferry.
 export PATH="$T/bin:$FERRY_BUILD:$PATH"
 moto_start ferry-examples
+. "$TESTS_DIR/gcs.sh"
+gcs_start                 # for gcs.ini: the GCS XML-API test server in front of the same moto
+unset FERRY_S3_DIALECT    # gcs.ini says dialect = gcs itself
+export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$MOTO_PORT
 python3 "$SRC_DIR/tests/gen_orgdb.py" "$T/org.db" --contacts 2000 --seed 5 >/dev/null || fail "cannot generate the org database"
 entry() { env --default-signal=INT "$ENTRY" "$@"; }
 # Unsigned PUT, with a content type: curl's default (a form) makes moto parse the binary
@@ -87,12 +91,13 @@ for ex in tigris aws gcs snapshot exec; do
 	mkdir -p "$FERRY_MOUNTPOINT"
 	args=()
 	case $ex in
-	gcs) args=(-o "s3.endpoint=$AWS_ENDPOINT_URL_S3") ;;  # the example's endpoint is Google's
+	gcs) args=(-o "s3.endpoint=http://127.0.0.1:$GCS_PORT") ;;  # the GCS test server, not Google
 	exec) args=(-o "scheduler.command=$T/run-scheduler $FERRY_STATE_DIR/org.db") ;;
 	esac
 	rc=0
 	FERRY_CONFIG=$ini entry "${args[@]}" check >"$T/$ex.check.out" 2>&1 || rc=$?
 	[ $rc = 0 ] || { cat "$T/$ex.check.out" >&2; fail "$ex: ferry check exited $rc"; }
+	[ "$ex" != gcs ] || assert_contains "$T/$ex.check.out" "dialect gcs, probed now"
 	rc=0
 	FERRY_CONFIG=$ini entry "${args[@]}" run >"$T/$ex.run.out" 2>&1 || rc=$?
 	[ $rc = 0 ] || { tail -30 "$T/$ex.run.out" >&2; fail "$ex: the pipeline exited $rc"; }

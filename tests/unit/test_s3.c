@@ -527,10 +527,77 @@ static void test_probe(struct ferry_s3 *s3, bool strip)
 	ASSERT_EQ(f.conditional_create, !strip);
 	ASSERT_EQ(f.conditional_put, !strip);
 	ASSERT_EQ(f.conditional_delete, !strip);
+	ASSERT_EQ(f.absent_refused, !strip);
+	ASSERT_EQ(f.status[2], strip ? 200 : 404);   /* moto answers If-Match on no key as AWS */
+	ASSERT_TRUE(f.ranged_get);
 	ASSERT_TRUE(f.upload_part_copy);
+	ASSERT_TRUE(f.multipart_fenced);
+	ASSERT_STREQ(f.dialect, "s3");
 	ASSERT_EQ(ferry_s3_list_all(s3, "probe/", NULL, &l, &r), FERRY_S3_OK);
 	ASSERT_EQ(l.n_entries, 0);      /* scratch keys removed */
 	ferry_s3_list_release(&l);
+}
+
+/* The dialects' spellings reach the wire: the proxy refuses (412) a request only when it
+ * carries the header the dialect must send, so a refusal proves the header was there. */
+static struct ferry_s3 *dialect_client(const char *dialect)
+{
+	struct ferry_s3_conf c;
+	char ep[64], err[256];
+	struct ferry_s3 *s3;
+
+	ferry_s3_conf_init(&c);
+	ferry_s3_conf_from_env(&c);
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", proxy_port);
+	ASSERT_EQ(ferry_s3_conf_set(&c, "endpoint", ep, err, sizeof(err)), 0);
+	ASSERT_EQ(ferry_s3_conf_set(&c, "bucket", BUCKET, err, sizeof(err)), 0);
+	ASSERT_EQ(ferry_s3_conf_set(&c, "dialect", dialect, err, sizeof(err)), 0);
+	ASSERT_EQ(ferry_s3_conf_set(&c, "dialect", "azure", err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "bad value 'azure' for 'dialect' (auto, s3, gcs or r2)");
+	c.max_retries = 0;
+	s3 = ferry_s3_new(&c, err, sizeof(err));
+	ferry_s3_conf_release(&c);
+	if (!s3)
+		UNIT_FAIL("ferry_s3_new: %s", err);
+	return s3;
+}
+
+static void test_dialects(struct ferry_s3 *s3)
+{
+	struct ferry_s3 *r2 = dialect_client("r2"), *gcs = dialect_client("gcs");
+	struct ferry_s3_cond create = { .if_none_match = "*" }, match = { .if_match = "17" };
+	struct ferry_s3_res r;
+
+	if (!r2 || !gcs)
+		goto out;
+	ASSERT_STREQ(ferry_s3_dialect_name(ferry_s3_dialect(r2)), "r2");
+	ASSERT_TRUE(ferry_s3_multipart_fenced(r2));
+	ASSERT_TRUE(!ferry_s3_multipart_fenced(gcs));
+	ASSERT_EQ(ferry_s3_put(s3, "dialect/src", "x", 1, NULL, &r), FERRY_S3_OK);
+	/* R2: CopyObject's destination condition is cf-copy-destination-if-none-match */
+	rules_reset();
+	rule("{\"method\":\"PUT\",\"header\":\"cf-copy-destination-if-none-match\","
+	     "\"action\":\"412\",\"count\":-1}");
+	ASSERT_EQ(ferry_s3_copy(r2, "dialect/src", NULL, "dialect/dst", &create, &r),
+		  FERRY_S3_PRECONDITION);
+	ASSERT_EQ(ferry_s3_copy(s3, "dialect/src", NULL, "dialect/dst2", &create, &r), FERRY_S3_OK);
+	/* GCS: create-only and if-version are x-goog-if-generation-match, on PUT and GET */
+	rules_reset();
+	rule("{\"header\":\"x-goog-if-generation-match\",\"action\":\"412\",\"count\":-1}");
+	ASSERT_EQ(ferry_s3_put(gcs, "dialect/g", "x", 1, &create, &r), FERRY_S3_PRECONDITION);
+	ASSERT_EQ(ferry_s3_put(gcs, "dialect/g", "x", 1, &match, &r), FERRY_S3_PRECONDITION);
+	ASSERT_EQ(ferry_s3_get_buf(gcs, "dialect/src", &match, 0, 0, &(struct ferry_buf){ 0 }, &r),
+		  FERRY_S3_PRECONDITION);
+	ASSERT_EQ(ferry_s3_put(gcs, "dialect/g", "x", 1, NULL, &r), FERRY_S3_OK);
+	/* and no If-None-Match / If-Match, which GCS would ignore on a write */
+	rules_reset();
+	rule("{\"header\":\"if-none-match\",\"action\":\"500\",\"count\":-1}");
+	rule("{\"header\":\"if-match\",\"action\":\"500\",\"count\":-1}");
+	ASSERT_EQ(ferry_s3_delete(gcs, "dialect/g", &match, &r), FERRY_S3_OK);
+	rules_reset();
+out:
+	ferry_s3_free(r2);
+	ferry_s3_free(gcs);
 }
 
 /* virtual-host style: BUCKET.localhost:PORT (curl resolves *.localhost to loopback) */
@@ -915,6 +982,7 @@ int main(void)
 		test_retries(p3, s3);
 		test_ambiguous(p3, s3);
 		test_cancel(p3);
+		test_dialects(s3);
 		rules_reset();
 		rule("{\"action\":\"strip_cond\",\"count\":-1}");
 		test_probe(strip, true);
