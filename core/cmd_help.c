@@ -93,7 +93,10 @@ static const struct help helps[] = {
 	  "loads every enabled plugin and calls its check (an exec stage's program must\n"
 	  "exist), checks the order of stages (a stage that needs the lock or the mount must\n"
 	  "come after the stage that provides it and before the one that ends it), and probes\n"
-	  "the S3 endpoint. Prints one line per stage; exit 0 or 2. Writes nothing.\n" },
+	  "the S3 endpoint in its dialect ([s3] dialect): create if absent twice, replace and\n"
+	  "delete with a wrong version, a write on an absent key, a ranged GET, UploadPartCopy,\n"
+	  "on scratch keys it removes; prints the matrix. Prints one line per stage; exit 0,\n"
+	  "1 (the store ignores a condition ferry relies on) or 2. Writes only the probe cache.\n" },
 	{ "s3",
 	  "usage: ferry [-c FILE] s3 ls [-r] [[s3://BUCKET/]PREFIX]\n"
 	  "       ferry [-c FILE] s3 head KEY\n"
