@@ -222,7 +222,8 @@ static void test_xml(void)
 		"<IsTruncated>true</IsTruncated>"
 		"<Contents><Key>p/a&amp;b</Key><LastModified>2024-01-02T03:04:05.000Z</LastModified>"
 		"<ETag>&quot;abc&quot;</ETag><Size>12</Size></Contents>"
-		"<Contents><Key>p/c</Key><Size>0</Size><ETag>\"d\"</ETag></Contents>"
+		"<Contents><Key>p/c</Key><Generation>1712345678901234</Generation><Size>0</Size>"
+		"<ETag>\"d\"</ETag></Contents>"
 		"<CommonPrefixes><Prefix>p/dir/</Prefix></CommonPrefixes>"
 		"<NextContinuationToken>tok+1</NextContinuationToken></ListBucketResult>";
 	char code[64], msg[256], rid[80], f[80] = "";
@@ -243,6 +244,9 @@ static void test_xml(void)
 	ASSERT_STREQ(l.entries[0].etag, "\"abc\"");
 	ASSERT_EQ(l.entries[0].size, 12);
 	ASSERT_EQ(l.entries[0].last_modified, 1704164645);
+	ASSERT_TRUE(l.entries[0].generation == NULL);
+	ASSERT_STREQ(l.entries[1].generation, "1712345678901234");   /* GCS's, kept apart */
+	ASSERT_STREQ(l.entries[1].etag, "\"d\"");
 	ASSERT_EQ(l.n_prefixes, 1);
 	ASSERT_STREQ(l.prefixes[0], "p/dir/");
 	ASSERT_TRUE(l.truncated);
