@@ -98,6 +98,7 @@ struct sched_opts {
 	bool strict;                        /* strict */
 	int threads;                        /* reader threads (1 or 2) */
 	bool fingerprint;                   /* fingerprint: skip a run on a fixed point */
+	int compact;                        /* compact: 0 auto, 1 always, 2 never */
 	const char *run_id;                 /* scheduler_run_id of written rows */
 	struct sched_rules rules;           /* state_rules.csv */
 	struct sched_zips zips;             /* zip3_states.csv */
@@ -126,6 +127,8 @@ struct sched_report {
 	int64_t compute_ms;
 	int64_t write_ms;
 	bool reused;                        /* fingerprint matched: nothing read or computed */
+	int64_t compact_ms;                 /* the compaction after the write, 0 if none */
+	int64_t compact_bytes;              /* the file it wrote */
 };
 
 /* Kinds of the warnings about contact rows: a bad value (the contact is skipped) or an

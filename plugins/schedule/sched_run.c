@@ -3,12 +3,17 @@
 #include "sched_db.h"
 #include "sched_ddl.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ferry_failpoint.h"
+#include "ferry_file.h"
 #include "ferry_stage.h"
 #include "ferry_time.h"
 
@@ -30,6 +35,7 @@ struct fp_run {
 	unsigned char fkey[SCHED_FP_KEYLEN];        /* h0's key */
 	unsigned char h0[SCHED_FP_LEN];
 	uint64_t size0;
+	bool compacted;                     /* the file is a compacted copy: nothing written to it */
 };
 
 /* The header's file change counter, read from the file (not the page cache). */
@@ -171,7 +177,7 @@ static void fp_end(struct sched_run *r, struct fp_run *f, bool canonical)
 		memcpy(fp.fkey, f->fkey, SCHED_FP_KEYLEN);
 		memcpy(fp.file, f->h0, SCHED_FP_LEN);
 		fp.size = f->size0;
-	} else if ((written == 0 && c1 == f->counter0) ||
+	} else if ((written == 0 && c1 == f->counter0 && (!f->compacted || canonical)) ||
 		   (written > 0 && c1 == f->counter0 + 1 && canonical)) {
 		if (sched_fp_newkey(fp.fkey) ||
 		    sched_fp_file(f->file, r->o->threads, fp.fkey, fp.file, &fp.size))
@@ -190,6 +196,122 @@ static void fp_end(struct sched_run *r, struct fp_run *f, bool canonical)
 out_end:
 	if (!sqlite3_get_autocommit(r->db))
 		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* ---- compaction (the `compact` key; RULES.md, what is written) ---- */
+
+/* The header's file change counter, read through a plain descriptor. */
+static int path_counter(const char *path, uint32_t *out)
+{
+	unsigned char b[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && pread(fd, b, 4, 24) == 4;
+
+	if (fd >= 0)
+		close(fd);
+	if (!ok)
+		return -1;
+	*out = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+	return 0;
+}
+
+static bool want_compact(struct sched_run *r)
+{
+	struct stat st;
+
+	if (r->o->compact == 2 || (!r->rep->inserted && !r->rep->updated && !r->rep->deleted) ||
+	    wal_mode(r))
+		return false;
+	if (r->o->compact == 1)
+		return true;
+	return r->rep->inserted * 4 >= r->rep->rows && stat(r->path, &st) == 0 &&
+	       st.st_size >= 64 << 20;
+}
+
+/* After our commit: VACUUM INTO a sibling file (fsynced, the original's mode and owner),
+ * then rename it over the database, unless a commit slipped in meanwhile. The connection
+ * is reopened on the new file, and the fingerprint starts from it. A failure leaves the
+ * committed database as it was: compaction only saves later uploads. */
+static void compact(struct sched_run *r, struct fp_run *f)
+{
+	char tmp[4096];
+	struct stat st;
+	uint32_t c0, c1;
+	sqlite3_stmt *vs = NULL;
+	int64_t t0 = ferry_mono_ms();
+	const char *why = NULL;
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.ferry-compact", r->path);
+	unlink(tmp);
+	if (stat(r->path, &st) != 0 || path_counter(r->path, &c0) != 0) {
+		why = "cannot read the database file";
+		goto out;
+	}
+	sched_say(r, FERRY_INFO, "compacting the database (%lld MiB): each table and index into "
+		  "one run of pages", (long long)(st.st_size >> 20));
+	/* the copy streams: the write's page cache goes back first (peak RSS) */
+	sqlite3_exec(r->db, "PRAGMA cache_size = -8192; PRAGMA shrink_memory", NULL, NULL, NULL);
+	if (sqlite3_prepare_v2(r->db, "VACUUM INTO ?1", -1, &vs, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(vs, 1, tmp, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
+	    sqlite3_step(vs) != SQLITE_DONE) {
+		why = sqlite3_errmsg(r->db);
+		goto out;
+	}
+	fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) != 0 || fchmod(fd, st.st_mode & 07777) != 0) {
+		why = strerror(errno);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	if (fchown(fd, st.st_uid, st.st_gid) != 0) {
+		/* not root: the file is ours already */
+	}
+	close(fd);
+	/* crash matrix: the copy is made, the database not yet replaced */
+	if (ferry_failpoint("schedule.before_compact_rename")) {
+		why = "failpoint schedule.before_compact_rename";
+		goto out;
+	}
+	if (path_counter(r->path, &c1) != 0 || c1 != c0) {
+		why = "another writer committed meanwhile";
+		goto out;
+	}
+	sqlite3_finalize(vs);
+	vs = NULL;
+	sqlite3_close(r->db);
+	r->db = NULL;
+	if (rename(tmp, r->path) != 0) {
+		why = strerror(errno);
+	} else {
+		ferry_fsync_dir(r->path);
+		r->rep->compact_ms = ferry_mono_ms() - t0;
+		if (stat(r->path, &st) == 0)
+			r->rep->compact_bytes = st.st_size;
+		sched_say(r, FERRY_INFO, "compacted the database: %lld MiB in %lld ms",
+			  (long long)(r->rep->compact_bytes >> 20), (long long)r->rep->compact_ms);
+	}
+	if (sqlite3_open_v2(r->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
+		sqlite3_close(r->db);
+		r->db = NULL;
+		f->on = false;
+		return;
+	}
+	sqlite3_busy_timeout(r->db, 10000);
+	/* the fingerprint hashes the new file: nothing was written to it since */
+	if (f->on && (sqlite3_file_control(r->db, "main", SQLITE_FCNTL_FILE_POINTER, &f->file) !=
+		      SQLITE_OK || !f->file || read_counter(f->file, &f->counter0)))
+		f->on = false;
+	f->have_h0 = false;
+	f->compacted = true;
+out:
+	sqlite3_finalize(vs);
+	if (why) {
+		unlink(tmp);
+		sched_say(r, FERRY_WARN, "database not compacted (later pushes upload more): %s", why);
+	}
 }
 
 int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mode mode,
@@ -213,6 +335,13 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	sqlite3_extended_result_codes(r.db, 1);
 	sqlite3_busy_timeout(r.db, 10000);
 	t0 = ferry_mono_ms();
+	if (mode == SCHED_RUN) {
+		char stale[4096];
+
+		/* a compaction a crash cut short (compact()) */
+		snprintf(stale, sizeof(stale), "%s.ferry-compact", db_path);
+		unlink(stale);
+	}
 	if (sched_exec(&r, conn_pragmas, "cannot configure") ||
 	    sched_exec(&r, mode == SCHED_DRY ? "BEGIN" : "BEGIN IMMEDIATE",
 		       "cannot begin a transaction on"))
@@ -256,9 +385,11 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 			sched_fail(&r, FERRY_FAIL, "failpoint schedule.after_commit");
 			goto out_close;
 		}
+		if (want_compact(&r))
+			compact(&r, &fpr);
 		fp_end(&r, &fpr, canonical);
 	}
-	rep->write_ms = ferry_mono_ms() - t2;
+	rep->write_ms = ferry_mono_ms() - t2 - rep->compact_ms;
 	rc = 0;
 	goto out_close;
 out_rollback:

@@ -46,6 +46,11 @@ static const struct ferry_key schedule_keys[] = {
 	  "1 or 2: read email_schedules (and tag the file) in a second thread" },
 	{ "fingerprint", FERRY_KEY_INT, "1", 0,
 	  "0/1: skip a rerun on a database byte-identical to a fixed point (DB.ferry-sched)" },
+	{ "compact", FERRY_KEY_ENUM, "auto", 0,
+	  "rewrite the database compacted after a run that inserted a quarter of the rows or "
+	  "more into a file of 64 MiB or more (auto), after every run that wrote (always), or "
+	  "never: each table and index then sits in one run of pages, and later runs change "
+	  "few upload parts", "auto|always|never" },
 	{ "dry_run_csv", FERRY_KEY_PATH, NULL, 0,
 	  "dry run only: write the rows the run would leave as CSV to this file ('-': stdout)" },
 	{ NULL, 0, NULL, 0, NULL },
@@ -225,6 +230,11 @@ static int load_config(struct ferry_ctx *c, struct sched_priv *p)
 	o->strict = b[3] == 1;
 	o->threads = b[4] < 1 ? 1 : b[4];
 	o->fingerprint = fpk != 0;
+	{
+		const char *cm = ferry_cfg(c, "compact");
+
+		o->compact = cm && !strcmp(cm, "always") ? 1 : cm && !strcmp(cm, "never") ? 2 : 0;
+	}
 
 	char *rules = data_path(c, "state_rules");
 	char *zips = data_path(c, "zip_states");
@@ -356,13 +366,14 @@ static void summary(struct ferry_ctx *c, const struct sched_priv *p, const struc
 		  "today=%s contacts=%lld valid=%lld bad=%lld no_email=%lld no_state=%lld rows=%lld "
 		  "pre_scheduled=%lld skipped=%lld ignored=%lld inserted=%lld updated=%lld "
 		  "unchanged=%lld deleted=%lld daily_cap=%lld ed_limit=%lld load_ms=%lld "
-		  "compute_ms=%lld write_ms=%lld contacts_per_s=%lld",
+		  "compute_ms=%lld write_ms=%lld compact_ms=%lld contacts_per_s=%lld",
 		  p->today, (long long)r->contacts, (long long)r->valid, (long long)r->bad,
 		  (long long)r->no_email, (long long)r->no_state, (long long)r->rows,
 		  (long long)r->pre_scheduled, (long long)r->skipped, (long long)r->ignored,
 		  (long long)r->inserted, (long long)r->updated, (long long)r->unchanged,
 		  (long long)r->deleted, (long long)r->daily_cap, (long long)r->ed_limit,
-		  (long long)r->load_ms, (long long)r->compute_ms, (long long)r->write_ms, cps);
+		  (long long)r->load_ms, (long long)r->compute_ms, (long long)r->write_ms,
+		  (long long)r->compact_ms, cps);
 }
 
 /* The dry run's CSV: to dry_run_csv when it is set ("-": stdout), else nowhere (the CSV of
