@@ -69,6 +69,7 @@ struct push_job {
 	uint64_t *list;                     /* pages to write */
 	size_t n;
 	uint64_t pages_filled;              /* unchanged pages written to complete a part */
+	bool upload_all;                    /* server_copy = no: every part uploaded */
 	bool stamp_held;                    /* the replica's stamp held: not hashed */
 	uint64_t origin_size;
 	char etag[FERRY_ETAG_MAX];
@@ -380,6 +381,14 @@ static struct page_run *page_runs(const struct push_job *j, size_t *nruns, uint6
 	*pages = 0;
 	if (!r)
 		return NULL;
+	if (j->upload_all && j->etag_known && j->n) {
+		/* no part left to copy server-side: every page goes to the mount */
+		r[0].first = 0;
+		r[0].count = j->now.page_count;
+		*nruns = 1;
+		*pages = j->now.page_count;
+		return r;
+	}
 	for (size_t i = 0; i < j->n; i++) {
 		uint64_t first = j->list[i], count = 1;
 
@@ -918,6 +927,7 @@ static int push_run(struct ferry_ctx *c)
 		ferry_log(c, FERRY_WARN, "ferryfs would commit a partial write on a crash",
 			  "origin='%s' reason='setxattr user.ferry.commit: %s'", j.origin, strerror(errno));
 	tw = (uint64_t)ferry_mono_ms();
+	j.upload_all = !ferry_cfg_bool(c, "server_copy");
 	rc = write_pages(&j);
 	if (rc)
 		goto out;
@@ -1010,6 +1020,10 @@ static const struct ferry_key push_keys[] = {
 	{ "origin", FERRY_KEY_PATH, NULL, 0,
 	  "the database on the ferryfs mount (default: the pull stage's origin)" },
 	{ "lease_need", FERRY_KEY_DURATION, "2m", 0, "lock lease that must be left to push" },
+	{ "server_copy", FERRY_KEY_BOOL, "true", 0,
+	  "parts without a changed page are copied server-side (UploadPartCopy) from the "
+	  "version pulled; false: every part is uploaded from the replica (for a store whose "
+	  "part copies cost more than uploading, as moto's do: tests/bench/RESULTS.md)" },
 	{ "verify", FERRY_KEY_ENUM, "etag", 0,
 	  "how the new object is proven equal to the replica: etag, by the store's checksums "
 	  "(Content-MD5 on every upload, the multipart ETag computed from all parts), reading "
