@@ -68,6 +68,13 @@ print(f"    push: {pw} of {pt} pages written ({100 * pw / pt:.1f} %), "
       f"{int(push.get('bytes_copied', 0)) / 1048576:.1f} MiB copied server-side")
 PY
 
+# the day after, every part uploaded (push.server_copy = false): moto's UploadPartCopy costs
+# O(object size) per part, so there copying the unchanged parts is slower than uploading them
+NEXT2=$(date -u -d "$TODAY + 2 day" +%F)
+sed -i "s/^today = $NEXT/today = $NEXT2/" "$PIPE"
+t=$(date +%s%N); ferry -c "$PIPE" -o push.server_copy=false run 2>"$T/next2.err"; next2=$(ms "$t")
+echo "ferry day after (today = $NEXT2, server_copy = false):  $next2 ms"; stage_table; phases "$T/next2.err"
+
 # the schedule stage alone on the same replica (same inputs: a warm schedule run)
 cat >"$T/sched.ini" <<INI
 [pipeline]
@@ -93,7 +100,7 @@ if command -v s3fs >/dev/null; then
 	t=$(date +%s%N)
 	cp "$T/s3fs/org-data/$ORG_ID.db" "$T/seed/org.db"
 	sed -i "s|^db = .*|db = $T/seed/org.db|" "$T/sched.ini"
-	ferry -q -c "$T/sched.ini" run 2>"$T/seed.err"
+	ferry -q -c "$T/sched.ini" -o schedule.compact=never run 2>"$T/seed.err"   # the guides do not compact
 	cp "$T/seed/org.db" "$T/s3fs/org-data/$ORG_ID.db"; sync
 	seed=$(ms "$t")
 	echo "seed path, s3fs cp down+schedule+cp up: $seed ms"
