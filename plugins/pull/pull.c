@@ -38,12 +38,12 @@
  * leaves the old or the new replica; the next pull (or push) rolls back a leftover undo.
  *
  * How the origin is read. state/manifest with a few differing pages: ranged GETs of just
- * those pages (runs of them), in parallel. When the runs would cover at least half of
- * the database (PULL_SEQ_PERCENT), or in compare/copy mode (every page is needed): one
- * pass over the whole origin in order, on ferryfs as one streaming GET per side of the
- * lock-byte page, straight from the object and pinned by If-Match, else big preads.
- * Many small requests cost more than the bytes they save once most of the file is
- * wanted; below half, bytes win (the issue's target: a 1% change reads <= 2%).
+ * those pages (runs of them), in parallel. When they would cost more than one pass over
+ * the whole origin, by what requests and passes cost on this store (pull_cost.c; with no
+ * figures yet: when the runs cover at least half of the database, PULL_SEQ_PERCENT), or
+ * in compare/copy mode (every page is needed): one pass in order, on ferryfs as one
+ * streaming GET per side of the lock-byte page, straight from the object and pinned by
+ * If-Match, else big preads.
  *
  * Where: this file is the stage and the job (config, origin, replica, source, facts);
  * pull_plan.c says which pages to read and how, pull_fetch.c reads and applies them.
@@ -457,7 +457,7 @@ static int dry_local(struct pull_job *j)
 
 static void dry_report(struct pull_job *j, uint64_t *list, size_t n)
 {
-	bool seq = n > 0 && pull_read_in_order(j, list, n);
+	bool seq = n > 0 && pull_read_in_order(j, list, n, false);
 
 	/* bytes: what would be read from S3 (a sequential pass reads every page) */
 	ferry_log(j->c, FERRY_INFO, "dry-run: would read pages from origin into replica",

@@ -70,6 +70,13 @@ struct pull_job {
 	bool have_stats;
 	struct ferry_fsstats stats_before;
 	struct ferry_pages_cb cb;
+	struct pull_costs {                 /* pull_cost.c: what reads cost on this store */
+		double req_ms;              /* one ranged GET, parallelism included; 0 unknown */
+		double bytes_per_ms;        /* a pass in order; 0 unknown */
+		bool probed;                /* req_ms timed by this pull before its plan */
+		bool dirty;                 /* measured by this pull: to be saved */
+	} costs;
+	char plan_why[256];                 /* the figures the read plan was chosen by, or "" */
 };
 
 /* How the origin is read (pull.c, "How the origin is read"). */
@@ -131,12 +138,27 @@ size_t pull_plan_run(const uint64_t *list, size_t n, size_t i, uint64_t max_run,
  * PULL_GROUP_BYTES plus one run). Returns how many runs. */
 size_t pull_plan_group(const uint64_t *list, size_t n, size_t *i, uint32_t ps,
 		       unsigned char *buf, struct pull_run *runs);
-/* Ranged reads of the differing pages, or one sequential pass? True when their runs would
- * span at least PULL_SEQ_PERCENT of the database. */
+/* The pages the runs of list[0..n) read in all; *runs (when not NULL) how many runs. */
+uint64_t pull_plan_span(const struct pull_job *j, const uint64_t *list, size_t n, uint64_t *runs);
+/* Ranged reads of the differing pages, or one sequential pass, by share alone? True when
+ * their runs would span at least PULL_SEQ_PERCENT of the database. */
 bool pull_sequential_pays(const struct pull_job *j, const uint64_t *list, size_t n);
 /* The differing pages list[0..n) are read in one sequential pass: the reads key says so,
- * or says auto and pull_sequential_pays. */
-bool pull_read_in_order(const struct pull_job *j, const uint64_t *list, size_t n);
+ * or says auto and pull_cost_plan does (may_probe: it may time one ranged GET). */
+bool pull_read_in_order(struct pull_job *j, const uint64_t *list, size_t n, bool may_probe);
+
+/* ---- what reads cost (pull_cost.c) ---- */
+/* The store's figures from state_dir (none: zeros). */
+void pull_costs_load(struct pull_job *j);
+/* A read of bytes by requests in ms, in order or ranged, joins the figures. */
+void pull_costs_measured(struct pull_job *j, bool in_order, uint64_t bytes, uint64_t requests,
+			 int64_t ms);
+/* Keep what this pull measured for the next one. */
+void pull_costs_save(struct pull_job *j);
+/* In order (true) or ranged, by the estimated time of each: runs x a ranged GET against the
+ * object's size at the rate of a pass in order (j->plan_why says the figures); by share
+ * (pull_sequential_pays) when a figure is missing. */
+bool pull_cost_plan(struct pull_job *j, const uint64_t *list, size_t n, bool may_probe);
 
 /* ---- reading and applying the pages (pull_fetch.c) ---- */
 /* After pull_prepare: an empty replica when the origin is missing; SRC_COPY: every page

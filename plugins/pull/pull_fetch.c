@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ferry_ctx.h"
+#include "ferry_time.h"
 #include "ferry_failpoint.h"
 #include "ferry_file.h"
 #include "ferry_pages.h"
@@ -187,6 +188,8 @@ static int fetch_pages(struct pull_job *j, const uint64_t *list, size_t n)
 	unsigned char *buf = malloc(PULL_GROUP_BYTES + (size_t)pull_max_run(ps) * ps);
 	unsigned char hash[FERRY_PAGE_HASH_LEN];
 	struct pull_run *runs = calloc(PULL_GROUP_RUNS, sizeof(*runs));
+	uint64_t requests = 0, b0;
+	int64_t t0;
 	int rc = FERRY_FAIL;
 
 	if (!h || !buf || !runs) {
@@ -197,9 +200,12 @@ static int fetch_pages(struct pull_job *j, const uint64_t *list, size_t n)
 		posix_fadvise(j->ofd, 0, 0, POSIX_FADV_RANDOM);
 	j->cb.step = "fetching changed pages";
 	ferry_progress_init(&prog, &j->cb, n);
+	t0 = ferry_mono_ms();
+	b0 = j->bytes_s3;
 	for (size_t i = 0; i < n;) {
 		size_t nr = pull_plan_group(list, n, &i, ps, buf, runs);
 
+		requests += nr;
 		if (ferry_cancelled(j->c)) {
 			rc = ferry_fail(j->c, FERRY_FAIL, "pull cancelled");
 			goto out_progress;
@@ -223,6 +229,7 @@ static int fetch_pages(struct pull_job *j, const uint64_t *list, size_t n)
 			ferry_progress_add(&prog, runs[r].k - runs[r].i, runs[r].span * ps);
 		}
 	}
+	pull_costs_measured(j, false, j->bytes_s3 - b0, requests, ferry_mono_ms() - t0);
 	rc = batch_flush(j);
 out_progress:
 	ferry_progress_end(&prog);
@@ -381,6 +388,8 @@ static int stream_origin(struct pull_job *j)
 	uint64_t lock = ferry_pages_lock_index(ps), end = j->want.page_count;
 	struct ferry_progress prog;
 	struct stream st = { .j = j, .prog = &prog };
+	uint64_t b0;
+	int64_t t0;
 	int rc = FERRY_FAIL;
 
 	if (end == 0)
@@ -399,6 +408,8 @@ static int stream_origin(struct pull_job *j)
 	j->cb.step = j->source == SRC_COPY ? "copying every origin page" :
 		     "reading every origin page";
 	ferry_progress_init(&prog, &j->cb, end);
+	t0 = ferry_mono_ms();
+	b0 = j->bytes_s3;
 	/* two passes at most: before and after the lock-byte page, which is never read */
 	for (uint64_t a = 0; a < end;) {
 		uint64_t b = a < lock && lock < end ? lock : end;
@@ -408,6 +419,7 @@ static int stream_origin(struct pull_job *j)
 			goto out_progress;
 		a = b == lock ? lock + 1 : b;
 	}
+	pull_costs_measured(j, true, j->bytes_s3 - b0, 0, ferry_mono_ms() - t0);
 	rc = j->source == SRC_COPY ? 0 : batch_flush(j);
 out_progress:
 	ferry_progress_end(&prog);
@@ -580,10 +592,17 @@ static int do_patch(struct pull_job *j)
 		return ferry_fail(j->c, FERRY_FAIL, "%s", err);
 	}
 	rc = batch_alloc(j);
-	if (!rc && j->source != SRC_COMPARE && pull_read_in_order(j, list, n)) {
+	if (!rc && j->source != SRC_COMPARE && pull_read_in_order(j, list, n, true)) {
 		j->sequential = true;
-		ferry_log(j->c, FERRY_INFO, "most pages differ: reading the origin in order",
-			  "pages=%zu pages_total=%" PRIu64, n, j->want.page_count);
+		ferry_log(j->c, FERRY_INFO, j->plan_why[0] ?
+			  "reading the origin in order: one pass costs less than the ranged GETs here" :
+			  "most pages differ: reading the origin in order",
+			  "pages=%zu pages_total=%" PRIu64 " %s", n, j->want.page_count,
+			  j->plan_why[0] ? j->plan_why : "ranged_gets=-");
+	} else if (!rc && j->plan_why[0]) {
+		ferry_log(j->c, FERRY_INFO, "reading just the differing pages: ranged GETs cost less "
+			  "than one pass here", "pages=%zu pages_total=%" PRIu64 " %s", n,
+			  j->want.page_count, j->plan_why);
 	}
 	if (!rc)
 		rc = j->source == SRC_COMPARE || j->sequential ? stream_origin(j) : fetch_pages(j, list, n);
@@ -639,9 +658,13 @@ static int do_create(struct pull_job *j)
 
 int pull_apply(struct pull_job *j)
 {
+	int rc;
+
 	if (j->missing)
 		return do_create(j);
-	if (j->source == SRC_COPY)
-		return do_copy(j);
-	return do_patch(j);
+	pull_costs_load(j);
+	rc = j->source == SRC_COPY ? do_copy(j) : do_patch(j);
+	if (!rc)
+		pull_costs_save(j);
+	return rc;
 }

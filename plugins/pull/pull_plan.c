@@ -96,23 +96,30 @@ size_t pull_plan_group(const uint64_t *list, size_t n, size_t *i, uint32_t ps,
 	return nr;
 }
 
-bool pull_sequential_pays(const struct pull_job *j, const uint64_t *list, size_t n)
+uint64_t pull_plan_span(const struct pull_job *j, const uint64_t *list, size_t n, uint64_t *runs)
 {
 	uint32_t ps = j->want.page_size;
 	uint64_t max_run = pull_max_run(ps), lock = ferry_pages_lock_index(ps);
-	uint64_t span = 0;
+	uint64_t span = 0, nr = 0;
 
-	for (size_t i = 0; i < n;) {
+	for (size_t i = 0; i < n; nr++) {
 		size_t k = pull_plan_run(list, n, i, max_run, lock);
 
 		span += list[k - 1] - list[i] + 1;
 		i = k;
 	}
-	return span * 100 >= j->want.page_count * PULL_SEQ_PERCENT;
+	if (runs)
+		*runs = nr;
+	return span;
 }
 
-bool pull_read_in_order(const struct pull_job *j, const uint64_t *list, size_t n)
+bool pull_sequential_pays(const struct pull_job *j, const uint64_t *list, size_t n)
+{
+	return pull_plan_span(j, list, n, NULL) * 100 >= j->want.page_count * PULL_SEQ_PERCENT;
+}
+
+bool pull_read_in_order(struct pull_job *j, const uint64_t *list, size_t n, bool may_probe)
 {
 	return j->reads == READS_SEQUENTIAL ||
-	       (j->reads == READS_AUTO && pull_sequential_pays(j, list, n));
+	       (j->reads == READS_AUTO && pull_cost_plan(j, list, n, may_probe));
 }

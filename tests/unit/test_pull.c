@@ -124,12 +124,33 @@ static void test_sequential(void)
 	ASSERT_TRUE(!pull_sequential_pays(&j, list, 10));   /* pages 0..45 */
 	ASSERT_TRUE(pull_sequential_pays(&j, list, 20));    /* pages 0..95 */
 	j.reads = READS_AUTO;
-	ASSERT_TRUE(pull_read_in_order(&j, list, 20));
-	ASSERT_TRUE(!pull_read_in_order(&j, list, 10));
+	ASSERT_TRUE(pull_read_in_order(&j, list, 20, false));
+	ASSERT_TRUE(!pull_read_in_order(&j, list, 10, false));
 	j.reads = READS_RANGED;
-	ASSERT_TRUE(!pull_read_in_order(&j, list, 20));
+	ASSERT_TRUE(!pull_read_in_order(&j, list, 20, false));
 	j.reads = READS_SEQUENTIAL;
-	ASSERT_TRUE(pull_read_in_order(&j, list, 1));
+	ASSERT_TRUE(pull_read_in_order(&j, list, 1, false));
+
+	/* with the store's costs known (direct reads): the estimated times decide, not the
+	 * share. 10 single pages 10 apart (10 runs, 10 % of the file); 100 pages of 4 KiB in
+	 * order at 1 MB/s: 410 ms. */
+	for (size_t k = 0; k < 10; k++)
+		list[k] = k * 10;
+	j.reads = READS_AUTO;
+	j.s3key = "org.db";
+	j.costs.bytes_per_ms = 1000;
+	j.costs.req_ms = 5;                 /* 10 runs x 5 ms: ranged */
+	ASSERT_TRUE(!pull_read_in_order(&j, list, 10, false));
+	ASSERT_CONTAINS(j.plan_why, "ranged_gets=10 est_ranged_ms=50");
+	ASSERT_CONTAINS(j.plan_why, "est_in_order_ms=410");
+	j.costs.req_ms = 50;                /* 10 x 50 ms: in order, though 10 % of the file */
+	ASSERT_TRUE(pull_read_in_order(&j, list, 10, false));
+	j.costs.req_ms = 0;                 /* a figure missing, no probe allowed: the share */
+	ASSERT_TRUE(!pull_read_in_order(&j, list, 10, false));
+	j.costs.req_ms = 50;
+	j.costs.bytes_per_ms = 0;
+	ASSERT_TRUE(!pull_read_in_order(&j, list, 10, false));
+	j.s3key = NULL;
 }
 
 static void test_diff(void)
