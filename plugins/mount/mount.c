@@ -21,7 +21,8 @@
 #include "ferry_stage.h"
 #include "ferry_time.h"
 
-#define POLL_MS      50
+#define POLL_MS      50                     /* longest wait between two looks */
+#define POLL_FIRST_MS 2                     /* the first: a mount or an exit takes a few ms */
 #define GRACE_MS     5000                   /* for ferryfs to exit after the unmount */
 #define TERM_MS      3000                   /* after SIGTERM, before SIGKILL */
 
@@ -314,6 +315,7 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 {
 	int64_t until = ferry_mono_ms() + GRACE_MS;
 	bool termed = false;
+	long wait = POLL_FIRST_MS;
 	int st;
 
 	for (;;) {
@@ -334,7 +336,8 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 			termed = true;
 			until = ferry_mono_ms() + TERM_MS;
 		}
-		sleep_ms(POLL_MS);
+		sleep_ms(wait);
+		wait = wait * 2 < POLL_MS ? wait * 2 : POLL_MS;
 	}
 }
 
@@ -414,7 +417,7 @@ static int mount_run(struct ferry_ctx *c)
 	}
 
 	until = start + (int64_t)p.wait_ms;
-	for (;;) {
+	for (long wait = POLL_FIRST_MS;; wait = wait * 2 < POLL_MS ? wait * 2 : POLL_MS) {
 		int st;
 
 		if (mount_is_live(p.mountpoint))
@@ -435,7 +438,7 @@ static int mount_run(struct ferry_ctx *c)
 					p.mountpoint, p.wait_ms);
 			goto out_plan;
 		}
-		sleep_ms(POLL_MS);
+		sleep_ms(wait);
 	}
 	if (ferry_failpoint("mount.after_mount")) {
 		rc = ferry_fail(c, FERRY_FAIL, "failpoint mount.after_mount");
