@@ -8,18 +8,13 @@
 
 gcs_start() {
 	[ -n "${MOTO_PORT:-}" ] || fail "gcs_start needs moto_start first"
-	local ready=$T/gcs.ready n=0
+	local ready=$T/gcs.ready
 	rm -f "$ready"
 	python3 "$TESTS_DIR/gcsserver.py" --upstream "http://127.0.0.1:$MOTO_PORT" --port 0 \
 		--ready-file "$ready" "$@" >>"$T/gcs.log" 2>&1 &
 	GCS_PID=$!
 	at_exit "kill $GCS_PID; wait $GCS_PID"
-	while [ ! -s "$ready" ] && [ $n -lt 200 ]; do
-		kill -0 "$GCS_PID" 2>/dev/null || { cat "$T/gcs.log" >&2; fail "gcsserver died"; }
-		sleep 0.05
-		n=$((n + 1))
-	done
-	[ -s "$ready" ] || fail "gcsserver did not start"
+	wait_ready "$GCS_PID" "$ready" "$T/gcs.log" gcsserver
 	read -r GCS_PORT _ <"$ready"
 	export GCS_PORT AWS_ENDPOINT_URL_S3=http://127.0.0.1:$GCS_PORT FERRY_S3_DIALECT=gcs
 }

@@ -201,6 +201,18 @@ PY
 	moto_mkbucket "$bucket"
 }
 
+# wait_ready PID FILE LOG NAME: a helper server started in the background (PID) writes FILE
+# once it listens; fail with its LOG when it dies first or takes more than 10 s.
+wait_ready() {
+	local pid=$1 ready=$2 log=$3 name=$4 n=0
+	while [ ! -s "$ready" ] && [ $n -lt 200 ]; do
+		kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; fail "$name died"; }
+		sleep 0.05
+		n=$((n + 1))
+	done
+	[ -s "$ready" ] || fail "$name did not start"
+}
+
 moto_mkbucket() { curl -fs -X PUT "http://127.0.0.1:$MOTO_PORT/$1" -o /dev/null || fail "cannot create bucket '$1'"; }
 
 # Raw object access for assertions, straight to moto (not through a test proxy). moto

@@ -13,19 +13,14 @@
 
 proxy_start() {
 	[ -n "${MOTO_PORT:-}" ] || fail "proxy_start needs moto_start first"
-	local ready=$T/proxy.ready n=0
+	local ready=$T/proxy.ready
 	rm -f "$ready"
 	PROXY_RULES=$T/proxy.rules
 	python3 "$TESTS_DIR/s3proxy.py" --upstream "http://127.0.0.1:$MOTO_PORT" \
 		--rules "$PROXY_RULES" --ready-file "$ready" >"$T/proxy.log" 2>&1 &
 	PROXY_PID=$!
 	at_exit "kill $PROXY_PID; wait $PROXY_PID"
-	while [ ! -s "$ready" ] && [ $n -lt 100 ]; do
-		kill -0 "$PROXY_PID" 2>/dev/null || { cat "$T/proxy.log" >&2; fail "s3proxy died"; }
-		sleep 0.05
-		n=$((n + 1))
-	done
-	[ -s "$ready" ] || fail "s3proxy did not start"
+	wait_ready "$PROXY_PID" "$ready" "$T/proxy.log" s3proxy
 	read -r PROXY_PORT PROXY_CONTROL <"$ready"
 	export PROXY_PORT PROXY_CONTROL
 	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$PROXY_PORT
