@@ -457,7 +457,10 @@ static int dry_local(struct pull_job *j)
 
 static void dry_report(struct pull_job *j, uint64_t *list, size_t n)
 {
-	bool seq = n > 0 && pull_read_in_order(j, list, n, false);
+	bool seq;
+
+	pull_costs_load(j);                 /* the plan a run would make, without its timed GET */
+	seq = n > 0 && pull_read_in_order(j, list, n, false);
 
 	/* bytes: what would be read from S3 (a sequential pass reads every page) */
 	ferry_log(j->c, FERRY_INFO, "dry-run: would read pages from origin into replica",

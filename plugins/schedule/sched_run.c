@@ -35,7 +35,7 @@ struct fp_run {
 	unsigned char fkey[SCHED_FP_KEYLEN];        /* h0's key */
 	unsigned char h0[SCHED_FP_LEN];
 	uint64_t size0;
-	bool compacted;                     /* the file is a compacted copy: nothing written to it */
+	bool compacted;                     /* reopened after a compaction: its write count is 0 */
 };
 
 /* The header's file change counter, read from the file (not the page cache). */
@@ -282,6 +282,9 @@ static void compact(struct sched_run *r, struct fp_run *f)
 	vs = NULL;
 	sqlite3_close(r->db);
 	r->db = NULL;
+	/* the connection reopened below has written nothing: only a canonical write may
+	 * leave a fingerprint (fp_end), whether the rename happened or not */
+	f->compacted = true;
 	if (rename(tmp, r->path) != 0) {
 		why = strerror(errno);
 	} else {
@@ -305,7 +308,6 @@ static void compact(struct sched_run *r, struct fp_run *f)
 		      SQLITE_OK || !f->file || read_counter(f->file, &f->counter0)))
 		f->on = false;
 	f->have_h0 = false;
-	f->compacted = true;
 out:
 	sqlite3_finalize(vs);
 	if (why) {
