@@ -50,9 +50,9 @@ static bool commit_as_put(const struct fs *fs, const char *base_etag, uint64_t s
 		return true;            /* GCS fences no multipart completion: one PUT */
 	if (size > fs->put_max)
 		return false;
-	for (uint64_t off = 0; off < size; off += FS_PART_SIZE)
-		if (part_copyable(fs, base_etag, base_limit, dirty, off,
-				  size - off < FS_PART_SIZE ? size - off : FS_PART_SIZE))
+	for (uint64_t i = 0; i < ferry_fs_nparts(size); i++)
+		if (part_copyable(fs, base_etag, base_limit, dirty, ferry_fs_part_start(i),
+				  ferry_fs_part_len(i, size)))
 			return false;
 	return true;
 }
@@ -61,8 +61,7 @@ static int mpu_one(struct mpu_job *j, int i)
 {
 	struct fs *fs = j->fs;
 	struct node *n = j->n;
-	uint64_t off = (uint64_t)i * FS_PART_SIZE;
-	uint64_t len = j->size - off < FS_PART_SIZE ? j->size - off : FS_PART_SIZE;
+	uint64_t off = ferry_fs_part_start((uint64_t)i), len = ferry_fs_part_len((uint64_t)i, j->size);
 	struct ferry_s3_res res;
 	int rc, e;
 
@@ -291,7 +290,7 @@ int commit_node(struct fs *fs, struct node *n)
 		struct mpu_job j = {
 			.fs = fs, .n = n, .key = key, .base_etag = is_new ? "" : base_etag,
 			.size = size, .base_limit = base_limit, .dirty = &dirty,
-			.nparts = (int)((size + FS_PART_SIZE - 1) / FS_PART_SIZE),
+			.nparts = (int)ferry_fs_nparts(size),
 		};
 
 		e = commit_mpu(&j, &cond, &res);

@@ -4,6 +4,8 @@
 #ifndef FERRY_FSPROTO_H
 #define FERRY_FSPROTO_H
 
+#include <stdint.h>
+
 /* The object's ETag of the version an open file reads (getxattr, read-only). */
 #define FERRY_XATTR_ETAG     "user.ferry.etag"
 /* How the last commit of this file (by this mount) was proven (getxattr, read-only; ENODATA
@@ -27,10 +29,42 @@
 #define FERRY_FETCH_RANGED   "ranged"
 #define FERRY_FETCH_AUTO     "auto"
 
-/* ferryfs commits objects of more than one part as 8 MiB parts: part i holds bytes
- * [i * FERRY_FS_PART_SIZE, (i + 1) * FERRY_FS_PART_SIZE); a part with no changed byte is
- * copied server-side from the version the file was opened at. */
+/* ferryfs commits objects of more than one part in this layout: part 0 holds bytes
+ * [0, FERRY_FS_PART0_SIZE), 5 MiB, the smallest part S3 takes (SQLite rewrites page 1, its
+ * change counter, on every rollback-journal commit: the part holding it is uploaded each
+ * time, so it is small); part i >= 1 holds FERRY_FS_PART_SIZE bytes from
+ * FERRY_FS_PART0_SIZE + (i - 1) * FERRY_FS_PART_SIZE (the last may be shorter). A part with
+ * no changed byte is copied server-side from the version the file was opened at. Every
+ * SQLite page size divides both sizes, so a page never straddles two parts. */
+#define FERRY_FS_PART0_SIZE  (5ull << 20)
 #define FERRY_FS_PART_SIZE   (8ull << 20)
+
+/* The part holding byte off. */
+static inline uint64_t ferry_fs_part_of(uint64_t off)
+{
+	return off < FERRY_FS_PART0_SIZE ? 0 : 1 + (off - FERRY_FS_PART0_SIZE) / FERRY_FS_PART_SIZE;
+}
+
+/* Where part i starts. */
+static inline uint64_t ferry_fs_part_start(uint64_t i)
+{
+	return i == 0 ? 0 : FERRY_FS_PART0_SIZE + (i - 1) * FERRY_FS_PART_SIZE;
+}
+
+/* Bytes of part i of an object of size bytes (0 past its end). */
+static inline uint64_t ferry_fs_part_len(uint64_t i, uint64_t size)
+{
+	uint64_t a = ferry_fs_part_start(i), b = ferry_fs_part_start(i + 1);
+
+	return a >= size ? 0 : (b < size ? b : size) - a;
+}
+
+/* Parts of an object of size bytes (at least one). */
+static inline uint64_t ferry_fs_nparts(uint64_t size)
+{
+	return size <= FERRY_FS_PART0_SIZE ? 1 :
+	       1 + (size - FERRY_FS_PART0_SIZE + FERRY_FS_PART_SIZE - 1) / FERRY_FS_PART_SIZE;
+}
 
 /* A read-only JSON file in the mount's root with the mount's request counters. */
 #define FERRY_FS_STATS_NAME  ".ferryfs-stats"

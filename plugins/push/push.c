@@ -273,13 +273,14 @@ static int diff(struct push_job *j)
 	return 0;
 }
 
-/* Distinct 8 MiB parts touched by the pages to write (what ferryfs uploads). */
+/* Distinct parts (ferry_fsproto.h's layout) touched by the pages to write: what ferryfs
+ * uploads. */
 static uint64_t parts_touched(const struct push_job *j)
 {
 	uint64_t parts = 0, last = UINT64_MAX;
 
 	for (size_t i = 0; i < j->n; i++) {
-		uint64_t p = j->list[i] * j->now.page_size / FERRY_FS_PART_SIZE;
+		uint64_t p = ferry_fs_part_of(j->list[i] * j->now.page_size);
 
 		if (p != last)
 			parts++;
@@ -365,16 +366,16 @@ static int open_origin(struct push_job *j)
 }
 
 /* The page runs to write, [first, first + count) each, in order: the changed pages; on
- * ferryfs, every page of each 8 MiB part that holds a changed one (the replica's unchanged
- * pages are the origin's, the fence proved it), so that ferryfs holds the whole part and
- * uploads it without first fetching the rest of it from the store. */
+ * ferryfs, every page of each part (ferry_fsproto.h's layout) that holds a changed one (the
+ * replica's unchanged pages are the origin's, the fence proved it), so that ferryfs holds
+ * the whole part and uploads it without first fetching the rest of it from the store. */
 struct page_run {
 	uint64_t first, count;
 };
 
 static struct page_run *page_runs(const struct push_job *j, size_t *nruns, uint64_t *pages)
 {
-	const uint64_t ps = j->now.page_size, per_part = FERRY_FS_PART_SIZE / ps;
+	const uint64_t ps = j->now.page_size;
 	struct page_run *r = calloc(j->n ? j->n : 1, sizeof(*r));
 	size_t n = 0;
 
@@ -392,11 +393,11 @@ static struct page_run *page_runs(const struct push_job *j, size_t *nruns, uint6
 	for (size_t i = 0; i < j->n; i++) {
 		uint64_t first = j->list[i], count = 1;
 
-		if (j->etag_known && per_part) {
-			first = first / per_part * per_part;
-			count = per_part;
-			if (first + count > j->now.page_count)
-				count = j->now.page_count - first;
+		if (j->etag_known && ps) {
+			uint64_t part = ferry_fs_part_of(first * ps);
+
+			first = ferry_fs_part_start(part) / ps;
+			count = ferry_fs_part_len(part, j->now.page_count * ps) / ps;
 		}
 		if (n && r[n - 1].first + r[n - 1].count >= first + count)
 			continue;           /* inside the run before (same part) */
@@ -709,7 +710,7 @@ static int verify_parts(struct push_job *j, bool all)
 	const struct ferry_s3_cond cond = { .if_match = j->etag };
 	char *key = NULL;
 	struct ferry_s3 *s3 = j->etag_known ? ferry_s3_for_mount(j->c, j->origin, &key) : NULL;
-	uint64_t nparts = (size + FERRY_FS_PART_SIZE - 1) / FERRY_FS_PART_SIZE, bytes = 0, parts = 0;
+	uint64_t nparts = ferry_fs_nparts(size), bytes = 0, parts = 0;
 	uint64_t last = UINT64_MAX;
 	struct ferry_hasher *h = NULL;
 	struct ferry_progress prog;
@@ -730,17 +731,17 @@ static int verify_parts(struct push_job *j, bool all)
 	j->cb.step = all ? "verifying: reading the new object back from the store" :
 			   "verifying: reading the uploaded parts back from the store";
 	ferry_progress_init(&prog, &j->cb, all ? j->now.page_count : parts_touched(j) *
-			    (FERRY_FS_PART_SIZE / ps));
+			    (FERRY_FS_PART_SIZE / ps));   /* at most: part 0 is smaller */
 	for (uint64_t i = 0; i < (all ? nparts : j->n) && !rc; i++) {
-		uint64_t part = all ? i : j->list[i] * ps / FERRY_FS_PART_SIZE;
-		uint64_t off = part * FERRY_FS_PART_SIZE, len;
+		uint64_t part = all ? i : ferry_fs_part_of(j->list[i] * ps);
+		uint64_t off = ferry_fs_part_start(part), len;
 		struct ferry_s3_res res;
 		size_t got = 0;
 
 		if (part == last || off >= size)
 			continue;
 		last = part;
-		len = size - off < FERRY_FS_PART_SIZE ? size - off : FERRY_FS_PART_SIZE;
+		len = ferry_fs_part_len(part, size);
 		if (j->cb.cancelled && j->cb.cancelled(j->cb.arg)) {
 			rc = ferry_fail(j->c, FERRY_FAIL, "cancelled while verifying");
 			break;

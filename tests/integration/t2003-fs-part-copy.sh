@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A 1-page change to a 64 MiB object, then fsync: one 8 MiB part is uploaded, the seven
-# untouched parts are copied server-side (UploadPartCopy), the commit is conditional on
+# A 1-page change to a 64 MiB object, then fsync: one 8 MiB part is uploaded, the eight
+# untouched parts (5 MiB, then 8 MiB each: ferry_fsproto.h's layout) are copied server-side
+# (UploadPartCopy), the commit is conditional on
 # the ETag seen at open. Asserted with ferryfs's counters and the proxy's byte counters.
 . "$(dirname "$0")/../lib.sh"
 . "$TESTS_DIR/proxy.sh"
@@ -23,7 +24,7 @@ etag0=$(python3 -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.ferry.et
 before_up=$(stat_of bytes_up); before_part=$(stat_of mpu_part); before_copy=$(stat_of mpu_part_copy)
 before_copied=$(stat_of bytes_copied)
 proxy_reset
-# one 4 KiB page at 20 MiB + 12 KiB (part 3), the same change to the local copy
+# one 4 KiB page at 20 MiB + 12 KiB (part 2: [13 MiB, 21 MiB)), the same change to the local copy
 head -c 4096 /dev/urandom >"$T/page"
 python3 - "$M/db.bin" "$T/db.bin" "$T/page" <<'PY' || fail "1-page write + fsync failed"
 import os, sys
@@ -36,7 +37,7 @@ for path in sys.argv[1:3]:
     os.close(fd)
 PY
 assert_eq 1 $(( $(stat_of mpu_part) - before_part )) "parts uploaded"
-assert_eq 7 $(( $(stat_of mpu_part_copy) - before_copy )) "parts copied server-side"
+assert_eq 8 $(( $(stat_of mpu_part_copy) - before_copy )) "parts copied server-side"
 assert_eq $((8 * MiB)) $(( $(stat_of bytes_up) - before_up )) "bytes uploaded by ferryfs"
 assert_eq $((56 * MiB)) $(( $(stat_of bytes_copied) - before_copied )) "bytes copied server-side"
 up=$(proxy_stats bytes_up)

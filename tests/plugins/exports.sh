@@ -27,8 +27,9 @@ declared() {
 		-fsyntax-only -aux-info "$tmp/decl.aux" "$tmp/decl.c" || { fail "cannot compile $*"; return; }
 	: >"$out"
 	for h in "$@"; do
-		# "/* FILE:LINE:NC */ extern int name (args);": the word before the first "("
-		grep -F "$h:" "$tmp/decl.aux" | sed -E 's|^/\*[^*]*\*/ *||' |
+		# "/* FILE:LINE:NC */ extern int name (args);": the word before the first "(";
+		# a header's static (inline) functions are compiled into each user, not exported
+		grep -F "$h:" "$tmp/decl.aux" | sed -E 's|^/\*[^*]*\*/ *||' | grep -v '^static ' |
 			sed -nE 's/^([^(]*[^a-z0-9_(])?([a-z_][a-z0-9_]*) \(.*/\2/p'
 	done | sort -u >"$out"
 }
