@@ -71,6 +71,7 @@ int s3xml_root(const char *xml, size_t len, char *out, size_t outlen);
 
 #define S3_POOL_MAX 64                  /* idle easy handles kept for keep-alive reuse */
 #define S3_REFUSED_RETRIES 2              /* retries of a request no server accepted */
+#define S3_SLOWDOWN_MS     1000            /* extra wait before resending after a 429 */
 
 struct ferry_s3 {
 	struct ferry_s3_conf conf;          /* private copy */

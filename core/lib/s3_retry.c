@@ -21,8 +21,10 @@ static uint64_t rng_next(struct ferry_s3 *s3)
 	return z ^ (z >> 31);
 }
 
-/* Full-jitter backoff: uniform in [0, min(cap, base * 2^attempt)]. False if cancelled. */
-static bool backoff(struct ferry_s3 *s3, int attempt)
+/* Full-jitter backoff: uniform in [0, min(cap, base * 2^attempt)], plus a second after a
+ * 429: a store that says "too many requests" about one object (GCS: about one write a
+ * second per object name) is not asked again within that second. False if cancelled. */
+static bool backoff(struct ferry_s3 *s3, int attempt, long status)
 {
 	uint64_t ceil_ms = (uint64_t)(s3->conf.retry_base_ms > 0 ? s3->conf.retry_base_ms : 1);
 	uint64_t ms;
@@ -31,7 +33,7 @@ static bool backoff(struct ferry_s3 *s3, int attempt)
 		ceil_ms *= 2;
 	if (ceil_ms > (uint64_t)s3->conf.retry_cap_ms)
 		ceil_ms = (uint64_t)s3->conf.retry_cap_ms;
-	ms = rng_next(s3) % (ceil_ms + 1);
+	ms = rng_next(s3) % (ceil_ms + 1) + (status == 429 ? S3_SLOWDOWN_MS : 0);
 	while (ms > 0) {
 		uint64_t step = ms < 20 ? ms : 20;
 		struct timespec ts = { 0, (long)step * 1000000L };
@@ -89,7 +91,7 @@ int s3_do(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 				s3_scrub(s3, res->msg);
 				break;
 			}
-			if (!backoff(s3, attempt++)) {
+			if (!backoff(s3, attempt++, res->status)) {
 				s3_req_msg(s3, rq, res, "cancelled");
 				rc = FERRY_S3_CANCELLED;
 				break;
@@ -110,7 +112,7 @@ int s3_do(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 		S3_STAT_ADD(s3, retries, 1);
 		ferry_logf(FERRY_DEBUG, "s3", "retrying", "op=%s attempt=%d status=%ld why=\"%s\"",
 			   rq->op, res->attempts, res->status, res->msg);
-		if (!backoff(s3, attempt++)) {
+		if (!backoff(s3, attempt++, res->status)) {
 			s3_req_msg(s3, rq, res, "cancelled");
 			rc = FERRY_S3_CANCELLED;
 			break;
@@ -213,6 +215,7 @@ int s3_do_cond(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 {
 	bool resent = false;
 	int attempt = 0, rc;
+	long status;
 
 	rq->idempotent = false;
 	for (;;) {
@@ -223,11 +226,12 @@ int s3_do_cond(struct ferry_s3 *s3, struct s3_req *rq, struct ferry_s3_res *res,
 			return after_echo(s3, rq, res, verify, varg, rc);
 		if (rc != S3_RC_AMBIGUOUS)
 			return rc;
+		status = res->status;       /* the write's answer, not the read-back's */
 		rc = after_ambiguous(s3, rq, res, verify, varg, attempt);
 		if (rc != S3_RC_AMBIGUOUS)
 			return rc;
 		S3_STAT_ADD(s3, retries, 1);
-		if (!backoff(s3, attempt++)) {
+		if (!backoff(s3, attempt++, status)) {
 			s3_req_msg(s3, rq, res, "cancelled");
 			return FERRY_S3_CANCELLED;
 		}

@@ -219,7 +219,8 @@ static int diff(struct sched_run *r, struct writer *w)
 	for (; j < r->nold; j++)
 		if (do_delete(r, w, r->old[j].rowid))
 			goto out;
-	qsort_r(ins, nins, sizeof(*ins), cmp_ins, r);
+	if (nins)
+		qsort_r(ins, nins, sizeof(*ins), cmp_ins, r);
 	for (size_t i = 0; i < nins; i++)
 		if (do_insert(r, w, &p->cd[ins[i]]))
 			goto out;
