@@ -5,7 +5,8 @@
  *  - Retries: 5xx, 429, 400 RequestTimeout, connection resets, timeouts, short bodies are
  *    retried with full-jitter exponential backoff (retry_base .. retry_cap, max_retries)
  *    for idempotent requests: GET, HEAD, unconditional PUT and DELETE, list, part uploads,
- *    part copies, create/abort multipart. res->attempts counts what was sent.
+ *    part copies, create/abort multipart; after a 429 the wait is a second longer (GCS
+ *    takes about one write a second per object). res->attempts counts what was sent.
  *  - Conditional writes (PUT/DELETE/CopyObject with a condition, and every multipart
  *    complete) are never resent blindly; see ferry_s3_put. They always use a fresh
  *    connection, so libcurl cannot silently resend them either.
