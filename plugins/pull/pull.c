@@ -107,6 +107,29 @@ static void direct_s3(struct pull_job *j)
 			  j->origin);
 }
 
+/* Whether the store may hold the origin's -journal or -wal: one listing of the keys that
+ * start with the origin's (on ferryfs each stat of an absent name costs a HEAD and a LIST).
+ * True when it does, or when the store cannot say: then the files are looked at. */
+static bool sidecars_possible(struct pull_job *j)
+{
+	struct ferry_s3_list l = { 0 };
+	struct ferry_s3_res res;
+	size_t kl = j->s3key ? strlen(j->s3key) : 0;
+	bool any = false;
+
+	if (!j->s3 || ferry_s3_list_page(j->s3, j->s3key, "/", NULL, 1000, &l, &res) != FERRY_S3_OK ||
+	    l.truncated) {
+		ferry_s3_list_release(&l);
+		return true;
+	}
+	for (size_t i = 0; i < l.n_entries && !any; i++)
+		any = !strncmp(l.entries[i].key, j->s3key, kl) &&
+		      (!strcmp(l.entries[i].key + kl, "-journal") ||
+		       !strcmp(l.entries[i].key + kl, "-wal"));
+	ferry_s3_list_release(&l);
+	return any;
+}
+
 /* Open the origin and learn its ETag (none on a plain file). 1 when it does not exist. */
 static int open_origin(struct pull_job *j)
 {
@@ -136,6 +159,8 @@ static int open_origin(struct pull_job *j)
 				  j->origin, strerror(errno));
 		direct_s3(j);
 	}
+	if (!sidecars_possible(j))
+		return 0;
 	if (ferry_pages_has_hot_journal(j->origin))
 		return ferry_fail(j->c, FERRY_FAIL, "origin '%s' has a hot journal '%s-journal': "
 				  "refusing to copy a database with an unfinished transaction; nothing written",

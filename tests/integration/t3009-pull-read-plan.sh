@@ -5,6 +5,7 @@
 # when every ranged GET is made slow (tests/s3proxy.py stalls requests carrying Range), the
 # pull that meets it measures that, and the one after reads the whole origin in one pass,
 # although the changed pages are 0.01 % of it. The figures are in state_dir, never a URL.
+# The origin's -journal and -wal are looked for by one listing first: both still stop it.
 . "$(dirname "$0")/../lib.sh"
 . "$TESTS_DIR/proxy.sh"
 need_fuse
@@ -98,4 +99,17 @@ assert_contains "$T/e4" "reading the origin in order: one pass costs less than t
 assert_contains "$T/e4" "reads=sequential"
 cmp -s "$T/b/org.db" "$T/state/org.db" || fail "replica differs from the origin after pull 4"
 proxy_rules_clear
+
+# the origin's sidecars are found by one listing before any stat: a hot journal or a
+# non-empty WAL beside the origin still stops the pull
+printf '\xd9\xd5\x05\xf9\x20\xa1\x63\xd7 journal' >"$T/journal"
+(cd "$T" && ferry -q s3 put "$T/journal" "$KEY-journal" >/dev/null) || fail "cannot put the journal"
+rc=0; ferry -c "$T/p.ini" run >"$T/o5" 2>"$T/e5" || rc=$?
+assert_eq 1 "$rc" "pull beside a hot journal"
+assert_contains "$T/e5" "has a hot journal"
+(cd "$T" && ferry -q s3 rm "$KEY-journal" >/dev/null) || fail "cannot remove the journal"
+(cd "$T" && ferry -q s3 put "$T/journal" "$KEY-wal" >/dev/null) || fail "cannot put the wal"
+rc=0; ferry -c "$T/p.ini" run >"$T/o6" 2>"$T/e6" || rc=$?
+assert_eq 1 "$rc" "pull beside a non-empty WAL"
+assert_contains "$T/e6" "-wal': checkpoint it first"
 assert_no_secrets "$T"
