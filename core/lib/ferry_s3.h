@@ -104,8 +104,12 @@ bool ferry_s3_multipart_fenced(const struct ferry_s3 *s3);
  * "x-goog-if-generation-match: 0") or the version header ("If-Match",
  * "x-goog-if-generation-match"). */
 const char *ferry_s3_cond_spelling(const struct ferry_s3 *s3, bool create_only);
-/* "host[:port]/bucket" for messages and the probe cache. */
+/* "host[:port]/bucket" for messages. */
 const char *ferry_s3_store_name(const struct ferry_s3 *s3);
+/* A file in dir about this store and dialect: "DIR/STEM-HASH.json", the store only as a hash
+ * (no URL on disk). 0, or -1 when dir is empty or the path does not fit in n. */
+int ferry_s3_state_path(const struct ferry_s3 *s3, const char *dir, const char *stem,
+			char *out, size_t n);
 /* Called during transfers and backoff waits; returning true aborts with CANCELLED. */
 void ferry_s3_set_cancel(struct ferry_s3 *s3, bool (*cancelled)(void *arg), void *arg);
 

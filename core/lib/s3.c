@@ -3,6 +3,7 @@
  * s3_retry.c, the operations in s3_ops.c and s3_mpu.c. */
 #include "ferry_s3.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,22 @@ const char *ferry_s3_cond_spelling(const struct ferry_s3 *s3, bool create_only)
 const char *ferry_s3_store_name(const struct ferry_s3 *s3)
 {
 	return s3->store_name;
+}
+
+int ferry_s3_state_path(const struct ferry_s3 *s3, const char *dir, const char *stem,
+			char *out, size_t n)
+{
+	const char *parts[2] = { s3->store_name, ferry_s3_dialect_name(s3->dialect) };
+	uint64_t h = 1469598103934665603ull;    /* FNV-1a */
+
+	if (!dir || !*dir)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		for (const char *p = parts[i]; *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ull;
+		h = (h ^ '\n') * 1099511628211ull;
+	}
+	return snprintf(out, n, "%s/%s-%016" PRIx64 ".json", dir, stem, h) < (int)n ? 0 : -1;
 }
 
 void ferry_s3_set_cancel(struct ferry_s3 *s3, bool (*cancelled)(void *arg), void *arg)

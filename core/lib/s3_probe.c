@@ -19,6 +19,19 @@
 
 enum { P_CREATE, P_PUT, P_ABSENT, P_DELETE, P_RANGE, P_UPC, P_N };
 
+/* 2 * bytes hex digits of randomness (a fixed pattern if the kernel gives none) into out. */
+static void random_hex(char *out, size_t bytes)
+{
+	unsigned char rnd[32];
+
+	if (bytes > sizeof(rnd))
+		bytes = sizeof(rnd);
+	if (getrandom(rnd, bytes, 0) != (ssize_t)bytes)
+		memset(rnd, 0x5a, bytes);
+	for (size_t i = 0; i < bytes; i++)
+		sprintf(out + 2 * i, "%02x", rnd[i]);
+}
+
 /* A version no live object has: an ETag of no bytes anybody wrote, or generation 1. */
 static const char *wrong_version(const struct ferry_s3 *s3)
 {
@@ -49,9 +62,8 @@ int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
 	struct ferry_s3_cond wrong = { .if_match = wrong_version(s3) };
 	char key[512], key2[512], key3[512], nonce[33], body[96], version[80], petag[80];
 	struct ferry_buf got = { 0 };
-	unsigned char rnd[16];
 	char *upload = NULL;
-	int rc, i;
+	int rc;
 	size_t blen;
 
 	res = s3_res_begin(res, &local);
@@ -59,10 +71,7 @@ int ferry_s3_probe(struct ferry_s3 *s3, const char *scratch_prefix,
 	s3_scopy(out->dialect, sizeof(out->dialect), ferry_s3_dialect_name(s3->dialect));
 	out->multipart_fenced = ferry_s3_multipart_fenced(s3);
 	out->probed_at = time(NULL);
-	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
-		memset(rnd, 0x5a, sizeof(rnd));
-	for (i = 0; i < 16; i++)
-		sprintf(nonce + 2 * i, "%02x", rnd[i]);
+	random_hex(nonce, 16);
 	if (!scratch_prefix)
 		scratch_prefix = "";
 	snprintf(key, sizeof(key), "%s.ferry-probe-%s", scratch_prefix, nonce);
@@ -210,20 +219,10 @@ void ferry_s3_features_print(FILE *out, const char *prefix, struct ferry_s3 *s3,
 
 /* ---------------------------------------------------------------- the cache */
 
-/* The cache file's path: the store as a hash only (no URL text on disk). */
+/* The cache file: DIR/s3-probe-HASH.json. */
 static int cache_path(const struct ferry_s3 *s3, const char *dir, char *out, size_t n)
 {
-	const char *parts[2] = { s3->store_name, ferry_s3_dialect_name(s3->dialect) };
-	uint64_t h = 1469598103934665603ull;
-
-	if (!dir || !*dir)
-		return -1;
-	for (int i = 0; i < 2; i++) {
-		for (const char *p = parts[i]; *p; p++)
-			h = (h ^ (unsigned char)*p) * 1099511628211ull;
-		h = (h ^ '\n') * 1099511628211ull;
-	}
-	return snprintf(out, n, "%s/s3-probe-%016" PRIx64 ".json", dir, h) < (int)n ? 0 : -1;
+	return ferry_s3_state_path(s3, dir, "s3-probe", out, n);
 }
 
 static const char *const keys[P_N] = {
@@ -306,7 +305,6 @@ int ferry_s3_probe_cached(struct ferry_s3 *s3, const char *dir, long max_age_s,
 			  struct ferry_s3_features *out, struct ferry_s3_res *res)
 {
 	char path[4096], nonce[17], prefix[64], why[8];
-	unsigned char rnd[8];
 	bool have_path = cache_path(s3, dir, path, sizeof(path)) == 0;
 	int rc;
 
@@ -317,10 +315,7 @@ int ferry_s3_probe_cached(struct ferry_s3 *s3, const char *dir, long max_age_s,
 		return FERRY_S3_OK;
 	}
 	/* a scratch prefix of our own, so concurrent runs never probe each other's keys */
-	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
-		memset(rnd, 0xa5, sizeof(rnd));
-	for (int i = 0; i < 8; i++)
-		sprintf(nonce + 2 * i, "%02x", rnd[i]);
+	random_hex(nonce, 8);
 	snprintf(prefix, sizeof(prefix), ".ferry-probe/%s/", nonce);
 	rc = ferry_s3_probe(s3, prefix, out, res);
 	if (rc == FERRY_S3_OK && have_path && !ferry_s3_features_unsafe(s3, out, why, sizeof(why)))

@@ -1,8 +1,8 @@
 /* pull_cost.c: what reading from this store costs, as earlier pulls measured it, and the
  * read plan chosen with it (pull.c, "How the origin is read").
  *
- * Two figures, kept per store in state_dir/pull-costs.json (the store's name hashed: no URL
- * on disk): the effective time of one ranged GET of a run of pages, parallelism included
+ * Two figures, kept per store in state_dir/pull-costs-HASH.json (ferry_s3_state_path: no
+ * URL on disk): the effective time of one ranged GET of a run of pages, parallelism included
  * (a ranged pass's time over its requests), and the rate of one pass in order (bytes over
  * time of a sequential read of 4 MiB or more). Each new measurement is averaged with the one
  * kept (half each). A store whose ranged GETs cost O(object size), as moto's do, then reads
@@ -28,15 +28,7 @@
 
 static int costs_path(const struct pull_job *j, char *out, size_t n)
 {
-	const char *dir = ferry_state_dir(j->c), *store;
-	uint64_t h = 1469598103934665603ull;
-
-	if (!dir || !*dir || !j->s3)
-		return -1;
-	store = ferry_s3_store_name(j->s3);
-	for (const char *p = store ? store : ""; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ull;
-	return snprintf(out, n, "%s/pull-costs-%016" PRIx64 ".json", dir, h) < (int)n ? 0 : -1;
+	return j->s3 ? ferry_s3_state_path(j->s3, ferry_state_dir(j->c), "pull-costs", out, n) : -1;
 }
 
 void pull_costs_load(struct pull_job *j)
@@ -127,13 +119,13 @@ bool pull_cost_plan(struct pull_job *j, const uint64_t *list, size_t n, bool may
 	uint64_t runs = 0;
 	double est_ranged, est_order;
 
-	pull_plan_span(j, list, n, &runs);
 	if (!j->s3key || !(j->costs.bytes_per_ms > 0) || !n)
 		return pull_sequential_pays(j, list, n);
 	if (!(j->costs.req_ms > 0) && may_probe)
 		probe_request(j, list, n);
 	if (!(j->costs.req_ms > 0))
 		return pull_sequential_pays(j, list, n);
+	pull_plan_span(j, list, n, &runs);
 	est_ranged = (double)runs * j->costs.req_ms;
 	est_order = (double)pull_want_size(j) / j->costs.bytes_per_ms;
 	snprintf(j->plan_why, sizeof(j->plan_why),
