@@ -264,17 +264,24 @@ out_oom:
 	return sched_fail(r, FERRY_FAIL, "out of memory reading table email_schedules");
 }
 
+/* The owned rows read into unique-key order, unless they are in it already (a table
+ * written in key order reads back sorted). */
+static void sort_old(struct sched_run *r)
+{
+	for (size_t i = 1; i < r->nold; i++)
+		if (cmp_old(&r->old[i - 1], &r->old[i]) > 0) {
+			qsort(r->old, r->nold, sizeof(*r->old), cmp_old);
+			return;
+		}
+}
+
 /* After every range is read: old rows in unique-key order, counted rows by contact and
  * their dates sorted (base load). */
 static int finish_schedules(struct sched_run *r)
 {
 	struct sched_plan *p = &r->plan;
 
-	for (size_t i = 1; i < r->nold; i++)
-		if (cmp_old(&r->old[i - 1], &r->old[i]) > 0) {
-			qsort(r->old, r->nold, sizeof(*r->old), cmp_old);
-			break;
-		}
+	sort_old(r);
 	if (p->ncnt > 1)
 		qsort(p->cnt, p->ncnt, sizeof(*p->cnt), cmp_counted);
 	p->cnt_dates = malloc((p->ncnt + 1) * sizeof(*p->cnt_dates));
@@ -480,11 +487,7 @@ static int load_range(struct sched_run *r, int64_t lo, int64_t hi)
 {
 	if (load_schedules(r, lo, hi))
 		return FERRY_FAIL;
-	for (size_t i = 1; i < r->nold; i++)
-		if (cmp_old(&r->old[i - 1], &r->old[i]) > 0) {
-			qsort(r->old, r->nold, sizeof(*r->old), cmp_old);
-			break;
-		}
+	sort_old(r);
 	return 0;
 }
 

@@ -200,19 +200,21 @@ out_end:
 
 /* ---- compaction (the `compact` key; RULES.md, what is written) ---- */
 
-/* The header's file change counter, read through a plain descriptor. */
-static int path_counter(const char *path, uint32_t *out)
+/* The compacted copy beside the database (compact()), also removed if a crash left it. */
+static void compact_path(const char *db_path, char *out, size_t n)
 {
-	unsigned char b[4];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	bool ok = fd >= 0 && pread(fd, b, 4, 24) == 4;
+	snprintf(out, n, "%s.ferry-compact", db_path);
+}
 
-	if (fd >= 0)
-		close(fd);
-	if (!ok)
+/* The counter of the main database file of r's connection (read_counter). */
+static int db_counter(struct sched_run *r, uint32_t *out)
+{
+	sqlite3_file *file = NULL;
+
+	if (sqlite3_file_control(r->db, "main", SQLITE_FCNTL_FILE_POINTER, &file) != SQLITE_OK ||
+	    !file || !file->pMethods)
 		return -1;
-	*out = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-	return 0;
+	return read_counter(file, out);
 }
 
 static bool want_compact(struct sched_run *r)
@@ -242,9 +244,9 @@ static void compact(struct sched_run *r, struct fp_run *f)
 	const char *why = NULL;
 	int fd;
 
-	snprintf(tmp, sizeof(tmp), "%s.ferry-compact", r->path);
+	compact_path(r->path, tmp, sizeof(tmp));
 	unlink(tmp);
-	if (stat(r->path, &st) != 0 || path_counter(r->path, &c0) != 0) {
+	if (stat(r->path, &st) != 0 || db_counter(r, &c0) != 0) {
 		why = "cannot read the database file";
 		goto out;
 	}
@@ -274,7 +276,7 @@ static void compact(struct sched_run *r, struct fp_run *f)
 		why = "failpoint schedule.before_compact_rename";
 		goto out;
 	}
-	if (path_counter(r->path, &c1) != 0 || c1 != c0) {
+	if (db_counter(r, &c1) != 0 || c1 != c0) {
 		why = "another writer committed meanwhile";
 		goto out;
 	}
@@ -340,8 +342,7 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	if (mode == SCHED_RUN) {
 		char stale[4096];
 
-		/* a compaction a crash cut short (compact()) */
-		snprintf(stale, sizeof(stale), "%s.ferry-compact", db_path);
+		compact_path(db_path, stale, sizeof(stale));
 		unlink(stale);
 	}
 	if (sched_exec(&r, conn_pragmas, "cannot configure") ||
