@@ -288,12 +288,12 @@ zip_states = $SRC_DIR/conf/zip3_states.csv
 INI
 }
 
-# pipeline_ini FILE: the [pipeline] (state in $T/state) and [s3] (moto, from the
-# environment) sections; the test appends its stages (cat >>FILE).
+# pipeline_ini FILE [STATE_DIR]: the [pipeline] (state in STATE_DIR, default $T/state) and
+# [s3] (moto, from the environment) sections; the test appends its stages (cat >>FILE).
 pipeline_ini() {
 	cat >"$1" <<INI
 [pipeline]
-state_dir = $T/state
+state_dir = ${2:-$T/state}
 
 [s3]
 endpoint = \${AWS_ENDPOINT_URL_S3}

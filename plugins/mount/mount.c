@@ -51,6 +51,12 @@ struct mount_priv {
 	char *mountpoint;
 };
 
+/* The wait after one of wait ms between two looks: doubled, up to POLL_MS. */
+static long next_wait(long wait)
+{
+	return wait * 2 < POLL_MS ? wait * 2 : POLL_MS;
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
@@ -337,7 +343,7 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 			until = ferry_mono_ms() + TERM_MS;
 		}
 		sleep_ms(wait);
-		wait = wait * 2 < POLL_MS ? wait * 2 : POLL_MS;
+		wait = next_wait(wait);
 	}
 }
 
@@ -417,7 +423,7 @@ static int mount_run(struct ferry_ctx *c)
 	}
 
 	until = start + (int64_t)p.wait_ms;
-	for (long wait = POLL_FIRST_MS;; wait = wait * 2 < POLL_MS ? wait * 2 : POLL_MS) {
+	for (long wait = POLL_FIRST_MS;; wait = next_wait(wait)) {
 		int st;
 
 		if (mount_is_live(p.mountpoint))

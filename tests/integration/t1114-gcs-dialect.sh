@@ -15,14 +15,8 @@ RACE=$FERRY_BUILD/tests/tools/lockrace
 moto_start gcs-bucket
 gcs_start
 
-cat >"$T/p.ini" <<INI
-[pipeline]
-state_dir = $T/state
-
-[s3]
-endpoint = \${AWS_ENDPOINT_URL_S3}
-bucket = \${BUCKET_NAME}
-
+pipeline_ini "$T/p.ini"
+cat >>"$T/p.ini" <<INI
 [stage lock]
 plugin = lock
 key = $LOCK

@@ -22,13 +22,8 @@ CREATE TABLE pad(b); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM 
 put() { (cd "$T" && ferry -q s3 put "$T/v.db" "$KEY" >/dev/null) || fail "upload failed"; }
 # the other machine, B: pull, change two rows 500 apart (two pages far apart: two ranged GETs
 # for A), push (which writes the manifest A's pull reads the page hashes from)
-cat >"$T/b.ini" <<INI
-[pipeline]
-state_dir = $T/b
-[s3]
-endpoint = \${AWS_ENDPOINT_URL_S3}
-region = us-east-1
-bucket = \${BUCKET_NAME}
+pipeline_ini "$T/b.ini" "$T/b"
+cat >>"$T/b.ini" <<INI
 [stage lock]
 plugin = lock
 key = $KEY.lock
@@ -50,13 +45,8 @@ plugin = unlock
 INI
 change() { ROUND=$1 ferry -c "$T/b.ini" run >"$T/bo$1" 2>"$T/be$1" || { cat "$T/be$1" >&2; fail "B's change $1 failed"; }; }
 # this machine, A: mount and pull only
-cat >"$T/p.ini" <<INI
-[pipeline]
-state_dir = $T/state
-[s3]
-endpoint = \${AWS_ENDPOINT_URL_S3}
-region = us-east-1
-bucket = \${BUCKET_NAME}
+pipeline_ini "$T/p.ini"
+cat >>"$T/p.ini" <<INI
 [stage mount]
 plugin = mount
 mountpoint = $T/mnt
