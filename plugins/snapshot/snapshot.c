@@ -277,10 +277,17 @@ static int retention(struct ferry_ctx *c, struct ferry_s3 *s3, const char *pre, 
 	return rc;
 }
 
+/* The part size of a multipart copy; none where a multipart completion cannot be fenced
+ * (GCS): there one CopyObject of any size, fenced, does it. */
+static uint64_t copy_part_size(struct ferry_ctx *c, const struct ferry_s3 *s3)
+{
+	return ferry_s3_multipart_fenced(s3) ? ferry_cfg_bytes(c, "part_size") : UINT64_MAX;
+}
+
 static int snapshot_run(struct ferry_ctx *c)
 {
 	const char *key = ferry_cfg(c, "key");
-	uint64_t part = ferry_cfg_bytes(c, "part_size"), size;
+	uint64_t part, size;
 	struct ferry_s3_cond create = { .if_none_match = "*" };
 	struct ferry_s3_res res;
 	struct ferry_s3 *s3;
@@ -296,8 +303,7 @@ static int snapshot_run(struct ferry_ctx *c)
 	if (rc != FERRY_OK)
 		return rc;
 	dest_name(pre, post, now, dst, sizeof(dst));
-	if (!ferry_s3_multipart_fenced(s3))
-		part = UINT64_MAX;      /* GCS: one CopyObject of any size, fenced; no multipart */
+	part = copy_part_size(c, s3);
 	if (size > part) {
 		rc = copy_multipart(c, s3, key, etag, size, part, dst);
 		if (rc != FERRY_OK)
@@ -324,7 +330,7 @@ static int snapshot_run(struct ferry_ctx *c)
 static int snapshot_dry_run(struct ferry_ctx *c)
 {
 	const char *key = ferry_cfg(c, "key");
-	uint64_t part = ferry_cfg_bytes(c, "part_size"), size;
+	uint64_t part, size;
 	struct ferry_s3 *s3;
 	char pre[2048], post[2048], dst[4200], etag[80];
 	time_t now;
@@ -338,8 +344,7 @@ static int snapshot_dry_run(struct ferry_ctx *c)
 	if (rc != FERRY_OK)
 		return rc;
 	dest_name(pre, post, now, dst, sizeof(dst));
-	if (!ferry_s3_multipart_fenced(s3))
-		part = UINT64_MAX;
+	part = copy_part_size(c, s3);
 	if (size > part)
 		ferry_log(c, FERRY_INFO, "would copy in parts",
 			  "src=%s dst=%s bytes=%" PRIu64 " parts=%" PRIu64
