@@ -1,6 +1,7 @@
 /* sched_compute.c: candidates, smoothing, daily cap, frequency limit (RULES.md), on day numbers. */
 #include "sched_core.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,6 +85,20 @@ static bool is_excluded(const struct sched_opts *o, const struct sched_contact *
 	return r != R_NONE;
 }
 
+/* fn(a) and fn(b), on two threads when o->threads allows and one can be started. */
+static void both(const struct sched_opts *o, void *(*fn)(void *), void *a, void *b)
+{
+	pthread_t th;
+
+	if (o->threads > 1 && pthread_create(&th, NULL, fn, b) == 0) {
+		fn(a);
+		pthread_join(th, NULL);
+		return;
+	}
+	fn(a);
+	fn(b);
+}
+
 static int grow(void **arr, size_t *cap, size_t need, size_t size)
 {
 	if (need <= *cap)
@@ -128,16 +143,26 @@ struct post {
 	int32_t event;
 };
 
-/* RULES.md, the four emails for contact ci: appends its candidates to p->cd. */
-static int contact_candidates(const struct sched_opts *o, struct sched_plan *p, uint32_t ci,
-			      size_t cb, size_t ce)
+/* Candidates made from a range of contacts (a thread's share). */
+struct cands {
+	const struct sched_opts *o;
+	const struct sched_plan *p;         /* contacts and counted rows, read only */
+	uint32_t from, to;                  /* contact indexes */
+	struct sched_cand *cd;
+	size_t ncd, acd;
+	int rc;
+};
+
+/* RULES.md, the four emails for contact ci: appends its candidates to out. */
+static int contact_candidates(const struct sched_opts *o, const struct sched_plan *p,
+			      struct cands *out, uint32_t ci, size_t cb, size_t ce)
 {
 	const struct sched_contact *c = &p->ct[ci];
 	struct post posts[3];
 	int nposts = 0;
 	int32_t today = o->today;
 
-	if (grow((void **)&p->cd, &p->acd, p->ncd + 6, sizeof(*p->cd)))
+	if (grow((void **)&out->cd, &out->acd, out->ncd + 6, sizeof(*out->cd)))
 		return -1;
 	for (int type = T_AEP; type <= T_ED; type++) {
 		int32_t a, lead;
@@ -167,7 +192,7 @@ static int contact_candidates(const struct sched_opts *o, struct sched_plan *p, 
 		int32_t s0 = a - lead;
 		if (already_sent(p, cb, ce, type, s0 - 30, s0 + lead + 30))
 			continue;
-		struct sched_cand *k = &p->cd[p->ncd++];
+		struct sched_cand *k = &out->cd[out->ncd++];
 		int reason;
 		int32_t ev = SCHED_NODATE;
 		int32_t w;
@@ -199,7 +224,7 @@ static int contact_candidates(const struct sched_opts *o, struct sched_plan *p, 
 		int32_t s = posts[j].date;
 		if (already_sent(p, cb, ce, T_POST, s - 30, s + 30))
 			continue;
-		struct sched_cand *k = &p->cd[p->ncd++];
+		struct sched_cand *k = &out->cd[out->ncd++];
 		int reason;
 		int32_t ev;
 
@@ -254,9 +279,12 @@ static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limi
 		struct sched_cand *k = &p->cd[i];
 		if (k->type != T_ED || k->skipped || count[k->date - lo] <= limit)
 			continue;
-		int n = snprintf(key, sizeof(key), "%lld-effective_date-%d",
-				 (long long)p->ct[k->ci].id, sched_year(k->event));
-		uint32_t h = sched_fnv1a32(key, (size_t)n);
+		/* "%lld-effective_date-%d" of id and year, without printf's cost (at 1M
+		 * contacts most effective-date emails get here) */
+		char *q = sched_put_int(key, p->ct[k->ci].id);
+		memcpy(q, "-effective_date-", 16);
+		q = sched_put_int(q + 16, sched_year(k->event));
+		uint32_t h = sched_fnv1a32(key, (size_t)(q - key));
 		int32_t j = (int32_t)(h % (uint32_t)window) - window / 2;
 		int32_t t = k->date + j;
 		if (j != 0 && t >= o->today && !is_excluded(o, &p->ct[k->ci], t))
@@ -279,13 +307,56 @@ static bool cap_before(const struct sched_cand *a, const struct sched_cand *b)
 	return a < b;
 }
 
+/* A share of an overflowing day's pool: members excluded on the next day stay (pinned,
+ * counted), the others are packed to the front of the share in their order. */
+struct pin_share {
+	const struct sched_opts *o;
+	const struct sched_plan *p;
+	uint32_t *pool;
+	size_t n, npin, nmov;
+	int32_t next;
+};
+
+static void *pin_share(void *arg)
+{
+	struct pin_share *s = arg;
+
+	s->npin = s->nmov = 0;
+	for (size_t x = 0; x < s->n; x++) {
+		if (is_excluded(s->o, &s->p->ct[s->p->cd[s->pool[x]].ci], s->next))
+			s->npin++;
+		else
+			s->pool[s->nmov++] = s->pool[x];
+	}
+	return NULL;
+}
+
+/* pool[0, *nmov) = the members that may move to `next`, in pool order; *npin = the others.
+ * A large pool (at 1M contacts the AEP day carries most contacts for weeks) is split in
+ * two halves on two threads; the second half's movers then follow the first's. */
+static void pin_movers(const struct sched_opts *o, const struct sched_plan *p, uint32_t *pool,
+		       size_t npool, int32_t next, size_t *npin, size_t *nmov)
+{
+	size_t half = npool >= 65536 ? npool / 2 : npool;
+	struct pin_share a = { .o = o, .p = p, .pool = pool, .n = half, .next = next };
+	struct pin_share b = { .o = o, .p = p, .pool = pool + half, .n = npool - half, .next = next };
+
+	if (b.n)
+		both(o, pin_share, &a, &b);
+	else
+		pin_share(&a);
+	memmove(pool + a.nmov, b.pool, b.nmov * sizeof(*pool));
+	*npin = a.npin + b.npin;
+	*nmov = a.nmov + b.nmov;
+}
+
 /* RULES.md, spreading the load daily cap with overflow. */
 static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t cap, int32_t lo,
 		     int32_t hi)
 {
 	size_t nd = (size_t)(hi - lo + 2), npre = 0;
 	size_t *start = calloc(nd + 1, sizeof(*start));
-	uint32_t *byday = NULL, *fresh = NULL, *pool = NULL, *carry = NULL, *pinned = NULL;
+	uint32_t *byday = NULL, *fresh = NULL, *pool = NULL, *carry = NULL;
 	int rc = -1;
 
 	if (!start)
@@ -301,8 +372,7 @@ static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t c
 	fresh = malloc((npre + 1) * sizeof(*fresh));
 	pool = malloc((npre + 1) * sizeof(*pool));
 	carry = malloc((npre + 1) * sizeof(*carry));
-	pinned = malloc((npre + 1) * sizeof(*pinned));
-	if (!byday || !fresh || !pool || !carry || !pinned)
+	if (!byday || !fresh || !pool || !carry)
 		goto out;
 	{
 		size_t *fill = malloc(nd * sizeof(*fill));
@@ -347,13 +417,8 @@ static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t c
 		int64_t room = cap - base > 0 ? cap - base : 0;
 		ncarry = 0;
 		if ((int64_t)npool > room) {
-			size_t npin = 0, nmov = 0;
-			for (size_t x = 0; x < npool; x++) {
-				if (is_excluded(o, &p->ct[p->cd[pool[x]].ci], d + 1))
-					pinned[npin++] = pool[x];
-				else
-					pool[nmov++] = pool[x];
-			}
+			size_t npin, nmov;
+			pin_movers(o, p, pool, npool, d + 1, &npin, &nmov);
 			int64_t keep = room - (int64_t)npin > 0 ? room - (int64_t)npin : 0;
 			for (size_t x = (size_t)keep; x < nmov; x++) {
 				p->cd[pool[x]].date = d + 1;
@@ -364,7 +429,6 @@ static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t c
 	}
 	rc = 0;
 out:
-	free(pinned);
 	free(carry);
 	free(pool);
 	free(fresh);
@@ -485,17 +549,50 @@ static void finish(struct sched_plan *p, struct sched_report *rep)
 	rep->rows = rep->pre_scheduled + rep->skipped;
 }
 
+static void *make_candidates(void *arg)
+{
+	struct cands *c = arg;
+	size_t cpos = 0;
+
+	for (uint32_t ci = c->from; ci < c->to && !c->rc; ci++) {
+		size_t cb, ce;
+		counted_range(c->p, &cpos, c->p->ct[ci].id, &cb, &ce);
+		c->rc = contact_candidates(c->o, c->p, c, ci, cb, ce);
+	}
+	return NULL;
+}
+
+/* The candidates of each half of the contacts on its own thread, then the second half's
+ * appended: the same array, grouped per contact in contact order, as one loop makes. */
+static int candidates(const struct sched_opts *o, struct sched_plan *p)
+{
+	uint32_t mid = (uint32_t)(p->nct / 2);
+	struct cands a = { .o = o, .p = p, .from = 0, .to = mid };
+	struct cands b = { .o = o, .p = p, .from = mid, .to = (uint32_t)p->nct };
+	int rc = -1;
+
+	both(o, make_candidates, &a, &b);
+	if (!a.rc && !b.rc && !grow((void **)&a.cd, &a.acd, a.ncd + b.ncd + 1, sizeof(*a.cd))) {
+		if (b.ncd)
+			memcpy(a.cd + a.ncd, b.cd, b.ncd * sizeof(*b.cd));
+		free(p->cd);
+		p->cd = a.cd;
+		p->ncd = a.ncd + b.ncd;
+		p->acd = a.acd;
+		a.cd = NULL;
+		rc = 0;
+	}
+	free(a.cd);
+	free(b.cd);
+	return rc;
+}
+
 int sched_compute(const struct sched_opts *o, struct sched_plan *p, struct sched_report *rep)
 {
-	size_t cpos = 0;
 	int window;
 
-	for (uint32_t ci = 0; ci < p->nct; ci++) {
-		size_t cb, ce;
-		counted_range(p, &cpos, p->ct[ci].id, &cb, &ce);
-		if (contact_candidates(o, p, ci, cb, ce))
-			return -1;
-	}
+	if (candidates(o, p))
+		return -1;
 	profile_params(o, p->n_emails, rep, &window);
 
 	int32_t lo = o->today, hi = o->today;

@@ -24,6 +24,8 @@ bool sched_parse_ymd(const char *s, size_t len, int32_t *out);
 /* A contact date (RULES.md, contacts that get nothing): 1 = parsed, 0 = absent, -1 = malformed. */
 int sched_parse_value_date(const char *s, size_t len, int32_t *out);
 void sched_fmt_date(int32_t n, char out[11]);
+/* v in decimal at p (up to 20 bytes, no NUL); returns the end. */
+char *sched_put_int(char *p, int64_t v);
 uint32_t sched_fnv1a32(const char *s, size_t n);
 
 /* ---- data files, states, emails (sched_data.c) ---- */

@@ -122,6 +122,23 @@ void sched_fmt_date(int32_t n, char out[11])
 	out[10] = '\0';
 }
 
+char *sched_put_int(char *p, int64_t v)
+{
+	char tmp[24];
+	int n = 0;
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	if (v < 0)
+		*p++ = '-';
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
 uint32_t sched_fnv1a32(const char *s, size_t n)
 {
 	uint32_t h = 2166136261u;

@@ -71,6 +71,12 @@ void sched_warn(struct sched_run *r, enum sched_warn_kind kind, const char *fmt,
 int sched_db_fail(struct sched_run *r, const char *what);
 int sched_exec(struct sched_run *r, const char *sql, const char *what);
 
+/* ---- the connection's VFS (sched_vfs.c) ---- */
+#define SCHED_VFS "ferry-sched"
+/* The name of the default VFS with the journal's writes gathered (registered on the first
+ * call), or NULL (then the default VFS). */
+const char *sched_vfs(void);
+
 /* ---- reading (sched_load.c) ---- */
 /* The columns the stage needs exist; sets es_exists and es_cols. */
 int sched_check_schema(struct sched_run *r);

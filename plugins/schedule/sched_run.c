@@ -331,7 +331,8 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 
 	memset(rep, 0, sizeof(*rep));
 	io->err[0] = '\0';
-	if (sqlite3_open_v2(db_path, &r.db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(db_path, &r.db, flags | SQLITE_OPEN_NOMUTEX,
+			    sched_vfs()) != SQLITE_OK) {
 		sched_fail(&r, FERRY_FAIL, "cannot open database '%s': %s", db_path,
 			   r.db ? sqlite3_errmsg(r.db) : "out of memory");
 		goto out_close;

@@ -77,6 +77,8 @@ static bool same_row(const struct sched_run *r, const struct sched_cand *k,
 
 struct writer {
 	sqlite3_stmt *ins, *upd, *del;
+	int64_t *dels;                      /* rowids to delete (a run: room for every old row) */
+	size_t ndels;
 	char date[11];
 };
 
@@ -154,13 +156,33 @@ static int do_update(struct sched_run *r, struct writer *w, const struct sched_c
 	return step(r, w->upd, "update");
 }
 
-static int do_delete(struct sched_run *r, struct writer *w, int64_t rowid)
+/* A stale row: counted now, deleted by delete_rows. */
+static void do_delete(struct sched_run *r, struct writer *w, int64_t rowid)
 {
 	r->rep->deleted++;
-	if (!w->del)
-		return 0;
-	sqlite3_bind_int64(w->del, 1, rowid);
-	return step(r, w->del, "delete from");
+	if (w->dels)
+		w->dels[w->ndels++] = rowid;
+}
+
+static int cmp_rowid(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The stale rows in rowid order: the table's pages are then visited once each, in file
+ * order (the merge meets them in key order, which is all over the table). */
+static int delete_rows(struct sched_run *r, struct writer *w)
+{
+	if (w->ndels > 1)
+		qsort(w->dels, w->ndels, sizeof(*w->dels), cmp_rowid);
+	for (size_t i = 0; i < w->ndels; i++) {
+		sqlite3_bind_int64(w->del, 1, w->dels[i]);
+		if (step(r, w->del, "delete from"))
+			return FERRY_FAIL;
+	}
+	return 0;
 }
 
 /* Inserts go in after every delete and update, in (date, contact, type) order: the table
@@ -181,9 +203,9 @@ static int cmp_ins(const void *a, const void *b, void *arg)
 	return (x->type > y->type) - (x->type < y->type);
 }
 
-/* Merge the new rows with the old owned rows (both in unique-key order): deletes and
- * updates as the merge meets them, inserts afterwards in date order. In a dry run w has
- * no statements and only counts. */
+/* Merge the new rows with the old owned rows (both in unique-key order): updates as the
+ * merge meets them, then the deletes in rowid order, then the inserts in date order. In a
+ * dry run w has no statements and only counts. */
 static int diff(struct sched_run *r, struct writer *w)
 {
 	struct sched_plan *p = &r->plan;
@@ -198,11 +220,8 @@ static int diff(struct sched_run *r, struct writer *w)
 		if (k->dup)
 			continue;
 		int c = 1;
-		while (j < r->nold && (c = key_cmp(r, k, &r->old[j])) > 0) {
-			if (do_delete(r, w, r->old[j].rowid))
-				goto out;
-			j++;
-		}
+		while (j < r->nold && (c = key_cmp(r, k, &r->old[j])) > 0)
+			do_delete(r, w, r->old[j++].rowid);
 		if (j < r->nold && c == 0) {
 			if (same_row(r, k, &r->old[j]))
 				r->rep->unchanged++;
@@ -217,8 +236,9 @@ static int diff(struct sched_run *r, struct writer *w)
 			goto out;
 	}
 	for (; j < r->nold; j++)
-		if (do_delete(r, w, r->old[j].rowid))
-			goto out;
+		do_delete(r, w, r->old[j].rowid);
+	if (w->dels && delete_rows(r, w))
+		goto out;
 	if (nins)
 		qsort_r(ins, nins, sizeof(*ins), cmp_ins, r);
 	for (size_t i = 0; i < nins; i++)
@@ -254,12 +274,18 @@ int sched_write(struct sched_run *r)
 		sched_db_fail(r, "cannot prepare writing to");
 		goto out_finalize;
 	}
+	w.dels = malloc((r->nold + 1) * sizeof(*w.dels));
+	if (!w.dels) {
+		sched_fail(r, FERRY_FAIL, "out of memory writing table email_schedules");
+		goto out_finalize;
+	}
 	rc = diff(r, &w);
 	if (!rc && !r->es_exists)
 		rc = ddl_unique(r);
 	if (!rc)
 		rc = ddl_secondary(r);
 out_finalize:
+	free(w.dels);
 	sqlite3_finalize(w.ins);
 	sqlite3_finalize(w.upd);
 	sqlite3_finalize(w.del);
@@ -271,23 +297,6 @@ int sched_count(struct sched_run *r)
 	struct writer none = { 0 };
 
 	return diff(r, &none);
-}
-
-static char *put_int(char *p, int64_t v)
-{
-	char tmp[24];
-	int n = 0;
-	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-
-	if (v < 0)
-		*p++ = '-';
-	do {
-		tmp[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	while (n)
-		*p++ = tmp[--n];
-	return p;
 }
 
 static char *put_str(char *p, const char *s)
@@ -313,7 +322,7 @@ int sched_print_csv(struct sched_run *r, FILE *out)
 
 		if (k->dup)
 			continue;
-		q = put_int(q, p->ct[k->ci].id);
+		q = sched_put_int(q, p->ct[k->ci].id);
 		*q++ = ',';
 		q = put_str(q, sched_type_name[k->type]);
 		*q++ = ',';
@@ -329,14 +338,14 @@ int sched_print_csv(struct sched_run *r, FILE *out)
 		if (why)
 			q = put_str(q, why);
 		*q++ = ',';
-		q = put_int(q, sched_type_prio[k->type]);
+		q = sched_put_int(q, sched_type_prio[k->type]);
 		sched_civil(k->event, &y, &m, &d);
 		*q++ = ',';
-		q = put_int(q, y);
+		q = sched_put_int(q, y);
 		*q++ = ',';
-		q = put_int(q, m);
+		q = sched_put_int(q, m);
 		*q++ = ',';
-		q = put_int(q, d);
+		q = sched_put_int(q, d);
 		*q++ = '\n';
 		fwrite(line, 1, (size_t)(q - line), out);
 	}

@@ -3,9 +3,11 @@
 
 #include <openssl/evp.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sched_core.h"
+#include "sched_db.h"
 
 static char tmpdir[] = "/tmp/test_schedule.XXXXXX";
 
@@ -940,6 +942,135 @@ static void test_underwriting(void)
 		    "5 aep 2025-09-15 " PRE "30 2025-09-15" T);
 }
 
+/* The file's bytes (NULL if unreadable); *n its size. */
+static unsigned char *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *b = NULL;
+	long sz;
+
+	if (f && fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (b = malloc((size_t)sz)) && fread(b, 1, (size_t)sz, f) != (size_t)sz) {
+		free(b);
+		b = NULL;
+	}
+	*n = b ? (size_t)sz : 0;
+	if (f)
+		fclose(f);
+	return b;
+}
+
+/* A child that writes through vfs with a small cache (pages spill into the database file
+ * midway, each spill after a journal sync) and dies without committing: a crash. */
+static void crash_midway(const char *vfs)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid == 0) {
+		sqlite3 *db;
+		if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, vfs) != SQLITE_OK ||
+		    sqlite3_exec(db, "PRAGMA cache_size = 20; BEGIN; "
+				 "UPDATE b SET x = randomblob(900) WHERE id % 3 != 0", NULL, NULL,
+				 NULL) != SQLITE_OK)
+			_exit(1);
+		_exit(0);           /* the journal's buffer is lost with the process */
+	}
+	ASSERT_TRUE(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+		    WEXITSTATUS(st) == 0);
+}
+
+/* The stage's VFS gathers the journal's writes (sched_vfs.c). A crash midway leaves a hot
+ * journal that restores the file byte for byte (the database was never ahead of the
+ * journal on disk); a transaction that spills and rolls back leaves the file
+ * byte-identical; the same one committed passes integrity_check and leaves no journal. */
+static void test_journal_vfs(void)
+{
+	const char *vfs = sched_vfs();
+	unsigned char *before, *after;
+	size_t nb, na;
+	char jpath[300];
+	sqlite3 *db;
+
+	ASSERT_STREQ(vfs ? vfs : "(none)", SCHED_VFS);
+	fresh_db("vfs", "CREATE TABLE b (id INTEGER PRIMARY KEY, x BLOB);"
+		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+		 "INSERT INTO b SELECT i, randomblob(900) FROM n");
+	snprintf(jpath, sizeof(jpath), "%s-journal", dbpath);
+	before = slurp(dbpath, &nb);
+	crash_midway(vfs);
+	ASSERT_EQ(access(jpath, F_OK), 0);
+	ASSERT_EQ(sql_int("SELECT count(*) FROM b"), 3000);        /* rolls the journal back */
+	after = slurp(dbpath, &na);
+	ASSERT_TRUE(before && after && na == nb && !memcmp(before, after, nb));
+	free(after);
+	for (int commit = 0; commit < 2; commit++) {
+		ASSERT_EQ(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, vfs), SQLITE_OK);
+		ASSERT_EQ(sqlite3_exec(db, "PRAGMA cache_size = 20; BEGIN; "
+				       "UPDATE b SET x = randomblob(900) WHERE id % 3 != 0; "
+				       "DELETE FROM b WHERE id % 7 = 0", NULL, NULL, NULL), SQLITE_OK);
+		ASSERT_EQ(sqlite3_exec(db, commit ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL),
+			  SQLITE_OK);
+		sqlite3_close(db);
+		ASSERT_EQ(access(jpath, F_OK), -1);
+		after = slurp(dbpath, &na);
+		if (!commit)
+			ASSERT_TRUE(before && after && na == nb && !memcmp(before, after, nb));
+		else
+			ASSERT_TRUE(after && (na != nb || memcmp(before, after, nb)));
+		free(after);
+	}
+	free(before);
+	ASSERT_EQ(sql_int("SELECT count(*) FROM b"), 3000 - 3000 / 7);
+	ASSERT_EQ(sql_int("SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'"), 1);
+}
+
+/* The old owned rows read in any rowid order are matched to the new ones by key: the
+ * counting sort on dense contact ids (with a contact of more than 16 rows), and qsort when
+ * ids are far apart or not integers. Every right row stays unchanged (so the merge met
+ * it), every other one is deleted, nothing is inserted. */
+static void test_old_row_order(void)
+{
+	static const char cols[] = "contact_id, email_type, scheduled_send_date, scheduled_send_time, "
+		"status, skip_reason, priority, event_year, event_month, event_day, scheduler_run_id";
+	char q[2048];
+	struct sched_report rep;
+
+	for (int spread = 0; spread < 2; spread++) {
+		load_default_opts();
+		opts.today = D("2024-10-01");
+		opts.threads = 1 + spread;
+		fresh_db(spread ? "order-spread" : "order-dense", example_rows);
+		if (run(&rep))
+			return;
+		/* the right rows again, now in descending key order of rowid, and 20 stale rows
+		 * of contact 5 between them */
+		snprintf(q, sizeof(q), "CREATE TABLE t AS SELECT %s FROM email_schedules; "
+			 "DELETE FROM email_schedules; "
+			 "INSERT INTO email_schedules (%s) SELECT %s FROM t WHERE contact_id > 5 "
+			 "ORDER BY contact_id DESC, email_type DESC, scheduled_send_date DESC; "
+			 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) "
+			 "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status) "
+			 "SELECT 5, 'aep', date('2020-01-01', '+' || i || ' days'), 'pre-scheduled' FROM n; "
+			 "INSERT INTO email_schedules (%s) SELECT %s FROM t WHERE contact_id <= 5 "
+			 "ORDER BY contact_id DESC, email_type DESC, scheduled_send_date DESC; DROP TABLE t",
+			 cols, cols, cols, cols, cols);
+		sql(q);
+		if (spread)
+			sql("INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status) "
+			    "VALUES (1000000000000, 'aep', '2025-09-15', 'pre-scheduled'), "
+			    "('c1', 'aep', '2025-09-15', 'skipped'), (-7, 'birthday', '2025-01-01', 'skipped')");
+		if (run(&rep))
+			return;
+		ASSERT_EQ(rep.unchanged, 35);
+		ASSERT_EQ(rep.deleted, spread ? 23 : 20);
+		ASSERT_EQ(rep.inserted, 0);
+		ASSERT_EQ(rep.updated, 0);
+		ASSERT_EQ(rep.ignored, 0);
+		expect_rows(example_want);
+	}
+}
+
 /* Schema errors, and ownership: rows not owned are never touched. */
 static void test_schema_and_ownership(void)
 {
@@ -1227,6 +1358,8 @@ int main(int argc, char **argv)
 	test_states();
 	test_underwriting();
 	test_schema_and_ownership();
+	test_old_row_order();
+	test_journal_vfs();
 	test_fingerprint();
 	test_fingerprint_file();
 	if (!getenv("KEEP_TMP")) {
