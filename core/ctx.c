@@ -224,7 +224,7 @@ int ferry_fact_set(struct ferry_ctx *c, const char *key, const char *value)
 		return -1;
 	ferry_logf(FERRY_DEBUG, c->st->name, "fact", "%s=%s", key, value ? value : "");
 	if (c->run->journal && !c->run->dry_run)
-		journal_write(c->run);
+		journal_note(c->run);
 	return 0;
 }
 

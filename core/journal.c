@@ -128,9 +128,8 @@ static json_t *journal_json(const struct run *r)
 	return root;
 }
 
-/* Temporary file, fsync, rename, fsync of the directory: a crash leaves the old or the new
- * journal, never a torn one. */
-int journal_write(struct run *r)
+/* Temporary file, (fsync), rename, (fsync of the directory): journal.h says when. */
+static int journal_save(struct run *r, unsigned int flags)
 {
 	char path[4096], err[8192];
 	json_t *root;
@@ -151,13 +150,22 @@ int journal_write(struct run *r)
 	json_decref(root);
 	if (!text)
 		return -1;
-	rc = ferry_file_replace(path, text, strlen(text), 0600, FERRY_FILE_DURABLE, err,
-				sizeof(err));
+	rc = ferry_file_replace(path, text, strlen(text), 0600, flags, err, sizeof(err));
 	if (rc != 0)
 		ferry_logf(FERRY_ERROR, "ferry", "cannot write journal", "path='%s' error='%s'", path,
 			   err);
 	free(text);
 	return rc;
+}
+
+int journal_write(struct run *r)
+{
+	return journal_save(r, FERRY_FILE_DURABLE);
+}
+
+int journal_note(struct run *r)
+{
+	return journal_save(r, 0);
 }
 
 static const char *str(const json_t *o, const char *key)

@@ -49,7 +49,15 @@ struct journal_view {
 
 /* STATE_DIR/journal.json into buf (cut short if it does not fit): 0, or -1 if it did not. */
 int journal_path(const char *state_dir, char *buf, size_t len);
-int journal_write(struct run *r);           /* atomic; logs and returns -1 on failure */
+/* Save r: atomic (temporary file and rename: a killed process leaves the old or the new
+ * journal, never a torn one); logs and returns -1 on failure. journal_write also makes it
+ * durable (fsync of the file and the directory): after each stage's run, an undo and the
+ * run's end. journal_note does not: a run's start, a stage's start, each fact, each cleanup
+ * (at 1M contacts the warm pipeline's ~50 saves cost ~100 ms of fsyncs). A power loss may
+ * then lose the newest notes, never a stage's result; what a note carries (a lock's key,
+ * a mount's pid) is gone with the machine anyway: the lock expires, the mount is gone. */
+int journal_write(struct run *r);
+int journal_note(struct run *r);
 /* Read the journal at path: 0; 1 when it is JSON but no object (v holds no field and no
  * stage; err says why: `ferry status` shows the empty fields, a run treats it as
  * unreadable); -1 when there is no journal (not an error); -2 when it is not JSON (err). */

@@ -597,7 +597,7 @@ int pipeline_run(struct run *r)
 	lockfd = local_lock(r);
 	if (lockfd < 0)
 		return lockfd == -1 ? FERRY_FAIL : FERRY_USAGE;
-	journal_write(r);
+	journal_note(r);
 	for (i = 0; i < r->n; i++) {
 		struct stage_rt *st = &r->st[i];
 
@@ -612,7 +612,7 @@ int pipeline_run(struct run *r)
 		free(st->error);
 		st->error = NULL;
 		started = i + 1;
-		journal_write(r);
+		journal_note(r);
 		rc = call(r, st, "run", st->desc->run);
 		st->rc = rc;
 		st->ended_at = ferry_now_ms();
@@ -666,7 +666,7 @@ int pipeline_run(struct run *r)
 				if (call(r, st, "cleanup", st->desc->cleanup) != FERRY_OK)
 					unwind_rc = FERRY_FAIL;
 				st->cleaned = true;
-				journal_write(r);
+				journal_note(r);
 			}
 		}
 		if (r->signo && *r->signo)
