@@ -38,6 +38,11 @@ int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_man
 			  char *err, size_t errlen);
 /* Read a manifest file; returns 0, -1 with err, or -2 when the file does not exist. */
 int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, size_t errlen);
+/* A manifest file's header only (etag, page size and count, generation, flags, db_sum;
+ * no hashes: m->hashes is NULL, nothing to release), its length checked against it but
+ * not its trailing checksum; on ferryfs only that range is fetched. 0, -1 with err, or -2
+ * when the file does not exist. */
+int ferry_manifest_peek(const char *path, struct ferry_manifest *m, char *err, size_t errlen);
 /* Local file, atomically and durably (ferry_file_replace): PATH.tmp.PID, fsync, rename, fsync
  * of the directory. */
 int ferry_manifest_save(const char *path, const struct ferry_manifest *m, char *err, size_t errlen);

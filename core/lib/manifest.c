@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ferry_file.h"
+#include "ferry_fsclient.h"
 #include "pages_internal.h"
 
 /*
@@ -29,6 +30,7 @@
 #define MF_MAGIC     "FERRYPG1"
 #define MF_VERSION   1u
 #define MF_MAX_BYTES (1ull << 31)           /* refuse absurd manifests before malloc */
+#define MF_FIXED     (8 + 4 + 4 + 8 + 8 + 4 + 2)    /* the header up to the etag */
 
 void ferry_manifest_release(struct ferry_manifest *m)
 {
@@ -81,7 +83,7 @@ int ferry_manifest_encode(const struct ferry_manifest *m, unsigned char **buf, s
 {
 	size_t el = strnlen(m->etag, sizeof(m->etag));
 	size_t hl = (size_t)m->page_count * FERRY_PAGE_HASH_LEN;
-	size_t n = 8 + 4 + 4 + 8 + 8 + 4 + 2 + el + FERRY_DB_SUM_LEN + hl + 32;
+	size_t n = MF_FIXED + el + FERRY_DB_SUM_LEN + hl + 32;
 	unsigned char *b = malloc(n), *p;
 
 	if (!b)
@@ -118,7 +120,7 @@ int ferry_manifest_encode(const struct ferry_manifest *m, unsigned char **buf, s
 int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_manifest *m,
 			  char *err, size_t errlen)
 {
-	const size_t fixed = 8 + 4 + 4 + 8 + 8 + 4 + 2;
+	const size_t fixed = MF_FIXED;
 	unsigned char want[32], sum[FERRY_DB_SUM_LEN];
 	const unsigned char *p = buf;
 	size_t el;
@@ -206,6 +208,58 @@ int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, s
 	else
 		rc = ferry_manifest_decode(buf, (size_t)got, m, err, errlen);
 	free(buf);
+out_close:
+	close(fd);
+	return rc;
+}
+
+int ferry_manifest_peek(const char *path, struct ferry_manifest *m, char *err, size_t errlen)
+{
+	const size_t fixed = MF_FIXED;
+	unsigned char buf[MF_FIXED + FERRY_ETAG_MAX + FERRY_DB_SUM_LEN];
+	struct stat st;
+	ssize_t got;
+	size_t el;
+	int fd, rc = -1;
+
+	memset(m, 0, sizeof(*m));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return -2;
+		pages_seterr(err, errlen, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	/* on ferryfs: fetch the bytes read, not the object (not ferryfs: nothing to do) */
+	(void)ferry_pages_ferryfs_ranged(fd);
+	if (fstat(fd, &st) != 0) {
+		pages_seterr(err, errlen, "cannot stat: %s", strerror(errno));
+		goto out_close;
+	}
+	got = pages_pread_full(fd, buf, sizeof(buf) < (size_t)st.st_size ? sizeof(buf) :
+			       (size_t)st.st_size, 0);
+	if (got < (ssize_t)fixed || memcmp(buf, MF_MAGIC, 8) != 0 ||
+	    pages_get32(buf + 8) != MF_VERSION) {
+		pages_seterr(err, errlen, got < 0 ? strerror(errno) : "not a ferry manifest");
+		goto out_close;
+	}
+	el = (size_t)buf[36] | (size_t)buf[37] << 8;
+	m->page_size = pages_get32(buf + 12);
+	m->page_count = pages_get64(buf + 16);
+	if (el >= FERRY_ETAG_MAX || (size_t)got < fixed + el + FERRY_DB_SUM_LEN ||
+	    m->page_count > (uint64_t)st.st_size / FERRY_PAGE_HASH_LEN ||
+	    (uint64_t)st.st_size != fixed + el + FERRY_DB_SUM_LEN +
+	    m->page_count * FERRY_PAGE_HASH_LEN + 32) {
+		pages_seterr(err, errlen, "corrupt manifest (bad header or length %lld)",
+			     (long long)st.st_size);
+		goto out_close;
+	}
+	m->generation = pages_get64(buf + 24);
+	m->flags = pages_get32(buf + 32);
+	memcpy(m->etag, buf + fixed, el);
+	m->etag[el] = '\0';
+	memcpy(m->db_sum, buf + fixed + el, FERRY_DB_SUM_LEN);
+	rc = 0;
 out_close:
 	close(fd);
 	return rc;

@@ -814,18 +814,19 @@ static int write_sidecars(struct push_job *j)
 	return 0;
 }
 
-/* The sidecar may be missing (first push after a plain upload): write it, it is cheap. */
+/* The sidecar may be missing (first push after a plain upload) or describe another
+ * version: then write it, it is cheap. Its header says which version and which pages (the
+ * whole-database sum of their hashes): reading only that keeps a warm push from fetching
+ * 16 bytes a page (3.5 MiB at 1M contacts) through the mount. */
 static bool manifest_current(const struct push_job *j)
 {
 	struct ferry_manifest m;
 	char err[256];
-	bool ok;
 
-	if (ferry_manifest_load(j->mf_path, &m, err, sizeof(err)) != 0)
-		return false;
-	ok = strcmp(m.etag, j->etag) == 0;
-	ferry_manifest_release(&m);
-	return ok;
+	return ferry_manifest_peek(j->mf_path, &m, err, sizeof(err)) == 0 &&
+	       strcmp(m.etag, j->etag) == 0 && m.page_size == j->now.page_size &&
+	       m.page_count == j->now.page_count &&
+	       !memcmp(m.db_sum, j->now.db_sum, FERRY_DB_SUM_LEN);
 }
 
 static void publish(struct push_job *j, uint64_t ms, bool wrote)

@@ -170,5 +170,20 @@ assert_eq compare "$(fact A pull source)" "pull without a manifest"
 assert_eq 2 "$(fact A pull pages_moved)" "pages written after a full compare"
 cmp -s "$T/A/org.db" "$T/B/org.db" || fail "A differs from B after a full compare"
 
+# 8. a push with nothing to send still writes the sidecar when it is missing or is not a
+#    manifest of this version (it reads the sidecar's header only)
+for what in missing junk; do
+	if [ $what = junk ]; then
+		s3put "$KEY.ferry-manifest" "$T/junk" || fail "cannot corrupt the manifest"
+	else
+		(cd "$T" && ferry s3 rm "$KEY.ferry-manifest" >/dev/null 2>&1) || fail "cannot remove the manifest"
+	fi
+	ferry -c "$T/A.ini" run lock mount push unlock 2>"$T/a10" || { cat "$T/a10"; fail "push, sidecar $what"; }
+	assert_eq 0 "$(fact A push pages_written)" "pages written by a push with nothing to send"
+	(cd "$T" && ferry s3 get "$KEY.ferry-manifest" "$T/mf.$what" >/dev/null 2>&1) ||
+		fail "no manifest sidecar after a push (it was $what)"
+	assert_eq FERRYPG1 "$(head -c 8 "$T/mf.$what")" "the sidecar after a push (it was $what)"
+done
+
 assert_no_secrets "$T/A" "$T/B" "$T/C" "$T"/a? "$T"/b? "$T"/c?
 valgrind_verdict

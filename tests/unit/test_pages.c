@@ -212,8 +212,21 @@ static void test_manifest(void)
 	ASSERT_TRUE(memcmp(d.db_sum, m.db_sum, FERRY_DB_SUM_LEN) == 0);
 	ferry_manifest_release(&d);
 	ASSERT_EQ(ferry_manifest_load(tpath("nope.state"), &d, err, sizeof(err)), -2);
+	/* the header alone: what push compares on a warm run */
+	ASSERT_EQ(ferry_manifest_peek(tpath("m.state"), &d, err, sizeof(err)), 0);
+	ASSERT_STREQ(d.etag, "\"abc-3\"");
+	ASSERT_EQ(d.page_size, 4096);
+	ASSERT_EQ(d.page_count, 1000);
+	ASSERT_EQ(d.generation, 42);
+	ASSERT_TRUE(d.hashes == NULL && memcmp(d.db_sum, m.db_sum, FERRY_DB_SUM_LEN) == 0);
+	ASSERT_EQ(ferry_manifest_peek(tpath("nope.state"), &d, err, sizeof(err)), -2);
 	ASSERT_EQ(truncate(tpath("m.state"), 300), 0);
 	ASSERT_EQ(ferry_manifest_load(tpath("m.state"), &d, err, sizeof(err)), -1);
+	ASSERT_EQ(ferry_manifest_peek(tpath("m.state"), &d, err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "corrupt manifest (bad header or length 300)");
+	ASSERT_EQ(truncate(tpath("m.state"), 20), 0);
+	ASSERT_EQ(ferry_manifest_peek(tpath("m.state"), &d, err, sizeof(err)), -1);
+	ASSERT_CONTAINS(err, "not a ferry manifest");
 
 	/* The whole-database sum depends on every page hash. */
 	{
