@@ -3,7 +3,8 @@
 # cold and warm runs, load/compute/write ms, contacts/s, peak RSS, pages changed by the warm
 # run, and the calibration floor (tests/tools/sched_floor) measured in the same run. "warm" is
 # the rerun as deployed (the fingerprint shortcut); "warm, full" is the same rerun with
-# fingerprint = 0, which reads and compares every row (a rerun after any change costs that).
+# fingerprint = 0, which reads and compares every row (a rerun after any change costs that);
+# "next day" is the daily run (today + 1) on the warm database, three times from copies.
 #   bash tests/bench/schedule.sh            1,000,000 contacts (DB cached under /tmp)
 #   SCHED_BENCH_CONTACTS=100000 bash tests/bench/schedule.sh
 set -eu
@@ -45,7 +46,7 @@ run_stage() {
 	local name=$1
 	shift
 	/usr/bin/time -v -o "$W/$name.time" "$B/ferry" -c "$W/p.ini" run schedule --db "$W/org.db" \
-		--today "$TODAY" --run-id "bench-$name" "$@" 2>"$W/$name.err" ||
+		--today "${DAY:-$TODAY}" --run-id "bench-$name" "$@" 2>"$W/$name.err" ||
 		{ tail "$W/$name.err" >&2; echo "$name run failed" >&2; exit 1; }
 	local line
 	line=$(grep -h ' summary ' "$W/$name.err" || true)
@@ -90,6 +91,19 @@ grep -q '(fingerprint)' "$W/warm.err" || echo "# note: the warm run did not take
 read -r changed total < <(pages "$W/before-warm.db" "$W/org.db")
 run_stage full -o schedule.fingerprint=0
 read -r changed_full total_full < <(pages "$W/before-warm.db" "$W/org.db")
+cp "$W/org.db" "$W/before-next.db"
+next_rows=""
+for i in 1 2 3; do
+	cp "$W/before-next.db" "$W/org.db"
+	rm -f "$W/org.db.ferry-sched"
+	sync
+	DAY=$(date -d "$TODAY + 1 day" +%F) run_stage "next$i"
+	eval "l=\$S_next${i}_load_ms c=\$S_next${i}_compute_ms w=\$S_next${i}_write_ms"
+	eval "wall=\$WALL_next$i cpu=\$CPU_next$i rss=\$RSS_next$i"
+	next_rows="$next_rows| next day ($i) | $l | $c | $w | $((l + c + w)) | | $(eval echo "\$S_next${i}_inserted inserted, \$S_next${i}_deleted deleted, \$S_next${i}_updated updated") | $((rss / 1024)) MiB | $wall | $cpu |
+"
+done
+read -r changed_next total_next < <(pages "$W/before-next.db" "$W/org.db")
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 cold_ms=$((S_cold_load_ms + S_cold_compute_ms + S_cold_write_ms))
@@ -108,10 +122,11 @@ cat <<EOF
 | cold | $S_cold_load_ms | $S_cold_compute_ms | $S_cold_write_ms | $cold_ms | $S_cold_contacts_per_s | $S_cold_rows inserted | $rss_cold_mib MiB | $WALL_cold | $CPU_cold |
 | warm | $S_warm_load_ms | $S_warm_compute_ms | $S_warm_write_ms | $warm_ms | $S_warm_contacts_per_s | $S_warm_unchanged unchanged, $S_warm_updated updated, $S_warm_inserted inserted, $S_warm_deleted deleted | $rss_warm_mib MiB | $WALL_warm | $CPU_warm |
 | warm, full (fingerprint = 0) | $S_full_load_ms | $S_full_compute_ms | $S_full_write_ms | $full_ms | $S_full_contacts_per_s | $S_full_unchanged unchanged, $S_full_updated updated, $S_full_inserted inserted, $S_full_deleted deleted | $rss_full_mib MiB | $WALL_full | $CPU_full |
-
+$next_rows
 - calibration floor (sched_floor: same rows, same schema, one transaction, same page cache): $floor_ms ms
 - cold / floor = **$ratio** (target <= 1.3)
 - warm total = **$warm_ms ms** (target <= 2000), pages changed by the warm run: **$changed of $total ($pct %)** (target <= 1 %)
 - warm with the full read and compare (fingerprint = 0): $full_ms ms, pages changed: $changed_full of $total_full
+- next day (today + 1, target <= 3 s for load + compute + write): pages changed $changed_next of $total_next
 - peak RSS: cold $rss_cold_mib MiB, warm $rss_warm_mib MiB, warm full $rss_full_mib MiB (target <= 512 MiB)
 EOF
