@@ -117,18 +117,18 @@ int ferry_manifest_encode(const struct ferry_manifest *m, unsigned char **buf, s
 	return 0;
 }
 
-int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_manifest *m,
-			  char *err, size_t errlen)
+/* The header of a manifest of total length len, from its first got bytes: magic, version,
+ * sizes, and the lengths they imply; fills m up to db_sum (no hashes). 0, or -1 with err. */
+static int parse_head(const unsigned char *buf, size_t got, uint64_t len, struct ferry_manifest *m,
+		      char *err, size_t errlen)
 {
-	const size_t fixed = MF_FIXED;
-	unsigned char want[32], sum[FERRY_DB_SUM_LEN];
-	const unsigned char *p = buf;
 	size_t el;
 	uint64_t count;
 	uint32_t ps;
 
 	memset(m, 0, sizeof(*m));
-	if (len < fixed + FERRY_DB_SUM_LEN + 32 || memcmp(buf, MF_MAGIC, 8) != 0) {
+	if (got < MF_FIXED || len < MF_FIXED + FERRY_DB_SUM_LEN + 32 ||
+	    memcmp(buf, MF_MAGIC, 8) != 0) {
 		pages_seterr(err, errlen, "not a ferry manifest");
 		return -1;
 	}
@@ -140,34 +140,44 @@ int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_man
 	count = pages_get64(buf + 16);
 	el = (size_t)buf[36] | (size_t)buf[37] << 8;
 	if (el >= FERRY_ETAG_MAX || (ps == 0) != (count == 0) || (ps && !pages_valid_size(ps)) ||
-	    count > (len / FERRY_PAGE_HASH_LEN) ||
-	    len != fixed + el + FERRY_DB_SUM_LEN + count * FERRY_PAGE_HASH_LEN + 32) {
-		pages_seterr(err, errlen, "corrupt manifest (bad header or length %zu)", len);
+	    count > len / FERRY_PAGE_HASH_LEN || got < MF_FIXED + el + FERRY_DB_SUM_LEN ||
+	    len != MF_FIXED + el + FERRY_DB_SUM_LEN + count * FERRY_PAGE_HASH_LEN + 32) {
+		pages_seterr(err, errlen, "corrupt manifest (bad header or length %llu)",
+			     (unsigned long long)len);
 		return -1;
 	}
-	pages_sha256(buf, len - 32, want);
-	if (memcmp(want, buf + len - 32, 32) != 0) {
-		pages_seterr(err, errlen, "corrupt manifest (checksum mismatch)");
-		return -1;
-	}
-	p = buf + fixed;
 	m->page_size = ps;
 	m->page_count = count;
 	m->generation = pages_get64(buf + 24);
 	m->flags = pages_get32(buf + 32);
-	memcpy(m->etag, p, el);
+	memcpy(m->etag, buf + MF_FIXED, el);
 	m->etag[el] = '\0';
-	p += el;
-	memcpy(m->db_sum, p, FERRY_DB_SUM_LEN);
-	p += FERRY_DB_SUM_LEN;
-	m->hashes = malloc(count ? (size_t)count * FERRY_PAGE_HASH_LEN : 1);
+	memcpy(m->db_sum, buf + MF_FIXED + el, FERRY_DB_SUM_LEN);
+	return 0;
+}
+
+int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_manifest *m,
+			  char *err, size_t errlen)
+{
+	unsigned char want[32], sum[FERRY_DB_SUM_LEN];
+
+	if (parse_head(buf, len, len, m, err, errlen) != 0)
+		return -1;
+	pages_sha256(buf, len - 32, want);
+	if (memcmp(want, buf + len - 32, 32) != 0) {
+		memset(m, 0, sizeof(*m));
+		pages_seterr(err, errlen, "corrupt manifest (checksum mismatch)");
+		return -1;
+	}
+	m->hashes = malloc(m->page_count ? (size_t)m->page_count * FERRY_PAGE_HASH_LEN : 1);
 	if (!m->hashes) {
 		pages_seterr(err, errlen, "out of memory");
 		return -1;
 	}
-	if (count)
-		memcpy(m->hashes, p, (size_t)count * FERRY_PAGE_HASH_LEN);
-	sum_hashes(ps, count, m->hashes, sum);
+	if (m->page_count)
+		memcpy(m->hashes, buf + len - 32 - m->page_count * FERRY_PAGE_HASH_LEN,
+		       (size_t)m->page_count * FERRY_PAGE_HASH_LEN);
+	sum_hashes(m->page_size, m->page_count, m->hashes, sum);
 	if (memcmp(sum, m->db_sum, sizeof(sum)) != 0) {
 		ferry_manifest_release(m);
 		pages_seterr(err, errlen,
@@ -175,6 +185,18 @@ int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_man
 		return -1;
 	}
 	return 0;
+}
+
+/* Open a manifest file: its fd, or -2 when it does not exist, -1 with err. */
+static int open_manifest(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 && errno == ENOENT)
+		return -2;
+	if (fd < 0)
+		pages_seterr(err, errlen, "cannot open: %s", strerror(errno));
+	return fd < 0 ? -1 : fd;
 }
 
 int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, size_t errlen)
@@ -185,13 +207,9 @@ int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, s
 	int fd, rc = -1;
 
 	memset(m, 0, sizeof(*m));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return -2;
-		pages_seterr(err, errlen, "cannot open: %s", strerror(errno));
-		return -1;
-	}
+	fd = open_manifest(path, err, errlen);
+	if (fd < 0)
+		return fd;
 	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size > MF_MAX_BYTES) {
 		pages_seterr(err, errlen, "cannot use: %s",
 			     st.st_size > 0 ? "too large" : strerror(errno));
@@ -215,52 +233,27 @@ out_close:
 
 int ferry_manifest_peek(const char *path, struct ferry_manifest *m, char *err, size_t errlen)
 {
-	const size_t fixed = MF_FIXED;
 	unsigned char buf[MF_FIXED + FERRY_ETAG_MAX + FERRY_DB_SUM_LEN];
 	struct stat st;
 	ssize_t got;
-	size_t el;
 	int fd, rc = -1;
 
 	memset(m, 0, sizeof(*m));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return -2;
-		pages_seterr(err, errlen, "cannot open: %s", strerror(errno));
-		return -1;
-	}
+	fd = open_manifest(path, err, errlen);
+	if (fd < 0)
+		return fd;
 	/* on ferryfs: fetch the bytes read, not the object (not ferryfs: nothing to do) */
 	(void)ferry_pages_ferryfs_ranged(fd);
 	if (fstat(fd, &st) != 0) {
 		pages_seterr(err, errlen, "cannot stat: %s", strerror(errno));
-		goto out_close;
+	} else {
+		got = pages_pread_full(fd, buf, (uint64_t)st.st_size < sizeof(buf) ?
+				       (size_t)st.st_size : sizeof(buf), 0);
+		if (got < 0)
+			pages_seterr(err, errlen, "cannot read: %s", strerror(errno));
+		else
+			rc = parse_head(buf, (size_t)got, (uint64_t)st.st_size, m, err, errlen);
 	}
-	got = pages_pread_full(fd, buf, sizeof(buf) < (size_t)st.st_size ? sizeof(buf) :
-			       (size_t)st.st_size, 0);
-	if (got < (ssize_t)fixed || memcmp(buf, MF_MAGIC, 8) != 0 ||
-	    pages_get32(buf + 8) != MF_VERSION) {
-		pages_seterr(err, errlen, got < 0 ? strerror(errno) : "not a ferry manifest");
-		goto out_close;
-	}
-	el = (size_t)buf[36] | (size_t)buf[37] << 8;
-	m->page_size = pages_get32(buf + 12);
-	m->page_count = pages_get64(buf + 16);
-	if (el >= FERRY_ETAG_MAX || (size_t)got < fixed + el + FERRY_DB_SUM_LEN ||
-	    m->page_count > (uint64_t)st.st_size / FERRY_PAGE_HASH_LEN ||
-	    (uint64_t)st.st_size != fixed + el + FERRY_DB_SUM_LEN +
-	    m->page_count * FERRY_PAGE_HASH_LEN + 32) {
-		pages_seterr(err, errlen, "corrupt manifest (bad header or length %lld)",
-			     (long long)st.st_size);
-		goto out_close;
-	}
-	m->generation = pages_get64(buf + 24);
-	m->flags = pages_get32(buf + 32);
-	memcpy(m->etag, buf + fixed, el);
-	m->etag[el] = '\0';
-	memcpy(m->db_sum, buf + fixed + el, FERRY_DB_SUM_LEN);
-	rc = 0;
-out_close:
 	close(fd);
 	return rc;
 }
