@@ -222,9 +222,10 @@ int ferry_fact_set(struct ferry_ctx *c, const char *key, const char *value)
 	}
 	if (run_fact_put(c->st, key, value) != 0)
 		return -1;
+	/* journaled when the stage's call returns (pipeline.c): stages set their facts as
+	 * they finish, and a kill before that is the same as one before the facts were set,
+	 * which recovery does not count on (the crash matrix kills there) */
 	ferry_logf(FERRY_DEBUG, c->st->name, "fact", "%s=%s", key, value ? value : "");
-	if (c->run->journal && !c->run->dry_run)
-		journal_note(c->run);
 	return 0;
 }
 

@@ -621,7 +621,7 @@ int pipeline_run(struct run *r)
 			st->error = xstrdup(stage_error(st, "failed"));
 			failed = st;
 		}
-		journal_write(r);
+		journal_note(r);
 		if (failed)
 			break;
 	}
