@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JB_SIZE (2u << 20)                  /* one write of the buffer */
+#define JB_SIZE (2u << 20)                  /* gathered before it is written out */
 
 struct jb_file {
 	sqlite3_file base;                  /* our methods */
