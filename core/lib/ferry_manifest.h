@@ -38,6 +38,12 @@ int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_man
 			  char *err, size_t errlen);
 /* Read a manifest file; returns 0, -1 with err, or -2 when the file does not exist. */
 int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, size_t errlen);
+/* The longest header: what a reader of a manifest's first bytes asks for. */
+#define FERRY_MANIFEST_HEAD_MAX (38 + FERRY_ETAG_MAX + FERRY_DB_SUM_LEN)
+/* The header from a manifest's first got bytes, the whole being len bytes long (as peek,
+ * for bytes read some other way, e.g. one ranged GET). 0, or -1 with err. */
+int ferry_manifest_head_decode(const unsigned char *buf, size_t got, uint64_t len,
+			       struct ferry_manifest *m, char *err, size_t errlen);
 /* A manifest file's header only (etag, page size and count, generation, flags, db_sum;
  * no hashes: m->hashes is NULL, nothing to release), its length checked against it but
  * not its trailing checksum; on ferryfs only that range is fetched. 0, -1 with err, or -2

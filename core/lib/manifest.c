@@ -31,6 +31,8 @@
 #define MF_VERSION   1u
 #define MF_MAX_BYTES (1ull << 31)           /* refuse absurd manifests before malloc */
 #define MF_FIXED     (8 + 4 + 4 + 8 + 8 + 4 + 2)    /* the header up to the etag */
+_Static_assert(FERRY_MANIFEST_HEAD_MAX == MF_FIXED + FERRY_ETAG_MAX + FERRY_DB_SUM_LEN,
+	       "FERRY_MANIFEST_HEAD_MAX is the longest header");
 
 void ferry_manifest_release(struct ferry_manifest *m)
 {
@@ -231,9 +233,15 @@ out_close:
 	return rc;
 }
 
+int ferry_manifest_head_decode(const unsigned char *buf, size_t got, uint64_t len,
+			       struct ferry_manifest *m, char *err, size_t errlen)
+{
+	return parse_head(buf, got, len, m, err, errlen);
+}
+
 int ferry_manifest_peek(const char *path, struct ferry_manifest *m, char *err, size_t errlen)
 {
-	unsigned char buf[MF_FIXED + FERRY_ETAG_MAX + FERRY_DB_SUM_LEN];
+	unsigned char buf[FERRY_MANIFEST_HEAD_MAX];
 	struct stat st;
 	ssize_t got;
 	int fd, rc = -1;

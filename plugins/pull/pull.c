@@ -427,6 +427,53 @@ int pull_prepare(struct pull_job *j, bool dry)
 	return choose_source(j);
 }
 
+/* The warm case without the mount: the replica is unchanged since the last sync (its stamp
+ * holds), one HEAD of the object says the origin is still the version synced, and the
+ * listing finds no -journal or -wal beside it (committed rows in a WAL would not show in the
+ * object's ETag): the origin is then byte for byte the replica, and nothing is read or
+ * written. Opening the origin through ferryfs would cost four more requests (a HEAD of the
+ * directory name, a LIST, a HEAD at lookup and one at open). True when it applied (the job
+ * is ready for publish()); false leaves the job as it was, for the full path, which also
+ * says why a sidecar stops the pull. */
+static bool current_by_head(struct pull_job *j)
+{
+	struct ferry_s3_res res = { 0 };
+	char err[256];
+	char *key = NULL;
+	struct ferry_s3 *s3;
+
+	if (j->discard_local || ferry_pages_has_hot_journal(j->replica) ||
+	    ferry_pages_has_wal(j->replica) ||
+	    !(s3 = ferry_s3_for_mount(j->c, j->origin, &key)))
+		return false;
+	if (ferry_manifest_load(j->state_path, &j->state, err, sizeof(err)) != 0 ||
+	    (j->state.flags & FERRY_MANIFEST_ABSENT) || !j->state.etag[0] ||
+	    (j->rfd = open(j->replica, O_RDONLY | O_CLOEXEC)) < 0 ||
+	    !ferry_replica_stamp_holds(j->replica, j->rfd, &j->state) ||
+	    ferry_s3_head(s3, key, NULL, &res) != FERRY_S3_OK ||
+	    strcmp(res.etag, j->state.etag) != 0 ||
+	    res.size != j->state.page_count * j->state.page_size ||
+	    (j->s3 = s3, j->s3key = key, sidecars_possible(j))) {
+		ferry_manifest_release(&j->state);
+		if (j->rfd >= 0)
+			close(j->rfd);
+		j->rfd = -1;
+		j->s3 = NULL;
+		j->s3key = NULL;
+		free(key);
+		return false;
+	}
+	j->have_state = j->replica_exists = j->stamp_held = j->etag_known = j->zero = true;
+	j->source = SRC_STATE;
+	j->origin_size = res.size;
+	snprintf(j->etag, sizeof(j->etag), "%s", res.etag);
+	j->want.page_size = j->state.page_size;
+	j->want.page_count = j->state.page_count;
+	ferry_log(j->c, FERRY_INFO, "replica is current: unchanged since the last sync, and so is "
+		  "the origin (one HEAD)", "etag=%s pages=%" PRIu64, j->etag, j->want.page_count);
+	return true;
+}
+
 static int pull_run(struct ferry_ctx *c)
 {
 	struct pull_job j;
@@ -448,12 +495,14 @@ static int pull_run(struct ferry_ctx *c)
 		goto out;
 	}
 	unlink(j.tmp_path);
-	rc = pull_prepare(&j, false);
-	if (rc)
-		goto out;
-	rc = pull_apply(&j);
-	if (rc)
-		goto out;
+	if (!current_by_head(&j)) {
+		rc = pull_prepare(&j, false);
+		if (rc)
+			goto out;
+		rc = pull_apply(&j);
+		if (rc)
+			goto out;
+	}
 	if (ferry_failpoint("pull.after_commit")) {
 		rc = ferry_fail(c, FERRY_FAIL, "failpoint pull.after_commit");
 		goto out;

@@ -92,6 +92,9 @@ assert_eq current "$(fact A pull source)" "rerun source"
 assert_eq 0 "$(fact A pull pages_moved)" "rerun pages"
 assert_eq 0 "$(fact A pull bytes_read)" "rerun bytes read from S3"
 assert_eq 0 "$(fact A push pages_written)" "nothing to push"
+# ... said by one HEAD and one listing, without opening the origin through the mount
+assert_contains "$T/a2" "pull replica is current: unchanged since the last sync, and so is the origin (one HEAD)"
+assert_contains "$T/a2" "push replica and origin unchanged since the last sync (one HEAD, the sidecar's header)"
 
 # 3. B (another machine) changes one row and pushes (writing the manifest); A pulls just
 #    the changed pages, driven by the manifest
@@ -104,6 +107,7 @@ assert_contains "$T/a-dry" "info pull dry-run ok"
 assert_contains "$T/a-dry" "dry-run: would write pages from replica into origin pages=0"
 assert_eq "$d0" "$(tree_digest "$T/A")" "A's state dir after a dry run"
 ferry -c "$T/A.ini" run lock mount pull unlock 2>"$T/a3" || { cat "$T/a3"; fail "A pull after B"; }
+assert_not_contains "$T/a3" "and so is the origin (one HEAD)"
 assert_eq manifest "$(fact A pull source)" "pull after B's push"
 assert_eq 2 "$(fact A pull pages_moved)" "pages pulled after a 1-row change"
 br=$(fact A pull bytes_read)
