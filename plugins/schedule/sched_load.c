@@ -565,8 +565,8 @@ static int load_serial(struct sched_run *r)
 	return 0;
 }
 
-/* The thread's owned and counted rows (the lower rowids) put before ours: the rows in
- * rowid order, as one thread would have read them; finish_schedules sorts them. */
+/* The thread's owned rows (the lower rowids) put before ours, in rowid order as one thread
+ * would have read them (finish_schedules sorts them); its counted rows appended. */
 static int merge_reader(struct sched_run *r, struct reader *t)
 {
 	struct sched_plan *p = &r->plan, *q = &t->r.plan;
