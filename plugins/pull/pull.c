@@ -196,7 +196,7 @@ static int inspect_replica(struct pull_job *j, bool dry)
 	j->replica_exists = true;
 	if (ferry_pages_probe_fd(j->rfd, &j->rinfo, err, sizeof(err)) != 0)
 		return ferry_fail(j->c, FERRY_FAIL, "replica '%s': %s; nothing written", j->replica, err);
-	rc = ferry_manifest_load(j->state_path, &j->state, err, sizeof(err));
+	rc = j->have_state ? 0 : ferry_manifest_load(j->state_path, &j->state, err, sizeof(err));
 	if (rc == 0)
 		j->have_state = true;
 	else if (rc == -1)
@@ -446,15 +446,15 @@ static bool current_by_head(struct pull_job *j)
 	    ferry_pages_has_wal(j->replica) ||
 	    !(s3 = ferry_s3_for_mount(j->c, j->origin, &key)))
 		return false;
-	if (ferry_manifest_load(j->state_path, &j->state, err, sizeof(err)) != 0 ||
-	    (j->state.flags & FERRY_MANIFEST_ABSENT) || !j->state.etag[0] ||
+	/* loaded once: the full path keeps it (inspect_replica) */
+	j->have_state = ferry_manifest_load(j->state_path, &j->state, err, sizeof(err)) == 0;
+	if (!j->have_state || (j->state.flags & FERRY_MANIFEST_ABSENT) || !j->state.etag[0] ||
 	    (j->rfd = open(j->replica, O_RDONLY | O_CLOEXEC)) < 0 ||
 	    !ferry_replica_stamp_holds(j->replica, j->rfd, &j->state) ||
 	    ferry_s3_head(s3, key, NULL, &res) != FERRY_S3_OK ||
 	    strcmp(res.etag, j->state.etag) != 0 ||
 	    res.size != j->state.page_count * j->state.page_size ||
 	    (j->s3 = s3, j->s3key = key, sidecars_possible(j))) {
-		ferry_manifest_release(&j->state);
 		if (j->rfd >= 0)
 			close(j->rfd);
 		j->rfd = -1;
@@ -463,7 +463,7 @@ static bool current_by_head(struct pull_job *j)
 		free(key);
 		return false;
 	}
-	j->have_state = j->replica_exists = j->stamp_held = j->etag_known = j->zero = true;
+	j->replica_exists = j->stamp_held = j->etag_known = j->zero = true;
 	j->source = SRC_STATE;
 	j->origin_size = res.size;
 	snprintf(j->etag, sizeof(j->etag), "%s", res.etag);
