@@ -1,7 +1,6 @@
 /* sched_compute.c: candidates, smoothing, daily cap, frequency limit (RULES.md), on day numbers. */
 #include "sched_core.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,20 +82,6 @@ static bool is_excluded(const struct sched_opts *o, const struct sched_contact *
 
 	sched_excluded(o, c, d, &r, &a);
 	return r != R_NONE;
-}
-
-/* fn(a) and fn(b), on two threads when o->threads allows and one can be started. */
-static void both(const struct sched_opts *o, void *(*fn)(void *), void *a, void *b)
-{
-	pthread_t th;
-
-	if (o->threads > 1 && pthread_create(&th, NULL, fn, b) == 0) {
-		fn(a);
-		pthread_join(th, NULL);
-		return;
-	}
-	fn(a);
-	fn(b);
 }
 
 static int grow(void **arr, size_t *cap, size_t need, size_t size)
@@ -342,7 +327,7 @@ static void pin_movers(const struct sched_opts *o, const struct sched_plan *p, u
 	struct pin_share b = { .o = o, .p = p, .pool = pool + half, .n = npool - half, .next = next };
 
 	if (b.n)
-		both(o, pin_share, &a, &b);
+		sched_both(o->threads, pin_share, &a, &b);
 	else
 		pin_share(&a);
 	memmove(pool + a.nmov, b.pool, b.nmov * sizeof(*pool));
@@ -571,7 +556,7 @@ static int candidates(const struct sched_opts *o, struct sched_plan *p)
 	struct cands b = { .o = o, .p = p, .from = mid, .to = (uint32_t)p->nct };
 	int rc = -1;
 
-	both(o, make_candidates, &a, &b);
+	sched_both(o->threads, make_candidates, &a, &b);
 	if (!a.rc && !b.rc && !grow((void **)&a.cd, &a.acd, a.ncd + b.ncd + 1, sizeof(*a.cd))) {
 		if (b.ncd)
 			memcpy(a.cd + a.ncd, b.cd, b.ncd * sizeof(*b.cd));

@@ -2,6 +2,7 @@
 #ifndef FERRY_SCHED_CORE_H
 #define FERRY_SCHED_CORE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -236,5 +237,20 @@ int sched_compute(const struct sched_opts *o, struct sched_plan *p, struct sched
 void sched_plan_free(struct sched_plan *p);
 /* The text of a skip reason (NULL for none) for contact c. */
 const char *sched_reason_text(int reason, int state, char *buf, size_t len);
+
+/* fn(a) here and fn(b) on a second thread when threads > 1 and one can be started, else
+ * both here; returns when both are done. */
+static inline void sched_both(int threads, void *(*fn)(void *), void *a, void *b)
+{
+	pthread_t th;
+
+	if (threads > 1 && pthread_create(&th, NULL, fn, b) == 0) {
+		fn(a);
+		pthread_join(th, NULL);
+		return;
+	}
+	fn(a);
+	fn(b);
+}
 
 #endif

@@ -5,7 +5,6 @@
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -246,8 +245,6 @@ int sched_fp_file(struct sqlite3_file *f, int threads, const unsigned char fkey[
 {
 	struct fp_part part[2];
 	sqlite3_int64 sz = 0;
-	pthread_t th;
-	bool joined = true;
 
 	if (!f || !f->pMethods || f->pMethods->xFileSize(f, &sz) != SQLITE_OK || sz < 0)
 		return -1;
@@ -258,13 +255,7 @@ int sched_fp_file(struct sqlite3_file *f, int threads, const unsigned char fkey[
 	/* The connection is idle meanwhile, and the unix VFS reads with pread: two threads
 	 * can read one sqlite3_file. Its own fd is used because closing any other fd of the
 	 * file would drop SQLite's POSIX locks. */
-	if (threads > 1 && pthread_create(&th, NULL, hash_part, &part[1]) == 0)
-		joined = false;
-	hash_part(&part[0]);
-	if (joined)
-		hash_part(&part[1]);
-	else
-		pthread_join(th, NULL);
+	sched_both(threads, hash_part, &part[0], &part[1]);
 	if (part[0].rc || part[1].rc)
 		return -1;
 	/* GCM's length block covers each part's length; the size fixes the split */
