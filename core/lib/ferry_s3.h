@@ -228,6 +228,48 @@ int ferry_s3_mpu_complete(struct ferry_s3 *s3, const char *key, const char *uplo
 int ferry_s3_mpu_abort(struct ferry_s3 *s3, const char *key, const char *upload_id,
 		       struct ferry_s3_res *res);
 
+/* An object written whole from a file, in ferry_fsproto.h's part layout (core/lib/s3_upload.c):
+ * ferryfs's commits and push's write of the replica. A part that `changed` says holds no
+ * new byte, and that lies inside base_size, is copied server-side from the version `base`
+ * of the same key (pinned: a replaced source fails the copy); every other part is read from
+ * fd and sent with Content-MD5, `threads` parts at a time. With no part to copy and size <=
+ * put_max, or on a store that fences no multipart completion (GCS), it is one PUT. The write
+ * is conditional on cond (If-Match on the version written over, If-None-Match: * for a new
+ * key). After it a HEAD must give the new ETag and the size: res->verified says the store's
+ * ETags prove every byte (ferry_s3_res). */
+enum ferry_s3_upload_ev {
+	FERRY_S3_UP_PUT,                    /* the object sent as one PUT (bytes: its size) */
+	FERRY_S3_UP_CREATE,                 /* a multipart upload started */
+	FERRY_S3_UP_PART,                   /* a part uploaded (bytes: its length) */
+	FERRY_S3_UP_COPY,                   /* a part copied server-side (bytes: its length) */
+	FERRY_S3_UP_COMPLETE,               /* the completion sent */
+	FERRY_S3_UP_ABORT,                  /* the upload aborted */
+	FERRY_S3_UP_CONFLICT,               /* the condition (or a copy's pin) did not hold */
+};
+struct ferry_s3_upload {
+	const char *key;
+	int fd;                             /* the object's bytes are [0, size) of fd */
+	uint64_t size;
+	const char *base;                   /* version parts are copied from; NULL or "": none */
+	uint64_t base_size;                 /* bytes of that version */
+	uint64_t put_max;                   /* one PUT up to this when nothing is copied */
+	int threads;                        /* parts at a time (1..16) */
+	/* does [off, off + len) hold a new byte? NULL: every part is uploaded */
+	bool (*changed)(void *arg, uint64_t off, uint64_t len);
+	/* called before [off, off + len) is read from fd (a cache fills it); an errno */
+	int (*before_read)(void *arg, uint64_t off, uint64_t len);
+	/* counters, called from the upload's threads */
+	void (*count)(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes);
+	void *arg;
+	const char *failpoint;              /* ferry_failpoint() after the parts, before completing */
+	bool *no_copy;                      /* set (and read) once the store refused UploadPartCopy */
+	int err;                            /* out: before_read's errno when that failed the upload */
+};
+/* FERRY_S3_OK, or a code with res->msg naming the request (FERRY_S3_ERROR with u->err set
+ * when before_read failed). On failure a started multipart upload is aborted. */
+int ferry_s3_upload(struct ferry_s3 *s3, struct ferry_s3_upload *u,
+		    const struct ferry_s3_cond *cond, struct ferry_s3_res *res);
+
 /* Counters since ferry_s3_new, for reports and tests. */
 struct ferry_s3_stats {
 	uint64_t requests;                  /* HTTP requests sent, retries included */

@@ -1,0 +1,263 @@
+/* s3_upload.c: an object written whole from a file (ferry_s3_upload): one conditional PUT,
+ * or a multipart upload whose unchanged parts are copied server-side. ferryfs commits its
+ * cache files with it and push writes the replica with it, so both send the same requests
+ * in the same part layout (ferry_fsproto.h). */
+#include "ferry_s3.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ferry_failpoint.h"
+#include "ferry_fsproto.h"
+#include "ferry_log.h"
+#include "ferry_time.h"
+
+#define UP_THREADS_MAX 16
+#define UP_ETAG_MAX    80               /* ferry_s3_mpu_part*: etag_out holds 80 bytes */
+
+struct up_job {
+	struct ferry_s3 *s3;
+	struct ferry_s3_upload *u;
+	const char *upload_id;
+	int nparts;
+	char **etags;
+	int next;                           /* next part index to take */
+	int rc;                             /* first failure (FERRY_S3_*) */
+	struct ferry_s3_res fail;           /* its answer */
+	bool unproven;                      /* an uploaded part's ETag was not its MD5 */
+	pthread_mutex_t mu;
+};
+
+static void count(const struct ferry_s3_upload *u, enum ferry_s3_upload_ev ev, uint64_t bytes)
+{
+	if (u->count)
+		u->count(u->arg, ev, bytes);
+}
+
+static bool no_copy(const struct ferry_s3_upload *u)
+{
+	return u->no_copy && __atomic_load_n(u->no_copy, __ATOMIC_RELAXED);
+}
+
+/* Whether part [off, off + len) can be copied server-side from the base. */
+static bool copyable(const struct ferry_s3_upload *u, uint64_t off, uint64_t len)
+{
+	return u->base && u->base[0] && off + len <= u->base_size && u->changed &&
+	       !u->changed(u->arg, off, len) && !no_copy(u);
+}
+
+/* With no part to copy every byte is uploaded anyway: up to put_max one PUT spares the
+ * multipart round trips and the store's completion (which some stores pay for by reading
+ * every part again). Where a multipart completion cannot be fenced (GCS), always one PUT. */
+static bool as_put(struct ferry_s3 *s3, const struct ferry_s3_upload *u)
+{
+	if (u->size < FERRY_FS_PART_SIZE || !ferry_s3_multipart_fenced(s3))
+		return true;
+	if (u->size > u->put_max)
+		return false;
+	for (uint64_t i = 0; i < ferry_fs_nparts(u->size); i++)
+		if (copyable(u, ferry_fs_part_start(i), ferry_fs_part_len(i, u->size)))
+			return false;
+	return true;
+}
+
+static int before_read(struct ferry_s3_upload *u, uint64_t off, uint64_t len,
+		       struct ferry_s3_res *res)
+{
+	int e = u->before_read ? u->before_read(u->arg, off, len) : 0;
+
+	if (!e)
+		return FERRY_S3_OK;
+	u->err = e;
+	snprintf(res->msg, sizeof(res->msg), "'%s': cannot read bytes %llu..%llu to upload: %s",
+		 u->key, (unsigned long long)off, (unsigned long long)(off + len), strerror(e));
+	return FERRY_S3_ERROR;
+}
+
+static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
+{
+	struct ferry_s3_upload *u = j->u;
+	uint64_t off = ferry_fs_part_start((uint64_t)i), len = ferry_fs_part_len((uint64_t)i, u->size);
+	int rc;
+
+	if (copyable(u, off, len)) {
+		rc = ferry_s3_mpu_part_copy(j->s3, u->key, j->upload_id, i + 1, u->key, u->base, off,
+					    len, j->etags[i], res);
+		if (rc == FERRY_S3_OK) {
+			count(u, FERRY_S3_UP_COPY, len);
+			return rc;
+		}
+		if (rc != FERRY_S3_NOTIMPL)
+			return rc;
+		if (u->no_copy && !__atomic_exchange_n(u->no_copy, true, __ATOMIC_RELAXED))
+			ferry_logf(FERRY_WARN, "s3", "store lacks UploadPartCopy; uploading parts instead",
+				   "msg=\"%s\"", res->msg);
+	}
+	rc = before_read(u, off, len, res);
+	if (rc != FERRY_S3_OK)
+		return rc;
+	rc = ferry_s3_mpu_part_fd(j->s3, u->key, j->upload_id, i + 1, u->fd, (off_t)off, len,
+				  j->etags[i], res);
+	if (rc != FERRY_S3_OK)
+		return rc;
+	if (!res->verified)
+		__atomic_store_n(&j->unproven, true, __ATOMIC_RELAXED);
+	count(u, FERRY_S3_UP_PART, len);
+	return rc;
+}
+
+static void *worker(void *arg)
+{
+	struct up_job *j = arg;
+
+	for (;;) {
+		struct ferry_s3_res res;
+		int i, rc;
+
+		pthread_mutex_lock(&j->mu);
+		if (j->rc || j->next >= j->nparts) {
+			pthread_mutex_unlock(&j->mu);
+			return NULL;
+		}
+		i = j->next++;
+		pthread_mutex_unlock(&j->mu);
+		memset(&res, 0, sizeof(res));
+		rc = one_part(j, i, &res);
+		if (rc != FERRY_S3_OK) {
+			pthread_mutex_lock(&j->mu);
+			if (!j->rc) {
+				j->rc = rc;
+				j->fail = res;
+			}
+			pthread_mutex_unlock(&j->mu);
+		}
+	}
+}
+
+/* Every part, `threads` at a time: FERRY_S3_OK or the first failure (in j->fail). */
+static int all_parts(struct up_job *j)
+{
+	pthread_t th[UP_THREADS_MAX];
+	int nth = j->u->threads < 1 ? 1 : j->u->threads > UP_THREADS_MAX ? UP_THREADS_MAX :
+		  j->u->threads, started = 0;
+
+	if (nth > j->nparts)
+		nth = j->nparts;
+	pthread_mutex_init(&j->mu, NULL);
+	for (int t = 0; t < nth; t++) {
+		if (pthread_create(&th[t], NULL, worker, j) != 0)
+			break;
+		started++;
+	}
+	if (!started)
+		worker(j);
+	for (int t = 0; t < started; t++)
+		pthread_join(th[t], NULL);
+	pthread_mutex_destroy(&j->mu);
+	return j->rc;
+}
+
+static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
+		     const struct ferry_s3_cond *cond, struct ferry_s3_res *res)
+{
+	struct up_job j = { .s3 = s3, .u = u, .nparts = (int)ferry_fs_nparts(u->size) };
+	int64_t t0 = ferry_mono_ms(), t_parts;
+	char *upload_id = NULL;
+	int rc;
+
+	count(u, FERRY_S3_UP_CREATE, 0);
+	rc = ferry_s3_mpu_create(s3, u->key, &upload_id, res);
+	if (rc != FERRY_S3_OK)
+		return rc;
+	j.upload_id = upload_id;
+	j.etags = calloc((size_t)j.nparts, sizeof(*j.etags));
+	for (int i = 0; j.etags && i < j.nparts; i++)
+		if (!(j.etags[i] = calloc(1, UP_ETAG_MAX)))
+			rc = FERRY_S3_ERROR;
+	if (!j.etags || rc) {
+		snprintf(res->msg, sizeof(res->msg), "'%s': out of memory", u->key);
+		rc = FERRY_S3_ERROR;
+		goto out_abort;
+	}
+	rc = all_parts(&j);
+	if (rc != FERRY_S3_OK) {
+		*res = j.fail;
+		goto out_abort;
+	}
+	t_parts = ferry_mono_ms();
+	/* crash matrix: every part is on the store, the object is not */
+	if (u->failpoint && ferry_failpoint(u->failpoint)) {
+		snprintf(res->msg, sizeof(res->msg), "'%s': failpoint %s", u->key, u->failpoint);
+		rc = FERRY_S3_ERROR;
+		goto out_abort;
+	}
+	count(u, FERRY_S3_UP_COMPLETE, 0);
+	rc = ferry_s3_mpu_complete(s3, u->key, upload_id, j.etags, j.nparts, cond, res);
+	if (j.unproven)
+		res->verified = false;
+	ferry_logf(FERRY_DEBUG, "s3", "multipart upload", "key='%s' parts=%d parts_ms=%lld "
+		   "complete_ms=%lld", u->key, j.nparts, (long long)(t_parts - t0),
+		   (long long)(ferry_mono_ms() - t_parts));
+	if (rc == FERRY_S3_OK)
+		goto out_free;
+out_abort:
+	{
+		struct ferry_s3_res ares;
+
+		count(u, FERRY_S3_UP_ABORT, 0);
+		ferry_s3_mpu_abort(s3, u->key, upload_id, &ares);
+	}
+out_free:
+	for (int i = 0; j.etags && i < j.nparts; i++)
+		free(j.etags[i]);
+	free(j.etags);
+	free(upload_id);
+	return rc;
+}
+
+int ferry_s3_upload(struct ferry_s3 *s3, struct ferry_s3_upload *u,
+		    const struct ferry_s3_cond *cond, struct ferry_s3_res *res)
+{
+	struct ferry_s3_res local, h;
+	int rc;
+
+	if (!res)
+		res = &local;
+	memset(res, 0, sizeof(*res));
+	u->err = 0;
+	if (as_put(s3, u)) {
+		rc = before_read(u, 0, u->size, res);
+		if (rc != FERRY_S3_OK)
+			return rc;
+		rc = u->size ? ferry_s3_put_fd(s3, u->key, u->fd, 0, u->size, cond, res) :
+			       ferry_s3_put(s3, u->key, "", 0, cond, res);
+		if (rc == FERRY_S3_OK)
+			count(u, FERRY_S3_UP_PUT, u->size);
+	} else {
+		rc = multipart(s3, u, cond, res);
+	}
+	if (rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT)
+		count(u, FERRY_S3_UP_CONFLICT, 0);
+	if (rc != FERRY_S3_OK)
+		return rc;
+	/* the object as the store now describes it: our ETag and size, or it was not our
+	 * write that the ETag proved */
+	if (ferry_s3_head(s3, u->key, NULL, &h) != FERRY_S3_OK) {
+		ferry_logf(FERRY_WARN, "s3", "cannot HEAD the object just written", "msg=\"%s\"",
+			   h.msg);
+		res->verified = false;
+	} else if (strcmp(h.etag, res->etag) != 0) {
+		ferry_logf(FERRY_WARN, "s3", "the object changed right after our write",
+			   "key='%s' written=%s now=%s", u->key, res->etag, h.etag);
+		res->verified = false;
+	} else if (h.size != u->size) {
+		snprintf(res->msg, sizeof(res->msg), "'%s': the object written has %llu bytes, "
+			 "expected %llu", u->key, (unsigned long long)h.size,
+			 (unsigned long long)u->size);
+		return FERRY_S3_ERROR;
+	}
+	return FERRY_S3_OK;
+}
