@@ -12,8 +12,6 @@
 #include "ferry_log.h"
 #include "ferry_time.h"
 
-#define COMMIT_THREADS 4
-
 /* What ferry_s3_upload asks of a node being committed. */
 struct commit_src {
 	struct fs *fs;
@@ -134,7 +132,7 @@ int commit_node(struct fs *fs, struct node *n)
 		struct ferry_s3_upload u = {
 			.key = key, .fd = n->cache_fd, .size = size,
 			.base = is_new ? "" : base_etag, .base_size = base_limit,
-			.put_max = fs->put_max, .threads = COMMIT_THREADS,
+			.put_max = fs->put_max, .threads = FERRY_FS_UPLOAD_THREADS,
 			.changed = src_changed, .before_read = src_fill, .count = src_count,
 			.arg = &src, .failpoint = "fs.before_complete", .no_copy = &fs->no_part_copy,
 		};

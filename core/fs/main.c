@@ -352,7 +352,7 @@ int main(int argc, char **argv)
 	fs.ra_max = 64ull << 20;
 	fs.cache_max = 1ull << 30;
 	fs.copy_max = FS_COPY_MAX;
-	fs.put_max = 256ull << 20;
+	fs.put_max = FERRY_FS_PUT_MAX;
 	fs.whole_max = 256ull << 20;
 	fs.uid = getuid();
 	fs.gid = getgid();

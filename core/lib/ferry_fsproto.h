@@ -39,6 +39,12 @@
 #define FERRY_FS_PART0_SIZE  (5ull << 20)
 #define FERRY_FS_PART_SIZE   (8ull << 20)
 
+/* How the two writers of an object in this layout (ferryfs's commits, push's write from
+ * the replica: ferry_s3_upload) send it: a write with no part to copy is one PUT up to
+ * FERRY_FS_PUT_MAX (ferryfs: -o put_max), parts go FERRY_FS_UPLOAD_THREADS at a time. */
+#define FERRY_FS_PUT_MAX        (256ull << 20)
+#define FERRY_FS_UPLOAD_THREADS 4
+
 /* The part holding byte off. */
 static inline uint64_t ferry_fs_part_of(uint64_t off)
 {

@@ -1,4 +1,4 @@
-/* push.c: the push stage: write the replica's changed pages into the origin on the mount, one fenced atomic commit. */
+/* push.c: the push stage: write the replica's changed pages into the origin, one fenced atomic commit. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -33,13 +33,15 @@
  *   1. asks the lock stage whether the lock is still ours with lease_need left;
  *   2. freezes the replica: no hot journal, WAL checkpointed (TRUNCATE), quick_check,
  *      then a read transaction held until the end so no writer can change the file;
- *   3. opens the origin O_RDWR (never O_TRUNC) and compares its ETag with the state's:
- *      another ETag means somebody else wrote it -> exit 4, nothing written;
- *   4. pwrites only the pages whose hash differs from the state, truncates or extends,
- *      and fsyncs: ferryfs commits one object conditional on the ETag seen at open
- *      (untouched 8 MiB parts are copied server-side); a lost race fails the fsync;
- *   5. proves the new object equals the replica (verify): by default from what ferryfs
- *      learned at commit (every uploaded part went with Content-MD5 and came back with
+ *   3. opens the origin on the mount and compares its ETag with the state's: another
+ *      ETag means somebody else wrote it -> exit 4, nothing written;
+ *   4. an object of the [s3] bucket is written from the replica straight to the store
+ *      (commit_direct: the parts holding a changed page uploaded, the others copied
+ *      server-side, completed If-Match the ETag synced); any other origin gets only the
+ *      pages whose hash differs pwritten through the mount, truncated or extended, and
+ *      fsynced: ferryfs commits the same way from its cache; a lost race fails either;
+ *   5. proves the new object equals the replica (verify): by default from what the write
+ *      learned (every uploaded part went with Content-MD5 and came back with
  *      that MD5 as its ETag; the object's ETag is the one computed from all parts' ETags,
  *      copied ones included; a HEAD gave that ETag and the size): nothing is read back.
  *      Where the store's ETags are not MD5s, only the uploaded parts are read back from
@@ -80,6 +82,9 @@ struct push_job {
 	struct ferry_fsstats stats_before;
 	struct ferry_fsstats stats_commit;      /* right after the commit (before the manifest) */
 	bool have_commit_stats;
+	bool direct;                        /* written from the replica straight to the store */
+	bool proven;                        /* direct: the store's ETags prove every byte */
+	uint64_t up, copied;                /* direct: bytes uploaded / copied server-side */
 	struct ferry_pages_cb cb;
 };
 
@@ -610,6 +615,116 @@ static int commit_watched(struct push_job *j)
 	return rc;
 }
 
+/* The replica written straight to the store (ferry_s3_upload): the parts that hold a
+ * changed page are read from the replica and uploaded, the others copied server-side from
+ * the version synced; completed If-Match that version. Nothing passes through the mount:
+ * no second local copy of what is sent (through ferryfs the bytes went into its cache file
+ * first, and the page cache had to write that file out while the upload ran). */
+struct direct_up {
+	struct push_job *j;
+	struct ferry_progress prog;
+	pthread_mutex_t mu;
+	uint64_t size;                      /* the object's bytes */
+	uint64_t uploads, started;          /* parts to upload; uploads started so far */
+	bool mid;                           /* push.mid_write was asked */
+};
+
+/* Does part [off, off + len) hold a page to write? (j->list is sorted) */
+static bool direct_changed(void *arg, uint64_t off, uint64_t len)
+{
+	const struct push_job *j = ((struct direct_up *)arg)->j;
+	const uint64_t ps = j->now.page_size, first = off / ps, end = (off + len) / ps;
+	size_t lo = 0, hi = j->n;
+
+	if (j->upload_all)
+		return true;
+	while (lo < hi) {                   /* the first listed page >= first */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (j->list[mid] < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < j->n && j->list[lo] < end;
+}
+
+/* Halfway through the parts to upload (or at the one PUT): the crash matrix's
+ * push.mid_write (some parts sent, the object not completed). */
+static int direct_read(void *arg, uint64_t off, uint64_t len)
+{
+	struct direct_up *d = arg;
+	bool hit;
+
+	(void)off;
+	pthread_mutex_lock(&d->mu);
+	hit = !d->mid && (++d->started > d->uploads / 2 || len == d->size);
+	if (hit)
+		d->mid = true;
+	pthread_mutex_unlock(&d->mu);
+	return hit && ferry_failpoint("push.mid_write") ? EIO : 0;
+}
+
+static void direct_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes)
+{
+	struct direct_up *d = arg;
+	struct push_job *j = d->j;
+	const uint64_t ps = j->now.page_size ? j->now.page_size : 1;
+
+	if (ev != FERRY_S3_UP_PUT && ev != FERRY_S3_UP_PART && ev != FERRY_S3_UP_COPY)
+		return;
+	pthread_mutex_lock(&d->mu);
+	if (ev == FERRY_S3_UP_COPY)
+		j->copied += bytes;
+	else
+		j->up += bytes;
+	ferry_progress_add(&d->prog, bytes / ps, ev == FERRY_S3_UP_COPY ? 0 : bytes);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *key)
+{
+	const uint64_t size = j->now.page_count * j->now.page_size;
+	const struct ferry_s3_cond cond = { .if_match = j->state.etag };
+	struct direct_up d = { .j = j, .size = size };
+	struct ferry_s3_upload u = {
+		.key = key, .fd = j->rfd, .size = size, .base = j->state.etag,
+		.base_size = j->origin_size, .put_max = FERRY_FS_PUT_MAX, .threads = FERRY_FS_UPLOAD_THREADS,
+		.changed = direct_changed, .before_read = direct_read, .count = direct_count,
+		.arg = &d, .failpoint = "push.before_complete",
+	};
+	struct ferry_s3_res res;
+	int64_t t0 = ferry_mono_ms();
+	char who[1024];
+	int rc;
+
+	for (uint64_t i = 0; i < ferry_fs_nparts(size); i++)
+		d.uploads += direct_changed(&d, ferry_fs_part_start(i), ferry_fs_part_len(i, size)) ||
+			     ferry_fs_part_start(i + 1) > j->origin_size;
+	pthread_mutex_init(&d.mu, NULL);
+	j->cb.step = "committing: uploading to S3";
+	ferry_progress_init(&d.prog, &j->cb, j->now.page_count);
+	rc = ferry_s3_upload(s3, &u, &cond, &res);
+	ferry_progress_end(&d.prog);
+	pthread_mutex_destroy(&d.mu);
+	if (rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT) {
+		who_won(j, who, sizeof(who));
+		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was replaced by another writer since "
+				  "this replica's last sync (etag %s): nothing overwritten; %s. Pull "
+				  "again to work on the new version", j->origin, j->state.etag,
+				  *who ? who : "who wrote it is not known");
+	}
+	if (rc != FERRY_S3_OK)
+		return ferry_fail(j->c, FERRY_FAIL, "cannot commit origin '%s': %s", j->origin,
+				  u.err && !res.msg[0] ? strerror(u.err) : res.msg);
+	j->direct = true;
+	j->proven = res.verified;
+	snprintf(j->etag, sizeof(j->etag), "%s", res.etag);
+	ferry_log(j->c, FERRY_INFO, "committed", "from=replica bytes_uploaded=%" PRIu64
+		  " bytes_copied=%" PRIu64 " ms=%" PRId64, j->up, j->copied, ferry_mono_ms() - t0);
+	return 0;
+}
+
 /* Read the new object back through its path and compare the whole-database checksum: for
  * an origin that is no object of the [s3] bucket (a local file in development). */
 static int verify_readback(struct push_job *j)
@@ -668,8 +783,11 @@ static enum verify_mode verify_mode(struct ferry_ctx *c)
 static bool commit_proven(const struct push_job *j)
 {
 	char v[16];
-	ssize_t n = getxattr(j->origin, FERRY_XATTR_VERIFIED, v, sizeof(v) - 1);
+	ssize_t n;
 
+	if (j->direct)
+		return j->proven;
+	n = getxattr(j->origin, FERRY_XATTR_VERIFIED, v, sizeof(v) - 1);
 	if (n < 0)
 		return false;
 	v[n] = '\0';
@@ -720,8 +838,8 @@ static int verify_parts(struct push_job *j, bool all)
 
 	if (!s3)
 		return -1;
-	all = all || !j->have_commit_stats ||
-	      j->stats_commit.bytes_copied == j->stats_before.bytes_copied;
+	all = all || (j->direct ? j->copied == 0 : !j->have_commit_stats ||
+		      j->stats_commit.bytes_copied == j->stats_before.bytes_copied);
 	buf = malloc(FERRY_FS_PART_SIZE);
 	h = ferry_hasher_new();
 	if (!buf || !h) {
@@ -875,7 +993,10 @@ static void publish(struct push_job *j, uint64_t ms, bool wrote)
 	uint64_t up = 0, copied = 0;
 	char sum[65];
 
-	if (j->have_commit_stats) {
+	if (j->direct) {
+		up = j->up;
+		copied = j->copied;
+	} else if (j->have_commit_stats) {
 		up = j->stats_commit.bytes_up - j->stats_before.bytes_up;
 		copied = j->stats_commit.bytes_copied - j->stats_before.bytes_copied;
 	} else if (j->have_stats && ferry_fsstats_read(j->stats_root, &after)) {
@@ -921,7 +1042,8 @@ static int push_run(struct ferry_ctx *c)
 {
 	struct push_job j;
 	uint64_t t0 = (uint64_t)ferry_mono_ms(), tw, size;
-	char err[512];
+	struct ferry_s3 *s3;
+	char err[512], *key = NULL;
 	enum verify_mode mode;
 	int rc;
 
@@ -966,6 +1088,22 @@ static int push_run(struct ferry_ctx *c)
 	rc = check_replica(&j);
 	if (rc)
 		goto out;
+	j.upload_all = !ferry_cfg_bool(c, "server_copy");
+	if (j.etag_known && !j.create && (s3 = ferry_s3_for_mount(c, j.origin, &key))) {
+		/* an object of the [s3] bucket: written from the replica, not through the mount */
+		close(j.ofd);
+		j.ofd = -1;
+		if (ferry_failpoint("push.before_fsync")) {
+			rc = ferry_fail(c, FERRY_FAIL, "failpoint push.before_fsync");
+			goto out;
+		}
+		rc = commit_direct(&j, s3, key);
+		if (!rc && ferry_failpoint("push.after_commit"))
+			rc = ferry_fail(c, FERRY_FAIL, "failpoint push.after_commit");
+		if (rc)
+			goto out;
+		goto verify;
+	}
 	/* ferryfs commits on close as well as on fsync, and the kernel closes our fd when we
 	 * die: a crash mid-write would commit a torn database. This asks ferryfs to commit
 	 * only on fsync and to drop uncommitted writes on release. */
@@ -973,7 +1111,6 @@ static int push_run(struct ferry_ctx *c)
 		ferry_log(c, FERRY_WARN, "ferryfs would commit a partial write on a crash",
 			  "origin='%s' reason='setxattr user.ferry.commit: %s'", j.origin, strerror(errno));
 	tw = (uint64_t)ferry_mono_ms();
-	j.upload_all = !ferry_cfg_bool(c, "server_copy");
 	rc = write_pages(&j);
 	if (rc)
 		goto out;
@@ -1002,6 +1139,7 @@ static int push_run(struct ferry_ctx *c)
 	j.ofd = -1;
 	if (j.etag_known || j.create)
 		j.etag_known = ferry_pages_etag_path(j.origin, j.etag, sizeof(j.etag)) == 0;
+verify:
 	rc = verify(&j, mode);
 	if (!rc)
 		rc = write_sidecars(&j);
@@ -1009,6 +1147,7 @@ static int push_run(struct ferry_ctx *c)
 		goto out;
 	publish(&j, (uint64_t)ferry_mono_ms() - t0, true);
 out:
+	free(key);
 	job_release(&j);
 	return rc;
 }

@@ -5,7 +5,8 @@
 # (push proves the object by the store's ETags, verify = etag: nothing is read back); the
 # same change in rollback-journal mode also rewrites page 1 (SQLite's file change counter)
 # and so uploads two parts; a part damaged on the way is refused and the origin stays as
-# it was; verify = readback still reads the whole object back.
+# it was; verify = readback still reads the whole object back; a push killed before its
+# multipart write completes leaves the origin as it was.
 . "$(dirname "$0")/../lib.sh"
 . "$TESTS_DIR/proxy.sh"
 need_fuse
@@ -147,4 +148,26 @@ run -o push.verify=readback
 assert_contains "$T/run.log" "push verified: what was read back from the store matches the replica how=readback parts=9 of=9 bytes_read=$size"
 s3get "$KEY" "$T/check.db" || fail "get"
 cmp -s "$T/check.db" "$T/A/org.db" || fail "readback: S3 object differs from the replica"
+
+# 5. push writes the replica straight to the store (a multipart upload here: one part
+#    uploaded, eight copied). Killed with every part on the store and the upload not
+#    completed, or halfway through the parts: the object is as it was; the next run (after
+#    the dead run's lock is broken) writes the change
+n=9300
+for fp in push.before_complete push.mid_write; do
+	n=$((n + 1))
+	change_row $n
+	cp "$T/check.db" "$T/origin-before.db"
+	rc=0; FERRY_FAILPOINT=$fp:kill ferry -c "$T/A.ini" run 2>"$T/run.log" || rc=$?
+	assert_eq 137 $rc "ferry killed at $fp"
+	assert_contains "$T/run.log" "failpoint hit name=$fp"
+	s3get "$KEY" "$T/check.db" || fail "get"
+	cmp -s "$T/check.db" "$T/origin-before.db" || fail "killed at $fp: the origin changed"
+	(cd "$T" && ferry -c "$T/A.ini" lock break --yes >/dev/null 2>&1) || fail "cannot break the lock after $fp"
+	echo true >"$T/work.sh"
+	run
+	s3get "$KEY" "$T/check.db" || fail "get"
+	cmp -s "$T/check.db" "$T/A/org.db" || fail "the run after a kill at $fp: S3 object differs from the replica"
+	[ "$(fact push bytes_uploaded)" -lt "$size" ] || fail "after $fp: the whole object was uploaded"
+done
 valgrind_verdict
