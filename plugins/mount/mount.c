@@ -5,12 +5,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,11 +23,8 @@
 #include "ferry_stage.h"
 #include "ferry_time.h"
 
-#define POLL_MS      5                      /* longest wait between two looks: a look is two
-						     * stats and a waitpid, while each ms slept past
-						     * the mount is lost (it was 50: up to 48 ms of a
-						     * 0.3 s warm run) */
-#define POLL_FIRST_MS 2                     /* the first: a mount or an exit takes a few ms */
+#define POLL_MS      5                      /* longest wait between two looks when nothing
+						     * wakes us (see struct waiter) */
 #define GRACE_MS     5000                   /* for ferryfs to exit after the unmount */
 #define TERM_MS      3000                   /* after SIGTERM, before SIGKILL */
 
@@ -54,17 +53,43 @@ struct mount_priv {
 	char *mountpoint;
 };
 
-/* The wait after one of wait ms between two looks: doubled, up to POLL_MS. */
-static long next_wait(long wait)
+/* Waiting for ferryfs to mount or to exit wakes on the event itself, not on a timer: its
+ * exit (a pidfd is readable), a change of the mount table (/proc/self/mounts polls
+ * POLLPRI after every mount and unmount), or a signal to ferry (ferry_cancel_fd). Each
+ * ms slept past the mount was lost from a warm run of ~0.2 s; polling every POLL_MS
+ * stays as the fallback (a kernel without pidfd_open, a missed event). */
+struct waiter {
+	struct pollfd fd[3];
+	nfds_t n;
+};
+
+static void waiter_open(struct waiter *w, struct ferry_ctx *c, pid_t pid, bool mounts,
+			bool cancel)
 {
-	return wait * 2 < POLL_MS ? wait * 2 : POLL_MS;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0), mfd = -1;
+	int cfd = cancel ? ferry_cancel_fd(c) : -1;
+
+	w->n = 0;
+	if (pidfd >= 0)
+		w->fd[w->n++] = (struct pollfd){ .fd = pidfd, .events = POLLIN };
+	if (mounts && (mfd = open("/proc/self/mounts", O_RDONLY | O_CLOEXEC)) >= 0)
+		w->fd[w->n++] = (struct pollfd){ .fd = mfd, .events = POLLPRI };
+	if (cfd >= 0)
+		w->fd[w->n++] = (struct pollfd){ .fd = cfd, .events = POLLIN };
 }
 
-static void sleep_ms(long ms)
+/* Until something happened, or POLL_MS passed. */
+static void waiter_wait(struct waiter *w)
 {
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+	(void)poll(w->fd, w->n, POLL_MS);
+}
 
-	nanosleep(&ts, NULL);
+static void waiter_close(struct waiter *w, struct ferry_ctx *c)
+{
+	for (nfds_t i = 0; i < w->n; i++)
+		if (w->fd[i].fd != ferry_cancel_fd(c))
+			close(w->fd[i].fd);
+	w->n = 0;
 }
 
 bool mount_is_fuse_mounted(const char *mp)
@@ -324,14 +349,15 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 {
 	int64_t until = ferry_mono_ms() + GRACE_MS;
 	bool termed = false;
-	long wait = POLL_FIRST_MS;
+	struct waiter w;
 	int st;
 
+	waiter_open(&w, c, pid, false, false);   /* stopping: after a signal too */
 	for (;;) {
 		pid_t r = waitpid(pid, &st, WNOHANG);
 
 		if (r == pid || (r < 0 && errno == ECHILD))
-			return;
+			break;
 		if (ferry_mono_ms() >= until) {
 			if (termed) {
 				ferry_log(c, FERRY_WARN, "ferryfs ignored SIGTERM, killing", "pid=%d",
@@ -339,21 +365,22 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 				kill(-pid, SIGKILL);
 				kill(pid, SIGKILL);
 				waitpid(pid, &st, 0);
-				return;
+				break;
 			}
 			kill(-pid, SIGTERM);
 			termed = true;
 			until = ferry_mono_ms() + TERM_MS;
 		}
-		sleep_ms(wait);
-		wait = next_wait(wait);
+		waiter_wait(&w);
 	}
+	waiter_close(&w, c);
 }
 
 static int mount_run(struct ferry_ctx *c)
 {
 	struct mount_priv *m;
 	struct mount_plan p;
+	struct waiter w = { .n = 0 };
 	int64_t start, until;
 	pid_t pid;
 	int rc, e;
@@ -426,7 +453,8 @@ static int mount_run(struct ferry_ctx *c)
 	}
 
 	until = start + (int64_t)p.wait_ms;
-	for (long wait = POLL_FIRST_MS;; wait = next_wait(wait)) {
+	waiter_open(&w, c, pid, true, true);
+	for (;;) {
 		int st;
 
 		if (mount_is_live(p.mountpoint))
@@ -447,7 +475,7 @@ static int mount_run(struct ferry_ctx *c)
 					p.mountpoint, p.wait_ms);
 			goto out_plan;
 		}
-		sleep_ms(wait);
+		waiter_wait(&w);
 	}
 	if (ferry_failpoint("mount.after_mount")) {
 		rc = ferry_fail(c, FERRY_FAIL, "failpoint mount.after_mount");
@@ -460,6 +488,7 @@ static int mount_run(struct ferry_ctx *c)
 		  p.mountpoint, (int)pid, ferry_mono_ms() - start);
 	rc = FERRY_OK;
 out_plan:
+	waiter_close(&w, c);
 	mount_plan_release(&p);
 	return rc;
 }
