@@ -239,6 +239,7 @@ static int freeze_replica(struct push_job *j, bool dry)
 	    ferry_replica_stamp_holds(j->replica, j->rfd, &j->state)) {
 		/* unchanged since the last sync (its stamp holds): its pages are the state's */
 		memcpy(j->now.hashes, j->state.hashes, (size_t)j->rinfo.page_count * FERRY_PAGE_HASH_LEN);
+		memcpy(j->now.db_sum, j->state.db_sum, FERRY_DB_SUM_LEN);   /* checked at load */
 		j->stamp_held = true;
 		ferry_log(j->c, FERRY_INFO, "replica unchanged since the last sync: not hashed",
 			  "pages=%" PRIu64, j->rinfo.page_count);
@@ -253,7 +254,8 @@ static int freeze_replica(struct push_job *j, bool dry)
 		ferry_log(j->c, FERRY_INFO, "hashed the replica", "pages=%" PRIu64 " bytes=%" PRIu64
 			  " ms=%" PRId64, j->rinfo.page_count, bytes, ferry_mono_ms() - t0);
 	}
-	ferry_manifest_sum(&j->now);
+	if (!j->stamp_held)
+		ferry_manifest_sum(&j->now);
 	return 0;
 }
 
@@ -1047,9 +1049,6 @@ static int push_run(struct ferry_ctx *c)
 	enum verify_mode mode;
 	int rc;
 
-	rc = assert_lock_held(c, (int64_t)(ferry_cfg_ms(c, "lease_need") / 1000));
-	if (rc)
-		return rc;
 	rc = job_init(&j, c);
 	if (rc)
 		goto out;
@@ -1070,6 +1069,10 @@ static int push_run(struct ferry_ctx *c)
 		publish(&j, (uint64_t)ferry_mono_ms() - t0, false);
 		goto out;
 	}
+	/* from here on something may be written to the store (the object, or its sidecar) */
+	rc = assert_lock_held(c, (int64_t)(ferry_cfg_ms(c, "lease_need") / 1000));
+	if (rc)
+		goto out;
 	j.stats_root = ferry_fsstats_root(j.origin, ferry_fact(c, "mount", "mountpoint"));
 	if (j.stats_root)
 		j.have_stats = ferry_fsstats_read(j.stats_root, &j.stats_before);
