@@ -4,8 +4,10 @@
 #   PIPE_BENCH_CONTACTS=100000 bash tests/bench/pipeline.sh
 # Against one local moto_server: ferry cold (no replica), warm (replica present, no
 # outside change) and next day (today + 1: the daily run) with per-stage times and bytes;
-# the schedule stage alone on the same replica; and the path of the seed guides reproduced here: s3fs mount + cp down + the same
-# schedule stage + cp up. Prints ratios measured in this run. Not a test: no asserts.
+# the schedule stage alone on the same replica; a raw parallel multipart upload of the same
+# bytes as the cold push and the day after's (rclone, 8 MiB parts, 4 at a time, as ferry
+# sends them); and the path of the seed guides reproduced here: s3fs mount + cp down + the
+# same schedule stage + cp up. Prints ratios measured in this run. Not a test: no asserts.
 . "$(dirname "$0")/../lib.sh"
 set -e
 N=${PIPE_BENCH_CONTACTS:-1000000}
@@ -37,6 +39,22 @@ for s in j["stages"]:
     print(f"    {s['name']:<10} {s['ms']:>8} ms  {b}")
 PY
 }
+stage_ms() { # the journal's ms of stage $1 in the last run
+	python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))
+print([s["ms"] for s in j["stages"] if s["name"] == sys.argv[2]][0])' "$FERRY_STATE_DIR/journal.json" "$1"
+}
+# raw_up FILE KEY: ms of a raw parallel multipart upload of FILE to the same server ("" without rclone)
+raw_up() {
+	command -v rclone >/dev/null || return 0
+	local t0
+	t0=$(date +%s%N)
+	RCLONE_CONFIG_B_TYPE=s3 RCLONE_CONFIG_B_PROVIDER=Other RCLONE_CONFIG_B_ENDPOINT=$AWS_ENDPOINT_URL_S3 \
+	RCLONE_CONFIG_B_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_B_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+	RCLONE_CONFIG_B_REGION=$AWS_REGION env -u AWS_CA_BUNDLE rclone copyto "$1" "B:$BUCKET_NAME/$2" \
+		--s3-chunk-size 8M --s3-upload-concurrency 4 --s3-upload-cutoff 8M --s3-no-head \
+		--config /dev/null 2>>"$T/rclone.log" || { echo "rclone failed (see $T/rclone.log)" >&2; return 0; }
+	ms "$t0"
+}
 phases() { # the pull and push phase lines of a run's log (-q keeps warnings only: rerun -v)
 	grep -E "(pull|push) (hashed|wrote|committed|verified|replica unchanged|pulled|pushed)" "$1" |
 		sed -E 's/^[^ ]+ info /      /' || true
@@ -45,6 +63,9 @@ echo "# org database: $N contacts, $((size / 1048576)) MiB, moto_server on 127.0
 
 t=$(date +%s%N); ferry -c "$PIPE" run 2>"$T/cold.err"; cold=$(ms "$t")
 echo "ferry cold (no replica):            $cold ms"; stage_table; phases "$T/cold.err"
+cold_push=$(stage_ms push)
+raw_cold=$(raw_up "$FERRY_STATE_DIR/org.db" raw-cold.db)
+[ -z "$raw_cold" ] || echo "raw parallel multipart upload of the same bytes (rclone): $raw_cold ms"
 t=$(date +%s%N); ferry -q -c "$PIPE" run 2>"$T/warm.err"; warm=$(ms "$t")
 echo "ferry warm (replica, no change):    $warm ms"; stage_table
 cp "$FERRY_STATE_DIR/org.db" "$T/warm.db"   # the schedule stage alone runs on this below
@@ -74,6 +95,9 @@ NEXT2=$(date -u -d "$TODAY + 2 day" +%F)
 sed -i "s/^today = $NEXT/today = $NEXT2/" "$PIPE"
 t=$(date +%s%N); ferry -c "$PIPE" -o push.server_copy=false run 2>"$T/next2.err"; next2=$(ms "$t")
 echo "ferry day after (today = $NEXT2, server_copy = false):  $next2 ms"; stage_table; phases "$T/next2.err"
+next2_push=$(stage_ms push)
+raw_next2=$(raw_up "$FERRY_STATE_DIR/org.db" raw-next2.db)
+[ -z "$raw_next2" ] || echo "raw parallel multipart upload of the same bytes (rclone): $raw_next2 ms"
 
 # the schedule stage alone on the same replica (same inputs: a warm schedule run)
 cat >"$T/sched.ini" <<INI
@@ -99,17 +123,23 @@ if command -v s3fs >/dev/null; then
 	at_exit "fusermount3 -u $T/s3fs || fusermount3 -uz $T/s3fs"
 	t=$(date +%s%N)
 	cp "$T/s3fs/org-data/$ORG_ID.db" "$T/seed/org.db"
+	down=$(ms "$t"); t1=$(date +%s%N)
 	sed -i "s|^db = .*|db = $T/seed/org.db|" "$T/sched.ini"
 	ferry -q -c "$T/sched.ini" -o schedule.compact=never run 2>"$T/seed.err"   # the guides do not compact
+	sch=$(ms "$t1"); t1=$(date +%s%N)
 	cp "$T/seed/org.db" "$T/s3fs/org-data/$ORG_ID.db"; sync
+	up=$(ms "$t1")
 	seed=$(ms "$t")
-	echo "seed path, s3fs cp down+schedule+cp up: $seed ms"
+	echo "seed path, s3fs cp down+schedule+cp up: $seed ms (cp down $down, schedule $sch, cp up $up)"
 	fusermount3 -u "$T/s3fs"
 	rm -f "$T/passwd"
 fi
 echo
 echo "ratios (this run):"
 awk -v w="$warm" -v a="$alone" 'BEGIN { printf "  warm pipeline / schedule alone     %.2f (target <= 1.5)\n", w / a }'
+[ -z "$raw_cold" ] || awk -v p="$cold_push" -v r="$raw_cold" -v q="$next2_push" -v s="$raw_next2" 'BEGIN {
+	printf "  cold push / raw upload             %.2f (every page changed; target <= 1.2)\n", p / r
+	if (s > 0) printf "  day-after push / raw upload        %.2f (every part uploaded, server_copy = false)\n", q / s }'
 [ -n "$seed" ] && awk -v c="$cold" -v w="$warm" -v s="$seed" 'BEGIN {
 	printf "  seed path / ferry cold             %.2f\n", s / c
 	printf "  seed path / ferry warm             %.2f\n", s / w }'
