@@ -160,6 +160,36 @@ static int all_parts(struct up_job *j)
 	return j->rc;
 }
 
+/* Is the object still the version the condition names? Asked right before completing:
+ * S3 enforces If-Match on CompleteMultipartUpload and pins copies by
+ * x-amz-copy-source-if-match, but some stores do neither (moto 5.2.1; R2 ignores the copy
+ * pin), and there the completion would replace a newer object. A HEAD leaves them only the
+ * few ms between it and the completion. */
+static int still_current(struct ferry_s3 *s3, const char *key, const struct ferry_s3_cond *cond,
+			 struct ferry_s3_res *res)
+{
+	struct ferry_s3_res h;
+	int rc;
+
+	if (!cond || (!cond->if_match && !cond->if_none_match))
+		return FERRY_S3_OK;
+	rc = ferry_s3_head(s3, key, NULL, &h);
+	if (cond->if_none_match && rc == FERRY_S3_NOTFOUND)
+		return FERRY_S3_OK;
+	if (cond->if_match && rc == FERRY_S3_OK && strcmp(h.etag, cond->if_match) == 0)
+		return FERRY_S3_OK;
+	if (rc != FERRY_S3_OK && rc != FERRY_S3_NOTFOUND) {
+		*res = h;
+		return rc;
+	}
+	*res = h;
+	res->status = 412;
+	snprintf(res->msg, sizeof(res->msg), "COMPLETE-MULTIPART '%s': not sent: the object is %s "
+		 "now, the write was conditional on %s", key, rc == FERRY_S3_OK ? h.etag : "gone",
+		 cond->if_match ? cond->if_match : "its absence");
+	return FERRY_S3_PRECONDITION;
+}
+
 static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		     const struct ferry_s3_cond *cond, struct ferry_s3_res *res)
 {
@@ -194,6 +224,9 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		rc = FERRY_S3_ERROR;
 		goto out_abort;
 	}
+	rc = still_current(s3, u->key, cond, res);
+	if (rc != FERRY_S3_OK)
+		goto out_abort;
 	count(u, FERRY_S3_UP_COMPLETE, 0);
 	rc = ferry_s3_mpu_complete(s3, u->key, upload_id, j.etags, j.nparts, cond, res);
 	if (j.unproven)

@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 
+#include "ferry_fsproto.h"
 #include "ferry_log.h"
 #include "ferry_s3.h"
 
@@ -517,6 +518,125 @@ static void test_multipart(struct ferry_s3 *s3)
 	free(big);
 }
 
+/* ferry_s3_upload: an object written whole from a file in ferry_fsproto.h's layout. */
+struct up_arg {
+	uint64_t changed_off;               /* the one part with new bytes */
+	int events[FERRY_S3_UP_CONFLICT + 1];
+	uint64_t bytes[FERRY_S3_UP_CONFLICT + 1];
+	int reads;
+};
+
+static bool up_changed(void *arg, uint64_t off, uint64_t len)
+{
+	const struct up_arg *a = arg;
+
+	return a->changed_off >= off && a->changed_off < off + len;
+}
+
+static int up_read(void *arg, uint64_t off, uint64_t len)
+{
+	(void)off, (void)len;
+	__atomic_add_fetch(&((struct up_arg *)arg)->reads, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void up_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes)
+{
+	struct up_arg *a = arg;
+
+	__atomic_add_fetch(&a->events[ev], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&a->bytes[ev], bytes, __ATOMIC_RELAXED);
+}
+
+static int up_fail(void *arg, uint64_t off, uint64_t len)
+{
+	(void)arg, (void)len;
+	return off ? EIO : 0;
+}
+
+static void test_upload(struct ferry_s3 *s3)
+{
+	const uint64_t size = FERRY_FS_PART0_SIZE + 2 * FERRY_FS_PART_SIZE + 4096;  /* 4 parts */
+	unsigned char *data = malloc(size);
+	struct ferry_s3_res r, h;
+	struct ferry_buf b = { 0 };
+	struct up_arg a = { .changed_off = FERRY_FS_PART0_SIZE + FERRY_FS_PART_SIZE + 100 };
+	char path[128], base[80];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/upload", tmpdir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	for (uint64_t i = 0; i < size; i++)
+		data[i] = (unsigned char)(i * 7 + i / 4096);
+	ASSERT_EQ(pwrite(fd, data, size, 0), (ssize_t)size);
+	/* a new object, nothing to copy, small enough: one PUT, If-None-Match: * */
+	struct ferry_s3_upload u = {
+		.key = "up/obj", .fd = fd, .size = size, .put_max = 256ull << 20, .threads = 4,
+		.changed = up_changed, .before_read = up_read, .count = up_count, .arg = &a,
+	};
+	ASSERT_EQ(ferry_s3_upload(s3, &u, &(struct ferry_s3_cond){ .if_none_match = "*" }, &r),
+		  FERRY_S3_OK);
+	ASSERT_EQ(a.events[FERRY_S3_UP_PUT], 1);
+	ASSERT_EQ(a.bytes[FERRY_S3_UP_PUT], size);
+	ASSERT_EQ(a.events[FERRY_S3_UP_CREATE], 0);
+	ASSERT_TRUE(r.verified);
+	snprintf(base, sizeof(base), "%s", r.etag);
+	/* again If-None-Match: *: the object exists, refused and counted as a conflict */
+	ASSERT_EQ(ferry_s3_upload(s3, &u, &(struct ferry_s3_cond){ .if_none_match = "*" }, &r),
+		  FERRY_S3_PRECONDITION);
+	ASSERT_EQ(a.events[FERRY_S3_UP_CONFLICT], 1);
+
+	/* one part changed: it is uploaded, the three others copied from the base version */
+	memset(&a.events, 0, sizeof(a.events));
+	memset(&a.bytes, 0, sizeof(a.bytes));
+	a.reads = 0;
+	memset(data + a.changed_off, 0xee, 4096);
+	ASSERT_EQ(pwrite(fd, data + a.changed_off, 4096, (off_t)a.changed_off), 4096);
+	u.base = base;
+	u.base_size = size;
+	ASSERT_EQ(ferry_s3_upload(s3, &u, &(struct ferry_s3_cond){ .if_match = base }, &r),
+		  FERRY_S3_OK);
+	ASSERT_EQ(a.events[FERRY_S3_UP_CREATE], 1);
+	ASSERT_EQ(a.events[FERRY_S3_UP_PART], 1);
+	ASSERT_EQ(a.bytes[FERRY_S3_UP_PART], FERRY_FS_PART_SIZE);
+	ASSERT_EQ(a.events[FERRY_S3_UP_COPY], 3);
+	ASSERT_EQ(a.bytes[FERRY_S3_UP_COPY], size - FERRY_FS_PART_SIZE);
+	ASSERT_EQ(a.events[FERRY_S3_UP_COMPLETE], 1);
+	ASSERT_EQ(a.reads, 1);              /* only the uploaded part is read from the file */
+	ASSERT_TRUE(r.verified);
+	ASSERT_TRUE(strstr(r.etag, "-4\"") != NULL);
+	ASSERT_EQ(ferry_s3_get_buf(s3, "up/obj", NULL, 0, 0, &b, &r), FERRY_S3_OK);
+	ASSERT_TRUE(b.len == size && memcmp(b.data, data, size) == 0);
+	ferry_buf_release(&b);
+	ASSERT_EQ(ferry_s3_head(s3, "up/obj", NULL, &h), FERRY_S3_OK);
+
+	/* fenced on a version that is no longer the object's: refused, aborted, unchanged */
+	memset(&a.events, 0, sizeof(a.events));
+	ASSERT_EQ(ferry_s3_upload(s3, &u, &(struct ferry_s3_cond){ .if_match = base }, &r),
+		  FERRY_S3_PRECONDITION);
+	ASSERT_EQ(a.events[FERRY_S3_UP_ABORT], 1);
+	ASSERT_EQ(a.events[FERRY_S3_UP_COMPLETE], 0);    /* the pinned copies failed first */
+	ASSERT_EQ(ferry_s3_head(s3, "up/obj", NULL, &r), FERRY_S3_OK);
+	ASSERT_STREQ(r.etag, h.etag);
+
+	/* the source cannot give a part: the error names it, the upload is aborted */
+	memset(&a.events, 0, sizeof(a.events));
+	u.base = h.etag;
+	u.before_read = up_fail;
+	u.changed = NULL;                   /* every part uploaded */
+	u.put_max = FERRY_FS_PART_SIZE;     /* as multipart */
+	ASSERT_EQ(ferry_s3_upload(s3, &u, &(struct ferry_s3_cond){ .if_match = h.etag }, &r),
+		  FERRY_S3_ERROR);
+	ASSERT_EQ(u.err, EIO);
+	ASSERT_CONTAINS(r.msg, "cannot read bytes");
+	ASSERT_EQ(a.events[FERRY_S3_UP_ABORT], 1);
+	ASSERT_EQ(ferry_s3_head(s3, "up/obj", NULL, &r), FERRY_S3_OK);
+	ASSERT_STREQ(r.etag, h.etag);
+	close(fd);
+	unlink(path);
+	free(data);
+}
+
 static void test_probe(struct ferry_s3 *s3, bool strip)
 {
 	struct ferry_s3_features f;
@@ -976,6 +1096,7 @@ int main(void)
 		test_copy(s3);
 		test_list(s3);
 		test_multipart(s3);
+		test_upload(s3);
 		test_probe(s3, false);
 		test_vhost(s3);
 		test_threads(s3);
