@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,30 +49,32 @@ static const char *const s3_keys[] = {
 
 struct mount_priv {
 	pid_t pid;                          /* ferryfs, leader of its own process group */
+	int exit_fd;                        /* hangs up when ferryfs exits (-1: none) */
 	char *mountpoint;
 };
 
 /* Waiting for ferryfs to mount or to exit wakes on the event itself, not on a timer: its
- * exit (a pidfd is readable), a change of the mount table (/proc/self/mounts polls
- * POLLPRI after every mount and unmount), or a signal to ferry (ferry_cancel_fd). Each
- * ms slept past the mount was lost from a warm run of ~0.2 s; polling every POLL_MS
- * stays as the fallback (a kernel without pidfd_open, a missed event). */
+ * exit (ferryfs holds the write end of a pipe whose read end, exit_fd, then hangs up), a
+ * change of the mount table (/proc/self/mounts polls POLLPRI after every mount and
+ * unmount), or a signal to ferry (ferry_cancel_fd). Each ms slept past the mount was lost
+ * from a warm run of ~0.2 s; polling every POLL_MS stays as the fallback. */
 struct waiter {
 	struct pollfd fd[3];
 	nfds_t n;
+	int mounts_fd;                      /* ours to close */
 };
 
-static void waiter_open(struct waiter *w, struct ferry_ctx *c, pid_t pid, bool mounts,
+static void waiter_open(struct waiter *w, struct ferry_ctx *c, int exit_fd, bool mounts,
 			bool cancel)
 {
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0), mfd = -1;
 	int cfd = cancel ? ferry_cancel_fd(c) : -1;
 
 	w->n = 0;
-	if (pidfd >= 0)
-		w->fd[w->n++] = (struct pollfd){ .fd = pidfd, .events = POLLIN };
-	if (mounts && (mfd = open("/proc/self/mounts", O_RDONLY | O_CLOEXEC)) >= 0)
-		w->fd[w->n++] = (struct pollfd){ .fd = mfd, .events = POLLPRI };
+	w->mounts_fd = mounts ? open("/proc/self/mounts", O_RDONLY | O_CLOEXEC) : -1;
+	if (exit_fd >= 0)
+		w->fd[w->n++] = (struct pollfd){ .fd = exit_fd, .events = POLLIN };
+	if (w->mounts_fd >= 0)
+		w->fd[w->n++] = (struct pollfd){ .fd = w->mounts_fd, .events = POLLPRI };
 	if (cfd >= 0)
 		w->fd[w->n++] = (struct pollfd){ .fd = cfd, .events = POLLIN };
 }
@@ -84,11 +85,11 @@ static void waiter_wait(struct waiter *w)
 	(void)poll(w->fd, w->n, POLL_MS);
 }
 
-static void waiter_close(struct waiter *w, struct ferry_ctx *c)
+static void waiter_close(struct waiter *w)
 {
-	for (nfds_t i = 0; i < w->n; i++)
-		if (w->fd[i].fd != ferry_cancel_fd(c))
-			close(w->fd[i].fd);
+	if (w->mounts_fd >= 0)
+		close(w->mounts_fd);
+	w->mounts_fd = -1;
 	w->n = 0;
 }
 
@@ -340,19 +341,21 @@ static void priv_free(struct mount_priv *m)
 {
 	if (!m)
 		return;
+	if (m->exit_fd >= 0)
+		close(m->exit_fd);
 	free(m->mountpoint);
 	free(m);
 }
 
 /* Stops ferryfs (already unmounted, so it should be leaving) and reaps it. */
-static void stop_child(struct ferry_ctx *c, pid_t pid)
+static void stop_child(struct ferry_ctx *c, pid_t pid, int exit_fd)
 {
 	int64_t until = ferry_mono_ms() + GRACE_MS;
 	bool termed = false;
 	struct waiter w;
 	int st;
 
-	waiter_open(&w, c, pid, false, false);   /* stopping: after a signal too */
+	waiter_open(&w, c, exit_fd, false, false);   /* stopping: after a signal too */
 	for (;;) {
 		pid_t r = waitpid(pid, &st, WNOHANG);
 
@@ -373,14 +376,15 @@ static void stop_child(struct ferry_ctx *c, pid_t pid)
 		}
 		waiter_wait(&w);
 	}
-	waiter_close(&w, c);
+	waiter_close(&w);
 }
 
 static int mount_run(struct ferry_ctx *c)
 {
 	struct mount_priv *m;
 	struct mount_plan p;
-	struct waiter w = { .n = 0 };
+	struct waiter w = { .n = 0, .mounts_fd = -1 };
+	int ep[2] = { -1, -1 };
 	int64_t start, until;
 	pid_t pid;
 	int rc, e;
@@ -413,10 +417,17 @@ static int mount_run(struct ferry_ctx *c)
 		rc = ferry_fail(c, FERRY_FAIL, "out of memory");
 		goto out_plan;
 	}
+	m->exit_fd = -1;
+	if (pipe2(ep, O_CLOEXEC) != 0)
+		ep[0] = ep[1] = -1;         /* no wake-up on exit: polled */
 	start = ferry_mono_ms();
 	pid = fork();
 	if (pid < 0) {
 		rc = ferry_fail(c, FERRY_FAIL, "cannot start ferryfs: %s", strerror(errno));
+		if (ep[0] >= 0) {
+			close(ep[0]);
+			close(ep[1]);
+		}
 		priv_free(m);
 		goto out_plan;
 	}
@@ -441,10 +452,15 @@ static int mount_run(struct ferry_ctx *c)
 		if (fd >= 0)
 			dup2(fd, 0);
 		dup2(2, 1);
+		if (ep[1] >= 0)
+			(void)fcntl(ep[1], F_SETFD, 0);   /* ferryfs holds it until it exits */
 		execv(p.ferryfs, argv);
 		_exit(127);
 	}
 	setpgid(pid, pid);
+	if (ep[1] >= 0)
+		close(ep[1]);
+	m->exit_fd = ep[0];
 	m->pid = pid;
 	*ferry_priv(c) = m;                 /* from here cleanup owns the child */
 	if (ferry_failpoint("mount.after_spawn")) {
@@ -453,7 +469,7 @@ static int mount_run(struct ferry_ctx *c)
 	}
 
 	until = start + (int64_t)p.wait_ms;
-	waiter_open(&w, c, pid, true, true);
+	waiter_open(&w, c, m->exit_fd, true, true);
 	for (;;) {
 		int st;
 
@@ -488,7 +504,7 @@ static int mount_run(struct ferry_ctx *c)
 		  p.mountpoint, (int)pid, ferry_mono_ms() - start);
 	rc = FERRY_OK;
 out_plan:
-	waiter_close(&w, c);
+	waiter_close(&w);
 	mount_plan_release(&p);
 	return rc;
 }
@@ -513,7 +529,7 @@ static int mount_cleanup(struct ferry_ctx *c)
 			ferry_log(c, FERRY_INFO, "unmounted", "mountpoint=%s", mp);
 	}
 	if (m && m->pid > 0)
-		stop_child(c, m->pid);
+		stop_child(c, m->pid, m->exit_fd);
 	priv_free(m);
 	*ferry_priv(c) = NULL;
 	return rc;
