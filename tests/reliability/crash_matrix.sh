@@ -14,8 +14,10 @@
 # the second run takes a 10 minute lock so a loaded machine cannot run its lease out.
 # Every odd iteration starts with no local replica, every even one with last run's replica;
 # the points that need a replica to patch always keep it. push.before_complete kills ferry
-# with every part of a multipart write on the store and the object not completed (only for
-# databases of 8 MiB or more with a part left to copy: CRASH_CONTACTS=20000). fs.* points
+# with every part of a multipart write on the store and the object not completed: only
+# reached by a multipart write (a part left to copy, or more than 256 MiB), which this
+# matrix's first schedule of a reset object never makes (every part changes: one PUT);
+# t3006 kills there on a one-row change of a 64 MiB database. fs.* points
 # kill ferryfs; push writes an object of the [s3] bucket from the replica, not through the
 # mount, so in this pipeline they only reach the manifest sidecar's commit (not a data point).
 . "$(dirname "$0")/../lib.sh"
