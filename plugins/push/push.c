@@ -30,7 +30,8 @@
  *
  * The replica's state file (written by pull, see pull.c) holds the page hashes of the
  * origin version the replica came from and its ETag. push
- *   1. asks the lock stage whether the lock is still ours with lease_need left;
+ *   1. asks the lock stage whether the lock is still ours with lease_need left (once
+ *      something may be written: after the checks of 2, before 3);
  *   2. freezes the replica: no hot journal, WAL checkpointed (TRUNCATE), quick_check,
  *      then a read transaction held until the end so no writer can change the file;
  *   3. opens the origin on the mount and compares its ETag with the state's: another
@@ -700,9 +701,11 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 	char who[1024];
 	int rc;
 
-	for (uint64_t i = 0; i < ferry_fs_nparts(size); i++)
-		d.uploads += direct_changed(&d, ferry_fs_part_start(i), ferry_fs_part_len(i, size)) ||
-			     ferry_fs_part_start(i + 1) > j->origin_size;
+	for (uint64_t i = 0; i < ferry_fs_nparts(size); i++) {
+		uint64_t off = ferry_fs_part_start(i), len = ferry_fs_part_len(i, size);
+
+		d.uploads += direct_changed(&d, off, len) || off + len > j->origin_size;
+	}
 	pthread_mutex_init(&d.mu, NULL);
 	j->cb.step = "committing: uploading to S3";
 	ferry_progress_init(&d.prog, &j->cb, j->now.page_count);
