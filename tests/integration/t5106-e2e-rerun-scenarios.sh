@@ -74,9 +74,10 @@ assert_no_lock
 ferry -c "$PIPE" run --discard-local pull >"$T/out" 2>"$T/err10" || { tail -20 "$T/err10"; fail "pull --discard-local"; }
 cmp "$FERRY_STATE_DIR/org.db" "$T/oB.db" || fail "replica is not machine B's object after --discard-local"
 
-# (4) a stale holder: A sleeps before its commit past its lease; B takes over and pushes
+# (4) a stale holder: A sleeps before its commit past its lease (a 4 s lock, 3 s of lease: it
+#     must reach push within that on a loaded machine); B takes over and pushes
 rm -rf "$T/B"
-FERRY_FAILPOINT=push.before_fsync:sleep=9000 ferry_bg -c "$PIPE" -o pipeline.deadline=0 -o lock.ttl=3s \
+FERRY_FAILPOINT=push.before_fsync:sleep=9000 ferry_bg -c "$PIPE" -o pipeline.deadline=0 -o lock.ttl=4s \
 	-o lock.margin=1s -o push.lease_need=0 -o schedule.today=2026-04-06 -o schedule.run_id=stale \
 	run >"$T/outA" 2>"$T/errA"
 pid_A=$FERRY_PID
