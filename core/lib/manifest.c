@@ -23,9 +23,8 @@
  * where hash = SHA-256(page)[0..16) (all zeros for the lock-byte page, which SQLite never
  * uses and we never copy), db_sum = SHA-256("ferry-db-sum-v1" | u32 page_size |
  * u64 page_count | all hashes) - the whole-database checksum - and the trailing sha256
- * covers every byte before it, so a torn or edited manifest is detected. The encoder computes
- * db_sum from the hashes it writes, so a file whose trailing sha256 holds has a consistent
- * db_sum. 16 bytes per page: 1 MiB for a 256 MiB database of 4 KiB pages.
+ * covers every byte before it, so a torn or edited manifest is detected. 16 bytes per
+ * page: 1 MiB for a 256 MiB database of 4 KiB pages.
  */
 
 #define MF_MAGIC     "FERRYPG1"
@@ -109,10 +108,7 @@ int ferry_manifest_encode(const struct ferry_manifest *m, unsigned char **buf, s
 	p += 2;
 	memcpy(p, m->etag, el);
 	p += el;
-	/* computed here, never taken from m: every file has the sum its hashes make, so a
-	 * reader whose trailing checksum holds needs not sum them again (two loads of a 3.5
-	 * MiB state per warm run) */
-	sum_hashes(m->page_size, m->page_count, m->hashes, p);
+	memcpy(p, m->db_sum, FERRY_DB_SUM_LEN);
 	p += FERRY_DB_SUM_LEN;
 	if (hl)
 		memcpy(p, m->hashes, hl);
@@ -165,7 +161,7 @@ static int parse_head(const unsigned char *buf, size_t got, uint64_t len, struct
 int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_manifest *m,
 			  char *err, size_t errlen)
 {
-	unsigned char want[32];
+	unsigned char want[32], sum[FERRY_DB_SUM_LEN];
 
 	if (parse_head(buf, len, len, m, err, errlen) != 0)
 		return -1;
@@ -183,6 +179,13 @@ int ferry_manifest_decode(const unsigned char *buf, size_t len, struct ferry_man
 	if (m->page_count)
 		memcpy(m->hashes, buf + len - 32 - m->page_count * FERRY_PAGE_HASH_LEN,
 		       (size_t)m->page_count * FERRY_PAGE_HASH_LEN);
+	sum_hashes(m->page_size, m->page_count, m->hashes, sum);
+	if (memcmp(sum, m->db_sum, sizeof(sum)) != 0) {
+		ferry_manifest_release(m);
+		pages_seterr(err, errlen,
+			     "corrupt manifest (database checksum does not match its page hashes)");
+		return -1;
+	}
 	return 0;
 }
 
