@@ -262,6 +262,9 @@ struct ferry_s3_upload {
 	void (*count)(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes);
 	void *arg;
 	const char *failpoint;              /* ferry_failpoint() after the parts, before completing */
+	/* ferry_failpoint() before reading the upload that passes half of those planned (the
+	 * parts not copied; or before the one PUT) */
+	const char *failpoint_mid;
 	bool *no_copy;                      /* set (and read) once the store refused UploadPartCopy */
 	int err;                            /* out: before_read's errno when that failed the upload */
 };

@@ -28,6 +28,7 @@ struct up_job {
 	int rc;                             /* first failure (FERRY_S3_*) */
 	struct ferry_s3_res fail;           /* its answer */
 	bool unproven;                      /* an uploaded part's ETag was not its MD5 */
+	int uploads, started;               /* parts planned to upload; uploads begun */
 	pthread_mutex_t mu;
 };
 
@@ -64,11 +65,18 @@ static bool as_put(struct ferry_s3 *s3, const struct ferry_s3_upload *u)
 	return true;
 }
 
-static int before_read(struct ferry_s3_upload *u, uint64_t off, uint64_t len,
+/* Before bytes [off, off + len) are read from the fd: the halfway fault point when mid says
+ * this read passes it, then the caller's before_read. */
+static int before_read(struct ferry_s3_upload *u, uint64_t off, uint64_t len, bool mid,
 		       struct ferry_s3_res *res)
 {
-	int e = u->before_read ? u->before_read(u->arg, off, len) : 0;
+	int e;
 
+	if (mid && u->failpoint_mid && ferry_failpoint(u->failpoint_mid)) {
+		snprintf(res->msg, sizeof(res->msg), "'%s': failpoint %s", u->key, u->failpoint_mid);
+		return FERRY_S3_ERROR;
+	}
+	e = u->before_read ? u->before_read(u->arg, off, len) : 0;
 	if (!e)
 		return FERRY_S3_OK;
 	u->err = e;
@@ -81,6 +89,7 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 {
 	struct ferry_s3_upload *u = j->u;
 	uint64_t off = ferry_fs_part_start((uint64_t)i), len = ferry_fs_part_len((uint64_t)i, u->size);
+	bool mid;
 	int rc;
 
 	if (copyable(u, off, len)) {
@@ -96,7 +105,10 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 			ferry_logf(FERRY_WARN, "s3", "store lacks UploadPartCopy; uploading parts instead",
 				   "msg=\"%s\"", res->msg);
 	}
-	rc = before_read(u, off, len, res);
+	pthread_mutex_lock(&j->mu);
+	mid = ++j->started == j->uploads / 2 + 1;
+	pthread_mutex_unlock(&j->mu);
+	rc = before_read(u, off, len, mid, res);
 	if (rc != FERRY_S3_OK)
 		return rc;
 	rc = ferry_s3_mpu_part_fd(j->s3, u->key, j->upload_id, i + 1, u->fd, (off_t)off, len,
@@ -178,11 +190,9 @@ static int still_current(struct ferry_s3 *s3, const char *key, const struct ferr
 		return FERRY_S3_OK;
 	if (cond->if_match && rc == FERRY_S3_OK && strcmp(h.etag, cond->if_match) == 0)
 		return FERRY_S3_OK;
-	if (rc != FERRY_S3_OK && rc != FERRY_S3_NOTFOUND) {
-		*res = h;
-		return rc;
-	}
 	*res = h;
+	if (rc != FERRY_S3_OK && rc != FERRY_S3_NOTFOUND)
+		return rc;
 	res->status = 412;
 	snprintf(res->msg, sizeof(res->msg), "COMPLETE-MULTIPART '%s': not sent: the object is %s "
 		 "now, the write was conditional on %s", key, rc == FERRY_S3_OK ? h.etag : "gone",
@@ -212,6 +222,8 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		rc = FERRY_S3_ERROR;
 		goto out_abort;
 	}
+	for (uint64_t i = 0; i < ferry_fs_nparts(u->size); i++)
+		j.uploads += !copyable(u, ferry_fs_part_start(i), ferry_fs_part_len(i, u->size));
 	rc = all_parts(&j);
 	if (rc != FERRY_S3_OK) {
 		*res = j.fail;
@@ -262,7 +274,7 @@ int ferry_s3_upload(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 	memset(res, 0, sizeof(*res));
 	u->err = 0;
 	if (as_put(s3, u)) {
-		rc = before_read(u, 0, u->size, res);
+		rc = before_read(u, 0, u->size, true, res);
 		if (rc != FERRY_S3_OK)
 			return rc;
 		rc = u->size ? ferry_s3_put_fd(s3, u->key, u->fd, 0, u->size, cond, res) :

@@ -525,24 +525,31 @@ static void who_won(struct push_job *j, char *out, size_t n)
 	free(key);
 }
 
+/* The conditional write lost: someone replaced the origin since the replica's last sync. */
+static int fail_replaced(struct push_job *j)
+{
+	char who[1024];
+
+	who_won(j, who, sizeof(who));
+	return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was replaced by another writer since "
+			  "this replica's last sync (etag %s): nothing overwritten; %s. Pull "
+			  "again to work on the new version", j->origin, j->state.etag,
+			  *who ? who : "who wrote it is not known");
+}
+
 /* fsync = ferryfs's conditional commit. A failure is a fence when the ETag moved, and
  * ESTALE is ferryfs's word for "the conditional commit lost" (412/409 from the store). */
 static int commit(struct push_job *j)
 {
-	char now[FERRY_ETAG_MAX], who[1024];
+	char now[FERRY_ETAG_MAX];
 	int e;
 
 	if (fsync(j->ofd) == 0)
 		return 0;
 	e = errno;
 	if ((j->etag_known && ferry_pages_etag_path(j->origin, now, sizeof(now)) == 0 &&
-	     strcmp(now, j->state.etag) != 0) || (e == ESTALE && !j->create)) {
-		who_won(j, who, sizeof(who));
-		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was replaced by another writer since "
-				  "this replica's last sync (etag %s): nothing overwritten; %s. Pull "
-				  "again to work on the new version", j->origin, j->state.etag,
-				  *who ? who : "who wrote it is not known");
-	}
+	     strcmp(now, j->state.etag) != 0) || (e == ESTALE && !j->create))
+		return fail_replaced(j);
 	if (j->create && (e == EEXIST || e == ESTALE))
 		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was created by someone else during "
 				  "push: nothing overwritten", j->origin);
@@ -627,9 +634,6 @@ struct direct_up {
 	struct push_job *j;
 	struct ferry_progress prog;
 	pthread_mutex_t mu;
-	uint64_t size;                      /* the object's bytes */
-	uint64_t uploads, started;          /* parts to upload; uploads started so far */
-	bool mid;                           /* push.mid_write was asked */
 };
 
 /* Does part [off, off + len) hold a page to write? (j->list is sorted) */
@@ -650,22 +654,6 @@ static bool direct_changed(void *arg, uint64_t off, uint64_t len)
 			hi = mid;
 	}
 	return lo < j->n && j->list[lo] < end;
-}
-
-/* Halfway through the parts to upload (or at the one PUT): the crash matrix's
- * push.mid_write (some parts sent, the object not completed). */
-static int direct_read(void *arg, uint64_t off, uint64_t len)
-{
-	struct direct_up *d = arg;
-	bool hit;
-
-	(void)off;
-	pthread_mutex_lock(&d->mu);
-	hit = !d->mid && (++d->started > d->uploads / 2 || len == d->size);
-	if (hit)
-		d->mid = true;
-	pthread_mutex_unlock(&d->mu);
-	return hit && ferry_failpoint("push.mid_write") ? EIO : 0;
 }
 
 static void direct_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes)
@@ -689,36 +677,25 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 {
 	const uint64_t size = j->now.page_count * j->now.page_size;
 	const struct ferry_s3_cond cond = { .if_match = j->state.etag };
-	struct direct_up d = { .j = j, .size = size };
+	struct direct_up d = { .j = j };
 	struct ferry_s3_upload u = {
 		.key = key, .fd = j->rfd, .size = size, .base = j->state.etag,
 		.base_size = j->origin_size, .put_max = FERRY_FS_PUT_MAX, .threads = FERRY_FS_UPLOAD_THREADS,
-		.changed = direct_changed, .before_read = direct_read, .count = direct_count,
-		.arg = &d, .failpoint = "push.before_complete",
+		.changed = direct_changed, .count = direct_count, .arg = &d,
+		.failpoint = "push.before_complete", .failpoint_mid = "push.mid_write",
 	};
 	struct ferry_s3_res res;
 	int64_t t0 = ferry_mono_ms();
-	char who[1024];
 	int rc;
 
-	for (uint64_t i = 0; i < ferry_fs_nparts(size); i++) {
-		uint64_t off = ferry_fs_part_start(i), len = ferry_fs_part_len(i, size);
-
-		d.uploads += direct_changed(&d, off, len) || off + len > j->origin_size;
-	}
 	pthread_mutex_init(&d.mu, NULL);
 	j->cb.step = "committing: uploading to S3";
 	ferry_progress_init(&d.prog, &j->cb, j->now.page_count);
 	rc = ferry_s3_upload(s3, &u, &cond, &res);
 	ferry_progress_end(&d.prog);
 	pthread_mutex_destroy(&d.mu);
-	if (rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT) {
-		who_won(j, who, sizeof(who));
-		return ferry_fail(j->c, FERRY_FENCED, "origin '%s' was replaced by another writer since "
-				  "this replica's last sync (etag %s): nothing overwritten; %s. Pull "
-				  "again to work on the new version", j->origin, j->state.etag,
-				  *who ? who : "who wrote it is not known");
-	}
+	if (rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT)
+		return fail_replaced(j);
 	if (rc != FERRY_S3_OK)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot commit origin '%s': %s", j->origin,
 				  u.err && !res.msg[0] ? strerror(u.err) : res.msg);
