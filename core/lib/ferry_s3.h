@@ -266,6 +266,11 @@ struct ferry_s3_upload {
 	 * parts not copied; or before the one PUT) */
 	const char *failpoint_mid;
 	bool *no_copy;                      /* set (and read) once the store refused UploadPartCopy */
+	/* 0: every part that can be copied is. > 0: such a part is uploaded instead once this
+	 * upload's own timings (ns per byte of the copies and of the uploads done so far) say
+	 * the copyable bytes left would take more than this many ms longer as copies (a store
+	 * whose UploadPartCopy costs O(object), as moto's) */
+	int64_t copy_slack_ms;
 	int err;                            /* out: before_read's errno when that failed the upload */
 };
 /* FERRY_S3_OK, or a code with res->msg naming the request (FERRY_S3_ERROR with u->err set

@@ -53,6 +53,18 @@ void sigv4_sha256_hex(const void *data, size_t len, char hex[65]);
 /* SHA-256 (hex) of len bytes of fd from off, read in chunks: 0, or -1 with why filled. */
 int sigv4_sha256_fd_hex(int fd, off_t off, uint64_t len, char hex[65], char *why, size_t wl);
 
+/* ---------------------------------------------------------------- uploads (s3_upload.c) */
+
+/* What the parts of one upload took so far, each as its own thread timed it. */
+struct s3up_cost {
+	uint64_t copy_ns, copy_bytes;       /* UploadPartCopy */
+	uint64_t up_ns, up_bytes;           /* UploadPart */
+};
+/* Upload rather than copy, with `left` copyable bytes still to go at `threads` parts at a
+ * time: both kinds measured, copies dearer per byte, and the difference over `left` more
+ * than slack_ms (ferry_s3_upload.copy_slack_ms; <= 0: never). */
+bool s3up_prefer_upload(const struct s3up_cost *m, uint64_t left, int threads, int64_t slack_ms);
+
 /* ---------------------------------------------------------------- XML readers (s3_xml.c) */
 
 /* XML readers over S3 response bodies (expat). Each returns 0, or -1 when the text is

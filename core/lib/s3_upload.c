@@ -3,6 +3,7 @@
  * cache files with it and push writes the replica with it, so both send the same requests
  * in the same part layout (ferry_fsproto.h). */
 #include "ferry_s3.h"
+#include "s3_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -29,6 +30,10 @@ struct up_job {
 	struct ferry_s3_res fail;           /* its answer */
 	bool unproven;                      /* an uploaded part's ETag was not its MD5 */
 	int uploads, started;               /* parts planned to upload; uploads begun */
+	int nthreads;                       /* parts at a time */
+	struct s3up_cost cost;              /* what the parts done so far took */
+	uint64_t copy_left;                 /* bytes of the copyable parts not yet taken */
+	int switched;                       /* copyable parts uploaded instead */
 	pthread_mutex_t mu;
 };
 
@@ -65,6 +70,56 @@ static bool as_put(struct ferry_s3 *s3, const struct ferry_s3_upload *u)
 	return true;
 }
 
+bool s3up_prefer_upload(const struct s3up_cost *m, uint64_t left, int threads, int64_t slack_ms)
+{
+	double copy, up;
+
+	if (slack_ms <= 0 || !m->copy_bytes || !m->up_bytes || threads < 1)
+		return false;
+	copy = (double)m->copy_ns / (double)m->copy_bytes;
+	up = (double)m->up_ns / (double)m->up_bytes;
+	return copy > up && (double)left * (copy - up) / threads / 1e6 > (double)slack_ms;
+}
+
+/* Copy part [off, off + len) server-side? Taken once per copyable part, in order: with
+ * copy_slack_ms, not once the timings so far say the copies left cost more than uploading
+ * them (then every later copyable part is weighed again with the newer timings). */
+static bool take_copy(struct up_job *j, uint64_t off, uint64_t len)
+{
+	struct ferry_s3_upload *u = j->u;
+	bool upload;
+
+	if (!copyable(u, off, len))
+		return false;
+	pthread_mutex_lock(&j->mu);
+	upload = s3up_prefer_upload(&j->cost, j->copy_left, j->nthreads, u->copy_slack_ms);
+	j->copy_left -= len;
+	if (upload && !j->switched++)
+		ferry_logf(FERRY_INFO, "s3", "part copies are slower than uploads here: uploading "
+			   "the copyable parts left", "key='%s' copy_ms_per_mib=%.1f "
+			   "upload_ms_per_mib=%.1f left_mib=%llu", u->key,
+			   (double)j->cost.copy_ns / (double)j->cost.copy_bytes * 1048576 / 1e6,
+			   (double)j->cost.up_ns / (double)j->cost.up_bytes * 1048576 / 1e6,
+			   (unsigned long long)((j->copy_left + len) >> 20));
+	pthread_mutex_unlock(&j->mu);
+	return !upload;
+}
+
+static void took(struct up_job *j, bool copy, uint64_t len, uint64_t t0)
+{
+	uint64_t ns = ferry_mono_ns() - t0;
+
+	pthread_mutex_lock(&j->mu);
+	if (copy) {
+		j->cost.copy_ns += ns;
+		j->cost.copy_bytes += len;
+	} else {
+		j->cost.up_ns += ns;
+		j->cost.up_bytes += len;
+	}
+	pthread_mutex_unlock(&j->mu);
+}
+
 /* Before bytes [off, off + len) are read from the fd: the halfway fault point when mid says
  * this read passes it, then the caller's before_read. */
 static int before_read(struct ferry_s3_upload *u, uint64_t off, uint64_t len, bool mid,
@@ -89,13 +144,15 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 {
 	struct ferry_s3_upload *u = j->u;
 	uint64_t off = ferry_fs_part_start((uint64_t)i), len = ferry_fs_part_len((uint64_t)i, u->size);
+	uint64_t t0 = ferry_mono_ns();
 	bool mid;
 	int rc;
 
-	if (copyable(u, off, len)) {
+	if (take_copy(j, off, len)) {
 		rc = ferry_s3_mpu_part_copy(j->s3, u->key, j->upload_id, i + 1, u->key, u->base, off,
 					    len, j->etags[i], res);
 		if (rc == FERRY_S3_OK) {
+			took(j, true, len, t0);
 			count(u, FERRY_S3_UP_COPY, len);
 			return rc;
 		}
@@ -111,12 +168,14 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 	rc = before_read(u, off, len, mid, res);
 	if (rc != FERRY_S3_OK)
 		return rc;
+	t0 = ferry_mono_ns();
 	rc = ferry_s3_mpu_part_fd(j->s3, u->key, j->upload_id, i + 1, u->fd, (off_t)off, len,
 				  j->etags[i], res);
 	if (rc != FERRY_S3_OK)
 		return rc;
 	if (!res->verified)
 		__atomic_store_n(&j->unproven, true, __ATOMIC_RELAXED);
+	took(j, false, len, t0);
 	count(u, FERRY_S3_UP_PART, len);
 	return rc;
 }
@@ -153,11 +212,8 @@ static void *worker(void *arg)
 static int all_parts(struct up_job *j)
 {
 	pthread_t th[UP_THREADS_MAX];
-	int nth = j->u->threads < 1 ? 1 : j->u->threads > UP_THREADS_MAX ? UP_THREADS_MAX :
-		  j->u->threads, started = 0;
+	int nth = j->nthreads, started = 0;
 
-	if (nth > j->nparts)
-		nth = j->nparts;
 	pthread_mutex_init(&j->mu, NULL);
 	for (int t = 0; t < nth; t++) {
 		if (pthread_create(&th[t], NULL, worker, j) != 0)
@@ -222,8 +278,17 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		rc = FERRY_S3_ERROR;
 		goto out_abort;
 	}
-	for (uint64_t i = 0; i < ferry_fs_nparts(u->size); i++)
-		j.uploads += !copyable(u, ferry_fs_part_start(i), ferry_fs_part_len(i, u->size));
+	for (uint64_t i = 0; i < ferry_fs_nparts(u->size); i++) {
+		uint64_t len = ferry_fs_part_len(i, u->size);
+
+		if (copyable(u, ferry_fs_part_start(i), len))
+			j.copy_left += len;
+		else
+			j.uploads++;
+	}
+	j.nthreads = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ? UP_THREADS_MAX : u->threads;
+	if (j.nthreads > j.nparts)
+		j.nthreads = j.nparts;
 	rc = all_parts(&j);
 	if (rc != FERRY_S3_OK) {
 		*res = j.fail;
@@ -244,8 +309,8 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 	if (j.unproven)
 		res->verified = false;
 	ferry_logf(FERRY_DEBUG, "s3", "multipart upload", "key='%s' parts=%d parts_ms=%lld "
-		   "complete_ms=%lld", u->key, j.nparts, (long long)(t_parts - t0),
-		   (long long)(ferry_mono_ms() - t_parts));
+		   "complete_ms=%lld copies_uploaded=%d", u->key, j.nparts,
+		   (long long)(t_parts - t0), (long long)(ferry_mono_ms() - t_parts), j.switched);
 	if (rc == FERRY_S3_OK)
 		goto out_free;
 out_abort:

@@ -683,6 +683,7 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 		.base_size = j->origin_size, .put_max = FERRY_FS_PUT_MAX, .threads = FERRY_FS_UPLOAD_THREADS,
 		.changed = direct_changed, .count = direct_count, .arg = &d,
 		.failpoint = "push.before_complete", .failpoint_mid = "push.mid_write",
+		.copy_slack_ms = (int64_t)ferry_cfg_ms(j->c, "copy_slack"),
 	};
 	struct ferry_s3_res res;
 	int64_t t0 = ferry_mono_ms();
@@ -1163,7 +1164,7 @@ static int push_dry_run(struct ferry_ctx *c)
 		ferry_log(c, FERRY_WARN, "dry-run: origin changed since the last pull; counts are "
 			  "against the last pulled version", "etag=%s pulled=%s", now, j.state.etag);
 	ferry_log(c, FERRY_INFO, "dry-run: would write pages from replica into origin",
-		  "pages=%zu bytes=%" PRIu64 " pages_total=%" PRIu64 " parts_uploaded<=%" PRIu64
+		  "pages=%zu bytes=%" PRIu64 " pages_total=%" PRIu64 " parts_changed=%" PRIu64
 		  " create=%s if_match=%s origin='%s' replica='%s'", j.n,
 		  (uint64_t)j.n * j.now.page_size, j.now.page_count, parts_touched(&j),
 		  j.create ? "yes" : "no", j.create ? "-" : j.state.etag[0] ? j.state.etag : "-",
@@ -1192,6 +1193,10 @@ static const struct ferry_key push_keys[] = {
 	  "parts without a changed page are copied server-side (UploadPartCopy) from the "
 	  "version pulled; false: every part is uploaded from the replica (for a store whose "
 	  "part copies cost more than uploading, as moto's do: tests/bench/RESULTS.md)" },
+	{ "copy_slack", FERRY_KEY_DURATION, "1s", 0,
+	  "with server_copy, the parts left to copy are uploaded instead once this push's own "
+	  "timings say copying them would take this much longer than uploading them; 0: "
+	  "always copy" },
 	{ "verify", FERRY_KEY_ENUM, "etag", 0,
 	  "how the new object is proven equal to the replica: etag, by the store's checksums "
 	  "(Content-MD5 on every upload, the multipart ETag computed from all parts), reading "

@@ -18,6 +18,7 @@
 #include "ferry_fsproto.h"
 #include "ferry_log.h"
 #include "ferry_s3.h"
+#include "s3_internal.h"
 
 #define TEST_AK "AKIAFERRYTESTKEY0001"
 #define TEST_SK "ferryTestSecret/DoNotLeak+0123456789abcdef"
@@ -637,6 +638,70 @@ static void test_upload(struct ferry_s3 *s3)
 	free(data);
 }
 
+/* When copies cost more than uploads: the choice, then a store whose copies are slow. */
+static void test_copy_choice(struct ferry_s3 *p3)
+{
+	const uint64_t mib = 1 << 20;
+	/* copies 100 ms per MiB, uploads 10 ms per MiB */
+	struct s3up_cost m = { .copy_ns = 800000000, .copy_bytes = 8 * mib,
+			       .up_ns = 80000000, .up_bytes = 8 * mib };
+	const uint64_t size = FERRY_FS_PART0_SIZE + 7 * FERRY_FS_PART_SIZE;  /* 8 parts */
+	unsigned char *data = malloc(size);
+	struct up_arg a = { .changed_off = 100 };        /* part 0 */
+	struct ferry_s3_res r;
+	struct ferry_buf b = { 0 };
+	char path[128], base[80];
+	int fd;
+
+	/* 80 MiB left, 4 at a time: (100 - 10) * 80 / 4 = 1800 ms saved */
+	ASSERT_TRUE(s3up_prefer_upload(&m, 80 * mib, 4, 1000));
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 80 * mib, 4, 2000));
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 40 * mib, 4, 1000));
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 80 * mib, 4, 0));     /* 0: always copy */
+	m.up_bytes = 0;                                             /* no upload timed yet */
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 80 * mib, 4, 1));
+	m = (struct s3up_cost){ .copy_ns = 80000000, .copy_bytes = 8 * mib,
+				.up_ns = 800000000, .up_bytes = 8 * mib };
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 800 * mib, 1, 1));   /* copies cheaper */
+
+	/* each copy stalls 1.5 s in the proxy: the first ones are copied (nothing timed
+	 * yet), the parts taken once a copy has been timed are uploaded; the object is the
+	 * file either way and its ETag proven */
+	snprintf(path, sizeof(path), "%s/slowcopy", tmpdir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	for (uint64_t i = 0; i < size; i++)
+		data[i] = (unsigned char)(i * 13 + i / 4096);
+	ASSERT_EQ(pwrite(fd, data, size, 0), (ssize_t)size);
+	struct ferry_s3_upload u = {
+		.key = "up/slowcopy", .fd = fd, .size = size, .put_max = 256ull << 20, .threads = 4,
+		.count = up_count, .arg = &a,
+	};
+	ASSERT_EQ(ferry_s3_upload(p3, &u, NULL, &r), FERRY_S3_OK);
+	snprintf(base, sizeof(base), "%s", r.etag);
+	data[a.changed_off] ^= 0xff;
+	ASSERT_EQ(pwrite(fd, data + a.changed_off, 1, (off_t)a.changed_off), 1);
+	memset(&a.events, 0, sizeof(a.events));
+	u.base = base;
+	u.base_size = size;
+	u.changed = up_changed;
+	u.copy_slack_ms = 1;
+	rule("{\"action\":\"stall\",\"header\":\"x-amz-copy-source\",\"seconds\":1.5,"
+	     "\"count\":-1}");
+	ASSERT_EQ(ferry_s3_upload(p3, &u, &(struct ferry_s3_cond){ .if_match = base }, &r),
+		  FERRY_S3_OK);
+	rules_reset();
+	ASSERT_TRUE(r.verified);
+	ASSERT_TRUE(a.events[FERRY_S3_UP_COPY] >= 1);
+	ASSERT_TRUE(a.events[FERRY_S3_UP_PART] >= 2);    /* part 0 and a copyable one */
+	ASSERT_EQ(a.events[FERRY_S3_UP_COPY] + a.events[FERRY_S3_UP_PART], 8);
+	ASSERT_EQ(ferry_s3_get_buf(p3, "up/slowcopy", NULL, 0, 0, &b, &r), FERRY_S3_OK);
+	ASSERT_TRUE(b.len == size && memcmp(b.data, data, size) == 0);
+	ferry_buf_release(&b);
+	close(fd);
+	unlink(path);
+	free(data);
+}
+
 static void test_probe(struct ferry_s3 *s3, bool strip)
 {
 	struct ferry_s3_features f;
@@ -1097,6 +1162,7 @@ int main(void)
 		test_list(s3);
 		test_multipart(s3);
 		test_upload(s3);
+		test_copy_choice(p3);
 		test_probe(s3, false);
 		test_vhost(s3);
 		test_threads(s3);
