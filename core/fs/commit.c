@@ -39,10 +39,11 @@ static int src_fill(void *arg, uint64_t off, uint64_t len)
 	return e;
 }
 
-static void src_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes)
+static void src_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t off, uint64_t bytes)
 {
 	struct fs *fs = ((struct commit_src *)arg)->fs;
 
+	(void)off;
 	switch (ev) {
 	case FERRY_S3_UP_PUT:
 		STAT_ADD(fs, put, 1);

@@ -18,10 +18,17 @@
 
 #define UP_THREADS_MAX 16
 #define UP_ETAG_MAX    80               /* ferry_s3_mpu_part*: etag_out holds 80 bytes */
+#define PART_MIN       (5ull << 20)     /* S3's smallest part (but the last) */
+#define PART_MAX       (5ull << 30)     /* and its largest */
+#define PARTS_MAX      10000            /* parts of one upload */
+#define PLAN_PARTS     9000             /* ferry_s3_plan_around stays under this */
+#define PLAN_COPY      (64ull << 20)    /* its copied parts: at most (a store that turns
+					 * copies into uploads, copy_slack, sends them whole) */
 
 struct up_job {
 	struct ferry_s3 *s3;
 	struct ferry_s3_upload *u;
+	const struct ferry_s3_part *plan;   /* u->plan, or the fixed layout */
 	const char *upload_id;
 	int nparts;
 	char **etags;
@@ -37,10 +44,11 @@ struct up_job {
 	pthread_mutex_t mu;
 };
 
-static void count(const struct ferry_s3_upload *u, enum ferry_s3_upload_ev ev, uint64_t bytes)
+static void count(const struct ferry_s3_upload *u, enum ferry_s3_upload_ev ev, uint64_t off,
+		  uint64_t bytes)
 {
 	if (u->count)
-		u->count(u->arg, ev, bytes);
+		u->count(u->arg, ev, off, bytes);
 }
 
 static bool no_copy(const struct ferry_s3_upload *u)
@@ -48,24 +56,174 @@ static bool no_copy(const struct ferry_s3_upload *u)
 	return u->no_copy && __atomic_load_n(u->no_copy, __ATOMIC_RELAXED);
 }
 
-/* Whether part [off, off + len) can be copied server-side from the base. */
-static bool copyable(const struct ferry_s3_upload *u, uint64_t off, uint64_t len)
+/* Whether part p can be copied server-side from the base. */
+static bool copyable(const struct ferry_s3_upload *u, const struct ferry_s3_part *p)
 {
-	return u->base && u->base[0] && off + len <= u->base_size && u->changed &&
-	       !u->changed(u->arg, off, len) && !no_copy(u);
+	return p->copy && u->base && u->base[0] && p->off + p->len <= u->base_size && !no_copy(u);
+}
+
+static uint64_t up_round(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+struct plan {
+	struct ferry_s3_part *p;
+	size_t n, cap;
+};
+
+static int plan_add(struct plan *pl, uint64_t off, uint64_t len, bool copy)
+{
+	if (pl->n == pl->cap) {
+		size_t cap = pl->cap ? pl->cap * 2 : 64;
+		struct ferry_s3_part *p = realloc(pl->p, cap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		pl->p = p;
+		pl->cap = cap;
+	}
+	pl->p[pl->n++] = (struct ferry_s3_part){ .off = off, .len = len, .copy = copy };
+	return 0;
+}
+
+/* [off, end) as parts of about `target` bytes, each at least `min` (fewer parts when the
+ * range is short), on `align` boundaries: one part when it is shorter than min (only the
+ * object's last part may be). */
+static int plan_split(struct plan *pl, uint64_t off, uint64_t end, uint64_t target,
+		      uint64_t min, uint64_t align, bool copy)
+{
+	const uint64_t len = end - off;
+	uint64_t k = (len + target - 1) / target, at = off;
+
+	while (k > 1 && len / k < min + align)
+		k--;
+	for (uint64_t i = 1; i <= k; i++) {
+		uint64_t to = i == k ? end : off + len * i / k / align * align;
+
+		if (plan_add(pl, at, to - at, copy))
+			return -1;
+		at = to;
+	}
+	return 0;
+}
+
+/* The first new byte at or after pos (size: none), and where the run of new bytes holding
+ * it ends. d[*i] is the first range that may hold it; past `fresh` every byte is new. */
+static uint64_t next_new(const struct ferry_s3_range *d, size_t n, size_t *i, uint64_t pos,
+			 uint64_t fresh, uint64_t size, uint64_t align, uint64_t *run_end)
+{
+	while (*i < n && up_round(d[*i].end, align) <= pos)
+		(*i)++;
+	if (*i < n) {
+		uint64_t off = d[*i].off / align * align;
+
+		if (off < pos)
+			off = pos;
+		if (off < fresh) {
+			*run_end = up_round(d[*i].end, align);
+			if (*run_end >= fresh)   /* runs on into the bytes past the base */
+				*run_end = size;
+			return off;
+		}
+	}
+	*run_end = size;
+	return pos > fresh ? pos : fresh;
+}
+
+long ferry_s3_plan_around(const struct ferry_s3_range *dirty, size_t ndirty, uint64_t size,
+			  uint64_t base_size, uint64_t align, struct ferry_s3_part **out)
+{
+	struct plan pl = { 0 };
+	uint64_t min, up, cmax, fresh, pos = 0;
+	size_t i = 0;
+
+	*out = NULL;
+	align = align ? align : 1;
+	min = up_round(size / PLAN_PARTS + 1 > PART_MIN ? size / PLAN_PARTS + 1 : PART_MIN, align);
+	up = min > FERRY_FS_PART_SIZE ? min : up_round(FERRY_FS_PART_SIZE, align);
+	cmax = min > PLAN_COPY ? min : up_round(PLAN_COPY, align);
+	fresh = (base_size < size ? base_size : size) / align * align;   /* new from here on */
+	while (pos < size) {
+		uint64_t run_end, start = next_new(dirty, ndirty, &i, pos, fresh, size, align, &run_end);
+		uint64_t end;
+
+		if (start >= size) {                /* the rest is the base's */
+			if (plan_split(&pl, pos, size, cmax, min, align, true))
+				goto oom;
+			break;
+		}
+		if (start - pos < min)              /* too little between to copy */
+			start = pos;
+		else if (plan_split(&pl, pos, start, cmax, min, align, true))
+			goto oom;
+		end = start + min > run_end ? start + min : run_end;
+		if (end > size)
+			end = size;
+		/* new bytes closer than min after the part's end go in it too */
+		while (end < size) {
+			uint64_t nx = next_new(dirty, ndirty, &i, end, fresh, size, align, &run_end);
+
+			if (nx >= size || nx - end >= min)
+				break;
+			end = run_end;
+		}
+		if (plan_split(&pl, start, end, up, min, align, false))
+			goto oom;
+		pos = end;
+	}
+	*out = pl.p;
+	return (long)pl.n;
+oom:
+	free(pl.p);
+	return -1;
+}
+
+/* ferry_fsproto.h's layout, a part copied where `changed` says it holds no new byte. */
+static long plan_fixed(const struct ferry_s3_upload *u, struct ferry_s3_part **out)
+{
+	const uint64_t n = ferry_fs_nparts(u->size);
+	struct ferry_s3_part *p = calloc(n, sizeof(*p));
+
+	*out = p;
+	if (!p)
+		return -1;
+	for (uint64_t i = 0; i < n; i++) {
+		p[i].off = ferry_fs_part_start(i);
+		p[i].len = ferry_fs_part_len(i, u->size);
+		p[i].copy = u->changed && !u->changed(u->arg, p[i].off, p[i].len);
+	}
+	return (long)n;
+}
+
+/* A caller's plan covers [0, size) in order with parts S3 takes. */
+static bool plan_valid(const struct ferry_s3_part *p, size_t n, uint64_t size)
+{
+	uint64_t at = 0;
+
+	if (!n || n > PARTS_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].off != at || !p[i].len || p[i].len > PART_MAX ||
+		    (i + 1 < n && p[i].len < PART_MIN))
+			return false;
+		at += p[i].len;
+	}
+	return at == size;
 }
 
 /* With no part to copy every byte is uploaded anyway: up to put_max one PUT spares the
  * multipart round trips and the store's completion (which some stores pay for by reading
  * every part again). Where a multipart completion cannot be fenced (GCS), always one PUT. */
-static bool as_put(struct ferry_s3 *s3, const struct ferry_s3_upload *u)
+static bool as_put(struct ferry_s3 *s3, const struct ferry_s3_upload *u,
+		   const struct ferry_s3_part *plan, size_t n)
 {
-	if (u->size < FERRY_FS_PART_SIZE || !ferry_s3_multipart_fenced(s3))
+	if (n < 2 || u->size < FERRY_FS_PART_SIZE || !ferry_s3_multipart_fenced(s3))
 		return true;
 	if (u->size > u->put_max)
 		return false;
-	for (uint64_t i = 0; i < ferry_fs_nparts(u->size); i++)
-		if (copyable(u, ferry_fs_part_start(i), ferry_fs_part_len(i, u->size)))
+	for (size_t i = 0; i < n; i++)
+		if (copyable(u, &plan[i]))
 			return false;
 	return true;
 }
@@ -84,12 +242,13 @@ bool s3up_prefer_upload(const struct s3up_cost *m, uint64_t left, int threads, i
 /* Copy part [off, off + len) server-side? Taken once per copyable part, in order: with
  * copy_slack_ms, not once the timings so far say the copies left cost more than uploading
  * them (then every later copyable part is weighed again with the newer timings). */
-static bool take_copy(struct up_job *j, uint64_t off, uint64_t len)
+static bool take_copy(struct up_job *j, const struct ferry_s3_part *p)
 {
 	struct ferry_s3_upload *u = j->u;
+	const uint64_t len = p->len;
 	bool upload;
 
-	if (!copyable(u, off, len))
+	if (!copyable(u, p))
 		return false;
 	pthread_mutex_lock(&j->mu);
 	upload = s3up_prefer_upload(&j->cost, j->copy_left, j->nthreads, u->copy_slack_ms);
@@ -143,17 +302,17 @@ static int before_read(struct ferry_s3_upload *u, uint64_t off, uint64_t len, bo
 static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 {
 	struct ferry_s3_upload *u = j->u;
-	uint64_t off = ferry_fs_part_start((uint64_t)i), len = ferry_fs_part_len((uint64_t)i, u->size);
+	const uint64_t off = j->plan[i].off, len = j->plan[i].len;
 	uint64_t t0 = ferry_mono_ns();
 	bool mid;
 	int rc;
 
-	if (take_copy(j, off, len)) {
+	if (take_copy(j, &j->plan[i])) {
 		rc = ferry_s3_mpu_part_copy(j->s3, u->key, j->upload_id, i + 1, u->key, u->base, off,
 					    len, j->etags[i], res);
 		if (rc == FERRY_S3_OK) {
 			took(j, true, len, t0);
-			count(u, FERRY_S3_UP_COPY, len);
+			count(u, FERRY_S3_UP_COPY, off, len);
 			return rc;
 		}
 		if (rc != FERRY_S3_NOTIMPL)
@@ -176,7 +335,7 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 	if (!res->verified)
 		__atomic_store_n(&j->unproven, true, __ATOMIC_RELAXED);
 	took(j, false, len, t0);
-	count(u, FERRY_S3_UP_PART, len);
+	count(u, FERRY_S3_UP_PART, off, len);
 	return rc;
 }
 
@@ -257,14 +416,15 @@ static int still_current(struct ferry_s3 *s3, const char *key, const struct ferr
 }
 
 static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
-		     const struct ferry_s3_cond *cond, struct ferry_s3_res *res)
+		     const struct ferry_s3_part *plan, size_t n, const struct ferry_s3_cond *cond,
+		     struct ferry_s3_res *res)
 {
-	struct up_job j = { .s3 = s3, .u = u, .nparts = (int)ferry_fs_nparts(u->size) };
+	struct up_job j = { .s3 = s3, .u = u, .plan = plan, .nparts = (int)n };
 	int64_t t0 = ferry_mono_ms(), t_parts;
 	char *upload_id = NULL;
 	int rc;
 
-	count(u, FERRY_S3_UP_CREATE, 0);
+	count(u, FERRY_S3_UP_CREATE, 0, 0);
 	rc = ferry_s3_mpu_create(s3, u->key, &upload_id, res);
 	if (rc != FERRY_S3_OK)
 		return rc;
@@ -278,11 +438,9 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		rc = FERRY_S3_ERROR;
 		goto out_abort;
 	}
-	for (uint64_t i = 0; i < ferry_fs_nparts(u->size); i++) {
-		uint64_t len = ferry_fs_part_len(i, u->size);
-
-		if (copyable(u, ferry_fs_part_start(i), len))
-			j.copy_left += len;
+	for (size_t i = 0; i < n; i++) {
+		if (copyable(u, &plan[i]))
+			j.copy_left += plan[i].len;
 		else
 			j.uploads++;
 	}
@@ -304,7 +462,7 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 	rc = still_current(s3, u->key, cond, res);
 	if (rc != FERRY_S3_OK)
 		goto out_abort;
-	count(u, FERRY_S3_UP_COMPLETE, 0);
+	count(u, FERRY_S3_UP_COMPLETE, 0, 0);
 	rc = ferry_s3_mpu_complete(s3, u->key, upload_id, j.etags, j.nparts, cond, res);
 	if (j.unproven)
 		res->verified = false;
@@ -317,7 +475,7 @@ out_abort:
 	{
 		struct ferry_s3_res ares;
 
-		count(u, FERRY_S3_UP_ABORT, 0);
+		count(u, FERRY_S3_UP_ABORT, 0, 0);
 		ferry_s3_mpu_abort(s3, u->key, upload_id, &ares);
 	}
 out_free:
@@ -332,25 +490,42 @@ int ferry_s3_upload(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		    const struct ferry_s3_cond *cond, struct ferry_s3_res *res)
 {
 	struct ferry_s3_res local, h;
+	struct ferry_s3_part *fixed = NULL;
+	const struct ferry_s3_part *plan = u->plan;
+	long n = (long)u->nplan;
 	int rc;
 
 	if (!res)
 		res = &local;
 	memset(res, 0, sizeof(*res));
 	u->err = 0;
-	if (as_put(s3, u)) {
-		rc = before_read(u, 0, u->size, true, res);
-		if (rc != FERRY_S3_OK)
-			return rc;
-		rc = u->size ? ferry_s3_put_fd(s3, u->key, u->fd, 0, u->size, cond, res) :
-			       ferry_s3_put(s3, u->key, "", 0, cond, res);
-		if (rc == FERRY_S3_OK)
-			count(u, FERRY_S3_UP_PUT, u->size);
-	} else {
-		rc = multipart(s3, u, cond, res);
+	if (!plan) {
+		n = plan_fixed(u, &fixed);
+		plan = fixed;
 	}
+	if (n < 0) {
+		snprintf(res->msg, sizeof(res->msg), "'%s': out of memory", u->key);
+		return FERRY_S3_ERROR;
+	}
+	if (u->size && !plan_valid(plan, (size_t)n, u->size)) {
+		free(fixed);
+		snprintf(res->msg, sizeof(res->msg), "'%s': the %ld parts planned do not make an "
+			 "upload S3 takes", u->key, n);
+		return FERRY_S3_ERROR;
+	}
+	if (as_put(s3, u, plan, (size_t)n)) {
+		rc = before_read(u, 0, u->size, true, res);
+		if (rc == FERRY_S3_OK)
+			rc = u->size ? ferry_s3_put_fd(s3, u->key, u->fd, 0, u->size, cond, res) :
+				       ferry_s3_put(s3, u->key, "", 0, cond, res);
+		if (rc == FERRY_S3_OK)
+			count(u, FERRY_S3_UP_PUT, 0, u->size);
+	} else {
+		rc = multipart(s3, u, plan, (size_t)n, cond, res);
+	}
+	free(fixed);
 	if (rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT)
-		count(u, FERRY_S3_UP_CONFLICT, 0);
+		count(u, FERRY_S3_UP_CONFLICT, 0, 0);
 	if (rc != FERRY_S3_OK)
 		return rc;
 	/* the object as the store now describes it: our ETag and size, or it was not our

@@ -86,6 +86,9 @@ struct push_job {
 	bool direct;                        /* written from the replica straight to the store */
 	bool proven;                        /* direct: the store's ETags prove every byte */
 	uint64_t up, copied;                /* direct: bytes uploaded / copied server-side */
+	struct ferry_s3_range *upl;         /* direct: the byte ranges uploaded (any order) */
+	size_t nupl, capupl;
+	bool upl_lost;                      /* out of memory recording one */
 	struct ferry_pages_cb cb;
 };
 
@@ -102,6 +105,7 @@ static void job_release(struct push_job *j)
 	ferry_manifest_release(&j->state);
 	ferry_manifest_release(&j->now);
 	free(j->list);
+	free(j->upl);
 	free(j->origin);
 	free(j->replica);
 	free(j->state_path);
@@ -282,7 +286,7 @@ static int diff(struct push_job *j)
 }
 
 /* Distinct parts (ferry_fsproto.h's layout) touched by the pages to write: what ferryfs
- * uploads. */
+ * uploads (through the mount). */
 static uint64_t parts_touched(const struct push_job *j)
 {
 	uint64_t parts = 0, last = UINT64_MAX;
@@ -295,6 +299,57 @@ static uint64_t parts_touched(const struct push_job *j)
 		last = p;
 	}
 	return parts;
+}
+
+/* The parts of a direct write (ferry_s3_plan_around): the runs of pages to write, uploaded
+ * in parts of 5 MiB or more around them, the rest copied from the version synced. The
+ * number of parts (*plan malloc'd), 0 for an empty object, -1 out of memory. */
+static long plan_direct(const struct push_job *j, struct ferry_s3_part **plan)
+{
+	const uint64_t ps = j->now.page_size;
+	struct ferry_s3_range *r = calloc(j->n ? j->n : 1, sizeof(*r));
+	size_t nr = 0;
+	long n;
+
+	*plan = NULL;
+	if (!r)
+		return -1;
+	for (size_t i = 0; i < j->n; i++) {
+		if (nr && r[nr - 1].end == j->list[i] * ps)
+			r[nr - 1].end += ps;
+		else
+			r[nr++] = (struct ferry_s3_range){ j->list[i] * ps, (j->list[i] + 1) * ps };
+	}
+	n = ferry_s3_plan_around(r, nr, j->now.page_count * ps, j->origin_size, ps, plan);
+	free(r);
+	return n;
+}
+
+static uint64_t plan_uploads(const struct ferry_s3_part *plan, long n)
+{
+	uint64_t up = 0;
+
+	for (long i = 0; i < n; i++)
+		up += !plan[i].copy;
+	return up;
+}
+
+/* The dry run's count of parts to upload: an existing object is written from the replica
+ * (plan_direct) unless every part is uploaded; a new one goes through the mount. */
+static uint64_t parts_changed(const struct push_job *j)
+{
+	struct ferry_s3_part *plan;
+	long n;
+	uint64_t up;
+
+	if (!j->etag_known || j->create || !j->n)
+		return parts_touched(j);
+	if (j->upload_all)
+		return ferry_fs_nparts(j->now.page_count * j->now.page_size);
+	n = plan_direct(j, &plan);
+	up = n < 0 ? parts_touched(j) : plan_uploads(plan, n);
+	free(plan);
+	return up;
 }
 
 /* Open the origin for writing and prove nobody wrote it since the replica's last sync (the
@@ -636,27 +691,7 @@ struct direct_up {
 	pthread_mutex_t mu;
 };
 
-/* Does part [off, off + len) hold a page to write? (j->list is sorted) */
-static bool direct_changed(void *arg, uint64_t off, uint64_t len)
-{
-	const struct push_job *j = ((struct direct_up *)arg)->j;
-	const uint64_t ps = j->now.page_size, first = off / ps, end = (off + len) / ps;
-	size_t lo = 0, hi = j->n;
-
-	if (j->upload_all)
-		return true;
-	while (lo < hi) {                   /* the first listed page >= first */
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (j->list[mid] < first)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < j->n && j->list[lo] < end;
-}
-
-static void direct_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes)
+static void direct_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t off, uint64_t bytes)
 {
 	struct direct_up *d = arg;
 	struct push_job *j = d->j;
@@ -665,10 +700,24 @@ static void direct_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t bytes)
 	if (ev != FERRY_S3_UP_PUT && ev != FERRY_S3_UP_PART && ev != FERRY_S3_UP_COPY)
 		return;
 	pthread_mutex_lock(&d->mu);
-	if (ev == FERRY_S3_UP_COPY)
+	if (ev == FERRY_S3_UP_COPY) {
 		j->copied += bytes;
-	else
+	} else {
 		j->up += bytes;
+		if (j->nupl == j->capupl) {
+			size_t cap = j->capupl ? j->capupl * 2 : 64;
+			struct ferry_s3_range *r = realloc(j->upl, cap * sizeof(*r));
+
+			if (r) {
+				j->upl = r;
+				j->capupl = cap;
+			}
+		}
+		if (j->nupl < j->capupl)    /* else verify_parts reads every part back */
+			j->upl[j->nupl++] = (struct ferry_s3_range){ off, off + bytes };
+		else
+			j->upl_lost = true;
+	}
 	ferry_progress_add(&d->prog, bytes / ps, ev == FERRY_S3_UP_COPY ? 0 : bytes);
 	pthread_mutex_unlock(&d->mu);
 }
@@ -678,10 +727,13 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 	const uint64_t size = j->now.page_count * j->now.page_size;
 	const struct ferry_s3_cond cond = { .if_match = j->state.etag };
 	struct direct_up d = { .j = j };
+	struct ferry_s3_part *plan = NULL;
+	long nplan = j->upload_all ? 0 : plan_direct(j, &plan);
 	struct ferry_s3_upload u = {
 		.key = key, .fd = j->rfd, .size = size, .base = j->state.etag,
 		.base_size = j->origin_size, .put_max = FERRY_FS_PUT_MAX, .threads = FERRY_FS_UPLOAD_THREADS,
-		.changed = direct_changed, .count = direct_count, .arg = &d,
+		.plan = nplan > 0 ? plan : NULL, .nplan = nplan > 0 ? (size_t)nplan : 0,
+		.count = direct_count, .arg = &d,
 		.failpoint = "push.before_complete", .failpoint_mid = "push.mid_write",
 		.copy_slack_ms = (int64_t)ferry_cfg_ms(j->c, "copy_slack"),
 	};
@@ -689,12 +741,15 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 	int64_t t0 = ferry_mono_ms();
 	int rc;
 
+	if (nplan < 0)
+		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
 	pthread_mutex_init(&d.mu, NULL);
 	j->cb.step = "committing: uploading to S3";
 	ferry_progress_init(&d.prog, &j->cb, j->now.page_count);
 	rc = ferry_s3_upload(s3, &u, &cond, &res);
 	ferry_progress_end(&d.prog);
 	pthread_mutex_destroy(&d.mu);
+	free(plan);
 	if (rc == FERRY_S3_PRECONDITION || rc == FERRY_S3_CONFLICT)
 		return fail_replaced(j);
 	if (rc != FERRY_S3_OK)
@@ -805,68 +860,117 @@ static int compare_part(struct push_job *j, struct ferry_hasher *h, const unsign
  * with the replica's. 0; -1 when the store
  * cannot be read directly (the caller reads the whole object back through the mount); or a
  * FERRY_ code after ferry_fail. */
+static int range_cmp(const void *a, const void *b)
+{
+	const struct ferry_s3_range *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* What verify_parts reads: the whole object (all); the ranges the direct write uploaded;
+ * through the mount, the fixed layout's parts holding a written page. NULL: out of memory. */
+static struct ferry_s3_range *readback_ranges(struct push_job *j, bool all, size_t *n)
+{
+	const uint64_t ps = j->now.page_size, size = j->now.page_count * ps;
+	struct ferry_s3_range *r = calloc(all || !j->n ? 1 : j->n, sizeof(*r));
+	uint64_t last = UINT64_MAX;
+
+	*n = 0;
+	if (!r)
+		return NULL;
+	if (all) {
+		r[(*n)++] = (struct ferry_s3_range){ 0, size };
+	} else if (j->direct) {
+		free(r);
+		if (!(r = malloc((j->nupl ? j->nupl : 1) * sizeof(*r))))
+			return NULL;
+		memcpy(r, j->upl, j->nupl * sizeof(*r));
+		qsort(r, j->nupl, sizeof(*r), range_cmp);
+		*n = j->nupl;
+	} else {
+		for (size_t i = 0; i < j->n; i++) {
+			uint64_t part = ferry_fs_part_of(j->list[i] * ps);
+
+			if (part != last && ferry_fs_part_start(part) < size)
+				r[(*n)++] = (struct ferry_s3_range){ ferry_fs_part_start(part),
+					ferry_fs_part_start(part) + ferry_fs_part_len(part, size) };
+			last = part;
+		}
+	}
+	return r;
+}
+
+/* Read back, straight from the store (never through the mount, whose cache holds what
+ * push wrote) and pinned to the new ETag, the whole object (all), or what this push
+ * uploaded (the rest was copied server-side from the version the replica was synced to;
+ * everything when the commit copied nothing), and compare its pages with the replica's, 8
+ * MiB a request. 0; -1 when the store cannot be read directly (the caller reads the whole
+ * object back through the mount); or a FERRY_ code after ferry_fail. */
 static int verify_parts(struct push_job *j, bool all)
 {
 	const uint64_t ps = j->now.page_size, size = j->now.page_count * ps;
 	const struct ferry_s3_cond cond = { .if_match = j->etag };
 	char *key = NULL;
 	struct ferry_s3 *s3 = j->etag_known ? ferry_s3_for_mount(j->c, j->origin, &key) : NULL;
-	uint64_t nparts = ferry_fs_nparts(size), bytes = 0, parts = 0;
-	uint64_t last = UINT64_MAX;
+	uint64_t bytes = 0, total = 0, reads = 0;
+	struct ferry_s3_range *r = NULL;
 	struct ferry_hasher *h = NULL;
 	struct ferry_progress prog;
 	unsigned char *buf = NULL;
 	int64_t t0 = ferry_mono_ms();
+	size_t nr = 0;
 	int rc = 0;
 
 	if (!s3)
 		return -1;
-	all = all || (j->direct ? j->copied == 0 : !j->have_commit_stats ||
+	all = all || (j->direct ? j->copied == 0 || j->upl_lost : !j->have_commit_stats ||
 		      j->stats_commit.bytes_copied == j->stats_before.bytes_copied);
+	r = readback_ranges(j, all, &nr);
 	buf = malloc(FERRY_FS_PART_SIZE);
 	h = ferry_hasher_new();
-	if (!buf || !h) {
+	if (!r || !buf || !h) {
 		rc = ferry_fail(j->c, FERRY_FAIL, "out of memory");
 		goto out;
 	}
+	for (size_t i = 0; i < nr; i++)
+		total += r[i].end - r[i].off;
 	j->cb.step = all ? "verifying: reading the new object back from the store" :
 			   "verifying: reading the uploaded parts back from the store";
-	ferry_progress_init(&prog, &j->cb, all ? j->now.page_count : parts_touched(j) *
-			    (FERRY_FS_PART_SIZE / ps));   /* at most: part 0 is smaller */
-	for (uint64_t i = 0; i < (all ? nparts : j->n) && !rc; i++) {
-		uint64_t part = all ? i : ferry_fs_part_of(j->list[i] * ps);
-		uint64_t off = ferry_fs_part_start(part), len;
-		struct ferry_s3_res res;
-		size_t got = 0;
+	ferry_progress_init(&prog, &j->cb, total / ps);
+	for (size_t i = 0; i < nr && !rc; i++) {
+		for (uint64_t off = r[i].off; off < r[i].end && !rc; off += FERRY_FS_PART_SIZE) {
+			uint64_t len = r[i].end - off < FERRY_FS_PART_SIZE ? r[i].end - off :
+				       FERRY_FS_PART_SIZE;
+			struct ferry_s3_res res;
+			size_t got = 0;
 
-		if (part == last || off >= size)
-			continue;
-		last = part;
-		len = ferry_fs_part_len(part, size);
-		if (j->cb.cancelled && j->cb.cancelled(j->cb.arg)) {
-			rc = ferry_fail(j->c, FERRY_FAIL, "cancelled while verifying");
-			break;
+			if (j->cb.cancelled && j->cb.cancelled(j->cb.arg)) {
+				rc = ferry_fail(j->c, FERRY_FAIL, "cancelled while verifying");
+				break;
+			}
+			if (ferry_s3_get_into(s3, key, &cond, off, (size_t)len, buf, &got, &res) !=
+			    FERRY_S3_OK || got != len) {
+				rc = ferry_fail(j->c, FERRY_FAIL, "cannot read origin '%s' back to "
+						"verify: %s", j->origin, got != len && !res.msg[0] ?
+						"short read" : res.msg);
+				break;
+			}
+			rc = compare_part(j, h, buf, off, len);
+			bytes += len;
+			reads++;
+			ferry_progress_add(&prog, len / ps, len);
 		}
-		if (ferry_s3_get_into(s3, key, &cond, off, (size_t)len, buf, &got, &res) !=
-		    FERRY_S3_OK || got != len) {
-			rc = ferry_fail(j->c, FERRY_FAIL, "cannot read origin '%s' back to verify: %s",
-					j->origin, got != len && !res.msg[0] ? "short read" : res.msg);
-			break;
-		}
-		rc = compare_part(j, h, buf, off, len);
-		bytes += len;
-		parts++;
-		ferry_progress_add(&prog, len / ps, len);
 	}
 	ferry_progress_end(&prog);
 	if (!rc)
 		ferry_log(j->c, FERRY_INFO, "verified: what was read back from the store matches the "
-			  "replica", "how=%s parts=%" PRIu64 " of=%" PRIu64 " bytes_read=%" PRIu64
-			  " ms=%" PRId64, parts == nparts ? "readback" : "readback-uploaded", parts,
-			  nparts, bytes, ferry_mono_ms() - t0);
+			  "replica", "how=%s bytes_read=%" PRIu64 " of=%" PRIu64 " reads=%" PRIu64
+			  " ms=%" PRId64, all ? "readback" : "readback-uploaded", bytes, size, reads,
+			  ferry_mono_ms() - t0);
 out:
 	ferry_hasher_free(h);
 	free(buf);
+	free(r);
 	free(key);
 	return rc;
 }
@@ -1158,6 +1262,7 @@ static int push_dry_run(struct ferry_ctx *c)
 		rc = diff(&j);
 	if (rc)
 		goto out;
+	j.upload_all = !ferry_cfg_bool(c, "server_copy");
 	/* the pipeline's pull would bring a newer origin in first: say so, do not fail */
 	if (!j.create && ferry_pages_etag_path(j.origin, now, sizeof(now)) == 0 &&
 	    strcmp(now, j.state.etag) != 0)
@@ -1166,7 +1271,7 @@ static int push_dry_run(struct ferry_ctx *c)
 	ferry_log(c, FERRY_INFO, "dry-run: would write pages from replica into origin",
 		  "pages=%zu bytes=%" PRIu64 " pages_total=%" PRIu64 " parts_changed=%" PRIu64
 		  " create=%s if_match=%s origin='%s' replica='%s'", j.n,
-		  (uint64_t)j.n * j.now.page_size, j.now.page_count, parts_touched(&j),
+		  (uint64_t)j.n * j.now.page_size, j.now.page_count, parts_changed(&j),
 		  j.create ? "yes" : "no", j.create ? "-" : j.state.etag[0] ? j.state.etag : "-",
 		  j.origin, j.replica);
 out:
