@@ -1,7 +1,8 @@
 /* s3_upload.c: an object written whole from a file (ferry_s3_upload): one conditional PUT,
  * or a multipart upload whose unchanged parts are copied server-side. ferryfs commits its
- * cache files with it and push writes the replica with it, so both send the same requests
- * in the same part layout (ferry_fsproto.h). */
+ * cache files with it in ferry_fsproto.h's fixed layout; push writes the replica with it in
+ * a layout around the changed pages (ferry_s3_plan_around). Copies that measure dearer than
+ * uploads turn into uploads (copy_slack_ms, s3up_prefer_upload). */
 #include "ferry_s3.h"
 #include "s3_internal.h"
 
