@@ -550,6 +550,20 @@ static void up_count(void *arg, enum ferry_s3_upload_ev ev, uint64_t off, uint64
 	__atomic_add_fetch(&a->bytes[ev], bytes, __ATOMIC_RELAXED);
 }
 
+/* tmpdir/NAME holding size bytes of a pattern (also left in data): its fd */
+static int up_file(char *path, size_t pathlen, const char *name, unsigned char *data,
+		   uint64_t size, unsigned int mul)
+{
+	int fd;
+
+	snprintf(path, pathlen, "%s/%s", tmpdir, name);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	for (uint64_t i = 0; i < size; i++)
+		data[i] = (unsigned char)(i * mul + i / 4096);
+	ASSERT_EQ(pwrite(fd, data, size, 0), (ssize_t)size);
+	return fd;
+}
+
 static int up_fail(void *arg, uint64_t off, uint64_t len)
 {
 	(void)arg, (void)len;
@@ -566,11 +580,7 @@ static void test_upload(struct ferry_s3 *s3)
 	char path[128], base[80];
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/upload", tmpdir);
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	for (uint64_t i = 0; i < size; i++)
-		data[i] = (unsigned char)(i * 7 + i / 4096);
-	ASSERT_EQ(pwrite(fd, data, size, 0), (ssize_t)size);
+	fd = up_file(path, sizeof(path), "upload", data, size, 7);
 	/* a new object, nothing to copy, small enough: one PUT, If-None-Match: * */
 	struct ferry_s3_upload u = {
 		.key = "up/obj", .fd = fd, .size = size, .put_max = 256ull << 20, .threads = 4,
@@ -789,11 +799,7 @@ static void test_copy_choice(struct ferry_s3 *p3, struct ferry_s3 *s3)
 	for (int i = 0; i < 6; i++)
 		plan[i] = (struct ferry_s3_part){ .off = (uint64_t)i * 5 * mib, .len = 5 * mib,
 						  .copy = i > 0 };
-	snprintf(path, sizeof(path), "%s/slowcopy", tmpdir);
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	for (uint64_t i = 0; i < size; i++)
-		data[i] = (unsigned char)(i * 13 + i / 4096);
-	ASSERT_EQ(pwrite(fd, data, size, 0), (ssize_t)size);
+	fd = up_file(path, sizeof(path), "slowcopy", data, size, 13);
 	struct ferry_s3_upload u = {
 		.key = "up/slowcopy", .fd = fd, .size = size, .put_max = 256ull << 20, .threads = 4,
 		.count = up_count, .arg = &a,
