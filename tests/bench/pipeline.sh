@@ -56,7 +56,7 @@ raw_up() {
 	ms "$t0"
 }
 phases() { # the pull and push phase lines of a run's log (-q keeps warnings only: rerun -v)
-	grep -E "(pull|push) (hashed|wrote|committed|verified|replica unchanged|pulled|pushed)" "$1" |
+	grep -E "(pull|push) (hashed|wrote|committed|verified|replica unchanged|pulled|pushed)|s3 part copies" "$1" |
 		sed -E 's/^[^ ]+ info /      /' || true
 }
 echo "# org database: $N contacts, $((size / 1048576)) MiB, moto_server on 127.0.0.1"
