@@ -110,8 +110,9 @@ today = $TODAY
 state_rules = $SRC_DIR/conf/state_rules.csv
 zip_states = $SRC_DIR/conf/zip3_states.csv
 INI
-t=$(date +%s%N); ferry -q -c "$T/sched.ini" run 2>"$T/alone.err"; alone=$(ms "$t")
+t=$(date +%s%N); ferry -c "$T/sched.ini" run 2>"$T/alone.err"; alone=$(ms "$t")
 echo "schedule stage alone (warm):        $alone ms"
+grep -E "schedule (database is byte-identical|run ok)" "$T/alone.err" | sed -E 's/^[^ ]+ info /      /' || true
 
 # the seeds' path: s3fs mount, cp down, schedule, cp up (no lock, no fencing)
 seed=""
