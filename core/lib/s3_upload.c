@@ -33,13 +33,16 @@ struct up_job {
 	const char *upload_id;
 	int nparts;
 	char **etags;
-	int next;                           /* next part index to take */
+	int *order;                         /* the parts in the order they are taken */
+	int next;                           /* next index into order */
 	int rc;                             /* first failure (FERRY_S3_*) */
 	struct ferry_s3_res fail;           /* its answer */
 	bool unproven;                      /* an uploaded part's ETag was not its MD5 */
 	int uploads, started;               /* parts planned to upload; uploads begun */
 	int nthreads;                       /* parts at a time */
 	struct s3up_cost cost;              /* what the parts done so far took */
+	uint64_t fly_t0, fly_bytes;         /* copies under way: sum of starts (ns), bytes */
+	int fly;                            /* and how many */
 	uint64_t copy_left;                 /* bytes of the copyable parts not yet taken */
 	int switched;                       /* copyable parts uploaded instead */
 	pthread_mutex_t mu;
@@ -240,40 +243,56 @@ bool s3up_prefer_upload(const struct s3up_cost *m, uint64_t left, int threads, i
 	return copy > up && (double)left * (copy - up) / threads / 1e6 > (double)slack_ms;
 }
 
-/* Copy part [off, off + len) server-side? Taken once per copyable part, in order: with
- * copy_slack_ms, not once the timings so far say the copies left cost more than uploading
- * them (then every later copyable part is weighed again with the newer timings). */
-static bool take_copy(struct up_job *j, const struct ferry_s3_part *p)
+/* Copy part p server-side? Asked once per copyable part: with copy_slack_ms, not once the
+ * timings say the copies left cost more than uploading them. A copy under way counts with
+ * the time it has taken so far (a lower bound of its cost): on a store whose copies are slow
+ * the first one need not end before the others are weighed. t0: now (ns). */
+static bool take_copy(struct up_job *j, const struct ferry_s3_part *p, uint64_t t0)
 {
 	struct ferry_s3_upload *u = j->u;
-	const uint64_t len = p->len;
+	struct s3up_cost m;
 	bool upload;
 
 	if (!copyable(u, p))
 		return false;
 	pthread_mutex_lock(&j->mu);
-	upload = s3up_prefer_upload(&j->cost, j->copy_left, j->nthreads, u->copy_slack_ms);
-	j->copy_left -= len;
+	m = j->cost;
+	m.copy_ns += (uint64_t)j->fly * t0 - j->fly_t0;
+	m.copy_bytes += j->fly_bytes;
+	upload = s3up_prefer_upload(&m, j->copy_left, j->nthreads, u->copy_slack_ms);
+	j->copy_left -= p->len;
 	if (upload && !j->switched++)
 		ferry_logf(FERRY_INFO, "s3", "part copies are slower than uploads here: uploading "
-			   "the copyable parts left", "key='%s' copy_ms_per_mib=%.1f "
+			   "the copyable parts left", "key='%s' copy_ms_per_mib>=%.1f "
 			   "upload_ms_per_mib=%.1f left_mib=%llu", u->key,
-			   (double)j->cost.copy_ns / (double)j->cost.copy_bytes * 1048576 / 1e6,
-			   (double)j->cost.up_ns / (double)j->cost.up_bytes * 1048576 / 1e6,
-			   (unsigned long long)((j->copy_left + len) >> 20));
+			   (double)m.copy_ns / (double)m.copy_bytes * 1048576 / 1e6,
+			   (double)m.up_ns / (double)m.up_bytes * 1048576 / 1e6,
+			   (unsigned long long)((j->copy_left + p->len) >> 20));
+	if (!upload) {
+		j->fly++;
+		j->fly_t0 += t0;
+		j->fly_bytes += p->len;
+	}
 	pthread_mutex_unlock(&j->mu);
 	return !upload;
 }
 
-static void took(struct up_job *j, bool copy, uint64_t len, uint64_t t0)
+/* A part sent at t0 is done: a copy leaves the copies under way; what it took is counted
+ * when it succeeded. */
+static void took(struct up_job *j, bool copy, bool ok, uint64_t len, uint64_t t0)
 {
 	uint64_t ns = ferry_mono_ns() - t0;
 
 	pthread_mutex_lock(&j->mu);
 	if (copy) {
+		j->fly--;
+		j->fly_t0 -= t0;
+		j->fly_bytes -= len;
+	}
+	if (ok && copy) {
 		j->cost.copy_ns += ns;
 		j->cost.copy_bytes += len;
-	} else {
+	} else if (ok) {
 		j->cost.up_ns += ns;
 		j->cost.up_bytes += len;
 	}
@@ -308,11 +327,11 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 	bool mid;
 	int rc;
 
-	if (take_copy(j, &j->plan[i])) {
+	if (take_copy(j, &j->plan[i], t0)) {
 		rc = ferry_s3_mpu_part_copy(j->s3, u->key, j->upload_id, i + 1, u->key, u->base, off,
 					    len, j->etags[i], res);
+		took(j, true, rc == FERRY_S3_OK, len, t0);
 		if (rc == FERRY_S3_OK) {
-			took(j, true, len, t0);
 			count(u, FERRY_S3_UP_COPY, off, len);
 			return rc;
 		}
@@ -335,7 +354,7 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 		return rc;
 	if (!res->verified)
 		__atomic_store_n(&j->unproven, true, __ATOMIC_RELAXED);
-	took(j, false, len, t0);
+	took(j, false, true, len, t0);
 	count(u, FERRY_S3_UP_PART, off, len);
 	return rc;
 }
@@ -353,7 +372,7 @@ static void *worker(void *arg)
 			pthread_mutex_unlock(&j->mu);
 			return NULL;
 		}
-		i = j->next++;
+		i = j->order[j->next++];
 		pthread_mutex_unlock(&j->mu);
 		memset(&res, 0, sizeof(res));
 		rc = one_part(j, i, &res);
@@ -366,6 +385,38 @@ static void *worker(void *arg)
 			pthread_mutex_unlock(&j->mu);
 		}
 	}
+}
+
+/* The parts to upload, the bytes to copy, and the order the parts are taken in: one part to
+ * copy first (its time is the first figure of a copy), then the parts to upload (those of
+ * an upload), then the other parts to copy, weighed by then against both figures
+ * (take_copy) rather than sent on no figure at all. In plan order, a store whose copies are
+ * slow (moto's take O(object) each) had every thread in a copy before the first copy's time
+ * was known. 0, or -1 out of memory. */
+static int take_order(struct up_job *j)
+{
+	bool *copy = calloc((size_t)j->nparts, sizeof(*copy));
+	int k = 0, probe = -1;
+
+	if (!copy)
+		return -1;
+	for (int i = 0; i < j->nparts; i++) {   /* once: no_copy may change meanwhile */
+		copy[i] = copyable(j->u, &j->plan[i]);
+		if (copy[i])
+			j->copy_left += j->plan[i].len;
+		else
+			j->uploads++;
+		if (copy[i] && probe < 0)
+			j->order[k++] = probe = i;
+	}
+	for (int i = 0; i < j->nparts; i++)
+		if (!copy[i])
+			j->order[k++] = i;
+	for (int i = 0; i < j->nparts; i++)
+		if (copy[i] && i != probe)
+			j->order[k++] = i;
+	free(copy);
+	return 0;
 }
 
 /* Every part, `threads` at a time: FERRY_S3_OK or the first failure (in j->fail). */
@@ -431,19 +482,14 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		return rc;
 	j.upload_id = upload_id;
 	j.etags = calloc((size_t)j.nparts, sizeof(*j.etags));
+	j.order = calloc((size_t)j.nparts, sizeof(*j.order));
 	for (int i = 0; j.etags && i < j.nparts; i++)
 		if (!(j.etags[i] = calloc(1, UP_ETAG_MAX)))
 			rc = FERRY_S3_ERROR;
-	if (!j.etags || rc) {
+	if (!j.etags || !j.order || rc || take_order(&j)) {
 		snprintf(res->msg, sizeof(res->msg), "'%s': out of memory", u->key);
 		rc = FERRY_S3_ERROR;
 		goto out_abort;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (copyable(u, &plan[i]))
-			j.copy_left += plan[i].len;
-		else
-			j.uploads++;
 	}
 	j.nthreads = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ? UP_THREADS_MAX : u->threads;
 	if (j.nthreads > j.nparts)
@@ -483,6 +529,7 @@ out_free:
 	for (int i = 0; j.etags && i < j.nparts; i++)
 		free(j.etags[i]);
 	free(j.etags);
+	free(j.order);
 	free(upload_id);
 	return rc;
 }
