@@ -1,8 +1,11 @@
 /* sched_compute.c: candidates, smoothing, daily cap, frequency limit (RULES.md), on day numbers. */
 #include "sched_core.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 const char *const sched_type_name[4] = { "aep", "birthday", "effective_date", "post_window" };
 const int sched_type_prio[4] = { 30, 10, 20, 40 };
@@ -84,6 +87,23 @@ static bool is_excluded(const struct sched_opts *o, const struct sched_contact *
 	return r != R_NONE;
 }
 
+#define BIG_MIN ((size_t)4 << 20)          /* smaller blocks: left as malloc has them */
+
+/* The advice covers the whole pages of the block malloc gave (a large one is a mapping of its
+ * own: then the mapping, which a later realloc moves or grows with its advice). */
+void *sched_big(void *p, size_t n)
+{
+	void *q = realloc(p, n);
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a, e;
+
+	if (!q || n < BIG_MIN || pg & (pg - 1))
+		return q;
+	a = (uintptr_t)q & ~(pg - 1);
+	e = ((uintptr_t)q + malloc_usable_size(q) + pg - 1) & ~(pg - 1);
+	madvise((void *)a, e - a, MADV_HUGEPAGE);       /* only advice: no harm if refused */
+	return q;
+}
+
 static int grow(void **arr, size_t *cap, size_t need, size_t size)
 {
 	if (need <= *cap)
@@ -91,7 +111,7 @@ static int grow(void **arr, size_t *cap, size_t need, size_t size)
 	size_t ncap = *cap ? *cap : 1024;
 	while (ncap < need)
 		ncap *= 2;
-	void *n = realloc(*arr, ncap * size);
+	void *n = sched_big(*arr, ncap * size);
 	if (!n)
 		return -1;
 	*arr = n;
@@ -353,10 +373,10 @@ static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t c
 		}
 	for (size_t d = 1; d <= nd; d++)
 		start[d] += start[d - 1];
-	byday = malloc((npre + 1) * sizeof(*byday));
-	fresh = malloc((npre + 1) * sizeof(*fresh));
-	pool = malloc((npre + 1) * sizeof(*pool));
-	carry = malloc((npre + 1) * sizeof(*carry));
+	byday = sched_big(NULL, (npre + 1) * sizeof(*byday));
+	fresh = sched_big(NULL, (npre + 1) * sizeof(*fresh));
+	pool = sched_big(NULL, (npre + 1) * sizeof(*pool));
+	carry = sched_big(NULL, (npre + 1) * sizeof(*carry));
 	if (!byday || !fresh || !pool || !carry)
 		goto out;
 	{

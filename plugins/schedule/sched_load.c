@@ -171,7 +171,7 @@ static int load_schedules(struct sched_run *r, int64_t lo, int64_t hi)
 	/* Size for the rowid span up front: growing by realloc in a thread arena is slow. */
 	if (lo > INT64_MIN && hi < INT64_MAX && hi >= lo && hi - lo < (1 << 25) &&
 	    r->aold < (size_t)(hi - lo + 1)) {
-		void *nb = realloc(r->old, (size_t)(hi - lo + 1) * sizeof(*r->old));
+		void *nb = sched_big(r->old, (size_t)(hi - lo + 1) * sizeof(*r->old));
 		if (nb) {
 			r->old = nb;
 			r->aold = (size_t)(hi - lo + 1);
@@ -205,7 +205,7 @@ static int load_schedules(struct sched_run *r, int64_t lo, int64_t hi)
 				continue;   /* someone else's plan: neither owned nor counted */
 			if (r->nold == r->aold) {
 				size_t na = r->aold ? r->aold * 2 : 4096;
-				void *nb = realloc(r->old, na * sizeof(*r->old));
+				void *nb = sched_big(r->old, na * sizeof(*r->old));
 				if (!nb)
 					goto out_oom;
 				r->old = nb;
@@ -240,7 +240,7 @@ static int load_schedules(struct sched_run *r, int64_t lo, int64_t hi)
 		/* a counted row */
 		if (p->ncnt == p->acnt) {
 			size_t na = p->acnt ? p->acnt * 2 : 1024;
-			void *nb = realloc(p->cnt, na * sizeof(*p->cnt));
+			void *nb = sched_big(p->cnt, na * sizeof(*p->cnt));
 			if (!nb)
 				goto out_oom;
 			p->cnt = nb;
@@ -290,13 +290,14 @@ static bool bucket_sort(struct sched_run *r)
 	    (uint64_t)(hi - lo) >= 2 * (uint64_t)r->nold + 65536)
 		return false;
 	span = (size_t)(hi - lo) + 1;
-	at = calloc(span + 1, sizeof(*at));
-	out = malloc(r->nold * sizeof(*out));
+	at = sched_big(NULL, (span + 1) * sizeof(*at));
+	out = sched_big(NULL, r->nold * sizeof(*out));
 	if (!at || !out) {
 		free(at);
 		free(out);
 		return false;
 	}
+	memset(at, 0, (span + 1) * sizeof(*at));
 	for (size_t i = 0; i < r->nold; i++)
 		at[r->old[i].cid - lo + 1]++;
 	for (size_t b = 1; b <= span; b++)
@@ -348,7 +349,7 @@ static int finish_schedules(struct sched_run *r)
 	sort_old(r);
 	if (p->ncnt > 1)
 		qsort(p->cnt, p->ncnt, sizeof(*p->cnt), cmp_counted);
-	p->cnt_dates = malloc((p->ncnt + 1) * sizeof(*p->cnt_dates));
+	p->cnt_dates = sched_big(NULL, (p->ncnt + 1) * sizeof(*p->cnt_dates));
 	if (!p->cnt_dates)
 		return sched_fail(r, FERRY_FAIL, "out of memory");
 	for (size_t i = 0; i < p->ncnt; i++)
@@ -506,7 +507,7 @@ static int load_contacts(struct sched_run *r)
 		}
 		if (p->nct == p->act) {
 			size_t na = p->act ? p->act * 2 : 4096;
-			void *nb = realloc(p->ct, na * sizeof(*p->ct));
+			void *nb = sched_big(p->ct, na * sizeof(*p->ct));
 			if (!nb) {
 				sched_fail(r, FERRY_FAIL, "out of memory reading table contacts");
 				goto out_fail;
@@ -572,7 +573,7 @@ static int merge_reader(struct sched_run *r, struct reader *t)
 	struct sched_plan *p = &r->plan, *q = &t->r.plan;
 
 	if (t->r.nold) {
-		void *nb = realloc(t->r.old, (t->r.nold + r->nold) * sizeof(*r->old));
+		void *nb = sched_big(t->r.old, (t->r.nold + r->nold) * sizeof(*r->old));
 
 		if (!nb)
 			return sched_fail(r, FERRY_FAIL, "out of memory");
@@ -584,7 +585,7 @@ static int merge_reader(struct sched_run *r, struct reader *t)
 		t->r.old = NULL;
 	}
 	if (q->ncnt) {
-		void *nb = realloc(p->cnt, (p->ncnt + q->ncnt) * sizeof(*p->cnt));
+		void *nb = sched_big(p->cnt, (p->ncnt + q->ncnt) * sizeof(*p->cnt));
 
 		if (!nb)
 			return sched_fail(r, FERRY_FAIL, "out of memory");
