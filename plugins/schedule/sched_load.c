@@ -634,21 +634,19 @@ static int load_serial(struct sched_run *r)
 	return 0;
 }
 
-/* n elements of size sz at dst: first src0's n0, then the chunks of src (marks[0..nmarks),
+/* *dst (n0 elements of size sz, room for n0 + n1) then the chunks of src (marks[0..nmarks),
  * each up to the next one's start or n1) from the last taken to the first: rowid order. */
-static void join(void *dst, const void *src0, size_t n0, const void *src, size_t n1,
-		 const struct mark *marks, size_t nmarks, bool cnt, size_t sz)
+static void append_chunks(char *dst, size_t n0, const char *src, size_t n1,
+			  const struct mark *marks, size_t nmarks, bool cnt, size_t sz)
 {
-	char *d = (char *)dst + n0 * sz;
+	char *d = dst + n0 * sz;
 	size_t end = n1;
 
-	if (n0)
-		memcpy(dst, src0, n0 * sz);
 	for (size_t k = nmarks; k-- > 0;) {
 		size_t from = cnt ? marks[k].cnt : marks[k].old;
 
 		if (end > from)
-			memcpy(d, (const char *)src + from * sz, (end - from) * sz);
+			memcpy(d, src + from * sz, (end - from) * sz);
 		d += (end - from) * sz;
 		end = from;
 	}
@@ -656,30 +654,36 @@ static void join(void *dst, const void *src0, size_t n0, const void *src, size_t
 
 /* The thread's rows (the bottom chunks, in rowid order) first, then ours (the top chunks,
  * taken from the top down) in rowid order: the rows as one thread would have read them
- * (finish_schedules sorts the owned ones); the counted ones likewise. */
+ * (finish_schedules sorts the owned ones); the counted ones likewise. The thread's arrays
+ * grow in place (a large one is moved by mremap, not copied). */
 static int merge_reader(struct sched_run *r, struct reader *t, const struct mark *marks,
 			size_t nmarks)
 {
 	struct sched_plan *p = &r->plan, *q = &t->r.plan;
 	size_t nold = t->r.nold + r->nold, ncnt = q->ncnt + p->ncnt;
-	struct sched_old *old = sched_big(NULL, (nold + 1) * sizeof(*old));
-	struct sched_counted *cnt = sched_big(NULL, (ncnt + 1) * sizeof(*cnt));
+	struct sched_old *old = sched_big(t->r.old, (nold + 1) * sizeof(*old));
 
-	if (!old || !cnt) {
-		free(old);
-		free(cnt);
+	if (!old)
 		return sched_fail(r, FERRY_FAIL, "out of memory");
-	}
-	join(old, t->r.old, t->r.nold, r->old, r->nold, marks, nmarks, false, sizeof(*old));
-	join(cnt, q->cnt, q->ncnt, p->cnt, p->ncnt, marks, nmarks, true, sizeof(*cnt));
+	t->r.old = old;
+	struct sched_counted *cnt = sched_big(q->cnt, (ncnt + 1) * sizeof(*cnt));
+	if (!cnt)
+		return sched_fail(r, FERRY_FAIL, "out of memory");
+	q->cnt = cnt;
+	append_chunks((char *)old, t->r.nold, (const char *)r->old, r->nold, marks, nmarks, false,
+		      sizeof(*old));
+	append_chunks((char *)cnt, q->ncnt, (const char *)p->cnt, p->ncnt, marks, nmarks, true,
+		      sizeof(*cnt));
 	free(r->old);
 	r->old = old;
 	r->nold = nold;
 	r->aold = nold + 1;
+	t->r.old = NULL;
 	free(p->cnt);
 	p->cnt = cnt;
 	p->ncnt = ncnt;
 	p->acnt = ncnt + 1;
+	q->cnt = NULL;
 	return 0;
 }
 
