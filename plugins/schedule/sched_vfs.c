@@ -18,10 +18,12 @@
  * other file (temporary files, a WAL) is the default VFS's own, opened in place. */
 #include "sched_db.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define JB_SIZE (2u << 20)                  /* gathered before it is written out */
 
@@ -30,6 +32,7 @@ struct jb_file {
 	unsigned char *buf;
 	sqlite3_int64 off;                  /* file offset of buf[0] */
 	size_t len;
+	int wb;                             /* the journal's own descriptor, to start writeback; -1 */
 	sqlite3_file *real;                 /* the default VFS's file, after this struct */
 };
 
@@ -59,6 +62,10 @@ static int jb_flush(struct jb_file *f)
 		rc = f->real->pMethods->xWrite(f->real, f->buf + done, (int)n, off);
 		done += n;
 	}
+	/* the kernel may write the journal out now, while the run goes on, instead of all of
+	 * it in the commit's sync (which still comes: this only starts it) */
+	if (rc == SQLITE_OK && f->wb >= 0)
+		sync_file_range(f->wb, f->off, (off_t)f->len, SYNC_FILE_RANGE_WRITE);
 	f->len = 0;
 	return rc;
 }
@@ -70,6 +77,9 @@ static int jb_close(sqlite3_file *sf)
 
 	free(f->buf);
 	f->buf = NULL;
+	if (f->wb >= 0)
+		close(f->wb);
+	f->wb = -1;
 	return rc != SQLITE_OK ? rc : rc2;
 }
 
@@ -257,13 +267,17 @@ static int v_open(sqlite3_vfs *v, const char *name, sqlite3_file *sf, int flags,
 	if (!(flags & (SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_MAIN_DB)))
 		return rv->xOpen(rv, name, sf, flags, out);     /* szOsFile covers it */
 	memset(f, 0, sizeof(*f));
+	f->wb = -1;
 	f->real = (sqlite3_file *)(f + 1);
 	rc = rv->xOpen(rv, name, f->real, flags, out);
 	if (rc != SQLITE_OK || !f->real->pMethods)
 		return rc;
-	if (flags & SQLITE_OPEN_MAIN_JOURNAL)
+	/* a second descriptor of the journal (never of the database: closing one would drop
+	 * the process's POSIX locks on it) */
+	if (flags & SQLITE_OPEN_MAIN_JOURNAL) {
 		f->base.pMethods = &jb_methods;
-	else if (f->real->pMethods->iVersion >= 3)
+		f->wb = name ? open(name, O_RDONLY | O_CLOEXEC) : -1;
+	} else if (f->real->pMethods->iVersion >= 3)
 		f->base.pMethods = &jb_db_methods;
 	else {
 		/* no shared memory to pass on: the database as the default VFS opens it */
