@@ -268,21 +268,27 @@ static void profile_params(const struct sched_opts *o, int64_t n, struct sched_r
 	rep->ed_limit = lim;
 }
 
-/* RULES.md, spreading the load smoothing: counts taken once, before any move. */
-static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limit, int window,
-		  int32_t lo, int32_t hi)
+/* A share of the candidates [from, to) to smooth against the counts taken before any move. */
+struct smooth_share {
+	const struct sched_opts *o;
+	struct sched_plan *p;
+	const uint32_t *count;              /* per day from lo */
+	int64_t limit;
+	int window;
+	int32_t lo;
+	size_t from, to;
+};
+
+static void *smooth_share(void *arg)
 {
-	uint32_t *count = calloc((size_t)(hi - lo + 1), sizeof(*count));
+	const struct smooth_share *s = arg;
+	const struct sched_opts *o = s->o;
+	struct sched_plan *p = s->p;
 	char key[64];
 
-	if (!count)
-		return -1;
-	for (size_t i = 0; i < p->ncd; i++)
-		if (p->cd[i].type == T_ED && !p->cd[i].skipped)
-			count[p->cd[i].date - lo]++;
-	for (size_t i = 0; i < p->ncd; i++) {
+	for (size_t i = s->from; i < s->to; i++) {
 		struct sched_cand *k = &p->cd[i];
-		if (k->type != T_ED || k->skipped || count[k->date - lo] <= limit)
+		if (k->type != T_ED || k->skipped || s->count[k->date - s->lo] <= s->limit)
 			continue;
 		/* "%lld-effective_date-%d" of id and year, without printf's cost (at 1M
 		 * contacts most effective-date emails get here) */
@@ -290,11 +296,32 @@ static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limi
 		memcpy(q, "-effective_date-", 16);
 		q = sched_put_int(q + 16, sched_year(k->event));
 		uint32_t h = sched_fnv1a32(key, (size_t)(q - key));
-		int32_t j = (int32_t)(h % (uint32_t)window) - window / 2;
+		int32_t j = (int32_t)(h % (uint32_t)s->window) - s->window / 2;
 		int32_t t = k->date + j;
 		if (j != 0 && t >= o->today && !is_excluded(o, &p->ct[k->ci], t))
 			k->date = t;
 	}
+	return NULL;
+}
+
+/* RULES.md, spreading the load smoothing: counts taken once, before any move; each
+ * candidate's move depends on those counts only, so the two halves go on two threads. */
+static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limit, int window,
+		  int32_t lo, int32_t hi)
+{
+	uint32_t *count = calloc((size_t)(hi - lo + 1), sizeof(*count));
+
+	if (!count)
+		return -1;
+	for (size_t i = 0; i < p->ncd; i++)
+		if (p->cd[i].type == T_ED && !p->cd[i].skipped)
+			count[p->cd[i].date - lo]++;
+	struct smooth_share a = { .o = o, .p = p, .count = count, .limit = limit,
+				  .window = window, .lo = lo, .from = 0, .to = p->ncd / 2 };
+	struct smooth_share b = a;
+	b.from = a.to;
+	b.to = p->ncd;
+	sched_both(o->threads, smooth_share, &a, &b);
 	free(count);
 	return 0;
 }
