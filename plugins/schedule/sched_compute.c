@@ -382,6 +382,49 @@ static void pin_movers(const struct sched_opts *o, const struct sched_plan *p, u
 	*nmov = a.nmov + b.nmov;
 }
 
+/* The first of carry[a, n) (in cap order) that is not before f: a gallop from a, then a
+ * binary search. */
+static size_t carry_end(const struct sched_plan *p, const uint32_t *carry, size_t a, size_t n,
+			const struct sched_cand *f)
+{
+	size_t lo = a, step = 1, hi;
+
+	while (lo + step <= n && cap_before(&p->cd[carry[lo + step - 1]], f)) {
+		lo += step;
+		step *= 2;
+	}
+	hi = lo + step <= n ? lo + step - 1 : n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (cap_before(&p->cd[carry[mid]], f))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* pool = carry and fresh (each in cap order) merged in cap order; returns its size. The
+ * carried members that come before a fresh one are copied as one run (a crowded day carries
+ * most of the contacts for weeks, with few fresh ones among them). */
+static size_t merge_pool(const struct sched_plan *p, const uint32_t *carry, size_t ncarry,
+			 const uint32_t *fresh, size_t nfresh, uint32_t *pool)
+{
+	size_t a = 0, npool = 0;
+
+	for (size_t b = 0; b < nfresh; b++) {
+		size_t e = carry_end(p, carry, a, ncarry, &p->cd[fresh[b]]);
+		if (e > a)
+			memcpy(pool + npool, carry + a, (e - a) * sizeof(*pool));
+		npool += e - a;
+		a = e;
+		pool[npool++] = fresh[b];
+	}
+	if (ncarry > a)
+		memcpy(pool + npool, carry + a, (ncarry - a) * sizeof(*pool));
+	return npool + ncarry - a;
+}
+
 /* RULES.md, spreading the load daily cap with overflow. */
 static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t cap, int32_t lo,
 		     int32_t hi)
@@ -434,13 +477,7 @@ static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t c
 					if (prio_rank[p->cd[byday[x]].type] == r)
 						fresh[nfresh++] = byday[x];
 		}
-		size_t a = 0, b = 0;
-		while (a < ncarry || b < nfresh) {
-			if (b == nfresh || (a < ncarry && cap_before(&p->cd[carry[a]], &p->cd[fresh[b]])))
-				pool[npool++] = carry[a++];
-			else
-				pool[npool++] = fresh[b++];
-		}
+		npool = merge_pool(p, carry, ncarry, fresh, nfresh, pool);
 		while (bi < p->ncnt_dates && p->cnt_dates[bi] < d)
 			bi++;
 		int64_t base = 0;
