@@ -14,8 +14,11 @@
  * that does not follow it. SQLite syncs the journal before it writes a page of the database
  * (a commit or a cache spill), so the database is never ahead of the journal on disk, exactly
  * as without the buffer; the database's own writes reach the file before its sync, and
- * before its lock is released. Until that sync the records were not durable anyway. Every
- * other file (temporary files, a WAL) is the default VFS's own, opened in place. */
+ * before its lock is released. Until that sync the records were not durable anyway. Each
+ * gathered write of the journal also starts the kernel's writeback of those bytes
+ * (sync_file_range), so the commit's sync of the journal finds most of it on disk already;
+ * the sync itself is unchanged. Every other file (temporary files, a WAL) is the default
+ * VFS's own, opened in place. */
 #include "sched_db.h"
 
 #include <fcntl.h>
