@@ -1,8 +1,11 @@
 /* sched_compute.c: candidates, smoothing, daily cap, frequency limit (RULES.md), on day numbers. */
 #include "sched_core.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 const char *const sched_type_name[4] = { "aep", "birthday", "effective_date", "post_window" };
 const int sched_type_prio[4] = { 30, 10, 20, 40 };
@@ -84,6 +87,23 @@ static bool is_excluded(const struct sched_opts *o, const struct sched_contact *
 	return r != R_NONE;
 }
 
+#define BIG_MIN ((size_t)4 << 20)          /* smaller blocks: left as malloc has them */
+
+/* The advice covers the whole pages of the block malloc gave (a large one is a mapping of its
+ * own: then the mapping, which a later realloc moves or grows with its advice). */
+void *sched_big(void *p, size_t n)
+{
+	void *q = realloc(p, n);
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a, e;
+
+	if (!q || n < BIG_MIN || pg & (pg - 1))
+		return q;
+	a = (uintptr_t)q & ~(pg - 1);
+	e = ((uintptr_t)q + malloc_usable_size(q) + pg - 1) & ~(pg - 1);
+	madvise((void *)a, e - a, MADV_HUGEPAGE);       /* only advice: no harm if refused */
+	return q;
+}
+
 static int grow(void **arr, size_t *cap, size_t need, size_t size)
 {
 	if (need <= *cap)
@@ -91,7 +111,7 @@ static int grow(void **arr, size_t *cap, size_t need, size_t size)
 	size_t ncap = *cap ? *cap : 1024;
 	while (ncap < need)
 		ncap *= 2;
-	void *n = realloc(*arr, ncap * size);
+	void *n = sched_big(*arr, ncap * size);
 	if (!n)
 		return -1;
 	*arr = n;
@@ -248,21 +268,27 @@ static void profile_params(const struct sched_opts *o, int64_t n, struct sched_r
 	rep->ed_limit = lim;
 }
 
-/* RULES.md, spreading the load smoothing: counts taken once, before any move. */
-static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limit, int window,
-		  int32_t lo, int32_t hi)
+/* A share of the candidates [from, to) to smooth against the counts taken before any move. */
+struct smooth_share {
+	const struct sched_opts *o;
+	struct sched_plan *p;
+	const uint32_t *count;              /* per day from lo */
+	int64_t limit;
+	int window;
+	int32_t lo;
+	size_t from, to;
+};
+
+static void *smooth_share(void *arg)
 {
-	uint32_t *count = calloc((size_t)(hi - lo + 1), sizeof(*count));
+	const struct smooth_share *s = arg;
+	const struct sched_opts *o = s->o;
+	struct sched_plan *p = s->p;
 	char key[64];
 
-	if (!count)
-		return -1;
-	for (size_t i = 0; i < p->ncd; i++)
-		if (p->cd[i].type == T_ED && !p->cd[i].skipped)
-			count[p->cd[i].date - lo]++;
-	for (size_t i = 0; i < p->ncd; i++) {
+	for (size_t i = s->from; i < s->to; i++) {
 		struct sched_cand *k = &p->cd[i];
-		if (k->type != T_ED || k->skipped || count[k->date - lo] <= limit)
+		if (k->type != T_ED || k->skipped || s->count[k->date - s->lo] <= s->limit)
 			continue;
 		/* "%lld-effective_date-%d" of id and year, without printf's cost (at 1M
 		 * contacts most effective-date emails get here) */
@@ -270,11 +296,32 @@ static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limi
 		memcpy(q, "-effective_date-", 16);
 		q = sched_put_int(q + 16, sched_year(k->event));
 		uint32_t h = sched_fnv1a32(key, (size_t)(q - key));
-		int32_t j = (int32_t)(h % (uint32_t)window) - window / 2;
+		int32_t j = (int32_t)(h % (uint32_t)s->window) - s->window / 2;
 		int32_t t = k->date + j;
 		if (j != 0 && t >= o->today && !is_excluded(o, &p->ct[k->ci], t))
 			k->date = t;
 	}
+	return NULL;
+}
+
+/* RULES.md, spreading the load smoothing: counts taken once, before any move; each
+ * candidate's move depends on those counts only, so the two halves go on two threads. */
+static int smooth(const struct sched_opts *o, struct sched_plan *p, int64_t limit, int window,
+		  int32_t lo, int32_t hi)
+{
+	uint32_t *count = calloc((size_t)(hi - lo + 1), sizeof(*count));
+
+	if (!count)
+		return -1;
+	for (size_t i = 0; i < p->ncd; i++)
+		if (p->cd[i].type == T_ED && !p->cd[i].skipped)
+			count[p->cd[i].date - lo]++;
+	struct smooth_share a = { .o = o, .p = p, .count = count, .limit = limit,
+				  .window = window, .lo = lo, .from = 0, .to = p->ncd / 2 };
+	struct smooth_share b = a;
+	b.from = a.to;
+	b.to = p->ncd;
+	sched_both(o->threads, smooth_share, &a, &b);
 	free(count);
 	return 0;
 }
@@ -335,6 +382,49 @@ static void pin_movers(const struct sched_opts *o, const struct sched_plan *p, u
 	*nmov = a.nmov + b.nmov;
 }
 
+/* The first of carry[a, n) (in cap order) that is not before f: a gallop from a, then a
+ * binary search. */
+static size_t carry_end(const struct sched_plan *p, const uint32_t *carry, size_t a, size_t n,
+			const struct sched_cand *f)
+{
+	size_t lo = a, step = 1, hi;
+
+	while (lo + step <= n && cap_before(&p->cd[carry[lo + step - 1]], f)) {
+		lo += step;
+		step *= 2;
+	}
+	hi = lo + step <= n ? lo + step - 1 : n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (cap_before(&p->cd[carry[mid]], f))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* pool = carry and fresh (each in cap order) merged in cap order; returns its size. The
+ * carried members that come before a fresh one are copied as one run (a crowded day carries
+ * most of the contacts for weeks, with few fresh ones among them). */
+static size_t merge_pool(const struct sched_plan *p, const uint32_t *carry, size_t ncarry,
+			 const uint32_t *fresh, size_t nfresh, uint32_t *pool)
+{
+	size_t a = 0, npool = 0;
+
+	for (size_t b = 0; b < nfresh; b++) {
+		size_t e = carry_end(p, carry, a, ncarry, &p->cd[fresh[b]]);
+		if (e > a)
+			memcpy(pool + npool, carry + a, (e - a) * sizeof(*pool));
+		npool += e - a;
+		a = e;
+		pool[npool++] = fresh[b];
+	}
+	if (ncarry > a)
+		memcpy(pool + npool, carry + a, (ncarry - a) * sizeof(*pool));
+	return npool + ncarry - a;
+}
+
 /* RULES.md, spreading the load daily cap with overflow. */
 static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t cap, int32_t lo,
 		     int32_t hi)
@@ -353,10 +443,10 @@ static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t c
 		}
 	for (size_t d = 1; d <= nd; d++)
 		start[d] += start[d - 1];
-	byday = malloc((npre + 1) * sizeof(*byday));
-	fresh = malloc((npre + 1) * sizeof(*fresh));
-	pool = malloc((npre + 1) * sizeof(*pool));
-	carry = malloc((npre + 1) * sizeof(*carry));
+	byday = sched_big(NULL, (npre + 1) * sizeof(*byday));
+	fresh = sched_big(NULL, (npre + 1) * sizeof(*fresh));
+	pool = sched_big(NULL, (npre + 1) * sizeof(*pool));
+	carry = sched_big(NULL, (npre + 1) * sizeof(*carry));
 	if (!byday || !fresh || !pool || !carry)
 		goto out;
 	{
@@ -387,13 +477,7 @@ static int daily_cap(const struct sched_opts *o, struct sched_plan *p, int64_t c
 					if (prio_rank[p->cd[byday[x]].type] == r)
 						fresh[nfresh++] = byday[x];
 		}
-		size_t a = 0, b = 0;
-		while (a < ncarry || b < nfresh) {
-			if (b == nfresh || (a < ncarry && cap_before(&p->cd[carry[a]], &p->cd[fresh[b]])))
-				pool[npool++] = carry[a++];
-			else
-				pool[npool++] = fresh[b++];
-		}
+		npool = merge_pool(p, carry, ncarry, fresh, nfresh, pool);
 		while (bi < p->ncnt_dates && p->cnt_dates[bi] < d)
 			bi++;
 		int64_t base = 0;

@@ -189,6 +189,10 @@ int sched_fp_save(const char *path, const struct sched_fp *fp, char *err, size_t
 int sched_fp_load(const char *path, const unsigned char key[SCHED_FP_LEN], struct sched_fp *fp);
 
 /* ---- compute (sched_compute.c), used by the database side (sched_db.h) ---- */
+/* realloc() for the stage's large arrays, which asks the kernel to back a large block with
+ * transparent huge pages (madvise mode): a next-day run at 1M contacts fills about 300 MB
+ * of fresh arrays, and in a VM each 4 KiB page fault costs more than the page's bytes. */
+void *sched_big(void *p, size_t n);
 struct sched_contact {
 	int64_t id;                         /* contacts.id */
 	int32_t birth;                      /* day number or SCHED_NODATE */

@@ -168,13 +168,16 @@ static int load_schedules(struct sched_run *r, int64_t lo, int64_t hi)
 	sqlite3_bind_int64(st, 1, lo);
 	sqlite3_bind_int64(st, 2, hi);
 	struct sched_plan *p = &r->plan;
-	/* Size for the rowid span up front: growing by realloc in a thread arena is slow. */
+	/* Room for the rowid span up front: growing by realloc in a thread arena is slow (a
+	 * reader takes many spans: at least double, which only reserves addresses). */
 	if (lo > INT64_MIN && hi < INT64_MAX && hi >= lo && hi - lo < (1 << 25) &&
-	    r->aold < (size_t)(hi - lo + 1)) {
-		void *nb = realloc(r->old, (size_t)(hi - lo + 1) * sizeof(*r->old));
+	    r->aold < r->nold + (size_t)(hi - lo + 1)) {
+		size_t na = r->nold + (size_t)(hi - lo + 1);
+		na = na < 2 * r->aold ? 2 * r->aold : na;
+		void *nb = sched_big(r->old, na * sizeof(*r->old));
 		if (nb) {
 			r->old = nb;
-			r->aold = (size_t)(hi - lo + 1);
+			r->aold = na;
 		}
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -205,7 +208,7 @@ static int load_schedules(struct sched_run *r, int64_t lo, int64_t hi)
 				continue;   /* someone else's plan: neither owned nor counted */
 			if (r->nold == r->aold) {
 				size_t na = r->aold ? r->aold * 2 : 4096;
-				void *nb = realloc(r->old, na * sizeof(*r->old));
+				void *nb = sched_big(r->old, na * sizeof(*r->old));
 				if (!nb)
 					goto out_oom;
 				r->old = nb;
@@ -240,7 +243,7 @@ static int load_schedules(struct sched_run *r, int64_t lo, int64_t hi)
 		/* a counted row */
 		if (p->ncnt == p->acnt) {
 			size_t na = p->acnt ? p->acnt * 2 : 1024;
-			void *nb = realloc(p->cnt, na * sizeof(*p->cnt));
+			void *nb = sched_big(p->cnt, na * sizeof(*p->cnt));
 			if (!nb)
 				goto out_oom;
 			p->cnt = nb;
@@ -290,13 +293,14 @@ static bool bucket_sort(struct sched_run *r)
 	    (uint64_t)(hi - lo) >= 2 * (uint64_t)r->nold + 65536)
 		return false;
 	span = (size_t)(hi - lo) + 1;
-	at = calloc(span + 1, sizeof(*at));
-	out = malloc(r->nold * sizeof(*out));
+	at = sched_big(NULL, (span + 1) * sizeof(*at));
+	out = sched_big(NULL, r->nold * sizeof(*out));
 	if (!at || !out) {
 		free(at);
 		free(out);
 		return false;
 	}
+	memset(at, 0, (span + 1) * sizeof(*at));
 	for (size_t i = 0; i < r->nold; i++)
 		at[r->old[i].cid - lo + 1]++;
 	for (size_t b = 1; b <= span; b++)
@@ -348,7 +352,7 @@ static int finish_schedules(struct sched_run *r)
 	sort_old(r);
 	if (p->ncnt > 1)
 		qsort(p->cnt, p->ncnt, sizeof(*p->cnt), cmp_counted);
-	p->cnt_dates = malloc((p->ncnt + 1) * sizeof(*p->cnt_dates));
+	p->cnt_dates = sched_big(NULL, (p->ncnt + 1) * sizeof(*p->cnt_dates));
 	if (!p->cnt_dates)
 		return sched_fail(r, FERRY_FAIL, "out of memory");
 	for (size_t i = 0; i < p->ncnt; i++)
@@ -506,7 +510,7 @@ static int load_contacts(struct sched_run *r)
 		}
 		if (p->nct == p->act) {
 			size_t na = p->act ? p->act * 2 : 4096;
-			void *nb = realloc(p->ct, na * sizeof(*p->ct));
+			void *nb = sched_big(p->ct, na * sizeof(*p->ct));
 			if (!nb) {
 				sched_fail(r, FERRY_FAIL, "out of memory reading table contacts");
 				goto out_fail;
@@ -542,19 +546,84 @@ out_fail:
 	return FERRY_FAIL;
 }
 
+/* email_schedules' rowids not read yet, [lo, hi]: the two readers take chunks of them from
+ * either end until they meet, so neither waits for the other however long contacts take
+ * (a fixed share left one thread idle for a third of the load). */
+struct split {
+	pthread_mutex_t mu;
+	int64_t lo, hi;
+	int64_t chunk;                      /* rowids a claim takes */
+};
+
+/* The next chunk from the bottom (the reader thread) or the top (this one), into [*a, *b];
+ * false when none is left. */
+static bool claim(struct split *s, bool top, int64_t *a, int64_t *b)
+{
+	bool any;
+
+	pthread_mutex_lock(&s->mu);
+	any = s->lo <= s->hi;
+	if (any && (uint64_t)s->hi - (uint64_t)s->lo < (uint64_t)s->chunk) {
+		*a = s->lo;                 /* the last chunk: whatever is left */
+		*b = s->hi;
+		s->lo = 1;
+		s->hi = 0;
+	} else if (any && top) {
+		*b = s->hi;
+		*a = s->hi - (s->chunk - 1);
+		s->hi = *a - 1;
+	} else if (any) {
+		*a = s->lo;
+		*b = s->lo + (s->chunk - 1);
+		s->lo = *b + 1;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return any;
+}
+
 struct reader {
 	struct sched_run r;                 /* a copy of the run with its own connection */
 	struct sched_io io;                 /* its own error buffer */
-	int64_t lo, hi;                     /* its rowid range of email_schedules */
+	struct split *split;
 	int rc;
 };
 
 static void *read_schedules(void *arg)
 {
 	struct reader *t = arg;
+	int64_t a, b;
 
-	t->rc = load_schedules(&t->r, t->lo, t->hi);
+	while (!t->rc && claim(t->split, false, &a, &b))
+		t->rc = load_schedules(&t->r, a, b);
 	return NULL;
+}
+
+/* Where one of this thread's chunks starts in its arrays. */
+struct mark {
+	size_t old, cnt;
+};
+
+/* This thread's chunks from the top, each appended in turn: marks[k] is where the k-th
+ * begins (nmarks of them, room for amarks). */
+static int read_top(struct sched_run *r, struct split *s, struct mark **marks, size_t *nmarks,
+		    size_t *amarks)
+{
+	int64_t a, b;
+
+	while (claim(s, true, &a, &b)) {
+		if (*nmarks == *amarks) {
+			size_t na = *amarks ? *amarks * 2 : 64;
+			void *nb = realloc(*marks, na * sizeof(**marks));
+			if (!nb)
+				return sched_fail(r, FERRY_FAIL, "out of memory");
+			*marks = nb;
+			*amarks = na;
+		}
+		(*marks)[(*nmarks)++] = (struct mark){ r->nold, r->plan.ncnt };
+		if (load_schedules(r, a, b))
+			return FERRY_FAIL;
+	}
+	return 0;
 }
 
 static int load_serial(struct sched_run *r)
@@ -565,47 +634,72 @@ static int load_serial(struct sched_run *r)
 	return 0;
 }
 
-/* The thread's owned rows (the lower rowids) put before ours, in rowid order as one thread
- * would have read them (finish_schedules sorts them); its counted rows appended. */
-static int merge_reader(struct sched_run *r, struct reader *t)
+/* *dst (n0 elements of size sz, room for n0 + n1) then the chunks of src (marks[0..nmarks),
+ * each up to the next one's start or n1) from the last taken to the first: rowid order. */
+static void append_chunks(char *dst, size_t n0, const char *src, size_t n1,
+			  const struct mark *marks, size_t nmarks, bool cnt, size_t sz)
+{
+	char *d = dst + n0 * sz;
+	size_t end = n1;
+
+	for (size_t k = nmarks; k-- > 0;) {
+		size_t from = cnt ? marks[k].cnt : marks[k].old;
+
+		if (end > from)
+			memcpy(d, src + from * sz, (end - from) * sz);
+		d += (end - from) * sz;
+		end = from;
+	}
+}
+
+/* The thread's rows (the bottom chunks, in rowid order) first, then ours (the top chunks,
+ * taken from the top down) in rowid order: the rows as one thread would have read them
+ * (finish_schedules sorts the owned ones); the counted ones likewise. The thread's arrays
+ * grow in place (a large one is moved by mremap, not copied). */
+static int merge_reader(struct sched_run *r, struct reader *t, const struct mark *marks,
+			size_t nmarks)
 {
 	struct sched_plan *p = &r->plan, *q = &t->r.plan;
+	size_t nold = t->r.nold + r->nold, ncnt = q->ncnt + p->ncnt;
+	struct sched_old *old = sched_big(t->r.old, (nold + 1) * sizeof(*old));
 
-	if (t->r.nold) {
-		void *nb = realloc(t->r.old, (t->r.nold + r->nold) * sizeof(*r->old));
-
-		if (!nb)
-			return sched_fail(r, FERRY_FAIL, "out of memory");
-		t->r.old = nb;
-		memcpy(t->r.old + t->r.nold, r->old, r->nold * sizeof(*r->old));
-		free(r->old);
-		r->old = t->r.old;
-		r->nold = r->aold = t->r.nold + r->nold;
-		t->r.old = NULL;
-	}
-	if (q->ncnt) {
-		void *nb = realloc(p->cnt, (p->ncnt + q->ncnt) * sizeof(*p->cnt));
-
-		if (!nb)
-			return sched_fail(r, FERRY_FAIL, "out of memory");
-		p->cnt = nb;
-		memcpy(p->cnt + p->ncnt, q->cnt, q->ncnt * sizeof(*q->cnt));
-		p->ncnt += q->ncnt;
-		p->acnt = p->ncnt;
-	}
+	if (!old)
+		return sched_fail(r, FERRY_FAIL, "out of memory");
+	t->r.old = old;
+	struct sched_counted *cnt = sched_big(q->cnt, (ncnt + 1) * sizeof(*cnt));
+	if (!cnt)
+		return sched_fail(r, FERRY_FAIL, "out of memory");
+	q->cnt = cnt;
+	append_chunks((char *)old, t->r.nold, (const char *)r->old, r->nold, marks, nmarks, false,
+		      sizeof(*old));
+	append_chunks((char *)cnt, q->ncnt, (const char *)p->cnt, p->ncnt, marks, nmarks, true,
+		      sizeof(*cnt));
+	free(r->old);
+	r->old = old;
+	r->nold = nold;
+	r->aold = nold + 1;
+	t->r.old = NULL;
+	free(p->cnt);
+	p->cnt = cnt;
+	p->ncnt = ncnt;
+	p->acnt = ncnt + 1;
+	q->cnt = NULL;
 	return 0;
 }
 
-/* Share of email_schedules' rowid span the second thread reads: this one reads contacts
- * (about a third of the work at 1M contacts and 3M rows) and then the rest. */
-#define READER_SHARE 0.66
+/* Rowids a chunk takes: 128 chunks in all (a chunk is one statement), at least 16,384. */
+#define CHUNK_MIN 16384
 
-/* Two threads, each with its connection: the second reads the first READER_SHARE of
- * email_schedules by rowid; this one reads contacts, then the rest of the table; the rows
- * are joined in rowid order and sorted once (finish_schedules). The main connection's
- * transaction (RESERVED lock in a run) keeps writers out, so both see the same database. */
+/* Two threads, each with its connection: the second reads email_schedules by rowid from the
+ * bottom up; this one reads contacts, then the table from the top down until they meet (struct
+ * split); the rows are joined in rowid order and sorted once (finish_schedules). The main
+ * connection's transaction (RESERVED lock in a run) keeps writers out, so both see the same
+ * database. */
 int sched_load(struct sched_run *r)
 {
+	struct split split = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct mark *marks = NULL;
+	size_t nmarks = 0, amarks = 0;
 	struct reader t;
 	sqlite3_stmt *st;
 	int64_t lo = 0, hi = -1;
@@ -626,6 +720,11 @@ int sched_load(struct sched_run *r)
 	sqlite3_finalize(st);
 	if (hi < lo)
 		return load_serial(r);
+	split.lo = lo;
+	split.hi = hi;
+	split.chunk = (int64_t)(((uint64_t)hi - (uint64_t)lo) / 128) + 1;
+	if (split.chunk < CHUNK_MIN)
+		split.chunk = CHUNK_MIN;
 	memset(&t, 0, sizeof(t));
 	t.r = *r;
 	t.r.io = &t.io;
@@ -635,8 +734,7 @@ int sched_load(struct sched_run *r)
 	t.r.old = NULL;
 	t.r.nold = t.r.aold = 0;
 	memset(&t.r.plan, 0, sizeof(t.r.plan));
-	t.lo = lo;
-	t.hi = lo + (int64_t)((double)(hi - lo) * READER_SHARE);
+	t.split = &split;
 	if (sqlite3_open_v2(r->path, &t.r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
 	    SQLITE_OK) {
 		sqlite3_close(t.r.db);
@@ -647,7 +745,8 @@ int sched_load(struct sched_run *r)
 		sqlite3_close(t.r.db);
 		return load_serial(r);
 	}
-	rc = load_failed(r) || load_contacts(r) || load_schedules(r, t.hi + 1, hi) ? FERRY_FAIL : 0;
+	rc = load_failed(r) || load_contacts(r) || read_top(r, &split, &marks, &nmarks, &amarks) ?
+		FERRY_FAIL : 0;
 	pthread_join(th, NULL);
 	sqlite3_close(t.r.db);
 	if (t.rc) {
@@ -656,7 +755,8 @@ int sched_load(struct sched_run *r)
 		rc = FERRY_FAIL;
 	}
 	if (!rc)
-		rc = merge_reader(r, &t);
+		rc = merge_reader(r, &t, marks, nmarks);
+	free(marks);
 	free(t.r.old);
 	free(t.r.plan.cnt);
 	return rc ? rc : finish_schedules(r);

@@ -213,7 +213,7 @@ static int diff(struct sched_run *r, struct writer *w)
 	size_t j = 0, nins = 0;
 	int rc = FERRY_FAIL;
 
-	if (w->ins && p->ncd && !(ins = malloc(p->ncd * sizeof(*ins))))
+	if (w->ins && p->ncd && !(ins = sched_big(NULL, p->ncd * sizeof(*ins))))
 		return sched_fail(r, FERRY_FAIL, "out of memory writing table email_schedules");
 	for (size_t i = 0; i < p->ncd; i++) {
 		struct sched_cand *k = &p->cd[i];
@@ -274,7 +274,7 @@ int sched_write(struct sched_run *r)
 		sched_db_fail(r, "cannot prepare writing to");
 		goto out_finalize;
 	}
-	w.dels = malloc((r->nold + 1) * sizeof(*w.dels));
+	w.dels = sched_big(NULL, (r->nold + 1) * sizeof(*w.dels));
 	if (!w.dels) {
 		sched_fail(r, FERRY_FAIL, "out of memory writing table email_schedules");
 		goto out_finalize;
