@@ -41,8 +41,8 @@ struct up_job {
 	int uploads, started;               /* parts planned to upload; uploads begun */
 	int nthreads;                       /* parts at a time */
 	struct s3up_cost cost;              /* what the parts done so far took */
-	uint64_t fly_t0, fly_bytes;         /* copies under way: sum of starts (ns), bytes */
-	int fly;                            /* and how many */
+	int probe;                          /* the part copied first (take_order); -1: none */
+	uint64_t probe_t0;                  /* when it was sent (ns); 0: not yet, or done */
 	uint64_t copy_left;                 /* bytes of the copyable parts not yet taken */
 	int switched;                       /* copyable parts uploaded instead */
 	pthread_mutex_t mu;
@@ -243,13 +243,14 @@ bool s3up_prefer_upload(const struct s3up_cost *m, uint64_t left, int threads, i
 	return copy > up && (double)left * (copy - up) / threads / 1e6 > (double)slack_ms;
 }
 
-/* Copy part p server-side? Asked once per copyable part: with copy_slack_ms, not once the
- * timings say the copies left cost more than uploading them. A copy under way counts with
- * the time it has taken so far (a lower bound of its cost): on a store whose copies are slow
- * the first one need not end before the others are weighed. t0: now (ns). */
-static bool take_copy(struct up_job *j, const struct ferry_s3_part *p, uint64_t t0)
+/* Copy part i server-side? Asked once per copyable part: with copy_slack_ms, not once the
+ * timings say the copies left cost more than uploading them. Until a copy has ended, the
+ * first one (the probe) counts with the time it has taken so far, a lower bound of its cost:
+ * on a store whose copies are slow the others are weighed before it ends. t0: now (ns). */
+static bool take_copy(struct up_job *j, int i, uint64_t t0)
 {
 	struct ferry_s3_upload *u = j->u;
+	const struct ferry_s3_part *p = &j->plan[i];
 	struct s3up_cost m;
 	bool upload;
 
@@ -257,8 +258,10 @@ static bool take_copy(struct up_job *j, const struct ferry_s3_part *p, uint64_t 
 		return false;
 	pthread_mutex_lock(&j->mu);
 	m = j->cost;
-	m.copy_ns += (uint64_t)j->fly * t0 - j->fly_t0;
-	m.copy_bytes += j->fly_bytes;
+	if (!m.copy_bytes && j->probe_t0 && t0 > j->probe_t0) {
+		m.copy_ns = t0 - j->probe_t0;
+		m.copy_bytes = j->plan[j->probe].len;
+	}
 	upload = s3up_prefer_upload(&m, j->copy_left, j->nthreads, u->copy_slack_ms);
 	j->copy_left -= p->len;
 	if (upload && !j->switched++)
@@ -268,27 +271,20 @@ static bool take_copy(struct up_job *j, const struct ferry_s3_part *p, uint64_t 
 			   (double)m.copy_ns / (double)m.copy_bytes * 1048576 / 1e6,
 			   (double)m.up_ns / (double)m.up_bytes * 1048576 / 1e6,
 			   (unsigned long long)((j->copy_left + p->len) >> 20));
-	if (!upload) {
-		j->fly++;
-		j->fly_t0 += t0;
-		j->fly_bytes += p->len;
-	}
+	if (!upload && i == j->probe)
+		j->probe_t0 = t0;
 	pthread_mutex_unlock(&j->mu);
 	return !upload;
 }
 
-/* A part sent at t0 is done: a copy leaves the copies under way; what it took is counted
- * when it succeeded. */
-static void took(struct up_job *j, bool copy, bool ok, uint64_t len, uint64_t t0)
+/* Part i, sent at t0, is done: what it took is counted when it succeeded. */
+static void took(struct up_job *j, int i, bool copy, bool ok, uint64_t t0)
 {
-	uint64_t ns = ferry_mono_ns() - t0;
+	const uint64_t ns = ferry_mono_ns() - t0, len = j->plan[i].len;
 
 	pthread_mutex_lock(&j->mu);
-	if (copy) {
-		j->fly--;
-		j->fly_t0 -= t0;
-		j->fly_bytes -= len;
-	}
+	if (i == j->probe)
+		j->probe_t0 = 0;
 	if (ok && copy) {
 		j->cost.copy_ns += ns;
 		j->cost.copy_bytes += len;
@@ -327,10 +323,10 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 	bool mid;
 	int rc;
 
-	if (take_copy(j, &j->plan[i], t0)) {
+	if (take_copy(j, i, t0)) {
 		rc = ferry_s3_mpu_part_copy(j->s3, u->key, j->upload_id, i + 1, u->key, u->base, off,
 					    len, j->etags[i], res);
-		took(j, true, rc == FERRY_S3_OK, len, t0);
+		took(j, i, true, rc == FERRY_S3_OK, t0);
 		if (rc == FERRY_S3_OK) {
 			count(u, FERRY_S3_UP_COPY, off, len);
 			return rc;
@@ -354,7 +350,7 @@ static int one_part(struct up_job *j, int i, struct ferry_s3_res *res)
 		return rc;
 	if (!res->verified)
 		__atomic_store_n(&j->unproven, true, __ATOMIC_RELAXED);
-	took(j, false, true, len, t0);
+	took(j, i, false, true, t0);
 	count(u, FERRY_S3_UP_PART, off, len);
 	return rc;
 }
@@ -387,9 +383,9 @@ static void *worker(void *arg)
 	}
 }
 
-/* The parts to upload, the bytes to copy, and the order the parts are taken in: one part to
- * copy first (its time is the first figure of a copy), then the parts to upload (those of
- * an upload), then the other parts to copy, weighed by then against both figures
+/* The parts to upload, the bytes to copy, and the order the parts are taken in: the smallest
+ * part to copy first (the probe: its time is the first figure of a copy, soonest), then the
+ * parts to upload (those of an upload), then the other parts to copy, weighed by then against both figures
  * (take_copy) rather than sent on no figure at all. In plan order, a store whose copies are
  * slow (moto's take O(object) each) had every thread in a copy before the first copy's time
  * was known. 0, or -1 out of memory. */
@@ -406,9 +402,12 @@ static int take_order(struct up_job *j)
 			j->copy_left += j->plan[i].len;
 		else
 			j->uploads++;
-		if (copy[i] && probe < 0)
-			j->order[k++] = probe = i;
+		if (copy[i] && (probe < 0 || j->plan[i].len < j->plan[probe].len))
+			probe = i;
 	}
+	j->probe = probe;
+	if (probe >= 0)
+		j->order[k++] = probe;
 	for (int i = 0; i < j->nparts; i++)
 		if (!copy[i])
 			j->order[k++] = i;
