@@ -39,6 +39,8 @@ A rule (JSON object); all match fields are optional:
       garbage_xml  forward, replace a 200 body with malformed XML
       flip_byte    flip one bit in the middle of the request body, then forward (bytes
                    damaged on the way, after the client computed its checksums)
+      sse_kms      forward, answer with `x-amz-server-side-encryption: aws:kms` added (an
+                   SSE-KMS bucket, whose ETags are no MD5s of the bytes)
     seconds  2.5             for stall / stall_reply
 Only the first rule that fires applies to a request.
 """
@@ -63,7 +65,7 @@ UPSTREAM = None     # (host, port)
 LOCAL = threading.local()
 
 ACTIONS = {"500", "503", "reset", "stall", "stall_reply", "drop", "strip_cond", "412",
-           "bad_length", "truncate", "garbage_xml", "flip_byte"}
+           "bad_length", "truncate", "garbage_xml", "flip_byte", "sse_kms"}
 
 
 def fresh_stats():
@@ -307,6 +309,8 @@ class Proxy(BaseHTTPRequestHandler):
             data = b'<?xml version="1.0"?><ListBucketResult><Contents><Key>x</Ke'
             rheaders = [(k, v) for k, v in rheaders if k.lower() != "etag"] + \
                        [("Content-Type", "application/xml")]
+        if action == "sse_kms":
+            rheaders = list(rheaders) + [("x-amz-server-side-encryption", "aws:kms")]
         self.reply(status, reason, rheaders, data, head=head)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any

@@ -5,7 +5,8 @@
 # (push proves the object by the store's ETags, verify = etag: nothing is read back); the
 # same change in rollback-journal mode also rewrites page 1 (SQLite's file change counter)
 # and so uploads two 5 MiB parts; a part damaged on the way is refused and the origin stays as
-# it was; verify = readback still reads the whole object back; a push killed before its
+# it was; verify = readback still reads the whole object back; where the store's ETags are
+# no MD5s (SSE-KMS), only the uploaded parts are read back; a push killed before its
 # multipart write completes leaves the origin as it was.
 . "$(dirname "$0")/../lib.sh"
 . "$TESTS_DIR/proxy.sh"
@@ -152,6 +153,21 @@ run -o push.verify=readback
 assert_contains "$T/run.log" "push verified: what was read back from the store matches the replica how=readback bytes_read=$size of=$size"
 s3get "$KEY" "$T/check.db" || fail "get"
 cmp -s "$T/check.db" "$T/A/org.db" || fail "readback: S3 object differs from the replica"
+
+# 4b. a store whose ETags are no MD5s (SSE-KMS: the proxy says so on every part uploaded):
+#     push reads back exactly what it uploaded (page 1's part and the row's: 10 MiB), never
+#     the copied parts
+change_row 9250
+proxy_reset
+proxy_rule '{"method":"PUT","query":"uploadId","action":"sse_kms","count":-1}'
+run
+assert_contains "$T/run.log" "push the store's ETags prove nothing here (not MD5s): reading back what was uploaded"
+assert_contains "$T/run.log" "how=readback-uploaded bytes_read=$((10 * MiB)) of=$size reads=2 "
+down=$(proxy_stats bytes_down)
+[ "$down" -ge $((10 * MiB)) ] && [ "$down" -lt $((11 * MiB)) ] || fail "sse-kms: $down bytes read back for 10 MiB uploaded"
+proxy_rules_clear
+s3get "$KEY" "$T/check.db" || fail "get"
+cmp -s "$T/check.db" "$T/A/org.db" || fail "sse-kms: S3 object differs from the replica"
 
 # 5. push writes the replica straight to the store (a multipart upload here: one part
 #    uploaded, two copied). Killed with every part on the store and the upload not
