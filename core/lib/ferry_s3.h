@@ -262,8 +262,9 @@ struct ferry_s3_range {
  * runs closer than 5 MiB apart in the same parts, and ~8 MiB a part; each gap between them
  * is copied in parts of up to 64 MiB (the sizes grow so that an object never needs more
  * than 9,000 parts). Every boundary is a multiple of align. *out is malloc'd; the number of
- * parts, or -1 (ENOMEM). Compared with ferry_fsproto.h's fixed layout, a page changed in a
- * part costs 5 MiB up instead of 8 (5 MiB part 0 aside), and far fewer copies are sent. */
+ * parts, or -1 (ENOMEM). Compared with ferry_fsproto.h's fixed layout (a 5 MiB part 0, then
+ * 8 MiB parts), a changed page past part 0 costs 5 MiB up instead of 8, and far fewer copies
+ * are sent. */
 long ferry_s3_plan_around(const struct ferry_s3_range *dirty, size_t ndirty, uint64_t size,
 			  uint64_t base_size, uint64_t align, struct ferry_s3_part **out);
 

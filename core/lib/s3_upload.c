@@ -385,10 +385,10 @@ static void *worker(void *arg)
 
 /* The parts to upload, the bytes to copy, and the order the parts are taken in: the smallest
  * part to copy first (the probe: its time is the first figure of a copy, soonest), then the
- * parts to upload (those of an upload), then the other parts to copy, weighed by then against both figures
- * (take_copy) rather than sent on no figure at all. In plan order, a store whose copies are
- * slow (moto's take O(object) each) had every thread in a copy before the first copy's time
- * was known. 0, or -1 out of memory. */
+ * parts to upload (those of an upload), then the other parts to copy, weighed by then
+ * against both figures (take_copy) rather than sent on no figure at all. In plan order, a
+ * store whose copies are slow (moto's take O(object) each) had every thread in a copy
+ * before the first copy's time was known. 0, or -1 out of memory. */
 static int take_order(struct up_job *j)
 {
 	bool *copy = calloc((size_t)j->nparts, sizeof(*copy));
