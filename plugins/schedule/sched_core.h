@@ -121,7 +121,8 @@ struct sched_report {
 	int64_t skipped;
 	int64_t ignored;                    /* new rows whose key a non-owned row holds */
 	int64_t inserted;
-	int64_t updated;
+	int64_t updated;                    /* rows changed in place, moves included */
+	int64_t moved;                      /* of which a new date (same contact and type) */
 	int64_t unchanged;
 	int64_t deleted;                    /* owned rows removed (dry run: would be) */
 	int64_t daily_cap;

@@ -86,6 +86,10 @@ int sched_load(struct sched_run *r);
 /* ---- writing (sched_write.c) ---- */
 /* The DDL, then the diff of the plan against the owned rows (RULES.md, what is written). */
 int sched_write(struct sched_run *r);
+
+/* email_schedules exactly as the stage creates it (sched_ddl.h): no other column, unique
+ * index or trigger. */
+bool sched_canonical(struct sched_run *r);
 /* The counts of sched_write without writing (dry run). */
 int sched_count(struct sched_run *r);
 /* RULES.md, what is written dry-run CSV of the plan. */

@@ -63,32 +63,6 @@ static bool wal_mode(struct sched_run *r)
 	return wal;
 }
 
-/* email_schedules exactly as sched_ddl.h makes it: the affinities of what we write are known, so
- * every row reads back equal, and no trigger or other unique index acts on our writes.
- * Only then is the state after a run that wrote rows known to be a fixed point. */
-static bool canonical_schema(struct sched_run *r)
-{
-	static const char sql[] =
-		"SELECT (SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'email_schedules') = ?1 "
-		"AND (SELECT sql FROM sqlite_schema WHERE type = 'index' "
-		"     AND name = 'idx_email_schedules_unique') = ?2 "
-		"AND (SELECT count(*) FROM pragma_index_list('email_schedules') WHERE \"unique\") = 1 "
-		"AND (SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' "
-		"     AND tbl_name = 'email_schedules' COLLATE NOCASE) = 0";
-	static const char uniq[] = "CREATE UNIQUE INDEX idx_email_schedules_unique "
-		"ON email_schedules(contact_id, email_type, scheduled_send_date)";
-	sqlite3_stmt *st;
-	bool ok = false;
-
-	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return false;
-	sqlite3_bind_text(st, 1, SCHED_CREATE_TABLE, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, uniq, -1, SQLITE_STATIC);
-	ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1;
-	sqlite3_finalize(st);
-	return ok;
-}
-
 /* Before any read of the data, holding the write lock: true when the sidecar says this
  * very file is a fixed point for these inputs (saved filled in). */
 static bool fp_begin(struct sched_run *r, struct fp_run *f, struct sched_fp *saved)
@@ -381,7 +355,7 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 			sched_fail(&r, FERRY_FAIL, "failpoint schedule.mid_write");
 			goto out_rollback;
 		}
-		canonical = fpr.on && canonical_schema(&r);
+		canonical = fpr.on && sched_canonical(&r);
 		if (sched_exec(&r, "COMMIT", "cannot commit to"))
 			goto out_rollback;
 		/* tests: another writer commits between our commit and the fingerprint */

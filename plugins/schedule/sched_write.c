@@ -55,6 +55,33 @@ static int ddl_secondary(struct sched_run *r)
 	return 0;
 }
 
+/* email_schedules exactly as sched_ddl.h makes it: the affinities of what we write are known, so
+ * every row reads back equal, and no trigger or other unique index acts on our writes.
+ * Only then is the state after a run that wrote rows known to be a fixed point, and only
+ * then can a move set every column as an insert would (sched_write). */
+bool sched_canonical(struct sched_run *r)
+{
+	static const char sql[] =
+		"SELECT (SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'email_schedules') = ?1 "
+		"AND (SELECT sql FROM sqlite_schema WHERE type = 'index' "
+		"     AND name = 'idx_email_schedules_unique') = ?2 "
+		"AND (SELECT count(*) FROM pragma_index_list('email_schedules') WHERE \"unique\") = 1 "
+		"AND (SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' "
+		"     AND tbl_name = 'email_schedules' COLLATE NOCASE) = 0";
+	static const char uniq[] = "CREATE UNIQUE INDEX idx_email_schedules_unique "
+		"ON email_schedules(contact_id, email_type, scheduled_send_date)";
+	sqlite3_stmt *st;
+	bool ok = false;
+
+	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return false;
+	sqlite3_bind_text(st, 1, SCHED_CREATE_TABLE, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, uniq, -1, SQLITE_STATIC);
+	ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1;
+	sqlite3_finalize(st);
+	return ok;
+}
+
 static int key_cmp(const struct sched_run *r, const struct sched_cand *k, const struct sched_old *o)
 {
 	int64_t cid = r->plan.ct[k->ci].id;
@@ -76,10 +103,16 @@ static bool same_row(const struct sched_run *r, const struct sched_cand *k,
 }
 
 struct writer {
-	sqlite3_stmt *ins, *upd, *del;
-	int64_t *dels;                      /* rowids to delete (a run: room for every old row) */
-	size_t ndels;
+	bool moves;                         /* pair stale and new rows into moves */
+	sqlite3_stmt *ins, *upd, *mov, *del;
 	char date[11];
+};
+
+/* A stale old row and a new row of the same contact and type: the row moves to its new
+ * date in place (one UPDATE instead of a DELETE and an INSERT). */
+struct move {
+	int64_t rowid;                      /* the old row */
+	uint32_t cand;                      /* the new row, index in plan.cd */
 };
 
 static void bind_row(struct sched_run *r, sqlite3_stmt *st, int first, const struct sched_cand *k,
@@ -117,10 +150,6 @@ static int do_insert(struct sched_run *r, struct writer *w, struct sched_cand *k
 {
 	char reason[64];
 
-	if (!w->ins) {
-		r->rep->inserted++;
-		return 0;
-	}
 	sched_fmt_date(k->date, w->date);
 	sqlite3_bind_int64(w->ins, 1, r->plan.ct[k->ci].id);
 	sqlite3_bind_text(w->ins, 2, sched_type_name[k->type], -1, SQLITE_STATIC);
@@ -156,14 +185,6 @@ static int do_update(struct sched_run *r, struct writer *w, const struct sched_c
 	return step(r, w->upd, "update");
 }
 
-/* A stale row: counted now, deleted by delete_rows. */
-static void do_delete(struct sched_run *r, struct writer *w, int64_t rowid)
-{
-	r->rep->deleted++;
-	if (w->dels)
-		w->dels[w->ndels++] = rowid;
-}
-
 static int cmp_rowid(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -173,14 +194,58 @@ static int cmp_rowid(const void *a, const void *b)
 
 /* The stale rows in rowid order: the table's pages are then visited once each, in file
  * order (the merge meets them in key order, which is all over the table). */
-static int delete_rows(struct sched_run *r, struct writer *w)
+static int delete_rows(struct sched_run *r, struct writer *w, int64_t *rowids, size_t n)
 {
-	if (w->ndels > 1)
-		qsort(w->dels, w->ndels, sizeof(*w->dels), cmp_rowid);
-	for (size_t i = 0; i < w->ndels; i++) {
-		sqlite3_bind_int64(w->del, 1, w->dels[i]);
+	if (n > 1)
+		qsort(rowids, n, sizeof(*rowids), cmp_rowid);
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_int64(w->del, 1, rowids[i]);
 		if (step(r, w->del, "delete from"))
 			return FERRY_FAIL;
+	}
+	return 0;
+}
+
+static int cmp_move(const void *a, const void *b)
+{
+	const struct move *x = a, *y = b;
+
+	return (x->rowid > y->rowid) - (x->rowid < y->rowid);
+}
+
+/* Moves in rowid order, like the deletes. UPDATE OR IGNORE: when a row we did not see
+ * holds the new key, the old row is deleted instead and the new one counted as ignored,
+ * as INSERT OR IGNORE would have dropped it. */
+static int move_rows(struct sched_run *r, struct writer *w, struct move *mv, size_t n)
+{
+	char reason[64];
+
+	if (n > 1)
+		qsort(mv, n, sizeof(*mv), cmp_move);
+	for (size_t i = 0; i < n; i++) {
+		struct sched_cand *k = &r->plan.cd[mv[i].cand];
+
+		sched_fmt_date(k->date, w->date);
+		sqlite3_bind_text(w->mov, 1, w->date, 10, SQLITE_STATIC);
+		bind_row(r, w->mov, 2, k, reason, sizeof(reason));
+		sqlite3_bind_int64(w->mov, 10, mv[i].rowid);
+		if (step(r, w->mov, "update"))
+			return FERRY_FAIL;
+		if (sqlite3_changes(r->db) > 0)
+			continue;
+		sqlite3_bind_int64(w->del, 1, mv[i].rowid);
+		if (step(r, w->del, "delete from"))
+			return FERRY_FAIL;
+		r->rep->updated--;
+		r->rep->moved--;
+		r->rep->deleted++;
+		r->rep->ignored++;
+		r->rep->rows--;
+		if (k->skipped)
+			r->rep->skipped--;
+		else
+			r->rep->pre_scheduled--;
+		k->dup = 1;
 	}
 	return 0;
 }
@@ -203,25 +268,69 @@ static int cmp_ins(const void *a, const void *b, void *arg)
 	return (x->type > y->type) - (x->type < y->type);
 }
 
+/* Pair the stale old rows with the new rows (both in unique-key order) by contact and
+ * type, in date order within each: a pair is a move. What is left of each list is
+ * compacted in place, still in key order; returns the number of moves. */
+static size_t pair_moves(struct sched_run *r, uint32_t *stale, size_t *nstale, uint32_t *ins,
+			 size_t *nins, struct move *mv)
+{
+	const struct sched_plan *p = &r->plan;
+	size_t a = 0, b = 0, ns = 0, ni = 0, nm = 0;
+
+	while (a < *nstale || b < *nins) {
+		int c;
+
+		if (a == *nstale) {
+			c = 1;
+		} else if (b == *nins) {
+			c = -1;
+		} else {
+			const struct sched_old *o = &r->old[stale[a]];
+			const struct sched_cand *k = &p->cd[ins[b]];
+			int64_t cid = p->ct[k->ci].id;
+
+			c = o->cid != cid ? (o->cid < cid ? -1 : 1) :
+			    (o->type > k->type) - (o->type < k->type);
+		}
+		if (c == 0) {
+			mv[nm].rowid = r->old[stale[a++]].rowid;
+			mv[nm++].cand = ins[b++];
+		} else if (c < 0) {
+			stale[ns++] = stale[a++];
+		} else {
+			ins[ni++] = ins[b++];
+		}
+	}
+	*nstale = ns;
+	*nins = ni;
+	return nm;
+}
+
 /* Merge the new rows with the old owned rows (both in unique-key order): updates as the
- * merge meets them, then the deletes in rowid order, then the inserts in date order. In a
- * dry run w has no statements and only counts. */
+ * merge meets them; then a stale row and a new row of the same contact and type become a
+ * move (the date changes in place: RULES.md, what is written); then the other stale rows
+ * are deleted in rowid order, the moves made in rowid order, and the other new rows
+ * inserted in date order. In a dry run w has no statements and only counts. */
 static int diff(struct sched_run *r, struct writer *w)
 {
 	struct sched_plan *p = &r->plan;
-	uint32_t *ins = NULL;
-	size_t j = 0, nins = 0;
+	uint32_t *ins = NULL, *stale = NULL;
+	struct move *mv = NULL;
+	int64_t *rowids = NULL;
+	size_t j = 0, nins = 0, nstale = 0, nmv;
 	int rc = FERRY_FAIL;
 
-	if (w->ins && p->ncd && !(ins = sched_big(NULL, p->ncd * sizeof(*ins))))
-		return sched_fail(r, FERRY_FAIL, "out of memory writing table email_schedules");
+	if (r->nold > UINT32_MAX || p->ncd > UINT32_MAX ||
+	    (p->ncd && !(ins = sched_big(NULL, p->ncd * sizeof(*ins)))) ||
+	    (r->nold && !(stale = sched_big(NULL, r->nold * sizeof(*stale)))))
+		goto oom;
 	for (size_t i = 0; i < p->ncd; i++) {
 		struct sched_cand *k = &p->cd[i];
 		if (k->dup)
 			continue;
 		int c = 1;
 		while (j < r->nold && (c = key_cmp(r, k, &r->old[j])) > 0)
-			do_delete(r, w, r->old[j++].rowid);
+			stale[nstale++] = (uint32_t)j++;
 		if (j < r->nold && c == 0) {
 			if (same_row(r, k, &r->old[j]))
 				r->rep->unchanged++;
@@ -230,14 +339,26 @@ static int diff(struct sched_run *r, struct writer *w)
 			j++;
 			continue;
 		}
-		if (ins)
-			ins[nins++] = (uint32_t)i;
-		else if (do_insert(r, w, k))
-			goto out;
+		ins[nins++] = (uint32_t)i;
 	}
 	for (; j < r->nold; j++)
-		do_delete(r, w, r->old[j].rowid);
-	if (w->dels && delete_rows(r, w))
+		stale[nstale++] = (uint32_t)j;
+	if ((w->moves && nins && nstale && !(mv = sched_big(NULL, (nins < nstale ? nins : nstale) * sizeof(*mv)))))
+		goto oom;
+	nmv = mv ? pair_moves(r, stale, &nstale, ins, &nins, mv) : 0;
+	r->rep->deleted += (int64_t)nstale;
+	r->rep->updated += (int64_t)nmv;
+	r->rep->moved += (int64_t)nmv;
+	if (!w->ins) {
+		r->rep->inserted += (int64_t)nins;
+		rc = 0;
+		goto out;
+	}
+	if (nstale && !(rowids = sched_big(NULL, nstale * sizeof(*rowids))))
+		goto oom;
+	for (size_t i = 0; i < nstale; i++)
+		rowids[i] = r->old[stale[i]].rowid;
+	if (delete_rows(r, w, rowids, nstale) || move_rows(r, w, mv, nmv))
 		goto out;
 	if (nins)
 		qsort_r(ins, nins, sizeof(*ins), cmp_ins, r);
@@ -245,8 +366,14 @@ static int diff(struct sched_run *r, struct writer *w)
 		if (do_insert(r, w, &p->cd[ins[i]]))
 			goto out;
 	rc = 0;
+	goto out;
+oom:
+	sched_fail(r, FERRY_FAIL, "out of memory writing table email_schedules");
 out:
 	free(ins);
+	free(stale);
+	free(mv);
+	free(rowids);
 	return rc;
 }
 
@@ -256,6 +383,16 @@ int sched_write(struct sched_run *r)
 		"INSERT OR IGNORE INTO email_schedules(contact_id, email_type, scheduled_send_date, "
 		"scheduled_send_time, status, skip_reason, priority, event_year, event_month, "
 		"event_day, scheduler_run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+	/* A move leaves the row as the INSERT above would make it (the columns it does not name
+	 * at their defaults, created_at too); only the id stays. Canonical tables only: there
+	 * every column and default is known (sched_ddl.h). */
+	static const char mov[] =
+		"UPDATE OR IGNORE email_schedules SET scheduled_send_date = ?1, "
+		"scheduled_send_time = ?2, status = ?3, skip_reason = ?4, priority = ?5, "
+		"event_year = ?6, event_month = ?7, event_day = ?8, scheduler_run_id = ?9, "
+		"campaign_instance_id = NULL, email_template = NULL, sms_template = NULL, "
+		"batch_id = NULL, catchup_note = NULL, actual_send_datetime = NULL, metadata = NULL, "
+		"created_at = datetime('now'), updated_at = datetime('now') WHERE rowid = ?10";
 	char upd[512];
 	struct writer w = { 0 };
 	int rc = FERRY_FAIL;
@@ -268,15 +405,12 @@ int sched_write(struct sched_run *r)
 		 ", updated_at = datetime('now')" : "");
 	if (ddl_table(r) || (r->es_exists && ddl_unique(r)))
 		return FERRY_FAIL;
+	w.moves = r->es_exists && sched_canonical(r);
 	if (sqlite3_prepare_v2(r->db, ins, -1, &w.ins, NULL) ||
 	    sqlite3_prepare_v2(r->db, upd, -1, &w.upd, NULL) ||
+	    (w.moves && sqlite3_prepare_v2(r->db, mov, -1, &w.mov, NULL)) ||
 	    sqlite3_prepare_v2(r->db, "DELETE FROM email_schedules WHERE rowid = ?1", -1, &w.del, NULL)) {
 		sched_db_fail(r, "cannot prepare writing to");
-		goto out_finalize;
-	}
-	w.dels = sched_big(NULL, (r->nold + 1) * sizeof(*w.dels));
-	if (!w.dels) {
-		sched_fail(r, FERRY_FAIL, "out of memory writing table email_schedules");
 		goto out_finalize;
 	}
 	rc = diff(r, &w);
@@ -285,16 +419,16 @@ int sched_write(struct sched_run *r)
 	if (!rc)
 		rc = ddl_secondary(r);
 out_finalize:
-	free(w.dels);
 	sqlite3_finalize(w.ins);
 	sqlite3_finalize(w.upd);
+	sqlite3_finalize(w.mov);
 	sqlite3_finalize(w.del);
 	return rc;
 }
 
 int sched_count(struct sched_run *r)
 {
-	struct writer none = { 0 };
+	struct writer none = { .moves = r->es_exists && sched_canonical(r) };
 
 	return diff(r, &none);
 }

@@ -365,13 +365,13 @@ static void summary(struct ferry_ctx *c, const struct sched_priv *p, const struc
 	ferry_log(c, FERRY_INFO, "summary",
 		  "today=%s contacts=%lld valid=%lld bad=%lld no_email=%lld no_state=%lld rows=%lld "
 		  "pre_scheduled=%lld skipped=%lld ignored=%lld inserted=%lld updated=%lld "
-		  "unchanged=%lld deleted=%lld daily_cap=%lld ed_limit=%lld load_ms=%lld "
+		  "unchanged=%lld deleted=%lld moved=%lld daily_cap=%lld ed_limit=%lld load_ms=%lld "
 		  "compute_ms=%lld write_ms=%lld compact_ms=%lld contacts_per_s=%lld",
 		  p->today, (long long)r->contacts, (long long)r->valid, (long long)r->bad,
 		  (long long)r->no_email, (long long)r->no_state, (long long)r->rows,
 		  (long long)r->pre_scheduled, (long long)r->skipped, (long long)r->ignored,
 		  (long long)r->inserted, (long long)r->updated, (long long)r->unchanged,
-		  (long long)r->deleted, (long long)r->daily_cap, (long long)r->ed_limit,
+		  (long long)r->deleted, (long long)r->moved, (long long)r->daily_cap, (long long)r->ed_limit,
 		  (long long)r->load_ms, (long long)r->compute_ms, (long long)r->write_ms,
 		  (long long)r->compact_ms, cps);
 }
@@ -465,8 +465,10 @@ static int execute_with(struct ferry_ctx *c, struct sched_priv *p, enum sched_mo
 	if (mode == SCHED_DRY) {
 		char msg[64];
 		snprintf(msg, sizeof(msg), "would delete %lld owned rows", (long long)rep.deleted);
-		ferry_log(c, FERRY_INFO, msg, "would_insert=%lld would_update=%lld unchanged=%lld",
-			  (long long)rep.inserted, (long long)rep.updated, (long long)rep.unchanged);
+		ferry_log(c, FERRY_INFO, msg,
+			  "would_insert=%lld would_update=%lld unchanged=%lld would_move=%lld",
+			  (long long)rep.inserted, (long long)rep.updated, (long long)rep.unchanged,
+			  (long long)rep.moved);
 		rc = close_csv(c, csv, csv_path, FERRY_OK);
 		csv = NULL;
 		if (!rc && csv_path)
@@ -485,6 +487,7 @@ static int execute_with(struct ferry_ctx *c, struct sched_priv *p, enum sched_mo
 	ferry_fact_setf(c, "inserted", "%lld", (long long)rep.inserted);
 	ferry_fact_setf(c, "updated", "%lld", (long long)rep.updated);
 	ferry_fact_setf(c, "deleted", "%lld", (long long)rep.deleted);
+	ferry_fact_setf(c, "moved", "%lld", (long long)rep.moved);
 	ferry_fact_setf(c, "unchanged", "%lld", (long long)rep.unchanged);
 out:
 	rc = close_csv(c, csv, csv_path, rc);

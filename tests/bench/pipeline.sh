@@ -81,7 +81,7 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 f = {s["name"]: s["facts"] for s in j["stages"]}
 sch, push = f.get("schedule", {}), f.get("push", {})
-rows = {k: v for k, v in sch.items() if "row" in k or "changed" in k}
+rows = {k: sch[k] for k in ("rows", "unchanged", "inserted", "updated", "moved", "deleted") if k in sch}
 print("    schedule facts:", " ".join(f"{k}={v}" for k, v in rows.items()))
 pw, pt = int(push.get("pages_written", 0)), int(push.get("pages_total", 1))
 print(f"    push: {pw} of {pt} pages written ({100 * pw / pt:.1f} %), "

@@ -51,7 +51,7 @@ run_stage() {
 	local line
 	line=$(grep -h ' summary ' "$W/$name.err" || true)
 	[ -n "$line" ] || { echo "no summary line in $name output" >&2; exit 1; }
-	eval "$(echo "$line" | tr ' ' '\n' | grep -E '^(load_ms|compute_ms|write_ms|contacts_per_s|rows|inserted|unchanged|updated|deleted)=' | sed "s/^/S_${name}_/")"
+	eval "$(echo "$line" | tr ' ' '\n' | grep -E '^(load_ms|compute_ms|write_ms|contacts_per_s|rows|inserted|unchanged|updated|deleted|moved)=' | sed "s/^/S_${name}_/")"
 	eval "RSS_$name=$(awk -F': ' '/Maximum resident/ {print $2}' "$W/$name.time")"
 	eval "WALL_$name='$(awk -F': ' '/Elapsed \(wall/ {print $2}' "$W/$name.time")'"
 	eval "CPU_$name='$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f s (user %.2f + sys %.2f)", u + s, u, s}' "$W/$name.time")'"
@@ -100,7 +100,7 @@ for i in 1 2 3; do
 	DAY=$(date -d "$TODAY + 1 day" +%F) run_stage "next$i"
 	eval "l=\$S_next${i}_load_ms c=\$S_next${i}_compute_ms w=\$S_next${i}_write_ms"
 	eval "wall=\$WALL_next$i cpu=\$CPU_next$i rss=\$RSS_next$i"
-	next_rows="$next_rows| next day ($i) | $l | $c | $w | $((l + c + w)) | | $(eval echo "\$S_next${i}_inserted inserted, \$S_next${i}_deleted deleted, \$S_next${i}_updated updated") | $((rss / 1024)) MiB | $wall | $cpu |
+	next_rows="$next_rows| next day ($i) | $l | $c | $w | $((l + c + w)) | | $(eval echo "\$S_next${i}_inserted inserted, \$S_next${i}_deleted deleted, \$S_next${i}_updated updated (\$S_next${i}_moved moved)") | $((rss / 1024)) MiB | $wall | $cpu |
 "
 done
 read -r changed_next total_next < <(pages "$W/before-next.db" "$W/org.db")

@@ -65,7 +65,7 @@ cid=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute
 sql "UPDATE contacts SET birth_date = '1950-12-25' WHERE id = $cid"
 run contact
 assert_not_contains "$T/contact.err" "$HIT"
-grep -q ' inserted=[1-9]' "$T/contact.err" || fail "a new birth date inserted nothing"
+grep -q ' moved=[1-9]' "$T/contact.err" || fail "a new birth date moved no row"
 run contact2
 assert_contains "$T/contact2.err" "$HIT"
 

@@ -1071,6 +1071,51 @@ static void test_old_row_order(void)
 	}
 }
 
+/* A row whose date moves (same contact and type) in a table the stage made is updated in
+ * place: it keeps its id, and every other column is as an insert would leave it. A dry run
+ * counts the same moves. */
+static void test_moves(void)
+{
+	struct sched_report rep;
+	char err[1024], q[512];
+	int64_t id1;
+
+	load_default_opts();
+	opts.today = D("2024-10-02");
+	opts.aep_enabled = false;
+	/* 1: birthday lead begun (S = today, moves each day); 2: birthday 2024-12-11 */
+	fresh_db("moves", "INSERT INTO contacts (id, email, state, birth_date) VALUES "
+		 "(1, 'a@b.co', 'TX', '1970-10-05'), (2, 'a@b.co', 'TX', '1970-12-25')");
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.inserted, 2);
+	sql("UPDATE email_schedules SET batch_id = 'b1', metadata = 'm', "
+	    "created_at = '2000-01-01 00:00:00', scheduler_run_id = 'old'");
+	id1 = sql_int("SELECT id FROM email_schedules WHERE contact_id = 1");
+	opts.today = D("2024-10-04");
+	ASSERT_EQ(run_mode(SCHED_DRY, NULL, &rep, err, sizeof(err)), 0);
+	ASSERT_EQ(rep.moved, 1);
+	ASSERT_EQ(rep.updated, 1);
+	ASSERT_EQ(rep.inserted, 0);
+	ASSERT_EQ(rep.deleted, 0);
+	opts.today = D("2024-10-03");
+	if (run(&rep))
+		return;
+	ASSERT_EQ(rep.moved, 1);
+	ASSERT_EQ(rep.updated, 1);
+	ASSERT_EQ(rep.inserted, 0);
+	ASSERT_EQ(rep.deleted, 0);
+	ASSERT_EQ(rep.unchanged, 1);
+	snprintf(q, sizeof(q), "SELECT count(*) FROM email_schedules WHERE id = %lld AND "
+		 "contact_id = 1 AND email_type = 'birthday' AND scheduled_send_date = '2024-10-03' "
+		 "AND batch_id IS NULL AND metadata IS NULL AND created_at <> '2000-01-01 00:00:00' "
+		 "AND scheduler_run_id = '%s'", (long long)id1, opts.run_id);
+	ASSERT_EQ(sql_int(q), 1);
+	ASSERT_EQ(sql_int("SELECT count(*) FROM email_schedules WHERE contact_id = 2 AND "
+			  "batch_id = 'b1' AND scheduler_run_id = 'old'"), 1);
+	ASSERT_EQ(sql_int("SELECT count(*) FROM email_schedules"), 2);
+}
+
 /* Schema errors, and ownership: rows not owned are never touched. */
 static void test_schema_and_ownership(void)
 {
@@ -1358,6 +1403,7 @@ int main(int argc, char **argv)
 	test_states();
 	test_underwriting();
 	test_schema_and_ownership();
+	test_moves();
 	test_old_row_order();
 	test_journal_vfs();
 	test_fingerprint();
