@@ -92,6 +92,40 @@ void sched_warn(struct sched_run *r, enum sched_warn_kind kind, const char *fmt,
 	va_end(ap);
 }
 
+static void say_kind(struct sched_run *r, int level, int kind, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void say_kind(struct sched_run *r, int level, int kind, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	say(r, level, kind, fmt, ap);
+	va_end(ap);
+}
+
+void sched_replay(struct sched_run *r, const char *text, size_t len)
+{
+	const char *p = text, *end = text + len;
+
+	while (p && p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		const char *sp = n > 2 ? memchr(p + 2, ' ', n - 2) : NULL;
+		size_t kl = sp ? (size_t)(sp - (p + 2)) : 0, ml = sp ? n - (size_t)(sp + 1 - p) : 0;
+		int kind = -1;
+
+		/* "LEVEL KIND MESSAGE" (say): said again as it was said */
+		if (sp && ml < 600 && p[0] >= '0' && p[0] <= '3' && p[1] == ' ') {
+			for (int k = 0; k < SCHED_W_NKINDS; k++)
+				if (strlen(sched_warn_kind_name[k]) == kl &&
+				    !memcmp(sched_warn_kind_name[k], p + 2, kl))
+					kind = k;
+			say_kind(r, p[0] - '0', kind, "%.*s", (int)ml, sp + 1);
+		}
+		p += n + 1;
+	}
+}
+
 int sched_db_fail(struct sched_run *r, const char *what)
 {
 	return sched_fail(r, FERRY_FAIL, "%s '%s': %s", what, r->path, sqlite3_errmsg(r->db));

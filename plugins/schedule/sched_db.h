@@ -41,6 +41,9 @@ struct sched_run {
 	size_t afailed;
 	bool es_exists;                     /* email_schedules exists */
 	unsigned es_cols;                   /* bit per sched_es_cols entry */
+	bool primed;                        /* old and counted rows came from the rows sidecar */
+	bool keep_rowids;                   /* the write fills rid (for the rows sidecar) */
+	int64_t *rid;                       /* after the write: rowid of each new row (plan.cd) */
 	bool capture;                       /* keep warnings for the fingerprint sidecar */
 	bool warn_oom;                      /* a warning could not be kept */
 	char *warn;                         /* kept lines, "LEVEL KIND MESSAGE\n" (sched_say) */
@@ -67,6 +70,9 @@ void sched_say(struct sched_run *r, int level, const char *fmt, ...)
 /* A warning about a contact row, kept likewise ("LEVEL KIND-NAME MESSAGE"). */
 void sched_warn(struct sched_run *r, enum sched_warn_kind kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Says again the lines kept while r->capture (another run's warn text), kept again if
+ * r->capture. */
+void sched_replay(struct sched_run *r, const char *text, size_t len);
 /* sched_fail with "WHAT 'PATH': SQLITE ERROR". */
 int sched_db_fail(struct sched_run *r, const char *what);
 int sched_exec(struct sched_run *r, const char *sql, const char *what);
@@ -77,7 +83,32 @@ int sched_exec(struct sched_run *r, const char *sql, const char *what);
  * call), or NULL (then the default VFS). */
 const char *sched_vfs(void);
 
+/* ---- the rows sidecar (sched_rows.c) ---- */
+/* An open rows sidecar whose header fits the inputs and the database's size. */
+struct sched_rows {
+	int fd;
+	unsigned char fkey[SCHED_FP_KEYLEN];        /* its key */
+	unsigned char file[SCHED_FP_LEN];           /* the database's tag under it */
+	size_t nold, ncnt;
+};
+/* DB_PATH ".ferry-sched-rows", malloc'd. */
+char *sched_rows_path(const char *db_path);
+/* sched_fp_key() with today left out: what the rows read back depend on. */
+int sched_rows_key(const struct sched_opts *o, unsigned char key[SCHED_FP_LEN]);
+/* 0 and rows open when DB_PATH's rows sidecar is for key and a database of size bytes. */
+int sched_rows_open(const char *db_path, const unsigned char key[SCHED_FP_LEN], uint64_t size,
+		    struct sched_rows *rows);
+/* Its rows into r->old and r->plan.cnt (replacing them): 0, or -1 when torn or damaged. */
+int sched_rows_load(struct sched_rows *rows, struct sched_run *r);
+void sched_rows_close(struct sched_rows *rows);
+/* After a fixed point is saved as fp: the rows as the load would read them back. */
+int sched_rows_save(struct sched_run *r, const unsigned char key[SCHED_FP_LEN],
+		    const struct sched_fp *fp, char *err, size_t errlen);
+void sched_rows_remove(const char *db_path);
+
 /* ---- reading (sched_load.c) ---- */
+/* A skip_reason's text (n bytes, NULL: none) as enum sched_reason and *state. */
+int sched_reason_of(const unsigned char *s, int n, int8_t *state);
 /* The columns the stage needs exist; sets es_exists and es_cols. */
 int sched_check_schema(struct sched_run *r);
 /* Contacts, failed underwriting, counted and owned rows (RULES.md, inputs). */

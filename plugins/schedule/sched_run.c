@@ -30,6 +30,7 @@ struct fp_run {
 	sqlite3_file *file;                 /* the main database file, SQLite's own handle */
 	char *path;                         /* the sidecar */
 	unsigned char key[SCHED_FP_LEN];    /* the inputs */
+	unsigned char rkey[SCHED_FP_LEN];   /* the inputs but today (the rows sidecar) */
 	uint32_t counter0;                  /* file change counter before our write */
 	bool have_h0;                       /* h0 = the file's hash before our write */
 	unsigned char fkey[SCHED_FP_KEYLEN];        /* h0's key */
@@ -63,6 +64,37 @@ static bool wal_mode(struct sched_run *r)
 	return wal;
 }
 
+/* The rows sidecar (sched_rows.c), when the sidecar's inputs were not these (another today):
+ * if its list is of this very file, it replaces the read of email_schedules. The file's
+ * tag is kept as h0. */
+static void rows_begin(struct sched_run *r, struct fp_run *f, uint64_t size)
+{
+	struct sched_rows rows;
+	unsigned char h[SCHED_FP_LEN];
+	uint64_t sz;
+	int64_t t0 = ferry_mono_ms();
+
+	if (sched_rows_open(r->path, f->rkey, size, &rows))
+		return;
+	if (!sched_fp_file(f->file, r->o->threads, rows.fkey, h, &sz) && sz == size &&
+	    !memcmp(h, rows.file, SCHED_FP_LEN)) {
+		memcpy(f->fkey, rows.fkey, SCHED_FP_KEYLEN);
+		memcpy(f->h0, h, SCHED_FP_LEN);
+		f->size0 = sz;
+		f->have_h0 = true;
+		if (!sched_rows_load(&rows, r)) {
+			r->primed = true;
+			r->capture = false;         /* not a line a rerun replays */
+			sched_say(r, FERRY_INFO, "email_schedules as the last run left it (rows sidecar "
+				  "%s.ferry-sched-rows, the file's tag checked): %zu owned and %zu counted "
+				  "rows in %lld ms", r->path, r->nold, r->plan.ncnt,
+				  (long long)(ferry_mono_ms() - t0));
+			r->capture = true;
+		}
+	}
+	sched_rows_close(&rows);
+}
+
 /* Before any read of the data, holding the write lock: true when the sidecar says this
  * very file is a fixed point for these inputs (saved filled in). */
 static bool fp_begin(struct sched_run *r, struct fp_run *f, struct sched_fp *saved)
@@ -72,16 +104,21 @@ static bool fp_begin(struct sched_run *r, struct fp_run *f, struct sched_fp *sav
 	if (!r->o->fingerprint || wal_mode(r) ||
 	    sqlite3_file_control(r->db, "main", SQLITE_FCNTL_FILE_POINTER, &f->file) != SQLITE_OK ||
 	    !f->file || !f->file->pMethods || read_counter(f->file, &f->counter0) ||
-	    sched_fp_key(r->o, f->key))
+	    sched_fp_key(r->o, f->key) || sched_rows_key(r->o, f->rkey))
 		return false;
 	f->path = sched_fp_path(r->path);
 	if (!f->path)
 		return false;
 	f->on = true;
 	r->capture = true;
-	if (sched_fp_load(f->path, f->key, saved))
+	r->keep_rowids = true;
+	if (f->file->pMethods->xFileSize(f->file, &sz) != SQLITE_OK)
 		return false;
-	if (f->file->pMethods->xFileSize(f->file, &sz) != SQLITE_OK || (uint64_t)sz != saved->size ||
+	if (sched_fp_load(f->path, f->key, saved)) {
+		rows_begin(r, f, (uint64_t)sz);
+		return false;
+	}
+	if ((uint64_t)sz != saved->size ||
 	    sched_fp_file(f->file, r->o->threads, saved->fkey, f->h0, &f->size0))
 		return false;
 	memcpy(f->fkey, saved->fkey, SCHED_FP_KEYLEN);
@@ -92,35 +129,11 @@ static bool fp_begin(struct sched_run *r, struct fp_run *f, struct sched_fp *sav
 /* A hit: the counts and warnings of the run that proved the fixed point. */
 static void fp_reuse(struct sched_run *r, const struct sched_fp *saved)
 {
-	const char *p = saved->warn, *end = saved->warn + saved->nwarn;
-
 	*r->rep = saved->rep;
 	r->rep->unchanged = r->rep->rows;
 	r->rep->reused = true;
 	r->capture = false;
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		const char *sp = n > 2 ? memchr(p + 2, ' ', n - 2) : NULL;
-		size_t kl = sp ? (size_t)(sp - (p + 2)) : 0, ml = sp ? n - (size_t)(sp + 1 - p) : 0;
-		int kind = -1;
-		char msg[600];
-
-		/* "LEVEL KIND MESSAGE" (sched_say): replayed as the run that saved it said it */
-		if (sp && ml < sizeof(msg) && p[0] >= '0' && p[0] <= '3' && p[1] == ' ') {
-			memcpy(msg, sp + 1, ml);
-			msg[ml] = '\0';
-			for (int k = 0; k < SCHED_W_NKINDS; k++)
-				if (strlen(sched_warn_kind_name[k]) == kl &&
-				    !memcmp(sched_warn_kind_name[k], p + 2, kl))
-					kind = k;
-			if (kind >= 0 && r->io->warn)
-				r->io->warn(r->io->ud, kind, msg);
-			else if (r->io->log)
-				r->io->log(r->io->ud, p[0] - '0', msg);
-		}
-		p += n + 1;
-	}
+	sched_replay(r, saved->warn, saved->nwarn);
 }
 
 /* After our COMMIT: hash the file as we left it and save the sidecar, when it is known
@@ -134,15 +147,18 @@ static void fp_end(struct sched_run *r, struct fp_run *f, bool canonical)
 	uint32_t c1;
 	int written = 0, hi;
 	char err[512];
+	bool saved_rows = false;
 
 	r->capture = false;
-	if (!f->on || r->warn_oom)
+	if (!f->on)
 		return;
+	if (r->warn_oom)
+		goto out_end;
 	memset(&fp, 0, sizeof(fp));
 	/* pages this connection wrote to the database file (rollback mode; recovery of a hot
 	 * journal is not counted): 0 means the run left the file as it found it */
 	if (sqlite3_db_status(r->db, SQLITE_DBSTATUS_CACHE_WRITE, &written, &hi, 0) != SQLITE_OK)
-		return;
+		goto out_end;
 	if (sqlite3_exec(r->db, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
 	    SQLITE_OK || read_counter(f->file, &c1))
 		goto out_end;
@@ -164,12 +180,21 @@ static void fp_end(struct sched_run *r, struct fp_run *f, bool canonical)
 	fp.rep = *r->rep;
 	fp.warn = r->warn;
 	fp.nwarn = r->nwarn;
-	if (sched_fp_save(f->path, &fp, err, sizeof(err)))
+	if (sched_fp_save(f->path, &fp, err, sizeof(err))) {
 		sched_say(r, FERRY_INFO, "fingerprint not saved (the next run reads everything): %s",
 			  err);
+	} else if (r->rid && sched_rows_save(r, f->rkey, &fp, err, sizeof(err))) {
+		sched_say(r, FERRY_INFO, "rows sidecar not saved (the next day's run reads "
+			  "email_schedules): %s", err);
+	} else if (r->rid) {
+		saved_rows = true;
+	}
 out_end:
 	if (!sqlite3_get_autocommit(r->db))
 		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	/* a rows sidecar of an older state would only cost the next run a tag of the file */
+	if (!saved_rows)
+		sched_rows_remove(r->path);
 }
 
 /* ---- compaction (the `compact` key; RULES.md, what is written) ---- */
@@ -377,6 +402,7 @@ out_close:
 	sqlite3_close(r.db);
 	sched_plan_free(&r.plan);
 	free(r.old);
+	free(r.rid);
 	free(r.failed);
 	free(r.warn);
 	free(fpr.path);

@@ -168,6 +168,8 @@ static int do_insert(struct sched_run *r, struct writer *w, struct sched_cand *k
 		k->dup = 1;
 	} else {
 		r->rep->inserted++;
+		if (r->rid)
+			r->rid[k - r->plan.cd] = sqlite3_last_insert_rowid(r->db);
 	}
 	return 0;
 }
@@ -294,7 +296,10 @@ static size_t pair_moves(struct sched_run *r, uint32_t *stale, size_t *nstale, u
 		}
 		if (c == 0) {
 			mv[nm].rowid = r->old[stale[a++]].rowid;
-			mv[nm++].cand = ins[b++];
+			mv[nm].cand = ins[b++];
+			if (r->rid)
+				r->rid[mv[nm].cand] = mv[nm].rowid;
+			nm++;
 		} else if (c < 0) {
 			stale[ns++] = stale[a++];
 		} else {
@@ -320,6 +325,10 @@ static int diff(struct sched_run *r, struct writer *w)
 	size_t j = 0, nins = 0, nstale = 0, nmv;
 	int rc = FERRY_FAIL;
 
+	free(r->rid);
+	r->rid = NULL;
+	if (w->ins && r->keep_rowids && p->ncd && !(r->rid = sched_big(NULL, p->ncd * sizeof(*r->rid))))
+		goto oom;
 	if (r->nold > UINT32_MAX || p->ncd > UINT32_MAX ||
 	    (p->ncd && !(ins = sched_big(NULL, p->ncd * sizeof(*ins)))) ||
 	    (r->nold && !(stale = sched_big(NULL, r->nold * sizeof(*stale)))))
@@ -332,6 +341,8 @@ static int diff(struct sched_run *r, struct writer *w)
 		while (j < r->nold && (c = key_cmp(r, k, &r->old[j])) > 0)
 			stale[nstale++] = (uint32_t)j++;
 		if (j < r->nold && c == 0) {
+			if (r->rid)
+				r->rid[i] = r->old[j].rowid;
 			if (same_row(r, k, &r->old[j]))
 				r->rep->unchanged++;
 			else if (do_update(r, w, k, r->old[j].rowid))

@@ -45,7 +45,8 @@ static const struct ferry_key schedule_keys[] = {
 	{ "threads", FERRY_KEY_INT, "2", 0,
 	  "1 or 2: read email_schedules (and tag the file) in a second thread" },
 	{ "fingerprint", FERRY_KEY_INT, "1", 0,
-	  "0/1: skip a rerun on a database byte-identical to a fixed point (DB.ferry-sched)" },
+	  "0/1: skip a rerun on a database byte-identical to a fixed point (DB.ferry-sched); "
+	  "the next day takes email_schedules from DB.ferry-sched-rows" },
 	{ "compact", FERRY_KEY_ENUM, "auto", 0,
 	  "rewrite the database compacted after a run that inserted a quarter of the rows or "
 	  "more into a file of 64 MiB or more (auto), after every run that wrote (always), or "
