@@ -3,6 +3,7 @@
 #ifndef FERRY_SCHED_DB_H
 #define FERRY_SCHED_DB_H
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -44,6 +45,7 @@ struct sched_run {
 	bool primed;                        /* old and counted rows came from the rows sidecar */
 	bool keep_rowids;                   /* the write fills rid (for the rows sidecar) */
 	int64_t *rid;                       /* after the write: rowid of each new row (plan.cd) */
+	size_t load_nwarn;                  /* warn bytes kept by the load (the first ones) */
 	bool capture;                       /* keep warnings for the fingerprint sidecar */
 	bool warn_oom;                      /* a warning could not be kept */
 	char *warn;                         /* kept lines, "LEVEL KIND MESSAGE\n" (sched_say) */
@@ -84,12 +86,17 @@ int sched_exec(struct sched_run *r, const char *sql, const char *what);
 const char *sched_vfs(void);
 
 /* ---- the rows sidecar (sched_rows.c) ---- */
+/* The counts the load makes (struct sched_report, plan.n_emails). */
+struct sched_loaded {
+	int64_t contacts, valid, bad, no_email, no_state, unknown_state, n_emails;
+};
 /* An open rows sidecar whose header fits the inputs and the database's size. */
 struct sched_rows {
 	int fd;
 	unsigned char fkey[SCHED_FP_KEYLEN];        /* its key */
 	unsigned char file[SCHED_FP_LEN];           /* the database's tag under it */
-	size_t nold, ncnt;
+	size_t nold, ncnt, nct, nwarn;
+	char *warn;                                 /* after sched_rows_load: the load's lines */
 };
 /* DB_PATH ".ferry-sched-rows", malloc'd. */
 char *sched_rows_path(const char *db_path);
@@ -98,13 +105,37 @@ int sched_rows_key(const struct sched_opts *o, unsigned char key[SCHED_FP_LEN]);
 /* 0 and rows open when DB_PATH's rows sidecar is for key and a database of size bytes. */
 int sched_rows_open(const char *db_path, const unsigned char key[SCHED_FP_LEN], uint64_t size,
 		    struct sched_rows *rows);
-/* Its rows into r->old and r->plan.cnt (replacing them): 0, or -1 when torn or damaged. */
+/* What the load made into r (old rows, counted rows, contacts, counts; replacing them) and
+ * its warnings into rows->warn (sched_replay, nwarn bytes): 0, or -1 when torn or damaged. */
 int sched_rows_load(struct sched_rows *rows, struct sched_run *r);
 void sched_rows_close(struct sched_rows *rows);
-/* After a fixed point is saved as fp: the rows as the load would read them back. */
-int sched_rows_save(struct sched_run *r, const unsigned char key[SCHED_FP_LEN],
-		    const struct sched_fp *fp, char *err, size_t errlen);
+/* Saving: the rows as the load would read back the file this run leaves, written by a
+ * thread (r's plan and rid are only read) into a temporary file while the commit runs. */
+struct sched_rows_job {
+	bool started;                       /* the thread runs or has not been joined */
+	pthread_t th;
+	struct sched_run *r;
+	unsigned char fkey[SCHED_FP_KEYLEN];        /* the GMAC's key: the file's tag uses it */
+	FILE *f;
+	struct evp_cipher_ctx_st *ctx;
+	size_t nold;
+	struct sched_loaded counts;         /* the load's, when the job began */
+	char *warn;                         /* the load's warnings, copied */
+	size_t nwarn;
+	int rc;
+	char tmp[4200], err[512];
+};
+/* After the write, before COMMIT; 0, or -1 (then no rows sidecar is saved). */
+int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYLEN],
+		     struct sched_rows_job *j);
+/* Once the fixed point is saved as fp (its fkey the job's): header, tag, rename. */
+int sched_rows_finish(struct sched_rows_job *j, const unsigned char key[SCHED_FP_LEN],
+		      const struct sched_fp *fp, char *err, size_t errlen);
+/* Joins the thread and drops the temporary file; harmless after finish or without begin. */
+void sched_rows_abort(struct sched_rows_job *j);
 void sched_rows_remove(const char *db_path);
+/* Removes the temporary files of runs that died writing a rows sidecar. */
+void sched_rows_sweep(const char *db_path);
 
 /* ---- reading (sched_load.c) ---- */
 /* A skip_reason's text (n bytes, NULL: none) as enum sched_reason and *state. */

@@ -429,29 +429,18 @@ static int bad_row(struct sched_run *r, enum sched_warn_kind kind, int64_t id, c
 	return 0;
 }
 
-/* Rowids a chunk takes: 128 chunks in all (a chunk is one statement), at least 16,384. */
-#define CHUNK_MIN 16384
-
-/* Reads contacts in id order and validates them (RULES.md): the plan's contacts; with
- * range, only the ids in [lo, hi] (contacts_chunks). */
-static int load_contacts_part(struct sched_run *r, bool range, int64_t lo, int64_t hi)
+/* Reads contacts in id order and validates them (RULES.md): the plan's contacts. */
+static int load_contacts(struct sched_run *r)
 {
-	static const char *const sql[2] = {
-		"SELECT id, email, state, zip_code, birth_date, effective_date FROM contacts ORDER BY id",
-		"SELECT id, email, state, zip_code, birth_date, effective_date FROM contacts "
-		"WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
-	};
+	static const char sql[] =
+		"SELECT id, email, state, zip_code, birth_date, effective_date FROM contacts ORDER BY id";
 	static const char *const dcol[2] = { "birth_date", "effective_date" };
 	struct sched_plan *p = &r->plan;
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(r->db, sql[range], -1, &st, NULL))
+	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL))
 		return sched_db_fail(r, "cannot read table contacts of");
-	if (range) {
-		sqlite3_bind_int64(st, 1, lo);
-		sqlite3_bind_int64(st, 2, hi);
-	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		sqlite3_value *v[6];                /* as in load_schedules */
 		for (int i = 0; i < 6; i++)
@@ -556,12 +545,6 @@ out_fail:
 	sqlite3_finalize(st);
 	return FERRY_FAIL;
 }
-
-static int load_contacts(struct sched_run *r)
-{
-	return load_contacts_part(r, false, 0, 0);
-}
-
 
 /* email_schedules' rowids not read yet, [lo, hi]: the two readers take chunks of them from
  * either end until they meet, so neither waits for the other however long contacts take
@@ -704,175 +687,8 @@ static int merge_reader(struct sched_run *r, struct reader *t, const struct mark
 	return 0;
 }
 
-
-/* ---- contacts on two threads, when email_schedules needs no reading (the rows sidecar) ---- */
-
-#define CONTACTS_CHUNK_MIN 4096             /* ids a chunk takes at least; 64 chunks in all */
-
-/* contacts.id is the table's rowid (INTEGER PRIMARY KEY): every id is an integer in
- * [min, max] and a range of ids is a range of the table's b-tree. */
-static bool id_is_rowid(struct sched_run *r, int64_t *lo, int64_t *hi)
-{
-	sqlite3_stmt *st;
-	bool yes = false;
-
-	if (sqlite3_prepare_v2(r->db, "EXPLAIN QUERY PLAN SELECT id FROM contacts WHERE id = 1", -1,
-			       &st, NULL) != SQLITE_OK)
-		return false;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *d = (const char *)sqlite3_column_text(st, 3);
-		yes = yes || (d && strstr(d, "USING INTEGER PRIMARY KEY (rowid=?)"));
-	}
-	sqlite3_finalize(st);
-	if (!yes || sqlite3_prepare_v2(r->db, "SELECT (SELECT min(id) FROM contacts), "
-				       "(SELECT max(id) FROM contacts)", -1, &st, NULL) != SQLITE_OK)
-		return false;
-	yes = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_INTEGER &&
-	      sqlite3_column_type(st, 1) == SQLITE_INTEGER;
-	if (yes) {
-		*lo = sqlite3_column_int64(st, 0);
-		*hi = sqlite3_column_int64(st, 1);
-	}
-	sqlite3_finalize(st);
-	return yes;
-}
-
-/* The second thread: chunks of ids from the top, into its own run (report, contacts, and
- * its warnings kept as text); marks[k] is where its k-th chunk begins. */
-struct creader {
-	struct sched_run r;
-	struct sched_io io;
-	struct sched_report rep;
-	struct split *split;
-	struct mark *marks;                 /* .old: in r.warn, .cnt: in r.plan.ct */
-	size_t nmarks, amarks;
-	int64_t low;                        /* the lowest id it took */
-	int rc;
-};
-
-static void *read_contacts_top(void *arg)
-{
-	struct creader *t = arg;
-	int64_t a, b;
-
-	while (!t->rc && claim(t->split, true, &a, &b)) {
-		if (t->nmarks == t->amarks) {
-			size_t na = t->amarks ? t->amarks * 2 : 64;
-			void *nb = realloc(t->marks, na * sizeof(*t->marks));
-			if (!nb) {
-				t->rc = sched_fail(&t->r, FERRY_FAIL, "out of memory");
-				break;
-			}
-			t->marks = nb;
-			t->amarks = na;
-		}
-		t->marks[t->nmarks++] = (struct mark){ t->r.nwarn, t->r.plan.nct };
-		t->low = a;
-		t->rc = load_contacts_part(&t->r, true, a, b);
-	}
-	return NULL;
-}
-
-/* This thread first reads the unique index of email_schedules into its page cache (the
- * write that follows visits most of its pages, and the cache's memory is then in place:
- * about 0.6 s less write at 1M contacts), then takes chunks of ids from the bottom, saying
- * its warnings as it goes; the other thread takes chunks from the top. Its contacts and
- * warnings then follow ours, its chunks from the last taken to the first: the result, the
- * log and the sidecar's warnings are those of one reader in id order. A failure in our
- * chunks wins (they come first in id order); a thread that kept too many warnings to replay
- * has its ids read again here. */
-static int load_contacts_split(struct sched_run *r)
-{
-	struct split split = { .mu = PTHREAD_MUTEX_INITIALIZER };
-	struct sched_plan *p = &r->plan;
-	struct creader t;
-	int64_t lo, hi, a, b;
-	pthread_t th;
-	int rc = 0;
-
-	if (r->o->threads < 2 || !id_is_rowid(r, &lo, &hi))
-		return load_contacts(r);
-	split.lo = lo;
-	split.hi = hi;
-	split.chunk = (int64_t)(((uint64_t)hi - (uint64_t)lo) / 64) + 1;
-	if (split.chunk < CONTACTS_CHUNK_MIN)
-		split.chunk = CONTACTS_CHUNK_MIN;
-	memset(&t, 0, sizeof(t));
-	t.r = *r;
-	t.r.io = &t.io;
-	t.r.rep = &t.rep;
-	t.r.capture = true;
-	t.r.warn = NULL;
-	t.r.nwarn = t.r.awarn = 0;
-	t.r.warn_oom = false;
-	t.r.old = NULL;
-	t.r.nold = t.r.aold = 0;
-	memset(&t.r.plan, 0, sizeof(t.r.plan));
-	t.split = &split;
-	if (sqlite3_open_v2(r->path, &t.r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-	    SQLITE_OK) {
-		sqlite3_close(t.r.db);
-		return load_contacts(r);
-	}
-	sqlite3_busy_timeout(t.r.db, 10000);
-	if (pthread_create(&th, NULL, read_contacts_top, &t) != 0) {
-		sqlite3_close(t.r.db);
-		return load_contacts(r);
-	}
-	if (r->es_exists)   /* only a cache's worth: errors and results do not matter */
-		sqlite3_exec(r->db, "SELECT count(*) FROM email_schedules "
-			     "WHERE contact_id >= -9223372036854775808", NULL, NULL, NULL);
-	while (!rc && claim(&split, false, &a, &b))
-		rc = load_contacts_part(r, true, a, b);
-	pthread_join(th, NULL);
-	sqlite3_close(t.r.db);
-	if (!rc && t.rc) {
-		snprintf(r->io->err, sizeof(r->io->err), "%s", t.io.err);
-		rc = FERRY_FAIL;
-	}
-	if (!rc && t.r.warn_oom && t.nmarks) {
-		/* too many warnings to keep: its ids, [its last chunk's start, max], read again
-		 * here, saying them */
-		rc = load_contacts_part(r, true, t.low, hi);
-		t.nmarks = 0;
-		memset(&t.rep, 0, sizeof(t.rep));
-		t.r.plan.n_emails = 0;
-	}
-	/* its chunks in id order: from the last it took to the first */
-	for (size_t k = t.nmarks; !rc && k-- > 0;) {
-		size_t ce = k + 1 < t.nmarks ? t.marks[k + 1].cnt : t.r.plan.nct;
-		size_t we = k + 1 < t.nmarks ? t.marks[k + 1].old : t.r.nwarn;
-		size_t n = ce - t.marks[k].cnt;
-
-		if (p->nct + n > p->act) {
-			size_t na = p->act * 2 > p->nct + n ? p->act * 2 : p->nct + n;
-			struct sched_contact *ct = sched_big(p->ct, na * sizeof(*ct));
-			if (!ct) {
-				rc = sched_fail(r, FERRY_FAIL, "out of memory reading table contacts");
-				break;
-			}
-			p->ct = ct;
-			p->act = na;
-		}
-		if (n)
-			memcpy(p->ct + p->nct, t.r.plan.ct + t.marks[k].cnt, n * sizeof(*p->ct));
-		p->nct += n;
-		sched_replay(r, t.r.warn + t.marks[k].old, we - t.marks[k].old);
-	}
-	if (!rc) {
-		p->n_emails += t.r.plan.n_emails;
-		r->rep->contacts += t.rep.contacts;
-		r->rep->no_email += t.rep.no_email;
-		r->rep->bad += t.rep.bad;
-		r->rep->valid += t.rep.valid;
-		r->rep->unknown_state += t.rep.unknown_state;
-		r->rep->no_state += t.rep.no_state;
-	}
-	free(t.marks);
-	free(t.r.plan.ct);
-	free(t.r.warn);
-	return rc;
-}
+/* Rowids a chunk takes: 128 chunks in all (a chunk is one statement), at least 16,384. */
+#define CHUNK_MIN 16384
 
 /* Two threads, each with its connection: the second reads email_schedules by rowid from the
  * bottom up; this one reads contacts, then the table from the top down until they meet (struct
@@ -881,8 +697,8 @@ static int load_contacts_split(struct sched_run *r)
  * database. */
 int sched_load(struct sched_run *r)
 {
-	if (r->primed)                      /* email_schedules as the rows sidecar holds it */
-		return finish_schedules(r) || load_failed(r) || load_contacts_split(r) ? FERRY_FAIL : 0;
+	if (r->primed)                      /* what the last run read, from the rows sidecar */
+		return finish_schedules(r);
 	struct split split = { .mu = PTHREAD_MUTEX_INITIALIZER };
 	struct mark *marks = NULL;
 	size_t nmarks = 0, amarks = 0;

@@ -1,31 +1,40 @@
-/* sched_rows.c: the rows sidecar (DB.ferry-sched-rows): email_schedules as the load would read
- * it back, kept beside a fingerprinted fixed point so that the next day's run need not decode
- * the table again.
+/* sched_rows.c: the rows sidecar (DB.ferry-sched-rows): everything the load makes of the
+ * database (email_schedules' owned and counted rows, the contacts as validated, their
+ * counts and warnings), kept beside a fingerprinted fixed point so that the next day's run
+ * need not decode the file again.
  *
  * Why this is sound. The fingerprint sidecar (sched_fp.c) proves "a file with tag F is the
- * state a run left". What the load makes of email_schedules (the owned rows, decoded, in
- * unique-key order, and the counted rows) is a function of the file's bytes and of the
- * inputs that decode them (send_time, the state table, the code): so a list saved with F and
- * with the hash of those inputs, today left out, is exactly what a full read of any file with
- * tag F would give. The run that proved the fixed point knows that list without reading it
- * back: after its commit the owned rows are exactly its new rows that were not dropped
- * (RULES.md, what is written), each with the rowid it kept or the insert gave, and each
- * field is made the way the load makes it from the text written (sched_rows_save: dates and
- * reasons formatted and parsed back). The counted rows are never written by the stage. The
- * next run (another today, the same other inputs) tags the file under its write lock with
- * the sidecar's key before it trusts the list; any other file, input or a torn sidecar
- * means the full read.
+ * state a run left". What the load makes of a file (sched_load: the owned rows decoded, in
+ * unique-key order, the counted rows, the valid contacts with their state and
+ * failed-underwriting flag, the counts and the warnings about bad rows) is a function of the
+ * file's bytes and of the inputs that decode them (send_time, the data files, the options,
+ * the code), not of today: so what is saved with F and with the hash of those inputs, today
+ * left out, is exactly what a full load of any file with tag F gives. The run that proved the
+ * fixed point knows it without reading anything back: it loaded contacts and contact_events,
+ * which it does not write; after its commit the owned rows are exactly its new rows that
+ * were not dropped (RULES.md, what is written), each with the rowid it kept or the insert
+ * gave, and each field made the way the load makes it from the text written (row_back:
+ * dates and reasons formatted and parsed back); the counted rows are never written by the
+ * stage. The next run (another today, the same other inputs) tags the file under its write
+ * lock with the sidecar's key before it trusts any of it; any other file, input or a torn
+ * sidecar means the full load.
  *
  * Format (native byte order and struct layout: the code's own hash is part of the input
- * key, so another build never reads it): struct rows_hdr, nold struct sched_old, ncnt struct
- * sched_counted, then a 16-byte GMAC of all that under the header's key. That key is in the
- * file, so the tag only detects a torn or damaged file, like the fingerprint sidecar's sum.
+ * key, so another build never reads it): nold struct sched_old, ncnt struct sched_counted,
+ * nct struct sched_contact, nwarn bytes of warnings (as sched_say keeps them), struct
+ * rows_hdr, then a 16-byte GMAC of all that under the header's key. That key is in the file,
+ * so the tag only detects a torn or damaged file, like the fingerprint sidecar's sum. The
+ * header comes last because the body is written by a thread while the commit syncs
+ * (sched_rows_begin), before the file's tag is known (sched_rows_finish).
  */
 #include "sched_db.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,18 +42,19 @@
 #include <unistd.h>
 
 #define ROWS_MAGIC "ferry-sched-rows"
-#define ROWS_VERSION 1u
+#define ROWS_VERSION 2u
 #define ROWS_TAG 16
 #define ROWS_BUF 4096                       /* records per write */
 
 struct rows_hdr {
 	char magic[16];
-	uint32_t version, rec_old, rec_cnt, pad;
+	uint32_t version, rec_old, rec_cnt, rec_ct;
 	unsigned char key[SCHED_FP_LEN];    /* inputs, today left out */
 	unsigned char fkey[SCHED_FP_KEYLEN];
 	unsigned char file[SCHED_FP_LEN];   /* the database's tag under fkey */
 	uint64_t size;                      /* the database's size */
-	uint64_t nold, ncnt;
+	uint64_t nold, ncnt, nct, nwarn;
+	struct sched_loaded counts;
 };
 
 char *sched_rows_path(const char *db_path)
@@ -128,78 +138,207 @@ static void row_back(const struct sched_run *r, const struct sched_cand *k, int6
 		sched_days(y, m, d) : SCHED_NODATE;
 }
 
-int sched_rows_save(struct sched_run *r, const unsigned char key[SCHED_FP_LEN],
-		    const struct sched_fp *fp, char *err, size_t errlen)
+/* The writer thread: every row, then the counted rows, into the temporary file. */
+static void *write_body(void *arg)
 {
-	struct rows_hdr h = { .magic = ROWS_MAGIC, .version = ROWS_VERSION,
-			      .rec_old = sizeof(struct sched_old),
-			      .rec_cnt = sizeof(struct sched_counted), .size = fp->size,
-			      .ncnt = r->plan.ncnt };
+	struct sched_rows_job *j = arg;
+	const struct sched_run *r = j->r;
 	struct sched_old *buf = malloc(ROWS_BUF * sizeof(*buf));
-	EVP_CIPHER_CTX *ctx = gmac_new(fp->fkey);
-	unsigned char tag[ROWS_TAG];
-	char *path = sched_rows_path(r->path), tmp[4200];
-	FILE *f = NULL;
 	size_t nb = 0;
-	int fd = -1, rc = -1;
 
-	memcpy(h.key, key, SCHED_FP_LEN);
-	memcpy(h.fkey, fp->fkey, SCHED_FP_KEYLEN);
-	memcpy(h.file, fp->file, SCHED_FP_LEN);
-	for (size_t i = 0; i < r->plan.ncd; i++)
-		h.nold += !r->plan.cd[i].dup;
-	if (!buf || !ctx || !path || !r->rid) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
+	j->rc = -1;
+	if (!buf) {
+		snprintf(j->err, sizeof(j->err), "out of memory");
+		return NULL;
 	}
-	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
-	unlink(tmp);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || !(f = fdopen(fd, "wb"))) {
-		snprintf(err, errlen, "cannot create '%s': %s", tmp, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		goto out;
-	}
-	if (gmac_add(ctx, &h, sizeof(h)) || fwrite(&h, sizeof(h), 1, f) != 1)
-		goto out_write;
 	for (size_t i = 0; i <= r->plan.ncd; i++) {
 		if (nb == ROWS_BUF || (i == r->plan.ncd && nb)) {
-			if (gmac_add(ctx, buf, nb * sizeof(*buf)) || fwrite(buf, sizeof(*buf), nb, f) != nb)
+			if (gmac_add(j->ctx, buf, nb * sizeof(*buf)) ||
+			    fwrite(buf, sizeof(*buf), nb, j->f) != nb)
 				goto out_write;
+			j->nold += nb;
 			nb = 0;
 		}
 		if (i < r->plan.ncd && !r->plan.cd[i].dup)
 			row_back(r, &r->plan.cd[i], r->rid[i], &buf[nb++]);
 	}
-	if ((r->plan.ncnt && (gmac_add(ctx, r->plan.cnt, r->plan.ncnt * sizeof(*r->plan.cnt)) ||
-			      fwrite(r->plan.cnt, sizeof(*r->plan.cnt), r->plan.ncnt, f) !=
-			      r->plan.ncnt)) ||
-	    gmac_end(ctx, tag) || fwrite(tag, sizeof(tag), 1, f) != 1)
+	if (r->plan.ncnt && (gmac_add(j->ctx, r->plan.cnt, r->plan.ncnt * sizeof(*r->plan.cnt)) ||
+			     fwrite(r->plan.cnt, sizeof(*r->plan.cnt), r->plan.ncnt, j->f) !=
+			     r->plan.ncnt))
 		goto out_write;
-	if (fclose(f) != 0) {
-		f = NULL;
+	if (r->plan.nct && (gmac_add(j->ctx, r->plan.ct, r->plan.nct * sizeof(*r->plan.ct)) ||
+			    fwrite(r->plan.ct, sizeof(*r->plan.ct), r->plan.nct, j->f) != r->plan.nct))
 		goto out_write;
+	if (j->nwarn && (gmac_add(j->ctx, j->warn, j->nwarn) ||
+			 fwrite(j->warn, 1, j->nwarn, j->f) != j->nwarn))
+		goto out_write;
+	j->rc = 0;
+	free(buf);
+	return NULL;
+out_write:
+	snprintf(j->err, sizeof(j->err), "cannot write '%.400s': %s", j->tmp,
+		 errno ? strerror(errno) : "failed");
+	free(buf);
+	return NULL;
+}
+
+int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYLEN],
+		     struct sched_rows_job *j)
+{
+	char *path = sched_rows_path(r->path);
+	int fd;
+
+	memset(j, 0, sizeof(*j));
+	if (!path)
+		return -1;
+	snprintf(j->tmp, sizeof(j->tmp), "%s.%ld.tmp", path, (long)getpid());
+	free(path);
+	j->r = r;
+	memcpy(j->fkey, fkey, SCHED_FP_KEYLEN);
+	/* the load's warnings and counts as they are now: r->warn may grow meanwhile */
+	j->counts = (struct sched_loaded){ r->rep->contacts, r->rep->valid, r->rep->bad,
+					   r->rep->no_email, r->rep->no_state, r->rep->unknown_state,
+					   r->plan.n_emails };
+	j->nwarn = r->load_nwarn;
+	if (j->nwarn && !(j->warn = malloc(j->nwarn)))
+		return -1;
+	if (j->nwarn)
+		memcpy(j->warn, r->warn, j->nwarn);
+	unlink(j->tmp);
+	fd = open(j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		free(j->warn);
+		j->warn = NULL;
+		return -1;
 	}
-	f = NULL;
-	/* no fsync: a torn or lost file only costs the next run its shortcut (the tag) */
-	if (rename(tmp, path) != 0) {
-		snprintf(err, errlen, "cannot rename '%s': %s", tmp, strerror(errno));
+	if (!(j->f = fdopen(fd, "wb")) || !(j->ctx = gmac_new(fkey)) ||
+	    pthread_create(&j->th, NULL, write_body, j) != 0) {
+		if (j->f)
+			fclose(j->f);
+		else
+			close(fd);
+		j->f = NULL;
+		EVP_CIPHER_CTX_free(j->ctx);
+		j->ctx = NULL;
+		free(j->warn);
+		j->warn = NULL;
+		unlink(j->tmp);
+		return -1;
+	}
+	j->started = true;
+	return 0;
+}
+
+static void job_end(struct sched_rows_job *j)
+{
+	if (!j->started)
+		return;
+	pthread_join(j->th, NULL);
+	j->started = false;
+}
+
+int sched_rows_finish(struct sched_rows_job *j, const unsigned char key[SCHED_FP_LEN],
+		      const struct sched_fp *fp, char *err, size_t errlen)
+{
+	struct rows_hdr h = { .magic = ROWS_MAGIC, .version = ROWS_VERSION,
+			      .rec_old = sizeof(struct sched_old),
+			      .rec_cnt = sizeof(struct sched_counted), .size = fp->size };
+	unsigned char tag[ROWS_TAG];
+	char *path;
+	int rc = -1;
+
+	job_end(j);
+	if (!j->f) {
+		snprintf(err, errlen, "not started");
+		return -1;
+	}
+	if (j->rc) {
+		snprintf(err, errlen, "%s", j->err);
 		goto out;
 	}
-	rc = 0;
-	goto out;
-out_write:
-	snprintf(err, errlen, "cannot write '%s': %s", tmp, errno ? strerror(errno) : "failed");
-out:
-	if (f)
-		fclose(f);
+	memcpy(h.key, key, SCHED_FP_LEN);
+	memcpy(h.fkey, fp->fkey, SCHED_FP_KEYLEN);
+	memcpy(h.file, fp->file, SCHED_FP_LEN);
+	h.nold = j->nold;
+	h.ncnt = j->r->plan.ncnt;
+	h.nct = j->r->plan.nct;
+	h.nwarn = j->nwarn;
+	h.counts = j->counts;
+	h.rec_ct = sizeof(struct sched_contact);
+	if (memcmp(fp->fkey, j->fkey, SCHED_FP_KEYLEN)) {
+		snprintf(err, errlen, "the file was tagged under another key");
+		goto out;
+	}
+	if (gmac_add(j->ctx, &h, sizeof(h)) || fwrite(&h, sizeof(h), 1, j->f) != 1 ||
+	    gmac_end(j->ctx, tag) || fwrite(tag, sizeof(tag), 1, j->f) != 1) {
+		snprintf(err, errlen, "cannot write '%.400s': %s", j->tmp, errno ? strerror(errno) : "failed");
+		goto out;
+	}
+	rc = fclose(j->f);
+	j->f = NULL;
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot write '%.400s': %s", j->tmp, strerror(errno));
+		goto out;
+	}
+	/* no fsync: a torn or lost file only costs the next run its shortcut (the tag) */
+	path = sched_rows_path(j->r->path);
+	rc = path ? rename(j->tmp, path) : -1;
 	if (rc)
-		unlink(tmp);
-	EVP_CIPHER_CTX_free(ctx);
-	free(buf);
+		snprintf(err, errlen, "cannot rename '%.400s': %s", j->tmp, path ? strerror(errno) :
+			 "out of memory");
 	free(path);
+out:
+	sched_rows_abort(j);
 	return rc;
+}
+
+void sched_rows_abort(struct sched_rows_job *j)
+{
+	job_end(j);
+	if (j->f) {
+		fclose(j->f);
+		j->f = NULL;
+		unlink(j->tmp);
+	}
+	EVP_CIPHER_CTX_free(j->ctx);
+	j->ctx = NULL;
+	free(j->warn);
+	j->warn = NULL;
+}
+
+void sched_rows_sweep(const char *db_path)
+{
+	char *path = sched_rows_path(db_path), *slash, dir[4096];
+	const char *base;
+	struct dirent *e;
+	DIR *d;
+
+	if (!path)
+		return;
+	slash = strrchr(path, '/');
+	base = slash ? slash + 1 : path;
+	snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+	if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	d = opendir(dir);
+	while (d && (e = readdir(d))) {
+		size_t bl = strlen(base);
+		char *end;
+		long pid;
+
+		/* BASE.PID.tmp of a run that died before its rename */
+		if (strncmp(e->d_name, base, bl) || e->d_name[bl] != '.')
+			continue;
+		pid = strtol(e->d_name + bl + 1, &end, 10);
+		if (pid <= 0 || strcmp(end, ".tmp") || (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+			continue;
+		char stale[8200];
+		snprintf(stale, sizeof(stale), "%s/%s", dir, e->d_name);
+		unlink(stale);
+	}
+	if (d)
+		closedir(d);
+	free(path);
 }
 
 void sched_rows_remove(const char *db_path)
@@ -224,14 +363,19 @@ int sched_rows_open(const char *db_path, const unsigned char key[SCHED_FP_LEN], 
 	rows->fd = -1;
 	if (fd < 0)
 		return -1;
-	if (fstat(fd, &st) != 0 || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(h) + ROWS_TAG ||
+	    pread(fd, &h, sizeof(h), st.st_size - (off_t)(sizeof(h) + ROWS_TAG)) != (ssize_t)sizeof(h) ||
 	    memcmp(h.magic, ROWS_MAGIC, sizeof(h.magic)) || h.version != ROWS_VERSION ||
 	    h.rec_old != sizeof(struct sched_old) || h.rec_cnt != sizeof(struct sched_counted) ||
+	    h.rec_ct != sizeof(struct sched_contact) ||
 	    memcmp(h.key, key, SCHED_FP_LEN) || h.size != size ||
 	    h.nold > (uint64_t)st.st_size / sizeof(struct sched_old) ||
 	    h.ncnt > (uint64_t)st.st_size / sizeof(struct sched_counted) ||
-	    (uint64_t)st.st_size != sizeof(h) + h.nold * sizeof(struct sched_old) +
-	    h.ncnt * sizeof(struct sched_counted) + ROWS_TAG) {
+	    h.nct > (uint64_t)st.st_size / sizeof(struct sched_contact) ||
+	    h.nwarn > (uint64_t)st.st_size ||
+	    (uint64_t)st.st_size != h.nold * sizeof(struct sched_old) +
+	    h.ncnt * sizeof(struct sched_counted) + h.nct * sizeof(struct sched_contact) +
+	    h.nwarn + sizeof(h) + ROWS_TAG) {
 		close(fd);
 		return -1;
 	}
@@ -240,6 +384,8 @@ int sched_rows_open(const char *db_path, const unsigned char key[SCHED_FP_LEN], 
 	memcpy(rows->file, h.file, SCHED_FP_LEN);
 	rows->nold = h.nold;
 	rows->ncnt = h.ncnt;
+	rows->nct = h.nct;
+	rows->nwarn = h.nwarn;
 	return 0;
 }
 
@@ -263,17 +409,23 @@ static int read_at(int fd, void *p, size_t n, uint64_t off)
 int sched_rows_load(struct sched_rows *rows, struct sched_run *r)
 {
 	struct rows_hdr h;
-	size_t bo = rows->nold * sizeof(struct sched_old), bc = rows->ncnt * sizeof(struct sched_counted);
+	size_t bo = rows->nold * sizeof(struct sched_old), bc = rows->ncnt * sizeof(struct sched_counted),
+	       bt = rows->nct * sizeof(struct sched_contact);
 	struct sched_old *old = sched_big(NULL, bo + sizeof(*old));
 	struct sched_counted *cnt = sched_big(NULL, bc + sizeof(*cnt));
+	struct sched_contact *ct = sched_big(NULL, bt + sizeof(*ct));
+	char *warn = malloc(rows->nwarn + 1);
 	EVP_CIPHER_CTX *ctx = gmac_new(rows->fkey);
 	unsigned char tag[ROWS_TAG], want[ROWS_TAG];
 	int rc = -1;
 
-	if (!old || !cnt || !ctx || read_at(rows->fd, &h, sizeof(h), 0) ||
-	    read_at(rows->fd, old, bo, sizeof(h)) || read_at(rows->fd, cnt, bc, sizeof(h) + bo) ||
-	    read_at(rows->fd, want, sizeof(want), sizeof(h) + bo + bc) ||
-	    gmac_add(ctx, &h, sizeof(h)) || gmac_add(ctx, old, bo) || gmac_add(ctx, cnt, bc) ||
+	if (!old || !cnt || !ct || !warn || !ctx || read_at(rows->fd, old, bo, 0) ||
+	    read_at(rows->fd, cnt, bc, bo) || read_at(rows->fd, ct, bt, bo + bc) ||
+	    read_at(rows->fd, warn, rows->nwarn, bo + bc + bt) ||
+	    read_at(rows->fd, &h, sizeof(h), bo + bc + bt + rows->nwarn) ||
+	    read_at(rows->fd, want, sizeof(want), bo + bc + bt + rows->nwarn + sizeof(h)) ||
+	    gmac_add(ctx, old, bo) || gmac_add(ctx, cnt, bc) || gmac_add(ctx, ct, bt) ||
+	    gmac_add(ctx, warn, rows->nwarn) || gmac_add(ctx, &h, sizeof(h)) ||
 	    gmac_end(ctx, tag) || memcmp(tag, want, ROWS_TAG))
 		goto out;
 	free(r->old);
@@ -282,13 +434,28 @@ int sched_rows_load(struct sched_rows *rows, struct sched_run *r)
 	free(r->plan.cnt);
 	r->plan.cnt = cnt;
 	r->plan.ncnt = r->plan.acnt = rows->ncnt;
+	free(r->plan.ct);
+	r->plan.ct = ct;
+	r->plan.nct = r->plan.act = rows->nct;
+	r->rep->contacts = h.counts.contacts;
+	r->rep->valid = h.counts.valid;
+	r->rep->bad = h.counts.bad;
+	r->rep->no_email = h.counts.no_email;
+	r->rep->no_state = h.counts.no_state;
+	r->rep->unknown_state = h.counts.unknown_state;
+	r->plan.n_emails = h.counts.n_emails;
+	rows->warn = warn;
 	old = NULL;
 	cnt = NULL;
+	ct = NULL;
+	warn = NULL;
 	rc = 0;
 out:
 	EVP_CIPHER_CTX_free(ctx);
 	free(old);
 	free(cnt);
+	free(ct);
+	free(warn);
 	return rc;
 }
 
@@ -297,4 +464,6 @@ void sched_rows_close(struct sched_rows *rows)
 	if (rows->fd >= 0)
 		close(rows->fd);
 	rows->fd = -1;
+	free(rows->warn);
+	rows->warn = NULL;
 }

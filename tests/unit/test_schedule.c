@@ -1155,7 +1155,7 @@ static void copy_file(const char *from, const char *to)
 		UNIT_FAIL("%s", cmd);
 }
 
-#define ROWS_LINE "email_schedules as the last run left it (rows sidecar"
+#define ROWS_LINE "the database as the last run read and left it (rows sidecar"
 
 /* One day on both databases: "rows" (fingerprint on, two threads: the rows sidecar and
  * contacts read in chunks by both threads) and "ref" (fingerprint off, one thread: every
@@ -1276,6 +1276,18 @@ static void test_rows_sidecar(void)
 		return;
 	day_both(rows, ref, "2024-10-10", &used);
 	ASSERT_TRUE(!used);
+	/* a run that died writing its rows sidecar left BASE.PID.tmp: the next run removes it
+	 * (a live writer's, by pid, is kept) */
+	char dead[300], live[300];
+	snprintf(dead, sizeof(dead), "%s.999999999.tmp", side);
+	snprintf(live, sizeof(live), "%s.%ld.tmp", side, (long)getppid());
+	fclose(fopen(dead, "w"));
+	fclose(fopen(live, "w"));
+	day_both(rows, ref, "2024-10-11", &used);
+	ASSERT_TRUE(used);
+	ASSERT_TRUE(access(dead, F_OK) != 0);
+	ASSERT_EQ(access(live, F_OK), 0);
+	unlink(live);
 }
 
 /* Schema errors, and ownership: rows not owned are never touched. */
