@@ -110,7 +110,7 @@ for i in 1 2 3 4; do
 	eval "wall=\$WALL_next$i cpu=\$CPU_next$i rss=\$RSS_next$i"
 	label=$i
 	[ "$i" = 4 ] && label="4, no rows sidecar"
-	next_rows="$next_rows| next day ($label) | $l | $c | $w | $((l + c + w)) | | $(eval echo "\$S_next${i}_inserted inserted, \$S_next${i}_deleted deleted, \$S_next${i}_updated updated (\$S_next${i}_moved moved)") | $((rss / 1024)) MiB | $wall | $cpu |
+	next_rows="$next_rows| next day ($label) | $l | $c | $w | $((l + c + w)) | | $(eval echo "\$S_next${i}_inserted inserted, \$S_next${i}_deleted deleted, \$S_next${i}_updated updated, \$S_next${i}_moved moved") | $((rss / 1024)) MiB | $wall | $cpu |
 "
 done
 read -r changed_next total_next < <(pages "$W/before-next.db" "$W/org.db")
