@@ -123,6 +123,7 @@ struct sched_rows_job {
 	char *warn;                         /* the load's warnings, copied */
 	size_t nwarn;
 	int rc;
+	char *path;                         /* the sidecar's name */
 	char tmp[4200], err[512];
 };
 /* After the write, before COMMIT; 0, or -1 (then no rows sidecar is saved). */

@@ -147,6 +147,11 @@ static void *write_body(void *arg)
 	size_t nb = 0;
 
 	j->rc = -1;
+	/* the last run's sidecar describes the file before this commit: freeing its blocks
+	 * (a large unlink) here keeps it out of the run's time; if the run fails, the next
+	 * one loads in full */
+	if (j->path)
+		unlink(j->path);
 	if (!buf) {
 		snprintf(j->err, sizeof(j->err), "out of memory");
 		return NULL;
@@ -192,7 +197,7 @@ int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYL
 	if (!path)
 		return -1;
 	snprintf(j->tmp, sizeof(j->tmp), "%s.%ld.tmp", path, (long)getpid());
-	free(path);
+	j->path = path;
 	j->r = r;
 	memcpy(j->fkey, fkey, SCHED_FP_KEYLEN);
 	/* the load's warnings and counts as they are now: r->warn may grow meanwhile */
@@ -200,15 +205,16 @@ int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYL
 					   r->rep->no_email, r->rep->no_state, r->rep->unknown_state,
 					   r->plan.n_emails };
 	j->nwarn = r->load_nwarn;
-	if (j->nwarn && !(j->warn = malloc(j->nwarn)))
+	if (j->nwarn && !(j->warn = malloc(j->nwarn))) {
+		sched_rows_abort(j);
 		return -1;
+	}
 	if (j->nwarn)
 		memcpy(j->warn, r->warn, j->nwarn);
 	unlink(j->tmp);
 	fd = open(j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		free(j->warn);
-		j->warn = NULL;
+		sched_rows_abort(j);
 		return -1;
 	}
 	if (!(j->f = fdopen(fd, "wb")) || !(j->ctx = gmac_new(fkey)) ||
@@ -218,11 +224,8 @@ int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYL
 		else
 			close(fd);
 		j->f = NULL;
-		EVP_CIPHER_CTX_free(j->ctx);
-		j->ctx = NULL;
-		free(j->warn);
-		j->warn = NULL;
 		unlink(j->tmp);
+		sched_rows_abort(j);
 		return -1;
 	}
 	j->started = true;
@@ -244,7 +247,6 @@ int sched_rows_finish(struct sched_rows_job *j, const unsigned char key[SCHED_FP
 			      .rec_old = sizeof(struct sched_old),
 			      .rec_cnt = sizeof(struct sched_counted), .size = fp->size };
 	unsigned char tag[ROWS_TAG];
-	char *path;
 	int rc = -1;
 
 	job_end(j);
@@ -281,12 +283,9 @@ int sched_rows_finish(struct sched_rows_job *j, const unsigned char key[SCHED_FP
 		goto out;
 	}
 	/* no fsync: a torn or lost file only costs the next run its shortcut (the tag) */
-	path = sched_rows_path(j->r->path);
-	rc = path ? rename(j->tmp, path) : -1;
+	rc = rename(j->tmp, j->path);
 	if (rc)
-		snprintf(err, errlen, "cannot rename '%.400s': %s", j->tmp, path ? strerror(errno) :
-			 "out of memory");
-	free(path);
+		snprintf(err, errlen, "cannot rename '%.400s': %s", j->tmp, strerror(errno));
 out:
 	sched_rows_abort(j);
 	return rc;
@@ -304,6 +303,8 @@ void sched_rows_abort(struct sched_rows_job *j)
 	j->ctx = NULL;
 	free(j->warn);
 	j->warn = NULL;
+	free(j->path);
+	j->path = NULL;
 }
 
 void sched_rows_sweep(const char *db_path)
