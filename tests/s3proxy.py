@@ -41,6 +41,8 @@ A rule (JSON object); all match fields are optional:
                    damaged on the way, after the client computed its checksums)
       sse_kms      forward, answer with `x-amz-server-side-encryption: aws:kms` added (an
                    SSE-KMS bucket, whose ETags are no MD5s of the bytes)
+      count        forward normally: the rule only counts the requests it matches (fired),
+                   e.g. UploadPartCopy by "header": "x-amz-copy-source"
     seconds  2.5             for stall / stall_reply
 Only the first rule that fires applies to a request.
 """
@@ -65,7 +67,7 @@ UPSTREAM = None     # (host, port)
 LOCAL = threading.local()
 
 ACTIONS = {"500", "503", "reset", "stall", "stall_reply", "drop", "strip_cond", "412",
-           "bad_length", "truncate", "garbage_xml", "flip_byte", "sse_kms"}
+           "bad_length", "truncate", "garbage_xml", "flip_byte", "sse_kms", "count"}
 
 
 def fresh_stats():

@@ -268,6 +268,14 @@ struct ferry_s3_range {
 long ferry_s3_plan_around(const struct ferry_s3_range *dirty, size_t ndirty, uint64_t size,
 			  uint64_t base_size, uint64_t align, struct ferry_s3_part **out);
 
+/* What a part copy (UploadPartCopy) and a part upload (UploadPart: reading the file and
+ * its MD5 included) cost on a store, in ms per MiB of one request (the requests overlap,
+ * `threads` at a time: these are each one's own time over its bytes). 0: not known. */
+struct ferry_s3_up_costs {
+	double copy_ms_per_mib;
+	double upload_ms_per_mib;
+};
+
 struct ferry_s3_upload {
 	const char *key;
 	int fd;                             /* the object's bytes are [0, size) of fd */
@@ -296,6 +304,23 @@ struct ferry_s3_upload {
 	 * the copyable bytes left would take more than this many ms longer as copies (a store
 	 * whose UploadPartCopy costs O(object), as moto's) */
 	int64_t copy_slack_ms;
+	/* With copy_slack_ms > 0: what earlier uploads to this store measured (push keeps them
+	 * per store), or NULL. A figure this upload has not measured yet is taken from here:
+	 * when they say the copyable bytes would take more than copy_slack_ms longer as copies,
+	 * those parts are uploaded from the start and no copy is sent (no probe); when they say
+	 * copies are cheap, the parts are copied, timed, and switched as without a prior once
+	 * this upload's own figures say otherwise (its own figure of a kind wins as soon as one
+	 * request of that kind has ended). */
+	const struct ferry_s3_up_costs *prior;
+	/* for the info line of a switch decided on the prior: where it was kept, how old its
+	 * copy figure is, how many earlier uploads went by that figure alone */
+	const char *prior_file;
+	double prior_age_days;
+	int prior_uses;
+	struct ferry_s3_up_costs measured;  /* out: this upload's own figures (0: none ended) */
+	/* out: copyable parts uploaded on the prior's copy figure alone, no copy of this upload
+	 * having ended (the prior decided, and copies were not measured again) */
+	int prior_uploads;
 	int err;                            /* out: before_read's errno when that failed the upload */
 };
 /* FERRY_S3_OK, or a code with res->msg naming the request (FERRY_S3_ERROR with u->err set

@@ -64,6 +64,13 @@ struct s3up_cost {
  * time: both kinds measured, copies dearer per byte, and the difference over `left` more
  * than slack_ms (ferry_s3_upload.copy_slack_ms; <= 0: never). */
 bool s3up_prefer_upload(const struct s3up_cost *m, uint64_t left, int threads, int64_t slack_ms);
+/* The figures to weigh with (into *out): for each kind, this upload's own (live) once one
+ * of its requests has ended, else the prior's (ferry_s3_upload.prior, may be NULL). While no
+ * copy has ended, a copy still running for run_ns over run_bytes (a lower bound of its
+ * cost) counts instead of the prior's copy figure when it says more. Returns whether the
+ * copy figure is the prior's. */
+bool s3up_figures(const struct s3up_cost *live, const struct ferry_s3_up_costs *prior,
+		  uint64_t run_ns, uint64_t run_bytes, struct s3up_cost *out);
 
 /* ---------------------------------------------------------------- XML readers (s3_xml.c) */
 

@@ -2,7 +2,8 @@
  * or a multipart upload whose unchanged parts are copied server-side. ferryfs commits its
  * cache files with it in ferry_fsproto.h's fixed layout; push writes the replica with it in
  * a layout around the changed pages (ferry_s3_plan_around). Copies that measure dearer than
- * uploads turn into uploads (copy_slack_ms, s3up_prefer_upload). */
+ * uploads turn into uploads (copy_slack_ms, s3up_prefer_upload), from the start when the
+ * figures of earlier uploads (u->prior, push's remembered costs) already say so. */
 #include "ferry_s3.h"
 #include "s3_internal.h"
 
@@ -45,6 +46,7 @@ struct up_job {
 	uint64_t probe_t0;                  /* when it was sent (ns); 0: not yet, or done */
 	uint64_t copy_left;                 /* bytes of the copyable parts not yet taken */
 	int switched;                       /* copyable parts uploaded instead */
+	bool skip;                          /* the prior said so: every copyable part uploaded */
 	pthread_mutex_t mu;
 };
 
@@ -243,34 +245,94 @@ bool s3up_prefer_upload(const struct s3up_cost *m, uint64_t left, int threads, i
 	return copy > up && (double)left * (copy - up) / threads / 1e6 > (double)slack_ms;
 }
 
+/* A prior figure in ms per MiB as ns over 1 MiB, when it is one (a file may say anything:
+ * 0, negative, NaN and absurd values are no figure). */
+static bool prior_figure(double ms, uint64_t *ns, uint64_t *bytes)
+{
+	if (!(ms > 0 && ms < 1e9))
+		return false;
+	*ns = (uint64_t)(ms * 1e6 + 0.5);
+	*bytes = 1ull << 20;
+	return *ns > 0;
+}
+
+bool s3up_figures(const struct s3up_cost *live, const struct ferry_s3_up_costs *prior,
+		  uint64_t run_ns, uint64_t run_bytes, struct s3up_cost *out)
+{
+	bool from_prior = false;
+
+	*out = *live;
+	if (!out->up_bytes && prior)
+		prior_figure(prior->upload_ms_per_mib, &out->up_ns, &out->up_bytes);
+	if (out->copy_bytes)
+		return false;
+	if (prior && prior_figure(prior->copy_ms_per_mib, &out->copy_ns, &out->copy_bytes))
+		from_prior = true;
+	/* run_ns / run_bytes > copy_ns / copy_bytes, without the division */
+	if (run_bytes && (!out->copy_bytes ||
+			  (double)run_ns * (double)out->copy_bytes >
+			  (double)out->copy_ns * (double)run_bytes)) {
+		out->copy_ns = run_ns;
+		out->copy_bytes = run_bytes;
+		from_prior = false;
+	}
+	return from_prior;
+}
+
+static double ms_per_mib(uint64_t ns, uint64_t bytes)
+{
+	return bytes ? (double)ns / (double)bytes * 1048576 / 1e6 : 0;
+}
+
+/* The info line of the switch to uploads: the figures, and where the copy figure came
+ * from (this upload's copies, or the prior: then its file, age and uses). */
+static void switch_line(const struct ferry_s3_upload *u, const struct s3up_cost *m,
+			uint64_t left, bool remembered)
+{
+	if (!remembered)
+		ferry_logf(FERRY_INFO, "s3", "part copies are slower than uploads here: uploading "
+			   "the copyable parts left", "key='%s' copy_ms_per_mib>=%.1f "
+			   "upload_ms_per_mib=%.1f left_mib=%llu copy_figure=timed_now", u->key,
+			   ms_per_mib(m->copy_ns, m->copy_bytes), ms_per_mib(m->up_ns, m->up_bytes),
+			   (unsigned long long)(left >> 20));
+	else
+		ferry_logf(FERRY_INFO, "s3", "part copies are slower than uploads here: uploading "
+			   "the copyable parts left", "key='%s' copy_ms_per_mib=%.1f "
+			   "upload_ms_per_mib=%.1f left_mib=%llu copy_figure=remembered "
+			   "costs_file='%s' copy_figure_age_days=%.1f earlier_uploads_on_it=%d", u->key,
+			   ms_per_mib(m->copy_ns, m->copy_bytes), ms_per_mib(m->up_ns, m->up_bytes),
+			   (unsigned long long)(left >> 20), u->prior_file ? u->prior_file : "-",
+			   u->prior_age_days, u->prior_uses);
+}
+
 /* Copy part i server-side? Asked once per copyable part: with copy_slack_ms, not once the
- * timings say the copies left cost more than uploading them. Until a copy has ended, the
- * first one (the probe) counts with the time it has taken so far, a lower bound of its cost:
- * on a store whose copies are slow the others are weighed before it ends. t0: now (ns). */
+ * timings say the copies left cost more than uploading them; not at all when the prior
+ * said so before the first part (take_order). Until a copy has ended, the first one (the
+ * probe) counts with the time it has taken so far, a lower bound of its cost: on a store
+ * whose copies are slow the others are weighed before it ends. A figure this upload has
+ * not measured yet is the prior's (s3up_figures). t0: now (ns). */
 static bool take_copy(struct up_job *j, int i, uint64_t t0)
 {
 	struct ferry_s3_upload *u = j->u;
 	const struct ferry_s3_part *p = &j->plan[i];
+	uint64_t run_ns = 0, run_bytes = 0;
 	struct s3up_cost m;
-	bool upload;
+	bool upload, remembered;
 
 	if (!copyable(u, p))
 		return false;
 	pthread_mutex_lock(&j->mu);
-	m = j->cost;
-	if (!m.copy_bytes && j->probe_t0 && t0 > j->probe_t0) {
-		m.copy_ns = t0 - j->probe_t0;
-		m.copy_bytes = j->plan[j->probe].len;
+	if (!j->cost.copy_bytes && j->probe_t0 && t0 > j->probe_t0) {
+		run_ns = t0 - j->probe_t0;
+		run_bytes = j->plan[j->probe].len;
 	}
-	upload = s3up_prefer_upload(&m, j->copy_left, j->nthreads, u->copy_slack_ms);
+	remembered = s3up_figures(&j->cost, u->prior, run_ns, run_bytes, &m);
+	upload = j->skip || s3up_prefer_upload(&m, j->copy_left, j->nthreads, u->copy_slack_ms);
 	j->copy_left -= p->len;
-	if (upload && !j->switched++)
-		ferry_logf(FERRY_INFO, "s3", "part copies are slower than uploads here: uploading "
-			   "the copyable parts left", "key='%s' copy_ms_per_mib>=%.1f "
-			   "upload_ms_per_mib=%.1f left_mib=%llu", u->key,
-			   (double)m.copy_ns / (double)m.copy_bytes * 1048576 / 1e6,
-			   (double)m.up_ns / (double)m.up_bytes * 1048576 / 1e6,
-			   (unsigned long long)((j->copy_left + p->len) >> 20));
+	if (upload && (j->skip || remembered))
+		u->prior_uploads++;
+	if (upload && !j->switched++ && !j->skip)
+		switch_line(u, &m, j->copy_left + p->len, remembered);
 	if (!upload && i == j->probe)
 		j->probe_t0 = t0;
 	pthread_mutex_unlock(&j->mu);
@@ -405,6 +467,19 @@ static int take_order(struct up_job *j)
 		if (copy[i] && (probe < 0 || j->plan[i].len < j->plan[probe].len))
 			probe = i;
 	}
+	/* figures of earlier uploads that already say copies cost more: none is sent, not even
+	 * the probe (the caller decides when to time copies again: it passes no copy figure) */
+	if (j->copy_left && j->u->prior) {
+		struct s3up_cost m, none = { 0 };
+
+		s3up_figures(&none, j->u->prior, 0, 0, &m);
+		j->skip = s3up_prefer_upload(&m, j->copy_left, j->nthreads, j->u->copy_slack_ms);
+		if (j->skip) {
+			switch_line(j->u, &m, j->copy_left, true);
+			j->uploads = j->nparts;
+			probe = -1;
+		}
+	}
 	j->probe = probe;
 	if (probe >= 0)
 		j->order[k++] = probe;
@@ -485,15 +560,17 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 	for (int i = 0; j.etags && i < j.nparts; i++)
 		if (!(j.etags[i] = calloc(1, UP_ETAG_MAX)))
 			rc = FERRY_S3_ERROR;
+	j.nthreads = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ? UP_THREADS_MAX : u->threads;
+	if (j.nthreads > j.nparts)
+		j.nthreads = j.nparts;
 	if (!j.etags || !j.order || rc || take_order(&j)) {
 		snprintf(res->msg, sizeof(res->msg), "'%s': out of memory", u->key);
 		rc = FERRY_S3_ERROR;
 		goto out_abort;
 	}
-	j.nthreads = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ? UP_THREADS_MAX : u->threads;
-	if (j.nthreads > j.nparts)
-		j.nthreads = j.nparts;
 	rc = all_parts(&j);
+	u->measured.copy_ms_per_mib = ms_per_mib(j.cost.copy_ns, j.cost.copy_bytes);
+	u->measured.upload_ms_per_mib = ms_per_mib(j.cost.up_ns, j.cost.up_bytes);
 	if (rc != FERRY_S3_OK) {
 		*res = j.fail;
 		goto out_abort;
@@ -546,6 +623,8 @@ int ferry_s3_upload(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		res = &local;
 	memset(res, 0, sizeof(*res));
 	u->err = 0;
+	u->measured = (struct ferry_s3_up_costs){ 0 };
+	u->prior_uploads = 0;
 	if (!plan) {
 		n = plan_fixed(u, &fixed);
 		plan = fixed;

@@ -24,6 +24,7 @@
 #include "ferry_stage.h"
 #include "ferry_fsproto.h"
 #include "ferry_time.h"
+#include "push_cost.h"
 
 /*
  * About push.
@@ -38,9 +39,11 @@
  *      ETag means somebody else wrote it -> exit 4, nothing written;
  *   4. an object of the [s3] bucket is written from the replica straight to the store
  *      (commit_direct: the parts holding a changed page uploaded, the others copied
- *      server-side, completed If-Match the ETag synced); any other origin gets only the
- *      pages whose hash differs pwritten through the mount, truncated or extended, and
- *      fsynced: ferryfs commits the same way from its cache; a lost race fails either;
+ *      server-side, or uploaded too where copies cost more (copy_slack, and the costs
+ *      earlier pushes kept: push_cost.c), completed If-Match the ETag synced); any
+ *      other origin gets only the pages whose hash differs pwritten through the mount,
+ *      truncated or extended, and fsynced: ferryfs commits the same way from its cache;
+ *      a lost race fails either;
  *   5. proves the new object equals the replica (verify): by default from what the write
  *      learned (every uploaded part went with Content-MD5 and came back with
  *      that MD5 as its ETag; the object's ETag is the one computed from all parts' ETags,
@@ -729,6 +732,7 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 	struct direct_up d = { .j = j };
 	struct ferry_s3_part *plan = NULL;
 	long nplan = j->upload_all ? 0 : plan_direct(j, &plan);
+	struct push_costs costs;
 	struct ferry_s3_upload u = {
 		.key = key, .fd = j->rfd, .size = size, .base = j->state.etag,
 		.base_size = j->origin_size, .put_max = FERRY_FS_PUT_MAX, .threads = FERRY_FS_UPLOAD_THREADS,
@@ -736,6 +740,7 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 		.count = direct_count, .arg = &d,
 		.failpoint = "push.before_complete", .failpoint_mid = "push.mid_write",
 		.copy_slack_ms = (int64_t)ferry_cfg_ms(j->c, "copy_slack"),
+		.prior = &costs.prior, .prior_file = costs.path,
 	};
 	struct ferry_s3_res res;
 	int64_t t0 = ferry_mono_ms();
@@ -743,6 +748,11 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 
 	if (nplan < 0)
 		return ferry_fail(j->c, FERRY_FAIL, "out of memory");
+	/* what copies and uploads cost here, as earlier pushes timed them: a store whose
+	 * copies are slow gets its parts uploaded without a probe copy first (push_cost.c) */
+	push_costs_load(j->c, s3, &costs, ferry_now_ms() / 1000);
+	u.prior_age_days = costs.copy_age_days;
+	u.prior_uses = costs.copy_pushes;
 	pthread_mutex_init(&d.mu, NULL);
 	j->cb.step = "committing: uploading to S3";
 	ferry_progress_init(&d.prog, &j->cb, j->now.page_count);
@@ -755,6 +765,10 @@ static int commit_direct(struct push_job *j, struct ferry_s3 *s3, const char *ke
 	if (rc != FERRY_S3_OK)
 		return ferry_fail(j->c, FERRY_FAIL, "cannot commit origin '%s': %s", j->origin,
 				  u.err && !res.msg[0] ? strerror(u.err) : res.msg);
+	/* committed: what this upload timed is worth keeping (a failed one may have been cut
+	 * short anywhere) */
+	push_costs_update(&costs, &u.measured, u.prior_uploads, ferry_now_ms() / 1000);
+	push_costs_save(j->c, &costs);
 	j->direct = true;
 	j->proven = res.verified;
 	snprintf(j->etag, sizeof(j->etag), "%s", res.etag);
@@ -1300,8 +1314,9 @@ static const struct ferry_key push_keys[] = {
 	  "part copies cost more than uploading, as moto's do: tests/bench/RESULTS.md)" },
 	{ "copy_slack", FERRY_KEY_DURATION, "1s", 0,
 	  "with server_copy, the parts left to copy are uploaded instead once this push's own "
-	  "timings say copying them would take this much longer than uploading them; 0: "
-	  "always copy" },
+	  "timings say copying them would take this much longer than uploading them, or from "
+	  "the start when the figures earlier pushes kept for this store "
+	  "(state_dir/push-costs-HASH.json) say so; 0: always copy" },
 	{ "verify", FERRY_KEY_ENUM, "etag", 0,
 	  "how the new object is proven equal to the replica: etag, by the store's checksums "
 	  "(Content-MD5 on every upload, the multipart ETag computed from all parts), reading "

@@ -765,6 +765,108 @@ static void test_plan(void)
 	}
 }
 
+/* The figures weighed with a prior (ferry_s3_upload.prior): no server needed. */
+static void test_figures(void)
+{
+	const uint64_t mib = 1 << 20;
+	/* remembered: copies 100 ms per MiB, uploads 10 */
+	const struct ferry_s3_up_costs slow = { .copy_ms_per_mib = 100, .upload_ms_per_mib = 10 };
+	const struct ferry_s3_up_costs bad = { .copy_ms_per_mib = -1, .upload_ms_per_mib = 1e300 };
+	struct s3up_cost none = { 0 }, live, m;
+
+	/* no prior: the live figures as they are */
+	ASSERT_TRUE(!s3up_figures(&none, NULL, 0, 0, &m));
+	ASSERT_TRUE(!m.copy_bytes && !m.up_bytes);
+	/* nothing timed yet: the prior's, the copy figure marked as the prior's */
+	ASSERT_TRUE(s3up_figures(&none, &slow, 0, 0, &m));
+	ASSERT_EQ(m.copy_ns, 100000000);
+	ASSERT_EQ(m.copy_bytes, mib);
+	ASSERT_EQ(m.up_ns, 10000000);
+	ASSERT_EQ(m.up_bytes, mib);
+	/* 80 MiB to copy, 4 at a time: (100 - 10) * 80 / 4 = 1800 ms longer as copies */
+	ASSERT_TRUE(s3up_prefer_upload(&m, 80 * mib, 4, 1000));
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 40 * mib, 4, 1000));   /* 900 ms: not worth it */
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 80 * mib, 4, 0));      /* 0: always copy */
+	/* a copy of this upload ended: its figure wins over the prior's (here: cheap) */
+	live = (struct s3up_cost){ .copy_ns = 8000000, .copy_bytes = 8 * mib };
+	ASSERT_TRUE(!s3up_figures(&live, &slow, 0, 0, &m));
+	ASSERT_EQ(m.copy_ns, 8000000);
+	ASSERT_EQ(m.up_ns, 10000000);                   /* no upload ended: the prior's */
+	ASSERT_TRUE(!s3up_prefer_upload(&m, 800 * mib, 4, 1));
+	/* an upload ended: its figure wins too */
+	live.up_ns = 400000000;
+	live.up_bytes = 8 * mib;
+	ASSERT_TRUE(!s3up_figures(&live, &slow, 0, 0, &m));
+	ASSERT_EQ(m.up_ns, 400000000);
+	/* a copy still running counts when it says more than the prior (a lower bound), not
+	 * when less: 5 MiB for 1 s is 200 ms per MiB; for 50 ms, 10 */
+	ASSERT_TRUE(!s3up_figures(&none, &slow, 1000000000, 5 * mib, &m));
+	ASSERT_EQ(m.copy_ns, 1000000000);
+	ASSERT_TRUE(s3up_figures(&none, &slow, 50000000, 5 * mib, &m));
+	ASSERT_EQ(m.copy_ns, 100000000);
+	/* a file may hold anything: no figure out of a negative or an absurd value */
+	ASSERT_TRUE(!s3up_figures(&none, &bad, 0, 0, &m));
+	ASSERT_TRUE(!m.copy_bytes && !m.up_bytes);
+}
+
+/* Uploads with a prior, after test_copy_choice (u: its six 5 MiB parts, part 0 new, the
+ * object now the file at *base): slow copies remembered, every copyable part is uploaded
+ * and none copied; with copy_slack 0 they are all copied anyway; cheap copies remembered
+ * on a store whose copies are slow (the proxy stalls each one 1.5 s), the first copy's own
+ * time wins and the rest are uploaded. The object is the file every time. */
+static void test_copy_prior(struct ferry_s3 *p3, struct ferry_s3 *s3, struct ferry_s3_upload *u,
+			    struct up_arg *a, unsigned char *data, char *base, size_t baselen)
+{
+	const struct ferry_s3_up_costs slow = { .copy_ms_per_mib = 1000, .upload_ms_per_mib = 10 };
+	const struct ferry_s3_up_costs cheap = { .copy_ms_per_mib = 1, .upload_ms_per_mib = 100 };
+	const uint64_t size = u->size;
+	struct ferry_s3_res r;
+	struct ferry_buf b = { 0 };
+
+	ASSERT_EQ(ferry_s3_head(s3, u->key, NULL, &r), FERRY_S3_OK);   /* the object now */
+	snprintf(base, baselen, "%s", r.etag);
+	for (int k = 0; k < 3; k++) {
+		data[a->changed_off] ^= 0xff;
+		ASSERT_EQ(pwrite(u->fd, data + a->changed_off, 1, (off_t)a->changed_off), 1);
+		memset(&a->events, 0, sizeof(a->events));
+		u->base = base;
+		u->prior = k == 2 ? &cheap : &slow;
+		u->prior_file = "test_copy_prior";
+		u->copy_slack_ms = k == 1 ? 0 : 1;
+		u->threads = k == 2 ? 1 : 4;    /* one at a time: the probe ends before the rest */
+		if (k == 2)
+			rule("{\"action\":\"stall\",\"header\":\"x-amz-copy-source\","
+			     "\"seconds\":1.5,\"count\":-1}");
+		ASSERT_EQ(ferry_s3_upload(p3, u, &(struct ferry_s3_cond){ .if_match = base }, &r),
+			  FERRY_S3_OK);
+		rules_reset();
+		ASSERT_TRUE(r.verified);
+		snprintf(base, baselen, "%s", r.etag);
+		if (k == 0) {                   /* remembered slow: nothing copied, no probe */
+			ASSERT_EQ(a->events[FERRY_S3_UP_COPY], 0);
+			ASSERT_EQ(a->events[FERRY_S3_UP_PART], 6);
+			ASSERT_EQ(u->prior_uploads, 5);
+			ASSERT_TRUE(u->measured.copy_ms_per_mib == 0);
+			ASSERT_TRUE(u->measured.upload_ms_per_mib > 0);
+		} else if (k == 1) {            /* copy_slack 0: always copy, the prior aside */
+			ASSERT_EQ(a->events[FERRY_S3_UP_COPY], 5);
+			ASSERT_EQ(a->events[FERRY_S3_UP_PART], 1);
+			ASSERT_EQ(u->prior_uploads, 0);
+			ASSERT_TRUE(u->measured.copy_ms_per_mib > 0);
+		} else {                        /* remembered cheap, timed slow: the probe only */
+			ASSERT_EQ(a->events[FERRY_S3_UP_COPY], 1);
+			ASSERT_EQ(a->events[FERRY_S3_UP_PART], 5);
+			ASSERT_EQ(u->prior_uploads, 0);
+			ASSERT_TRUE(u->measured.copy_ms_per_mib > 0);
+			ASSERT_TRUE(u->measured.upload_ms_per_mib > 0);
+		}
+		ASSERT_EQ(ferry_s3_get_buf(s3, u->key, NULL, 0, 0, &b, &r), FERRY_S3_OK);
+		ASSERT_TRUE(b.len == size && memcmp(b.data, data, size) == 0);
+		ferry_buf_release(&b);
+	}
+	u->prior = NULL;
+}
+
 /* When copies cost more than uploads: the choice, then a store whose copies are slow. */
 static void test_copy_choice(struct ferry_s3 *p3, struct ferry_s3 *s3)
 {
@@ -826,6 +928,7 @@ static void test_copy_choice(struct ferry_s3 *p3, struct ferry_s3 *s3)
 	ASSERT_EQ(ferry_s3_get_buf(s3, "up/slowcopy", NULL, 0, 0, &b, &r), FERRY_S3_OK);
 	ASSERT_TRUE(b.len == size && memcmp(b.data, data, size) == 0);
 	ferry_buf_release(&b);
+	test_copy_prior(p3, s3, &u, &a, data, base, sizeof(base));
 	close(fd);
 	unlink(path);
 	free(data);
@@ -1283,6 +1386,7 @@ int main(void)
 	dup2(logfd, 2);
 
 	test_refused();
+	test_figures();
 	s3 = client(moto_port, 3);
 	p3 = client(proxy_port, 3);
 	strip = client(proxy_port, 3);
