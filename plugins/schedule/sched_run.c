@@ -386,7 +386,10 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	rc = FERRY_FAIL;
 	if (sched_load(&r))
 		goto out_rollback;
+	/* the sidecars keep what the load said (a rerun replays it); what this run says later
+	 * (a compaction) is not the next run's to say */
 	r.load_nwarn = r.nwarn;
+	r.capture = false;
 	t1 = ferry_mono_ms();
 	rep->load_ms = t1 - t0;
 	if (mode == SCHED_RUN && r.primed && r.es_exists && o->threads >= 2)

@@ -55,9 +55,11 @@ raw_up() {
 		--config /dev/null 2>>"$T/rclone.log" || { echo "rclone failed (see $T/rclone.log)" >&2; return 0; }
 	ms "$t0"
 }
-phases() { # the pull and push phase lines of a run's log (-q keeps warnings only: rerun -v)
-	grep -E "(pull|push) (hashed|wrote|committed|verified|replica unchanged|pulled|pushed)|s3 part copies" "$1" |
+phases() { # the pull, schedule and push phase lines of a run's log (-q keeps warnings only: rerun -v)
+	grep -E "(pull|push) (hashed|wrote|committed|verified|replica unchanged|pulled|pushed)|s3 part copies|schedule the database as the last run" "$1" |
 		sed -E 's/^[^ ]+ info /      /' || true
+	grep -E "schedule summary" "$1" | grep -oE "load_ms=[0-9]+ compute_ms=[0-9]+ write_ms=[0-9]+ compact_ms=[0-9]+" |
+		sed 's/^/      schedule /' || true
 }
 echo "# org database: $N contacts, $((size / 1048576)) MiB, moto_server on 127.0.0.1"
 
@@ -67,6 +69,7 @@ cold_push=$(stage_ms push)
 raw_cold=$(raw_up "$FERRY_STATE_DIR/org.db" raw-cold.db)
 [ -z "$raw_cold" ] || echo "raw parallel multipart upload of the same bytes (rclone): $raw_cold ms"
 t=$(date +%s%N); ferry -q -c "$PIPE" run 2>"$T/warm.err"; warm=$(ms "$t")
+[ -z "${PIPE_BENCH_KEEP:-}" ] || { ferry -v -c "$PIPE" run 2>"$PIPE_BENCH_KEEP/warm-v.err"; cp "$PIPE" "$PIPE_BENCH_KEEP/"; }
 echo "ferry warm (replica, no change):    $warm ms"; stage_table
 cp "$FERRY_STATE_DIR/org.db" "$T/warm.db"   # the schedule stage alone runs on this below
 cp "$FERRY_STATE_DIR/org.db.ferry-sched" "$T/warm.db.ferry-sched" 2>/dev/null || true
