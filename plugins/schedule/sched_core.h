@@ -182,6 +182,8 @@ int sched_fp_newkey(unsigned char fkey[SCHED_FP_KEYLEN]);
  * handle (threads 1 or 2). */
 int sched_fp_file(struct sqlite3_file *f, int threads, const unsigned char fkey[SCHED_FP_KEYLEN],
 		  unsigned char out[SCHED_FP_LEN], uint64_t *size);
+/* DB_PATH SUFFIX, malloc'd: a sidecar's name. */
+char *sched_side_path(const char *db_path, const char *suffix);
 /* DB_PATH ".ferry-sched", malloc'd. */
 char *sched_fp_path(const char *db_path);
 /* Atomically, without fsync (ferry_file_replace); 0, or -1 with err. */

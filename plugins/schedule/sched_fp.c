@@ -275,16 +275,21 @@ static int64_t *rep_field(struct sched_report *r, int i)
 	return f[i];
 }
 
-char *sched_fp_path(const char *db_path)
+char *sched_side_path(const char *db_path, const char *suffix)
 {
-	size_t n = strlen(db_path);
-	char *p = malloc(n + sizeof(".ferry-sched"));
+	size_t n = strlen(db_path), m = strlen(suffix) + 1;
+	char *p = malloc(n + m);
 
 	if (p) {
 		memcpy(p, db_path, n);
-		memcpy(p + n, ".ferry-sched", sizeof(".ferry-sched"));
+		memcpy(p + n, suffix, m);
 	}
 	return p;
+}
+
+char *sched_fp_path(const char *db_path)
+{
+	return sched_side_path(db_path, ".ferry-sched");
 }
 
 int sched_fp_save(const char *path, const struct sched_fp *fp, char *err, size_t errlen)

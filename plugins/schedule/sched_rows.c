@@ -59,14 +59,7 @@ struct rows_hdr {
 
 char *sched_rows_path(const char *db_path)
 {
-	size_t n = strlen(db_path);
-	char *p = malloc(n + sizeof(".ferry-sched-rows"));
-
-	if (p) {
-		memcpy(p, db_path, n);
-		memcpy(p + n, ".ferry-sched-rows", sizeof(".ferry-sched-rows"));
-	}
-	return p;
+	return sched_side_path(db_path, ".ferry-sched-rows");
 }
 
 int sched_rows_key(const struct sched_opts *o, unsigned char key[SCHED_FP_LEN])

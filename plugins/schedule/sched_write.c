@@ -146,6 +146,19 @@ static int step(struct sched_run *r, sqlite3_stmt *st, const char *what)
 	return 0;
 }
 
+/* New row k is not written: a row the stage does not own holds its key (INSERT OR IGNORE,
+ * UPDATE OR IGNORE). It counts as ignored, not among the rows. */
+static void dropped(struct sched_run *r, struct sched_cand *k)
+{
+	r->rep->ignored++;
+	r->rep->rows--;
+	if (k->skipped)
+		r->rep->skipped--;
+	else
+		r->rep->pre_scheduled--;
+	k->dup = 1;
+}
+
 static int do_insert(struct sched_run *r, struct writer *w, struct sched_cand *k)
 {
 	char reason[64];
@@ -158,14 +171,7 @@ static int do_insert(struct sched_run *r, struct writer *w, struct sched_cand *k
 	if (step(r, w->ins, "insert into"))
 		return FERRY_FAIL;
 	if (sqlite3_changes(r->db) == 0) {
-		/* a row we did not see holds the key (INSERT OR IGNORE) */
-		r->rep->ignored++;
-		r->rep->rows--;
-		if (k->skipped)
-			r->rep->skipped--;
-		else
-			r->rep->pre_scheduled--;
-		k->dup = 1;
+		dropped(r, k);              /* a row we did not see holds the key */
 	} else {
 		r->rep->inserted++;
 		if (r->rid)
@@ -241,13 +247,7 @@ static int move_rows(struct sched_run *r, struct writer *w, struct move *mv, siz
 		r->rep->updated--;
 		r->rep->moved--;
 		r->rep->deleted++;
-		r->rep->ignored++;
-		r->rep->rows--;
-		if (k->skipped)
-			r->rep->skipped--;
-		else
-			r->rep->pre_scheduled--;
-		k->dup = 1;
+		dropped(r, k);
 	}
 	return 0;
 }

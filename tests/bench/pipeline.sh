@@ -102,6 +102,15 @@ next2_push=$(stage_ms push)
 raw_next2=$(raw_up "$FERRY_STATE_DIR/org.db" raw-next2.db)
 [ -z "$raw_next2" ] || echo "raw parallel multipart upload of the same bytes (rclone): $raw_next2 ms"
 
+# the third day with the default server_copy = true: push remembers what copies and uploads
+# cost on this store (state_dir/push-costs-*.json, from the next day's probe), so on moto it
+# uploads every part without a probe copy
+NEXT3=$(date -u -d "$TODAY + 3 day" +%F)
+sed -i "s/^today = $NEXT2/today = $NEXT3/" "$PIPE"
+t=$(date +%s%N); ferry -c "$PIPE" run 2>"$T/next3.err"; next3=$(ms "$t")
+echo "ferry third day (today = $NEXT3, server_copy = true, part costs remembered):  $next3 ms"
+stage_table; phases "$T/next3.err"
+
 # the schedule stage alone on the same replica (same inputs: a warm schedule run)
 cat >"$T/sched.ini" <<INI
 [pipeline]
