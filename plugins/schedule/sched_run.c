@@ -346,7 +346,7 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	struct sched_run r = { .o = o, .io = io, .rep = rep, .path = db_path };
 	struct fp_run fpr = { 0 };
 	pthread_t warm_th;
-	bool warm_started = false;
+	bool warm_started = false;          /* warm_unique runs on the connection */
 	struct sched_fp saved = { 0 };
 	int flags = mode == SCHED_DRY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
 	int64_t t0, t1, t2;
@@ -394,13 +394,13 @@ int sched_execute(const struct sched_opts *o, const char *db_path, enum sched_mo
 	rep->load_ms = t1 - t0;
 	if (mode == SCHED_RUN && r.primed && r.es_exists && o->threads >= 2)
 		warm_started = pthread_create(&warm_th, NULL, warm_unique, r.db) == 0;
-	if (sched_compute(o, &r.plan, rep)) {
+	int crc = sched_compute(o, &r.plan, rep);
+	if (warm_started)                   /* the connection is this thread's again */
+		pthread_join(warm_th, NULL);
+	if (crc) {
 		sched_fail(&r, FERRY_FAIL, "out of memory computing the schedule");
 		goto out_rollback;
 	}
-	if (warm_started)
-		pthread_join(warm_th, NULL);
-	warm_started = false;
 	t2 = ferry_mono_ms();
 	rep->compute_ms = t2 - t1;
 	if (mode == SCHED_DRY) {
