@@ -307,7 +307,8 @@ struct ferry_s3_upload {
 	/* With copy_slack_ms > 0: what earlier uploads to this store measured (push keeps them
 	 * per store), or NULL. A figure this upload has not measured yet is taken from here:
 	 * when they say the copyable bytes would take more than copy_slack_ms longer as copies,
-	 * those parts are uploaded from the start and no copy is sent (no probe); when they say
+	 * no copy is sent (no probe) and the object goes up as if nothing were copyable (the
+	 * fixed layout's parts, or one PUT up to put_max; the plan is set aside); when they say
 	 * copies are cheap, the parts are copied, timed, and switched as without a prior once
 	 * this upload's own figures say otherwise (its own figure of a kind wins as soon as one
 	 * request of that kind has ended). */

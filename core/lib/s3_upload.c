@@ -46,7 +46,6 @@ struct up_job {
 	uint64_t probe_t0;                  /* when it was sent (ns); 0: not yet, or done */
 	uint64_t copy_left;                 /* bytes of the copyable parts not yet taken */
 	int switched;                       /* copyable parts uploaded instead */
-	bool skip;                          /* the prior said so: every copyable part uploaded */
 	pthread_mutex_t mu;
 };
 
@@ -186,7 +185,7 @@ oom:
 }
 
 /* ferry_fsproto.h's layout, a part copied where `changed` says it holds no new byte. */
-static long plan_fixed(const struct ferry_s3_upload *u, struct ferry_s3_part **out)
+static long plan_fixed(const struct ferry_s3_upload *u, bool copies, struct ferry_s3_part **out)
 {
 	const uint64_t n = ferry_fs_nparts(u->size);
 	struct ferry_s3_part *p = calloc(n, sizeof(*p));
@@ -197,7 +196,7 @@ static long plan_fixed(const struct ferry_s3_upload *u, struct ferry_s3_part **o
 	for (uint64_t i = 0; i < n; i++) {
 		p[i].off = ferry_fs_part_start(i);
 		p[i].len = ferry_fs_part_len(i, u->size);
-		p[i].copy = u->changed && !u->changed(u->arg, p[i].off, p[i].len);
+		p[i].copy = copies && u->changed && !u->changed(u->arg, p[i].off, p[i].len);
 	}
 	return (long)n;
 }
@@ -305,6 +304,35 @@ static void switch_line(const struct ferry_s3_upload *u, const struct s3up_cost 
 			   u->prior_age_days, u->prior_uses);
 }
 
+/* Figures of earlier uploads (u->prior) that already say the plan's copies would cost more
+ * than uploading their bytes: then none is sent, not even the probe (the caller decides
+ * when copies are timed again: it passes no copy figure), and the object goes up as if
+ * nothing were copyable: in the fixed layout's parts, not in the plan's (its gaps are laid
+ * out for copies, up to 64 MiB a part), or as one PUT up to put_max (as_put). */
+static bool prior_skips(struct ferry_s3_upload *u, const struct ferry_s3_part *plan, size_t n)
+{
+	struct s3up_cost m, none = { 0 };
+	uint64_t left = 0;
+	int copies = 0, threads = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ?
+				 UP_THREADS_MAX : u->threads;
+
+	if (!u->prior)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (copyable(u, &plan[i])) {
+			left += plan[i].len;
+			copies++;
+		}
+	if (threads > (int)n)
+		threads = (int)n;
+	s3up_figures(&none, u->prior, 0, 0, &m);
+	if (!left || !s3up_prefer_upload(&m, left, threads, u->copy_slack_ms))
+		return false;
+	switch_line(u, &m, left, true);
+	u->prior_uploads = copies;
+	return true;
+}
+
 /* Copy part i server-side? Asked once per copyable part: with copy_slack_ms, not once the
  * timings say the copies left cost more than uploading them; not at all when the prior
  * said so before the first part (take_order). Until a copy has ended, the first one (the
@@ -327,11 +355,11 @@ static bool take_copy(struct up_job *j, int i, uint64_t t0)
 		run_bytes = j->plan[j->probe].len;
 	}
 	remembered = s3up_figures(&j->cost, u->prior, run_ns, run_bytes, &m);
-	upload = j->skip || s3up_prefer_upload(&m, j->copy_left, j->nthreads, u->copy_slack_ms);
+	upload = s3up_prefer_upload(&m, j->copy_left, j->nthreads, u->copy_slack_ms);
 	j->copy_left -= p->len;
-	if (upload && (j->skip || remembered))
+	if (upload && remembered)
 		u->prior_uploads++;
-	if (upload && !j->switched++ && !j->skip)
+	if (upload && !j->switched++)
 		switch_line(u, &m, j->copy_left + p->len, remembered);
 	if (!upload && i == j->probe)
 		j->probe_t0 = t0;
@@ -466,19 +494,6 @@ static int take_order(struct up_job *j)
 			j->uploads++;
 		if (copy[i] && (probe < 0 || j->plan[i].len < j->plan[probe].len))
 			probe = i;
-	}
-	/* figures of earlier uploads that already say copies cost more: none is sent, not even
-	 * the probe (the caller decides when to time copies again: it passes no copy figure) */
-	if (j->copy_left && j->u->prior) {
-		struct s3up_cost m, none = { 0 };
-
-		s3up_figures(&none, j->u->prior, 0, 0, &m);
-		j->skip = s3up_prefer_upload(&m, j->copy_left, j->nthreads, j->u->copy_slack_ms);
-		if (j->skip) {
-			switch_line(j->u, &m, j->copy_left, true);
-			j->uploads = j->nparts;
-			probe = -1;
-		}
 	}
 	j->probe = probe;
 	if (probe >= 0)
@@ -626,7 +641,7 @@ int ferry_s3_upload(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 	u->measured = (struct ferry_s3_up_costs){ 0 };
 	u->prior_uploads = 0;
 	if (!plan) {
-		n = plan_fixed(u, &fixed);
+		n = plan_fixed(u, true, &fixed);
 		plan = fixed;
 	}
 	if (n < 0) {
@@ -638,6 +653,15 @@ int ferry_s3_upload(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 		snprintf(res->msg, sizeof(res->msg), "'%s': the %ld parts planned do not make an "
 			 "upload S3 takes", u->key, n);
 		return FERRY_S3_ERROR;
+	}
+	if (prior_skips(u, plan, (size_t)n)) {
+		free(fixed);
+		n = plan_fixed(u, false, &fixed);
+		plan = fixed;
+		if (n < 0) {
+			snprintf(res->msg, sizeof(res->msg), "'%s': out of memory", u->key);
+			return FERRY_S3_ERROR;
+		}
 	}
 	if (as_put(s3, u, plan, (size_t)n)) {
 		rc = before_read(u, 0, u->size, true, res);
