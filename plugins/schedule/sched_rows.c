@@ -211,7 +211,8 @@ int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYL
 		return -1;
 	}
 	if (!(j->f = fdopen(fd, "wb")) || !(j->ctx = gmac_new(fkey)) ||
-	    pthread_create(&j->th, NULL, write_body, j) != 0) {
+	    (r->o->threads < 2 ? (write_body(j), false) :   /* threads = 1: here and now */
+	     pthread_create(&j->th, NULL, write_body, j) != 0)) {
 		if (j->f)
 			fclose(j->f);
 		else
@@ -221,7 +222,7 @@ int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYL
 		sched_rows_abort(j);
 		return -1;
 	}
-	j->started = true;
+	j->started = r->o->threads >= 2;
 	return 0;
 }
 
