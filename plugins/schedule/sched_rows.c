@@ -131,14 +131,24 @@ static void row_back(const struct sched_run *r, const struct sched_cand *k, int6
 		sched_days(y, m, d) : SCHED_NODATE;
 }
 
-/* The writer thread: every row, then the counted rows, into the temporary file. */
+/* n bytes into the GMAC and the temporary file: 0 or -1. */
+static int put(struct sched_rows_job *j, const void *p, size_t n)
+{
+	return gmac_add(j->ctx, p, n) || fwrite(p, 1, n, j->f) != n ? -1 : 0;
+}
+
+/* The writer thread: the owned rows, the counted rows, the contacts and the load's
+ * warnings into the temporary file. */
 static void *write_body(void *arg)
 {
 	struct sched_rows_job *j = arg;
 	const struct sched_run *r = j->r;
-	struct sched_old *buf = malloc(ROWS_BUF * sizeof(*buf));
+	/* ROWS_BUF records of the largest of the three kinds */
+	struct sched_old *buf = malloc(ROWS_BUF * sizeof(struct sched_old));
 	size_t nb = 0;
 
+	_Static_assert(sizeof(struct sched_old) >= sizeof(struct sched_counted) &&
+		       sizeof(struct sched_old) >= sizeof(struct sched_contact), "ROWS_BUF's record");
 	j->rc = -1;
 	/* the last run's sidecar describes the file before this commit: freeing its blocks
 	 * (a large unlink) here keeps it out of the run's time; if the run fails, the next
@@ -151,8 +161,7 @@ static void *write_body(void *arg)
 	}
 	for (size_t i = 0; i <= r->plan.ncd; i++) {
 		if (nb == ROWS_BUF || (i == r->plan.ncd && nb)) {
-			if (gmac_add(j->ctx, buf, nb * sizeof(*buf)) ||
-			    fwrite(buf, sizeof(*buf), nb, j->f) != nb)
+			if (put(j, buf, nb * sizeof(*buf)))
 				goto out_write;
 			j->nold += nb;
 			nb = 0;
@@ -160,15 +169,43 @@ static void *write_body(void *arg)
 		if (i < r->plan.ncd && !r->plan.cd[i].dup)
 			row_back(r, &r->plan.cd[i], r->rid[i], &buf[nb++]);
 	}
-	if (r->plan.ncnt && (gmac_add(j->ctx, r->plan.cnt, r->plan.ncnt * sizeof(*r->plan.cnt)) ||
-			     fwrite(r->plan.cnt, sizeof(*r->plan.cnt), r->plan.ncnt, j->f) !=
-			     r->plan.ncnt))
-		goto out_write;
-	if (r->plan.nct && (gmac_add(j->ctx, r->plan.ct, r->plan.nct * sizeof(*r->plan.ct)) ||
-			    fwrite(r->plan.ct, sizeof(*r->plan.ct), r->plan.nct, j->f) != r->plan.nct))
-		goto out_write;
-	if (j->nwarn && (gmac_add(j->ctx, j->warn, j->nwarn) ||
-			 fwrite(j->warn, 1, j->nwarn, j->f) != j->nwarn))
+	/* the counted rows and the contacts field by field into zeroed records: their
+	 * structs' padding was never written, and the file holds no stray bytes */
+	for (size_t i = 0; i < r->plan.ncnt; i++) {
+		struct sched_counted *k = (struct sched_counted *)buf + nb;
+
+		memset(k, 0, sizeof(*k));
+		k->cid = r->plan.cnt[i].cid;
+		k->date = r->plan.cnt[i].date;
+		k->ltype = r->plan.cnt[i].ltype;
+		k->blocks = r->plan.cnt[i].blocks;
+		if (++nb == ROWS_BUF || i + 1 == r->plan.ncnt) {
+			if (put(j, buf, nb * sizeof(*k)))
+				goto out_write;
+			nb = 0;
+		}
+	}
+	for (size_t i = 0; i < r->plan.nct; i++) {
+		struct sched_contact *c = (struct sched_contact *)buf + nb;
+		const struct sched_contact *from = &r->plan.ct[i];
+
+		memset(c, 0, sizeof(*c));
+		c->id = from->id;
+		c->birth = from->birth;
+		c->ed = from->ed;
+		c->state = from->state;
+		c->failed_uw = from->failed_uw;
+		c->bm = from->bm;
+		c->bd = from->bd;
+		c->em = from->em;
+		c->edd = from->edd;
+		if (++nb == ROWS_BUF || i + 1 == r->plan.nct) {
+			if (put(j, buf, nb * sizeof(*c)))
+				goto out_write;
+			nb = 0;
+		}
+	}
+	if (j->nwarn && put(j, j->warn, j->nwarn))
 		goto out_write;
 	j->rc = 0;
 	free(buf);
