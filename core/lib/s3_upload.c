@@ -304,6 +304,14 @@ static void switch_line(const struct ferry_s3_upload *u, const struct s3up_cost 
 			   u->prior_age_days, u->prior_uses);
 }
 
+/* Parts sent at a time for n parts: u->threads within [1, UP_THREADS_MAX], at most n. */
+static int up_threads(const struct ferry_s3_upload *u, size_t n)
+{
+	int t = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ? UP_THREADS_MAX : u->threads;
+
+	return (size_t)t > n ? (int)n : t;
+}
+
 /* Figures of earlier uploads (u->prior) that already say the plan's copies would cost more
  * than uploading their bytes: then none is sent, not even the probe (the caller decides
  * when copies are timed again: it passes no copy figure), and the object goes up as if
@@ -313,8 +321,7 @@ static bool prior_skips(struct ferry_s3_upload *u, const struct ferry_s3_part *p
 {
 	struct s3up_cost m, none = { 0 };
 	uint64_t left = 0;
-	int copies = 0, threads = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ?
-				 UP_THREADS_MAX : u->threads;
+	int copies = 0;
 
 	if (!u->prior)
 		return false;
@@ -323,10 +330,8 @@ static bool prior_skips(struct ferry_s3_upload *u, const struct ferry_s3_part *p
 			left += plan[i].len;
 			copies++;
 		}
-	if (threads > (int)n)
-		threads = (int)n;
 	s3up_figures(&none, u->prior, 0, 0, &m);
-	if (!left || !s3up_prefer_upload(&m, left, threads, u->copy_slack_ms))
+	if (!left || !s3up_prefer_upload(&m, left, up_threads(u, n), u->copy_slack_ms))
 		return false;
 	switch_line(u, &m, left, true);
 	u->prior_uploads = copies;
@@ -334,11 +339,11 @@ static bool prior_skips(struct ferry_s3_upload *u, const struct ferry_s3_part *p
 }
 
 /* Copy part i server-side? Asked once per copyable part: with copy_slack_ms, not once the
- * timings say the copies left cost more than uploading them; not at all when the prior
- * said so before the first part (take_order). Until a copy has ended, the first one (the
- * probe) counts with the time it has taken so far, a lower bound of its cost: on a store
- * whose copies are slow the others are weighed before it ends. A figure this upload has
- * not measured yet is the prior's (s3up_figures). t0: now (ns). */
+ * timings say the copies left cost more than uploading them (when the prior said so before
+ * the first part, no part is copyable: prior_skips). Until a copy has ended, the first one
+ * (the probe) counts with the time it has taken so far, a lower bound of its cost: on a
+ * store whose copies are slow the others are weighed before it ends. A figure this upload
+ * has not measured yet is the prior's (s3up_figures). t0: now (ns). */
 static bool take_copy(struct up_job *j, int i, uint64_t t0)
 {
 	struct ferry_s3_upload *u = j->u;
@@ -575,9 +580,7 @@ static int multipart(struct ferry_s3 *s3, struct ferry_s3_upload *u,
 	for (int i = 0; j.etags && i < j.nparts; i++)
 		if (!(j.etags[i] = calloc(1, UP_ETAG_MAX)))
 			rc = FERRY_S3_ERROR;
-	j.nthreads = u->threads < 1 ? 1 : u->threads > UP_THREADS_MAX ? UP_THREADS_MAX : u->threads;
-	if (j.nthreads > j.nparts)
-		j.nthreads = j.nparts;
+	j.nthreads = up_threads(u, (size_t)j.nparts);
 	if (!j.etags || !j.order || rc || take_order(&j)) {
 		snprintf(res->msg, sizeof(res->msg), "'%s': out of memory", u->key);
 		rc = FERRY_S3_ERROR;
