@@ -176,6 +176,15 @@ struct sched_fp {
 
 /* SHA-256 over the stage's code file, SQLite's version and every option: -1 if unknown. */
 int sched_fp_key(const struct sched_opts *o, unsigned char key[SCHED_FP_LEN]);
+/* GMAC: AES-128-GCM over the bytes as associated data, nothing encrypted. new: under key
+ * and nonce (never two messages per pair), NULL when out of memory; add: 0 or -1; end: the
+ * tag into tag, 0 or -1. The context is freed with EVP_CIPHER_CTX_free. */
+#define SCHED_GMAC_TAG 16
+struct evp_cipher_ctx_st;
+struct evp_cipher_ctx_st *sched_gmac_new(const unsigned char fkey[SCHED_FP_KEYLEN],
+					 const unsigned char iv[12]);
+int sched_gmac_add(struct evp_cipher_ctx_st *ctx, const void *p, size_t n);
+int sched_gmac_end(struct evp_cipher_ctx_st *ctx, unsigned char tag[SCHED_GMAC_TAG]);
 /* A new random key for sched_fp_file(). */
 int sched_fp_newkey(unsigned char fkey[SCHED_FP_KEYLEN]);
 /* GMAC-AES-128 of the whole file's two halves under fkey, read through SQLite's own

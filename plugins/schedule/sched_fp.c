@@ -207,26 +207,62 @@ struct fp_part {
 	int rc;
 };
 
-/* GMAC (AES-128-GCM over the bytes as associated data, nothing encrypted) of one part. */
+EVP_CIPHER_CTX *sched_gmac_new(const unsigned char fkey[SCHED_FP_KEYLEN],
+			       const unsigned char iv[12])
+{
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+
+	if (ctx && EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, fkey, iv) != 1) {
+		EVP_CIPHER_CTX_free(ctx);
+		ctx = NULL;
+	}
+	return ctx;
+}
+
+int sched_gmac_add(EVP_CIPHER_CTX *ctx, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	int ol;
+
+	while (n > 0) {
+		int k = n > (1u << 30) ? 1 << 30 : (int)n;
+		if (EVP_EncryptUpdate(ctx, NULL, &ol, b, k) != 1)
+			return -1;
+		b += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+int sched_gmac_end(EVP_CIPHER_CTX *ctx, unsigned char tag[SCHED_GMAC_TAG])
+{
+	unsigned char fin[16];
+	int ol;
+
+	return EVP_EncryptFinal_ex(ctx, fin, &ol) == 1 &&
+	       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SCHED_GMAC_TAG, tag) == 1 ? 0 : -1;
+}
+
+_Static_assert(SCHED_FP_LEN / 2 == SCHED_GMAC_TAG, "a file's tag is two parts' GMACs");
+
+/* The GMAC of one part. */
 static void *hash_part(void *arg)
 {
 	struct fp_part *p = arg;
-	unsigned char *buf = malloc(FP_CHUNK), fin[16];
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	int ol;
+	unsigned char *buf = malloc(FP_CHUNK);
+	EVP_CIPHER_CTX *ctx = sched_gmac_new(p->fkey, p->iv);
 
 	p->rc = -1;
-	if (!buf || !ctx || EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, p->fkey, p->iv) != 1)
+	if (!buf || !ctx)
 		goto out_free;
 	for (uint64_t done = 0; done < p->len;) {
 		int n = p->len - done < FP_CHUNK ? (int)(p->len - done) : (int)FP_CHUNK;
 		if (p->f->pMethods->xRead(p->f, buf, n, (sqlite3_int64)(p->off + done)) != SQLITE_OK ||
-		    EVP_EncryptUpdate(ctx, NULL, &ol, buf, n) != 1)
+		    sched_gmac_add(ctx, buf, (size_t)n))
 			goto out_free;
 		done += (uint64_t)n;
 	}
-	if (EVP_EncryptFinal_ex(ctx, fin, &ol) == 1 &&
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, (int)sizeof(p->tag), p->tag) == 1)
+	if (!sched_gmac_end(ctx, p->tag))
 		p->rc = 0;
 out_free:
 	EVP_CIPHER_CTX_free(ctx);

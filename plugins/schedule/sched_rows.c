@@ -43,7 +43,7 @@
 
 #define ROWS_MAGIC "ferry-sched-rows"
 #define ROWS_VERSION 2u
-#define ROWS_TAG 16
+#define ROWS_TAG SCHED_GMAC_TAG
 #define ROWS_BUF 4096                       /* records per write */
 
 struct rows_hdr {
@@ -70,41 +70,8 @@ int sched_rows_key(const struct sched_opts *o, unsigned char key[SCHED_FP_LEN])
 	return sched_fp_key(&any, key);
 }
 
-static EVP_CIPHER_CTX *gmac_new(const unsigned char fkey[SCHED_FP_KEYLEN])
-{
-	static const unsigned char iv[12] = { 'r', 'o', 'w', 's' };  /* fp uses "fp" 0 and 1 */
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-
-	if (ctx && EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, fkey, iv) != 1) {
-		EVP_CIPHER_CTX_free(ctx);
-		ctx = NULL;
-	}
-	return ctx;
-}
-
-static int gmac_add(EVP_CIPHER_CTX *ctx, const void *p, size_t n)
-{
-	const unsigned char *b = p;
-	int ol;
-
-	while (n > 0) {
-		int k = n > (1u << 30) ? 1 << 30 : (int)n;
-		if (EVP_EncryptUpdate(ctx, NULL, &ol, b, k) != 1)
-			return -1;
-		b += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
-static int gmac_end(EVP_CIPHER_CTX *ctx, unsigned char tag[ROWS_TAG])
-{
-	unsigned char fin[16];
-	int ol;
-
-	return EVP_EncryptFinal_ex(ctx, fin, &ol) == 1 &&
-	       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, ROWS_TAG, tag) == 1 ? 0 : -1;
-}
+/* The GMAC's nonce for a rows sidecar (the fingerprint's file tags use "fp" 0 and 1) */
+static const unsigned char rows_iv[12] = { 'r', 'o', 'w', 's' };
 
 /* The owned row the load would read back for new row k, written with rowid. */
 static void row_back(const struct sched_run *r, const struct sched_cand *k, int64_t rowid,
@@ -134,7 +101,7 @@ static void row_back(const struct sched_run *r, const struct sched_cand *k, int6
 /* n bytes into the GMAC and the temporary file: 0 or -1. */
 static int put(struct sched_rows_job *j, const void *p, size_t n)
 {
-	return gmac_add(j->ctx, p, n) || fwrite(p, 1, n, j->f) != n ? -1 : 0;
+	return sched_gmac_add(j->ctx, p, n) || fwrite(p, 1, n, j->f) != n ? -1 : 0;
 }
 
 /* The writer thread: the owned rows, the counted rows, the contacts and the load's
@@ -247,7 +214,7 @@ int sched_rows_begin(struct sched_run *r, const unsigned char fkey[SCHED_FP_KEYL
 		sched_rows_abort(j);
 		return -1;
 	}
-	if (!(j->f = fdopen(fd, "wb")) || !(j->ctx = gmac_new(fkey)) ||
+	if (!(j->f = fdopen(fd, "wb")) || !(j->ctx = sched_gmac_new(fkey, rows_iv)) ||
 	    (r->o->threads < 2 ? (write_body(j), false) :   /* threads = 1: here and now */
 	     pthread_create(&j->th, NULL, write_body, j) != 0)) {
 		if (j->f)
@@ -302,8 +269,8 @@ int sched_rows_finish(struct sched_rows_job *j, const unsigned char key[SCHED_FP
 		snprintf(err, errlen, "the file was tagged under another key");
 		goto out;
 	}
-	if (gmac_add(j->ctx, &h, sizeof(h)) || fwrite(&h, sizeof(h), 1, j->f) != 1 ||
-	    gmac_end(j->ctx, tag) || fwrite(tag, sizeof(tag), 1, j->f) != 1) {
+	if (sched_gmac_add(j->ctx, &h, sizeof(h)) || fwrite(&h, sizeof(h), 1, j->f) != 1 ||
+	    sched_gmac_end(j->ctx, tag) || fwrite(tag, sizeof(tag), 1, j->f) != 1) {
 		snprintf(err, errlen, "cannot write '%.400s': %s", j->tmp, errno ? strerror(errno) : "failed");
 		goto out;
 	}
@@ -447,7 +414,7 @@ int sched_rows_load(struct sched_rows *rows, struct sched_run *r)
 	struct sched_counted *cnt = sched_big(NULL, bc + sizeof(*cnt));
 	struct sched_contact *ct = sched_big(NULL, bt + sizeof(*ct));
 	char *warn = malloc(rows->nwarn + 1);
-	EVP_CIPHER_CTX *ctx = gmac_new(rows->fkey);
+	EVP_CIPHER_CTX *ctx = sched_gmac_new(rows->fkey, rows_iv);
 	unsigned char tag[ROWS_TAG], want[ROWS_TAG];
 	int rc = -1;
 
@@ -456,9 +423,9 @@ int sched_rows_load(struct sched_rows *rows, struct sched_run *r)
 	    read_at(rows->fd, warn, rows->nwarn, bo + bc + bt) ||
 	    read_at(rows->fd, &h, sizeof(h), bo + bc + bt + rows->nwarn) ||
 	    read_at(rows->fd, want, sizeof(want), bo + bc + bt + rows->nwarn + sizeof(h)) ||
-	    gmac_add(ctx, old, bo) || gmac_add(ctx, cnt, bc) || gmac_add(ctx, ct, bt) ||
-	    gmac_add(ctx, warn, rows->nwarn) || gmac_add(ctx, &h, sizeof(h)) ||
-	    gmac_end(ctx, tag) || memcmp(tag, want, ROWS_TAG))
+	    sched_gmac_add(ctx, old, bo) || sched_gmac_add(ctx, cnt, bc) || sched_gmac_add(ctx, ct, bt) ||
+	    sched_gmac_add(ctx, warn, rows->nwarn) || sched_gmac_add(ctx, &h, sizeof(h)) ||
+	    sched_gmac_end(ctx, tag) || memcmp(tag, want, ROWS_TAG))
 		goto out;
 	free(r->old);
 	r->old = old;
