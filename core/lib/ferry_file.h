@@ -1,9 +1,10 @@
-/* ferry_file.h: whole-file writes that readers never see half done. */
+/* ferry_file.h: whole-file writes that readers never see half done; full reads and writes. */
 #ifndef FERRY_FILE_H
 #define FERRY_FILE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Flags of ferry_file_replace. */
@@ -18,6 +19,8 @@ int ferry_file_replace(const char *path, const void *data, size_t len, mode_t mo
 		       unsigned int flags, char *err, size_t errlen);
 /* Write all of buf at the fd's offset, retrying short writes and EINTR: 0 or -1 (errno). */
 int ferry_write_full(int fd, const void *buf, size_t len);
+/* pread until len bytes, the end of the file or an error: the bytes read, or -1 (errno). */
+ssize_t ferry_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* fsync the directory holding path, so a rename or create in it is durable: 0 or -1. */
 int ferry_fsync_dir(const char *path);
 

@@ -1,4 +1,4 @@
-/* file.c: atomic whole-file replacement and the fsyncs it needs (ferry_file.h). */
+/* file.c: atomic whole-file replacement, its fsyncs, full reads and writes (ferry_file.h). */
 #include "ferry_file.h"
 
 #include <errno.h>
@@ -24,6 +24,24 @@ int ferry_write_full(int fd, const void *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+ssize_t ferry_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
 }
 
 int ferry_fsync_dir(const char *path)

@@ -1,5 +1,6 @@
 /* fsclient.c: the client side of ferryfs: .ferryfs-stats, mountinfo, the ETag and fetch xattrs. */
 #include "ferry_fsclient.h"
+#include "ferry_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +30,7 @@ bool ferry_fsstats_read(const char *mount_root, struct ferry_fsstats *out)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	got = pages_pread_full(fd, buf, sizeof(buf) - 1, 0);
+	got = ferry_pread_full(fd, buf, sizeof(buf) - 1, 0);
 	close(fd);
 	if (got <= 0)
 		return false;

@@ -222,7 +222,7 @@ int ferry_manifest_load(const char *path, struct ferry_manifest *m, char *err, s
 		pages_seterr(err, errlen, "out of memory");
 		goto out_close;
 	}
-	got = pages_pread_full(fd, buf, (size_t)st.st_size, 0);
+	got = ferry_pread_full(fd, buf, (size_t)st.st_size, 0);
 	if (got < 0)
 		pages_seterr(err, errlen, "cannot read: %s", strerror(errno));
 	else
@@ -255,7 +255,7 @@ int ferry_manifest_peek(const char *path, struct ferry_manifest *m, char *err, s
 	if (fstat(fd, &st) != 0) {
 		pages_seterr(err, errlen, "cannot stat: %s", strerror(errno));
 	} else {
-		got = pages_pread_full(fd, buf, (uint64_t)st.st_size < sizeof(buf) ?
+		got = ferry_pread_full(fd, buf, (uint64_t)st.st_size < sizeof(buf) ?
 				       (size_t)st.st_size : sizeof(buf), 0);
 		if (got < 0)
 			pages_seterr(err, errlen, "cannot read: %s", strerror(errno));

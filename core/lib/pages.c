@@ -1,5 +1,6 @@
 /* pages.c: the SQLite page engine of pull and push: header checks, page hashes, diffs, progress. */
 #include "ferry_pages.h"
+#include "ferry_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,24 +51,6 @@ static uint32_t be32(const unsigned char *p)
 bool pages_valid_size(uint32_t ps)
 {
 	return ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0;
-}
-
-ssize_t pages_pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	return (ssize_t)got;
 }
 
 void pages_sha256(const void *a, size_t n, unsigned char out[PAGES_SHA256_LEN])
@@ -148,7 +131,7 @@ int ferry_pages_probe_fd(int fd, struct ferry_db_info *out, char *err, size_t er
 		return -1;
 	}
 	if (st.st_size > 0) {
-		n = pages_pread_full(fd, hdr, sizeof(hdr), 0);
+		n = ferry_pread_full(fd, hdr, sizeof(hdr), 0);
 		if (n < 0) {
 			pages_seterr(err, errlen, "cannot read header: %s", strerror(errno));
 			return -1;
@@ -169,7 +152,7 @@ static bool side_file(const char *dbpath, const char *suffix, unsigned char *hea
 	fd = open(p, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	r = pages_pread_full(fd, head, n, 0);
+	r = ferry_pread_full(fd, head, n, 0);
 	close(fd);
 	*got = r > 0 ? (size_t)r : 0;
 	return true;
@@ -464,7 +447,7 @@ static int slice_hash(struct hash_slice *s)
 			s->errnum = ECANCELED;
 			goto out;
 		}
-		got = pages_pread_full(s->fd, buf, (size_t)(n * s->page_size), i * s->page_size);
+		got = ferry_pread_full(s->fd, buf, (size_t)(n * s->page_size), i * s->page_size);
 		if (got < 0) {
 			s->errnum = errno;
 			snprintf(s->err, sizeof(s->err), "read at offset %" PRIu64 ": %s",

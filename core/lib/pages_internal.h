@@ -48,8 +48,6 @@ static inline uint64_t pages_get64(const unsigned char *p)
 
 /* A page size SQLite can use: a power of two from 512 to 65536. */
 bool pages_valid_size(uint32_t ps);
-/* pread until len bytes, the end of the file or an error: the bytes read, or -1 (errno). */
-ssize_t pages_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* SHA-256 of n bytes; all zeros if OpenSSL fails, which no stored checksum then matches. */
 void pages_sha256(const void *a, size_t n, unsigned char out[PAGES_SHA256_LEN]);
 

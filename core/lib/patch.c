@@ -153,7 +153,7 @@ int ferry_patch_save(struct ferry_patch *p, const uint64_t *pages, size_t n)
 
 		if (pages[i] * p->page_size >= p->old_size)
 			continue;
-		got = pages_pread_full(p->fd, q, p->page_size, pages[i] * p->page_size);
+		got = ferry_pread_full(p->fd, q, p->page_size, pages[i] * p->page_size);
 		if (got < 0) {
 			snprintf(p->err, sizeof(p->err), "cannot read '%s': %s", p->path,
 				 strerror(errno));
@@ -249,7 +249,7 @@ static int undo_apply(int fd, int ufd, const char *upath, bool *rolled_back, cha
 	}
 	usize = (uint64_t)st.st_size;
 
-	got = pages_pread_full(ufd, hdr, sizeof(hdr), 0);
+	got = ferry_pread_full(ufd, hdr, sizeof(hdr), 0);
 	if (got < 0) {
 		pages_seterr(err, errlen, "cannot read undo file '%s': %s", upath, strerror(errno));
 		return -1;
@@ -273,7 +273,7 @@ static int undo_apply(int fd, int ufd, const char *upath, bool *rolled_back, cha
 		uint32_t n;
 		size_t len;
 
-		if (pages_pread_full(ufd, head, 8, off) != 8 || pages_get32(head) != UNDO_TAG)
+		if (ferry_pread_full(ufd, head, 8, off) != 8 || pages_get32(head) != UNDO_TAG)
 			break;
 		n = pages_get32(head + 4);
 		if (n == 0 || n > (1u << 24) / (ps / 512))
@@ -287,7 +287,7 @@ static int undo_apply(int fd, int ufd, const char *upath, bool *rolled_back, cha
 			pages_seterr(err, errlen, "out of memory");
 			goto out;
 		}
-		if (pages_pread_full(ufd, rec, len, off) != (ssize_t)len)
+		if (ferry_pread_full(ufd, rec, len, off) != (ssize_t)len)
 			break;              /* torn record: never acted on */
 		pages_sha256(rec, len - 32, sum);
 		if (memcmp(sum, rec + len - 32, 32) != 0)

@@ -41,6 +41,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ferry_file.h"
+
 #define ROWS_MAGIC "ferry-sched-rows"
 #define ROWS_VERSION 2u
 #define ROWS_TAG SCHED_GMAC_TAG
@@ -388,21 +390,10 @@ int sched_rows_open(const char *db_path, const unsigned char key[SCHED_FP_LEN], 
 	return 0;
 }
 
+/* n bytes at off, all of them: 0 or -1 */
 static int read_at(int fd, void *p, size_t n, uint64_t off)
 {
-	char *b = p;
-
-	while (n > 0) {
-		ssize_t k = pread(fd, b, n, (off_t)off);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		b += k;
-		n -= (size_t)k;
-		off += (uint64_t)k;
-	}
-	return 0;
+	return ferry_pread_full(fd, p, n, off) == (ssize_t)n ? 0 : -1;
 }
 
 int sched_rows_load(struct sched_rows *rows, struct sched_run *r)
